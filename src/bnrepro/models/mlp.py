@@ -1,0 +1,111 @@
+"""The MNIST network of the paper's Section 4.1, vectorized over independent members.
+
+One `MLP` holds `members` independent networks (one per seed) and trains them in one
+step: every weight has a leading member dimension and every batch norm keeps its own
+statistics per member. A single-seed run is simply `members=1`, so a member of a
+larger ensemble follows the same arithmetic as the run with its seed alone.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NormFactory = Callable[[int], nn.Module]
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "relu": F.relu,
+}
+
+
+class EnsembleLinear(nn.Module):
+    """`members` independent linear maps: (E, B, in) or shared (B, in) -> (E, B, out)."""
+
+    def __init__(self, members: int, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(x, self.weight)
+        return y if self.bias is None else y + self.bias
+
+
+class EnsembleNorm(nn.Module):
+    """Applies a (N, C) normalization layer to each member's features over its own batch.
+
+    The member and feature dimensions are flattened into channels, so a standard
+    BatchNorm1d of `members * features` channels computes exactly per-member statistics.
+    """
+
+    def __init__(self, members: int, features: int, norm: NormFactory):
+        super().__init__()
+        self.norm = norm(members * features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members, batch, features = x.shape
+        y = self.norm(x.transpose(0, 1).reshape(batch, members * features))
+        return y.reshape(batch, members, features).transpose(0, 1)
+
+
+class MLP(nn.Module):
+    """Fully connected net: hidden layers z = g(BN(Wu)) (or g(Wu + b) without BN), then linear.
+
+    With a norm layer the hidden layers have no bias: BN's beta takes its role.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        sizes: Sequence[int],
+        activation: str = "sigmoid",
+        norm: NormFactory | None = None,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.activation={activation!r} is not known; use one of {sorted(ACTIVATIONS)}."
+            )
+        self.members = members
+        self.activation = ACTIVATIONS[activation]
+        pairs = list(zip(sizes[:-1], sizes[1:], strict=False))
+        self.hidden = nn.ModuleList(
+            EnsembleLinear(members, n_in, n_out, bias=norm is None) for n_in, n_out in pairs[:-1]
+        )
+        self.norms = nn.ModuleList(
+            EnsembleNorm(members, n_out, norm) if norm is not None else nn.Identity()
+            for _, n_out in pairs[:-1]
+        )
+        self.classifier = EnsembleLinear(members, *pairs[-1], bias=True)
+
+    @torch.no_grad()
+    def init_gaussian(self, std: float, seeds: Sequence[int]) -> None:
+        """Draws every member's weights from N(0, std^2) with that member's own seed.
+
+        Weights are drawn on the CPU, layer by layer, from one generator per seed, so a
+        member's initial weights depend only on its seed (not on `members` or the device).
+        Biases start at zero; norm layers keep their own initialization (gamma=1, beta=0).
+        """
+        if len(seeds) != self.members:
+            raise ValueError(f"{len(seeds)} seeds given for {self.members} members.")
+        layers = [*self.hidden, self.classifier]
+        for member, seed in enumerate(seeds):
+            generator = torch.Generator().manual_seed(seed)
+            for layer in layers:
+                w = torch.randn(layer.weight.shape[1:], generator=generator) * std
+                layer.weight[member].copy_(w)
+                if layer.bias is not None:
+                    layer.bias[member].zero_()
+
+    def hidden_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (last hidden activation, input to the last hidden nonlinearity)."""
+        pre = x
+        for linear, norm in zip(self.hidden, self.norms, strict=True):
+            pre = norm(linear(x))
+            x = self.activation(pre)
+        return x, pre
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.hidden_forward(x)[0])
