@@ -33,8 +33,10 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from bnrepro.errors import BnreproError
 
-class DataError(RuntimeError):
+
+class DataError(BnreproError):
     """A data file is missing, corrupt or unobtainable; the message says which and how to fix it."""
 
 
@@ -468,3 +470,21 @@ __all__ = [
     "verify_idx_file",
     "write_idx",
 ]
+
+
+def main() -> None:
+    """`python -m bnrepro.data [--root data]`: fetch and verify MNIST, or explain why not."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--root", default=os.environ.get("BNREPRO_DATA", "data"))
+    args = parser.parse_args()
+    try:
+        raw_dir = ensure_mnist(args.root)
+    except DataError as error:
+        sys.exit(f"bnrepro: {error}")
+    print(f"MNIST verified in {raw_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+# bnrepro: `make reproduce-figure1` and `make test` set everything up on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= data
+export BNREPRO_DATA ?= $(DATA)
+
+.PHONY: help venv data reproduce-figure1 figures test test-slow bench lint format
+
+help:
+	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
+	@echo "make figures            redraw every figure under results/ from its logged CSV files"
+	@echo "make test               fast tests (what CI runs); make test-slow for the long ones"
+	@echo "make bench              steps/s of the harness against a conventional PyTorch loop"
+	@echo "make lint               ruff check and format check"
+
+venv: $(VENV)/.installed
+
+# The virtual environment is (re)built whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+data: venv
+	$(PY) -m bnrepro.data --root $(DATA)
+
+reproduce-figure1: data
+	$(PY) experiments/figure1.py run
+
+figures: venv
+	$(PY) experiments/figure1.py draw
+
+test: data
+	$(PY) -m pytest
+
+test-slow: data
+	$(PY) -m pytest -m slow
+
+bench: data
+	$(PY) experiments/bench.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,46 @@
+"""Logged runs as pandas DataFrames: the one place figures and notebooks read results from."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+
+def run_dirs(root: str | Path) -> list[Path]:
+    """Every run directory (one holding run.json) under `root`, sorted by path."""
+    return sorted(p.parent for p in Path(root).rglob("run.json"))
+
+
+def load_runs(root: str | Path) -> pd.DataFrame:
+    """One row per (run, seed): flattened config, status and final metrics of every run."""
+    records = []
+    for run_dir in run_dirs(root):
+        info = json.loads((run_dir / "run.json").read_text())
+        config_file = run_dir / "config.yaml"
+        config = {}
+        if config_file.exists():
+            container = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+            config = pd.json_normalize(container).iloc[0].to_dict()
+        base = {
+            "run_dir": str(run_dir),
+            "status": info.get("status"),
+            "wall_s": info.get("wall_s"),
+            "steps": info.get("steps"),
+            "error": info.get("error"),
+            **{f"config.{k}": v for k, v in config.items()},
+        }
+        for seed_info in info.get("seeds") or [{}]:
+            records.append(
+                {
+                    **base,
+                    **{k: v for k, v in seed_info.items() if k != "status"},
+                    "seed_status": seed_info.get("status", info.get("status")),
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+def load_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """The metrics.csv of one run (columns step, seed, train_loss, test_acc, p15, p50, p85)."""
+    return pd.read_csv(Path(run_dir) / "metrics.csv")

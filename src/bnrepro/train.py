@@ -1,0 +1,330 @@
+"""Training harness: `python -m bnrepro.train [experiment=figure1] [model=mlp_bn] [key=value ...]`.
+
+Reads top to bottom: check the config, put the whole dataset on the device, build one
+vectorized model holding a member per seed, then train for `steps` mini-batches drawn by
+index, logging test accuracy and the percentiles of one sigmoid's input along the way.
+Each run directory receives `config.yaml` (resolved), `metrics.csv`, `run.json`
+(status, wall time, commit, hardware, per-seed results) and `model.pt`.
+"""
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from bnrepro import nn as paper_nn
+from bnrepro.data import load_mnist
+from bnrepro.errors import BnreproError, ConfigError
+from bnrepro.loggers import RunLogger
+from bnrepro.models.mlp import MLP
+from bnrepro.runinfo import atomic_write_text, git_state, hardware, write_json
+
+METRIC_COLUMNS = ("step", "seed", "train_loss", "test_acc", "p15", "p50", "p85")
+PERCENTILES = (0.15, 0.50, 0.85)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Rejects values that would fail late or silently train something else."""
+
+    def fail(key: str, value: Any, fix: str) -> None:
+        raise ConfigError(f"Invalid config: {key}={value!r}. {fix}")
+
+    if cfg.steps < 1:
+        fail("steps", cfg.steps, "Use a positive number of training steps, e.g. steps=50000.")
+    if cfg.batch_size < 1 or (cfg.model.batch_norm and cfg.batch_size < 2):
+        fail("batch_size", cfg.batch_size, "Use batch_size >= 2 (BN needs two examples per batch).")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        fail("seeds", list(cfg.seeds), "Give distinct seeds as a list, e.g. seeds=[0,1,2].")
+    if cfg.optim.lr <= 0:
+        fail("optim.lr", cfg.optim.lr, "Use a positive learning rate, e.g. optim.lr=0.1.")
+    if cfg.model.init_std <= 0:
+        fail("model.init_std", cfg.model.init_std, "Use a positive std, e.g. model.init_std=0.1.")
+    for key in ("eval_every", "probe.every", "probe.size"):
+        if OmegaConf.select(cfg, key) < 1:
+            fail(key, OmegaConf.select(cfg, key), f"Use a positive value for {key}.")
+    if not 0 <= cfg.probe.unit < cfg.model.sizes[-2]:
+        fail("probe.unit", cfg.probe.unit, f"Pick a unit in 0..{cfg.model.sizes[-2] - 1}.")
+    if cfg.data.input not in ("grey", "binary"):
+        fail("data.input", cfg.data.input, "Use data.input=grey or data.input=binary.")
+    if cfg.model.norm not in ("torch", "paper"):
+        fail("model.norm", cfg.model.norm, "Use model.norm=torch or model.norm=paper.")
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA GPU is visible. Use device=cpu or auto.")
+    return device
+
+
+def build_model(cfg: DictConfig, device: torch.device) -> MLP:
+    m = cfg.model
+    norm_cls = {"torch": nn.BatchNorm1d, "paper": paper_nn.BatchNorm}[m.norm]
+
+    def make_norm(channels: int) -> nn.Module:
+        return norm_cls(channels, eps=m.bn_eps, momentum=m.bn_momentum)
+
+    model = MLP(len(cfg.seeds), m.sizes, m.activation, make_norm if m.batch_norm else None)
+    model.init_gaussian(m.init_std, list(cfg.seeds))
+    return model.to(device)
+
+
+def to_input(images: torch.Tensor, mode: str) -> torch.Tensor:
+    """uint8 pixels -> float network input: grey levels in [0, 1], or binarized at 128."""
+    if mode == "binary":
+        return (images >= 128).float()
+    return images.float().div_(255)
+
+
+def epoch_orders(seeds: list[int], n: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Yields, epoch after epoch, one random permutation of range(n) per seed: (members, n).
+
+    Each seed has its own generator, so a member's data order does not depend on the others.
+    """
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    while True:
+        yield torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Restores every buffer (BN running statistics) after a training-mode probe forward."""
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(model.buffers(), saved, strict=True):
+                b.copy_(s)
+
+
+@torch.no_grad()
+def test_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 5000) -> list[float]:
+    """Accuracy of each member on (x, y), BN using its inference statistics."""
+    model.eval()
+    correct = sum(
+        (model(x[i : i + chunk]).argmax(-1) == y[i : i + chunk]).sum(-1)
+        for i in range(0, len(x), chunk)
+    )
+    model.train()
+    return (correct.double() / len(x)).tolist()
+
+
+@torch.no_grad()
+def sigmoid_input_percentiles(model: MLP, x_probe: torch.Tensor, unit: int) -> list[list[float]]:
+    """15/50/85th percentiles per member of the probed unit's input, training-mode network.
+
+    In training mode BN normalizes with the probe set's own statistics, as the paper's
+    Figure 1(c) shows the training network; the running statistics are left untouched.
+    """
+    with preserved_buffers(model):
+        _, pre = model.hidden_forward(x_probe)
+    q = torch.tensor(PERCENTILES, device=pre.device)
+    return torch.quantile(pre[:, :, unit], q, dim=1).T.tolist()
+
+
+def make_train_step(
+    model: MLP, optimizer: torch.optim.Optimizer, x_train: torch.Tensor, y_train: torch.Tensor, cfg
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One SGD step on the mini-batches picked by `index` (members, batch); returns each
+    member's mean loss. The loss summed over members gives each member its own gradient."""
+    members, input_mode = len(cfg.seeds), cfg.data.input
+
+    def train_step(index: torch.Tensor) -> torch.Tensor:
+        flat = index.reshape(-1)
+        x = to_input(x_train.index_select(0, flat), input_mode).view(members, -1, x_train.shape[1])
+        logits = model(x)
+        labels = y_train.index_select(0, flat)
+        losses = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none")
+        member_loss = losses.view(members, -1).mean(1)
+        optimizer.zero_grad(set_to_none=True)
+        member_loss.sum().backward()
+        optimizer.step()
+        return member_loss.detach()
+
+    return train_step
+
+
+def cuda_graphed(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    example_index: torch.Tensor,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Captures `step` as one CUDA graph; the returned function copies the index in and replays.
+
+    Follows PyTorch's whole-network capture recipe: warm-up steps on a side stream (which
+    allocate gradients and optimizer state), then the capture. The model and optimizer are
+    then put back to their state before the warm-up, so no step is taken twice: zeroed
+    momentum buffers make the first replayed step equal to SGD's first step.
+    """
+    state = [*model.parameters(), *model.buffers()]
+    saved = [t.detach().clone() for t in state]
+    static_index = example_index.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step(static_index)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step(static_index)
+    with torch.no_grad():
+        for t, s in zip(state, saved, strict=True):
+            t.copy_(s)
+        for buffers in optimizer.state.values():
+            for value in buffers.values():
+                if torch.is_tensor(value):
+                    value.zero_()
+
+    def replay(index: torch.Tensor) -> torch.Tensor:
+        static_index.copy_(index)
+        graph.replay()
+        return static_loss
+
+    return replay
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Trains every seed of `cfg` for cfg.steps steps, logging into `run_dir`; returns run info."""
+    started = time.time()
+    validate(cfg)
+    device = select_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seeds = list(cfg.seeds)
+    info: dict[str, Any] = {
+        "name": cfg.name,
+        "variant": cfg.model.variant,
+        "status": "running",
+        "git": git_state(),
+        "hardware": hardware(device),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+    }
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(run_dir / "run.json", info)
+
+    # Data: the whole set lives on the device as uint8; batches are drawn by index.
+    train_images, train_labels = load_mnist(cfg.data.root, "train", download=cfg.data.download)
+    test_images, test_labels = load_mnist(cfg.data.root, "test", download=cfg.data.download)
+    x_train = train_images.flatten(1).to(device)
+    y_train = train_labels.to(device)
+    x_test = to_input(test_images.flatten(1).to(device), cfg.data.input)
+    y_test = test_labels.to(device)
+    x_probe = x_test[: cfg.probe.size]
+
+    model = build_model(cfg, device)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    train_step = make_train_step(model, optimizer, x_train, y_train, cfg)
+    steps_per_epoch = len(x_train) // cfg.batch_size
+    orders = epoch_orders(seeds, len(x_train), device)
+    logger = RunLogger(run_dir, cfg, METRIC_COLUMNS)
+
+    if device.type == "cuda" and cfg.cuda_graph:
+        example_index = torch.zeros(len(seeds), cfg.batch_size, dtype=torch.long, device=device)
+        train_step = cuda_graphed(model, optimizer, train_step, example_index)
+
+    status = "failed"
+    step, loss = 0, None
+    diverged_at: dict[int, int] = {}
+    last_rows: dict[int, dict[str, Any]] = {}
+    progress = tqdm(total=cfg.steps, unit="step", disable=not sys.stderr.isatty())
+    try:
+        for step in range(cfg.steps + 1):
+            if step % cfg.probe.every == 0 or step % cfg.eval_every == 0 or step == cfg.steps:
+                percentiles = sigmoid_input_percentiles(model, x_probe, cfg.probe.unit)
+                evaluate = step % cfg.eval_every == 0 or step == cfg.steps
+                accuracy = test_accuracy(model, x_test, y_test) if evaluate else None
+                losses = loss.tolist() if loss is not None else [None] * len(seeds)
+                rows = []
+                for member, seed in enumerate(seeds):
+                    if losses[member] is not None and not torch.isfinite(loss[member]):
+                        diverged_at.setdefault(seed, step)
+                    rows.append(
+                        {
+                            "step": step,
+                            "seed": seed,
+                            "train_loss": losses[member],
+                            "test_acc": accuracy[member] if accuracy else None,
+                            "p15": percentiles[member][0],
+                            "p50": percentiles[member][1],
+                            "p85": percentiles[member][2],
+                        }
+                    )
+                logger.log(rows)
+                last_rows.update({row["seed"]: row for row in rows if row["test_acc"] is not None})
+                if accuracy:
+                    progress.set_postfix(test_acc=f"{sum(accuracy) / len(accuracy):.4f}")
+                if len(diverged_at) == len(seeds):
+                    break
+            if step == cfg.steps:
+                break
+            if step % steps_per_epoch == 0:
+                order = next(orders)
+            position = (step % steps_per_epoch) * cfg.batch_size
+            loss = train_step(order[:, position : position + cfg.batch_size])
+            progress.update(1)
+        status = "diverged" if diverged_at else "completed"
+    finally:
+        progress.close()
+        wall_s = time.time() - started
+        info.update(
+            status=status,
+            steps=step,
+            wall_s=round(wall_s, 3),
+            steps_per_s=round(step / wall_s, 1),
+            seeds=[
+                {
+                    "seed": seed,
+                    "status": "diverged" if seed in diverged_at else status,
+                    "diverged_at_step": diverged_at.get(seed),
+                    "final_step": last_rows.get(seed, {}).get("step"),
+                    "final_test_acc": last_rows.get(seed, {}).get("test_acc"),
+                }
+                for seed in seeds
+            ],
+        )
+        logger.close(status)
+        torch.save(model.state_dict(), run_dir / "model.pt.tmp")
+        Path(run_dir / "model.pt.tmp").replace(run_dir / "model.pt")
+        write_json(run_dir / "run.json", info)
+    return info
+
+
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        info = train(cfg, run_dir)
+    except BnreproError as error:
+        write_json(run_dir / "run.json", {"status": "failed", "error": str(error)})
+        print(f"\nbnrepro: {error}\n", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.RUN:
+            sys.exit(2)
+        return
+    seeds = ", ".join(f"{s['seed']}: {s['final_test_acc']}" for s in info["seeds"])
+    print(f"{info['status']} in {info['wall_s']:.1f} s; final test accuracy by seed {seeds}")
+
+
+if __name__ == "__main__":
+    main()

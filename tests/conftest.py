@@ -1,0 +1,58 @@
+"""Shared fixtures: the repo's Hydra configs, composed offline, and the real MNIST files."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+
+os.environ.setdefault("BNREPRO_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def data_root() -> Path:
+    root = Path(os.environ.get("BNREPRO_DATA", "data"))
+    return root if root.is_absolute() else REPO / root
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The verified real MNIST (`make test` fetches it first); skips when it is absent."""
+    raw = data_root() / "MNIST" / "raw"
+    if not (raw / "t10k-labels-idx1-ubyte").exists():
+        pytest.skip(f"MNIST is not in {raw}; run `make data` to fetch it")
+    return data_root()
+
+
+def compose_train(overrides: list[str] | None = None) -> DictConfig:
+    """The config `python -m bnrepro.train <overrides>` would run with."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides or [])
+
+
+@pytest.fixture
+def small_cfg(mnist_root):
+    """A short, CPU-only training config on the real data, loggers off."""
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_train(
+            [
+                "steps=300",
+                "eval_every=100",
+                "probe.every=50",
+                "probe.size=200",
+                "device=cpu",
+                "logger.wandb.mode=disabled",
+                f"data.root={mnist_root}",
+                *overrides,
+            ]
+        )
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
+    return make

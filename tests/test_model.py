@@ -1,0 +1,75 @@
+"""The MNIST MLP: shapes, BN placement, and independence of vectorized members."""
+
+import torch
+from torch import nn
+
+from bnrepro.models.mlp import MLP, EnsembleLinear, EnsembleNorm
+
+SIZES = [784, 100, 100, 100, 10]
+
+
+def make(members: int, bn: bool, seeds=None) -> MLP:
+    model = MLP(members, SIZES, "sigmoid", (lambda c: nn.BatchNorm1d(c)) if bn else None)
+    model.init_gaussian(0.1, seeds or list(range(members)))
+    return model
+
+
+def test_shapes_and_parameter_count() -> None:
+    model = make(3, bn=False)
+    assert model(torch.rand(60, 784)).shape == (3, 60, 10)
+    assert model(torch.rand(3, 60, 784)).shape == (3, 60, 10)
+    per_member = 784 * 100 + 100 + 2 * (100 * 100 + 100) + 100 * 10 + 10
+    assert sum(p.numel() for p in model.parameters()) == 3 * per_member
+
+
+def test_bn_sits_on_wu_before_the_sigmoid_and_hidden_biases_are_dropped() -> None:
+    model = make(1, bn=True)
+    assert all(layer.bias is None for layer in model.hidden)
+    assert model.classifier.bias is not None
+    assert all(isinstance(n, EnsembleNorm) for n in model.norms)
+    x = torch.rand(60, 784)
+    _, pre = model.hidden_forward(x)
+    # The sigmoid's input is BN(Wu): zero mean and unit variance over the batch per unit.
+    assert torch.allclose(pre.mean(1), torch.zeros(1, 100), atol=1e-5)
+    assert torch.allclose(pre.var(1, unbiased=False), torch.ones(1, 100), atol=1e-3)
+    h = torch.sigmoid(model.norms[0](model.hidden[0](x)))
+    h = torch.sigmoid(model.norms[1](model.hidden[1](h)))
+    assert torch.allclose(model.norms[2](model.hidden[2](h)), pre, atol=1e-6)
+
+
+def test_plain_hidden_layers_have_biases_and_no_norm() -> None:
+    model = make(1, bn=False)
+    assert all(layer.bias is not None for layer in model.hidden)
+    assert all(isinstance(n, nn.Identity) for n in model.norms)
+
+
+def test_init_is_gaussian_with_configured_std_and_depends_only_on_seed() -> None:
+    alone = make(1, bn=True, seeds=[7])
+    together = make(3, bn=True, seeds=[1, 7, 9])
+    assert torch.equal(alone.hidden[0].weight[0], together.hidden[0].weight[1])
+    assert not torch.equal(together.hidden[0].weight[0], together.hidden[0].weight[1])
+    w = together.hidden[0].weight
+    assert abs(w.std().item() - 0.1) < 0.002 and abs(w.mean().item()) < 0.002
+
+
+def test_members_have_their_own_bn_statistics() -> None:
+    torch.manual_seed(0)
+    together = make(2, bn=True, seeds=[1, 2])
+    alone = make(1, bn=True, seeds=[2])
+    x = torch.rand(2, 60, 784)
+    x[0] *= 5  # member 0 sees very different data: it must not change member 1's statistics
+    out_together = together(x)
+    out_alone = alone(x[1:])
+    assert torch.allclose(out_together[1], out_alone[0], atol=1e-5)
+    assert torch.allclose(
+        together.norms[0].norm.running_mean[100:], alone.norms[0].norm.running_mean
+    )
+
+
+def test_ensemble_linear_matches_per_member_matmul() -> None:
+    layer = EnsembleLinear(4, 5, 3, bias=True)
+    nn.init.normal_(layer.weight)
+    nn.init.normal_(layer.bias)
+    x = torch.randn(4, 7, 5)
+    expected = torch.stack([x[i] @ layer.weight[i] + layer.bias[i] for i in range(4)])
+    assert torch.allclose(layer(x), expected, atol=1e-6)

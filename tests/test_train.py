@@ -1,0 +1,98 @@
+"""The training harness end to end on real MNIST: files written, determinism, vectorized seeds."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+from bnrepro.errors import ConfigError
+from bnrepro.train import METRIC_COLUMNS, train
+
+
+def test_run_writes_metrics_config_and_run_info(small_cfg, tmp_path) -> None:
+    info = train(small_cfg("model=mlp_bn", "seeds=[0,1]"), tmp_path)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics.columns) == list(METRIC_COLUMNS)
+    assert sorted(metrics.seed.unique()) == [0, 1]
+    assert sorted(metrics.step.unique()) == list(range(0, 301, 50))
+    assert sorted(metrics.dropna(subset=["test_acc"]).step.unique()) == [0, 100, 200, 300]
+    assert (metrics.p15 <= metrics.p50).all() and (metrics.p50 <= metrics.p85).all()
+    final = metrics[metrics.step == 300].test_acc
+    assert (final > 0.8).all(), "300 steps of the BN net should already beat 80% on MNIST"
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == info["status"] == "completed"
+    assert run["steps"] == 300 and run["wall_s"] > 0
+    assert {"commit", "dirty"} <= set(run["git"]) and run["hardware"]["device"] == "cpu"
+    assert [s["final_test_acc"] for s in run["seeds"]] == final.tolist()
+    assert "batch_size: 60" in (tmp_path / "config.yaml").read_text()
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_same_seed_gives_identical_csv_on_cpu(small_cfg, tmp_path) -> None:
+    for name in ("a", "b"):
+        train(small_cfg("model=mlp_bn", "seeds=[3]"), tmp_path / name)
+    first = (tmp_path / "a" / "metrics.csv").read_bytes()
+    assert first == (tmp_path / "b" / "metrics.csv").read_bytes()
+    train(small_cfg("model=mlp_bn", "seeds=[4]"), tmp_path / "c")
+    assert first != (tmp_path / "c" / "metrics.csv").read_bytes()
+
+
+@pytest.mark.parametrize("model", ["mlp", "mlp_bn"])
+def test_member_of_vectorized_run_equals_its_single_seed_run(small_cfg, tmp_path, model) -> None:
+    train(small_cfg(f"model={model}", "seeds=[5,8,13]"), tmp_path / "together")
+    train(small_cfg(f"model={model}", "seeds=[8]"), tmp_path / "alone")
+    together = pd.read_csv(tmp_path / "together" / "metrics.csv")
+    alone = pd.read_csv(tmp_path / "alone" / "metrics.csv")
+    member = together[together.seed == 8].reset_index(drop=True)
+    pd.testing.assert_frame_equal(member, alone, check_exact=False, atol=2e-3, rtol=0)
+    assert (member.train_loss - alone.train_loss).abs().max() < 1e-3
+
+
+def test_binary_input_trains(small_cfg, tmp_path) -> None:
+    info = train(small_cfg("model=mlp_bn", "data.input=binary"), tmp_path)
+    assert info["seeds"][0]["final_test_acc"] > 0.8
+
+
+def test_nonfinite_loss_is_recorded_as_diverged(small_cfg, tmp_path) -> None:
+    cfg = small_cfg("model=mlp", "model.activation=relu", "optim.lr=1e6", "model.init_std=1")
+    info = train(cfg, tmp_path)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert info["status"] == run["status"] == "diverged"
+    assert run["seeds"][0]["diverged_at_step"] is not None
+    assert run["steps"] < 300
+    assert pd.read_csv(tmp_path / "metrics.csv").step.max() == run["steps"]
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("batch_size=1", "batch_size=1"),
+        ("optim.lr=-0.1", "optim.lr=-0.1"),
+        ("seeds=[1,1]", "seeds"),
+    ],
+)
+def test_bad_values_are_named_in_the_error(small_cfg, tmp_path, override, named) -> None:
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[")):
+        train(small_cfg("model=mlp_bn", override), tmp_path)
+
+
+def test_command_line_run_and_bad_override(mnist_root, tmp_path) -> None:
+    common = [sys.executable, "-m", "bnrepro.train", f"data.root={mnist_root}", "device=cpu"]
+    short = ["steps=20", "eval_every=10", "probe.every=10"]
+    ok = subprocess.run(
+        [*common, *short, f"hydra.run.dir={tmp_path / 'ok'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert "completed" in ok.stdout
+    assert (tmp_path / "ok" / "metrics.csv").exists()
+    bad = subprocess.run(
+        [*common, "batch_size=1", "model=mlp_bn", f"hydra.run.dir={tmp_path / 'bad'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "batch_size=1" in bad.stderr and "Traceback" not in bad.stderr
+    assert json.loads((tmp_path / "bad" / "run.json").read_text())["status"] == "failed"
