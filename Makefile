@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 DATA ?= data
 export BNREPRO_DATA ?= $(DATA)
 
-.PHONY: help venv data reproduce-figure1 figures test test-slow bench lint format
+.PHONY: help venv data reproduce-figure1 reproduce-claims figures test test-slow bench lint format
 
 help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
+	@echo "make reproduce-claims   turn each claim of the review into a measurement: results/claims/"
 	@echo "make figures            redraw every figure under results/ from its logged CSV files"
 	@echo "make test               fast tests (what CI runs); make test-slow for the long ones"
 	@echo "make bench              steps/s of the harness against a conventional PyTorch loop"
@@ -29,8 +30,12 @@ data: venv
 reproduce-figure1: data
 	$(PY) experiments/figure1.py run
 
+reproduce-claims: data
+	$(PY) experiments/claims.py run
+
 figures: venv
 	$(PY) experiments/figure1.py draw
+	$(PY) experiments/claims.py draw
 
 test: data
 	$(PY) -m pytest
@@ -40,6 +45,7 @@ test-slow: data
 
 bench: data
 	$(PY) experiments/bench.py
+	$(PY) experiments/bench_norm.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

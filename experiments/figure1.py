@@ -1,6 +1,7 @@
 """Figure 1 of the paper (MNIST, Section 4.1): train both nets, then draw the figure.
 
     python experiments/figure1.py run [--seeds 0,1,2] [--steps 50000] [hydra overrides ...]
+    python experiments/figure1.py collect --runs runs/figure1/<time>   # gather finished runs
     python experiments/figure1.py draw          # redraw from results/figure1/*.csv only
 
 `run` trains the plain and the BN net (all seeds in one vectorized model each) through
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from bnrepro.plots import figure1
 from bnrepro.results import load_metrics, load_runs
@@ -48,6 +50,10 @@ def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
         curves.append(metrics[CURVE_COLUMNS])
         summary.append(run.assign(variant=variant)[SUMMARY_COLUMNS + ["seed_status"]])
     first = json.loads((Path(runs["run_dir"].iloc[0]) / "run.json").read_text())
+    configs = {
+        variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
+        for run_dir, variant in runs.groupby("run_dir")["config.model.variant"].first().items()
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "curves.csv", pd.concat(curves).to_csv(index=False))
     summary_frame = pd.concat(summary).rename(columns={"seed_status": "status"})
@@ -62,12 +68,7 @@ def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
             "git": first["git"],
             "hardware": first["hardware"],
             "date": time.strftime("%Y-%m-%d"),
-            "config": {
-                k: v
-                for k, v in runs.iloc[0].items()
-                if k.startswith("config.")
-                and k not in ("config.model.variant", "config.model.batch_norm")
-            },
+            "config": configs,
         },
     )
 
@@ -144,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["run", "draw"])
+    parser.add_argument("action", choices=["run", "collect", "draw"])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "figure1")
     parser.add_argument(
         "--runs", type=Path, default=None, help="sweep dir (default runs/figure1/<time>)"
@@ -152,10 +153,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--steps", type=int, default=None, help="override the paper's 50,000 steps")
     args, overrides = parser.parse_known_args()
+    command = " ".join(["python experiments/figure1.py", *sys.argv[1:]])
     if args.action == "run":
         runs_dir = args.runs or REPO / "runs" / "figure1" / time.strftime("%Y-%m-%d_%H-%M-%S")
         train(args.seeds, args.steps, overrides, runs_dir)
-        collect(runs_dir, args.out, " ".join(["python experiments/figure1.py", *sys.argv[1:]]))
+        collect(runs_dir, args.out, command)
+    elif args.action == "collect":
+        if args.runs is None:
+            parser.error("collect needs --runs <sweep dir>")
+        collect(args.runs.resolve(), args.out, command)
     draw(args.out)
 
 

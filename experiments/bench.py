@@ -1,0 +1,124 @@
+"""`make bench`: training speed of the harness against a conventional PyTorch loop.
+
+Both are measured in this one process, on the same machine, back to back, so their ratio is
+meaningful even on a noisy machine. Printed for the plain and the BN net:
+
+- the harness (`bnrepro.train.train`, its full logging schedule included) in steps/s;
+- a conventional loop (torchvision MNIST dataset + DataLoader, batch 60, the same net as an
+  nn.Sequential, SGD) in steps/s, and harness / conventional;
+- the cost of 5 seeds trained together in one vectorized model, relative to one seed;
+- with --full, the wall time of Figure 1's full protocol (50,000 steps) for one seed.
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from torch import nn
+
+from bnrepro.data import ensure_mnist
+from bnrepro.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def harness_config(model: str, seeds: list[int], steps: int, data_root: str, device: str):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "experiment=figure1",
+                f"model={model}",
+                f"seeds=[{','.join(map(str, seeds))}]",
+                f"steps={steps}",
+                f"data.root={data_root}",
+                f"device={device}",
+                "logger.wandb.mode=disabled",
+            ],
+        )
+    with open_dict(cfg):
+        cfg.pop("hydra")
+    return cfg
+
+
+def harness_steps_per_s(model: str, seeds: list[int], steps: int, data_root: str, device: str):
+    """Steps/s of a whole harness run, data loading and logging schedule included."""
+    cfg = harness_config(model, seeds, steps, data_root, device)
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        train(cfg, Path(run_dir))
+        wall = time.perf_counter() - start
+    return steps / wall, wall
+
+
+def conventional_steps_per_s(batch_norm: bool, steps: int, data_root: str, device: str) -> float:
+    """A textbook PyTorch loop: Dataset + DataLoader feeding an nn.Sequential, no evaluation."""
+    dataset = torchvision.datasets.MNIST(
+        data_root, train=True, transform=torchvision.transforms.ToTensor()
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=60, shuffle=True, drop_last=True)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for n_in in (784, 100, 100):
+        layers.append(nn.Linear(n_in, 100, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(100))
+        layers.append(nn.Sigmoid())
+    layers.append(nn.Linear(100, 10))
+    model = nn.Sequential(*layers).to(device)
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    done, start = 0, time.perf_counter()
+    while done < steps:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=5000, help="harness steps per measurement")
+    parser.add_argument("--baseline-steps", type=int, default=2000)
+    parser.add_argument("--full", action="store_true", help="also time the full 50,000 steps")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data", default="data")
+    args = parser.parse_args()
+    ensure_mnist(args.data)
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    full_wall = 0.0
+    for model, batch_norm in (("mlp", False), ("mlp_bn", True)):
+        ours, _ = harness_steps_per_s(model, [0], args.steps, args.data, args.device)
+        conventional = conventional_steps_per_s(
+            batch_norm, args.baseline_steps, args.data, args.device
+        )
+        five, _ = harness_steps_per_s(model, [0, 1, 2, 3, 4], args.steps, args.data, args.device)
+        print(
+            f"{model:7s} harness {ours:7.0f} steps/s | conventional {conventional:7.0f} steps/s"
+            f" | ratio {ours / conventional:5.2f}x | 5 seeds cost {ours / five:4.2f}x one seed"
+        )
+        if args.full:
+            _, wall = harness_steps_per_s(model, [0], 50_000, args.data, args.device)
+            full_wall += wall
+            print(f"{model:7s} full protocol (50,000 steps, 1 seed): {wall:.1f} s")
+    if args.full:
+        print(f"Figure 1 full protocol, both nets, 1 seed: {full_wall:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The review's claims, each measured small by `bnrepro.claims` and asserted."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from bnrepro import claims
+from bnrepro.models.mlp import MLP
+from bnrepro.nn import BatchNorm
+
+SIZES = [784, 100, 100, 100, 10]
+
+
+def trained_like_mlp(members: int, position: str, norm: str = "torch", seed: int = 0) -> MLP:
+    """An MLP with BN whose gamma, beta and running statistics are random, as after training."""
+    norm_cls = {"torch": nn.BatchNorm1d, "paper": BatchNorm}[norm]
+    model = MLP(members, [20, 16, 12, 5], "sigmoid", norm_cls, position)
+    model.init_gaussian(0.5, list(range(members)))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for wrapper in model.norms:
+            bn = wrapper.norm
+            c = bn.num_features
+            bn.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+            bn.bias.copy_(torch.randn(c, generator=gen))
+            bn.running_mean.copy_(torch.randn(c, generator=gen))
+            bn.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+        for layer in [*model.hidden, model.classifier]:
+            if layer.bias is not None:
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen))
+    return model
+
+
+def test_scale_invariance_is_exact_without_eps():
+    frame = claims.scale_invariance(np.logspace(-1, 1, 9), batch=8, d_in=5, d_out=4)
+    assert frame[["out_dev", "du_dev", "dw_dev"]].to_numpy().max() < 1e-10
+    # larger weights, smaller gradients: |d/d(aW)| = |d/dW| / a
+    np.testing.assert_allclose(frame.dw_norm, frame.dw_norm_at_1 / frame.a, rtol=1e-10)
+
+
+def test_scale_invariance_is_only_approximate_with_eps():
+    frame = claims.scale_invariance([0.1], batch=8, d_in=5, d_out=4, eps=1e-3)
+    assert frame.out_dev.iloc[0] > 1e-6
+
+
+def test_bias_grows_linearly_when_statistics_are_constants_and_loss_stays_flat():
+    frame = claims.stats_backprop_toy(stats_backprop=False, steps=50, lr=0.5, n=32, d=4)
+    drift = frame.b_drift.to_numpy()
+    assert drift[-1] > 10 * frame.b_norm.iloc[0]
+    np.testing.assert_allclose(drift, drift[1] * frame.step.to_numpy(), rtol=1e-9)
+    assert np.ptp(frame.loss) < 1e-12 * frame.loss.iloc[0]
+
+
+def test_bias_stays_put_with_backprop_through_statistics():
+    frame = claims.stats_backprop_toy(stats_backprop=True, steps=50, lr=0.5, n=32, d=4)
+    assert frame.b_drift.max() < 1e-12 * frame.b_norm.iloc[0]
+    assert np.ptp(frame.loss) < 1e-12 * frame.loss.iloc[0]
+
+
+def test_bias_before_bn_gets_no_gradient_and_does_not_change_the_output():
+    gen = torch.Generator().manual_seed(0)
+    frame = claims.bias_redundancy([torch.rand(12, 30, generator=gen) for _ in range(3)], 8)
+    assert len(frame) == 3
+    assert (frame.bias_grad_norm < 1e-10 * frame.weight_grad_norm).all()
+    assert (frame.weight_grad_norm > 1e-3).all()
+    assert (frame.bias_norm > 1).all()
+    assert frame.out_dev.max() < 1e-10
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+@pytest.mark.parametrize("norm", ["torch", "paper"])
+def test_folded_mlp_matches_unfolded(position, norm):
+    model = trained_like_mlp(3, position, norm)
+    folded = claims.fold_mlp(model)
+    assert all(isinstance(n, nn.Identity) for n in folded.norms)
+    assert not any(isinstance(m, (nn.BatchNorm1d, BatchNorm)) for m in folded.modules())
+    x = torch.rand(50, 20)
+    model.eval()
+    torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=0)
+    # per member inputs too, and the original model is left as it was
+    x = torch.rand(3, 50, 20)
+    torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=0)
+    assert all(isinstance(n.norm, nn.Module) for n in model.norms)
+    frame = claims.fold_agreement(model, folded, x[0], seeds=[0, 1, 2])
+    assert list(frame.seed) == [0, 1, 2]
+    assert frame.max_abs_diff.max() < 1e-5
+    assert (frame.prediction_agreement == 1.0).all()
+
+
+def test_folded_member_equals_folded_single_member_run():
+    """Member-major channels: folding member 1 of three equals folding it on its own."""
+    model = trained_like_mlp(3, "before")
+    folded = claims.fold_mlp(model)
+    single = MLP(1, [20, 16, 12, 5], "sigmoid", nn.BatchNorm1d)
+    state = {}
+    for name, value in model.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = value
+        elif ".norm." in name:
+            state[name] = value.view(3, -1)[1]
+        else:
+            state[name] = value[1:2]
+    single.load_state_dict(state)
+    x = torch.rand(40, 20)
+    torch.testing.assert_close(claims.fold_mlp(single)(x)[0], folded(x)[1], atol=1e-6, rtol=0)
+
+
+def test_time_inference_takes_turns():
+    model = trained_like_mlp(2, "before")
+    models = {"unfolded": model, "folded": claims.fold_mlp(model)}
+    frame = claims.time_inference(models, torch.rand(100, 20), repeats=3)
+    assert list(frame.model) == ["unfolded", "folded"] * 3
+    assert (frame.seconds > 0).all()
+
+
+def test_training_batches_follow_each_members_order():
+    x_train = torch.arange(10 * 3, dtype=torch.uint8).view(10, 3)
+    batches = list(claims.training_batches(x_train, [4, 7], 4, 5, "grey"))
+    assert len(batches) == 5 and batches[0].shape == (2, 4, 3)
+    # an epoch holds two batches of 4 (the last 2 examples are skipped); then a new order
+    first_epoch = torch.cat(batches[:2], dim=1)
+    for member in range(2):
+        rows = (first_epoch[member, :, 0] * 255).round().long() // 3
+        assert len(set(rows.tolist())) == 8
+    assert not torch.equal(batches[0][0], batches[0][1])
+
+
+def test_population_statistics_are_per_member_means_of_batch_statistics():
+    members, seeds = 3, [0, 1, 2]
+    model = MLP(members, [20, 16, 12, 5], "sigmoid", BatchNorm)
+    model.init_gaussian(0.5, seeds)
+    gen = torch.Generator().manual_seed(1)
+    x_train = torch.randint(0, 256, (40, 20), generator=gen, dtype=torch.uint8)
+    x_test, y_test = torch.rand(30, 20), torch.randint(0, 5, (30,))
+    frame = claims.population_statistics_accuracy(
+        model, x_train, x_test, y_test, seeds, n_batches=[1, 7], batch_size=6
+    )
+    assert len(frame) == 3 * members
+    assert set(frame.statistics) == {"moving", "population"}
+
+    # the same estimate again, and the first layer's statistics computed by hand
+    estimated = MLP(members, [20, 16, 12, 5], "sigmoid", BatchNorm)
+    estimated.load_state_dict(model.state_dict())
+    batches = list(claims.training_batches(x_train, seeds, 6, 7, "grey"))
+    claims.estimate_population_statistics(estimated, batches)
+    pre = torch.stack([b @ model.hidden[0].weight for b in batches])  # (N, members, 6, 16)
+    mean = pre.mean(2).mean(0)
+    var = pre.var(2, correction=1).mean(0)
+    bn = estimated.norms[0].norm
+    torch.testing.assert_close(bn.running_mean.view(members, -1), mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bn.running_var.view(members, -1), var, atol=1e-5, rtol=1e-5)
+    # the moving averages of `model` are not what the population estimate replaces them with
+    assert not torch.allclose(model.norms[0].norm.running_mean.view(members, -1), mean)
+
+
+def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
+    from bnrepro.data import load_mnist
+    from bnrepro.train import to_input
+
+    images, _ = load_mnist(mnist_root, "train", download=False)
+    test_images, test_labels = load_mnist(mnist_root, "test", download=False)
+    model = MLP(2, SIZES, "sigmoid", nn.BatchNorm1d)
+    model.init_gaussian(0.1, [0, 1])
+    frame = claims.population_statistics_accuracy(
+        model,
+        images.flatten(1)[:600],
+        to_input(test_images.flatten(1)[:500], "grey"),
+        test_labels[:500],
+        [0, 1],
+        n_batches=[2],
+    )
+    expected = pd.DataFrame(
+        {"seed": [0, 1, 0, 1], "statistics": ["moving"] * 2 + ["population"] * 2}
+    )
+    pd.testing.assert_frame_equal(frame[["seed", "statistics"]], expected)
+    assert frame.test_acc.between(0, 1).all()
