@@ -43,7 +43,7 @@ def harness_config(model: str, seeds: list[int], steps: int, data_root: str, dev
             ],
         )
     with open_dict(cfg):
-        cfg.pop("hydra")
+        cfg.pop("hydra", None)
     return cfg
 
 

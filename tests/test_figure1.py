@@ -34,7 +34,7 @@ def figure1_csvs(tmp_path_factory, mnist_root):
              "logger.wandb.mode=disabled"]
         )  # fmt: skip
         with open_dict(cfg):
-            cfg.pop("hydra")
+            cfg.pop("hydra", None)
         train(cfg, runs / variant)
     load_driver().collect(runs, out, "test")
     return out

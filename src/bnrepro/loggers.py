@@ -35,7 +35,16 @@ class RunLogger:
     of several seeds shows one curve per seed.
     """
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, columns: Sequence[str]):
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: DictConfig,
+        columns: Sequence[str],
+        resume: dict[str, Any] | None = None,
+        step: int = 0,
+    ):
+        """`resume` is the `state_dict()` of the logger of an interrupted run, continued from
+        `step`: wandb continues the same run id and TensorBoard drops events after `step`."""
         self.csv = CSVLogger(run_dir / "metrics.csv", columns)
         self.wandb_run = None
         self.tensorboard = None
@@ -51,11 +60,18 @@ class RunLogger:
                 mode=wandb_mode,
                 config=OmegaConf.to_container(cfg, resolve=True),
                 reinit="finish_previous",
+                id=resume.get("wandb_id") if resume else None,
+                resume="allow" if resume else None,
             )
         if cfg.logger.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(os.fspath(run_dir / "tensorboard"))
+            self.tensorboard = SummaryWriter(
+                os.fspath(run_dir / "tensorboard"), purge_step=step + 1 if resume else None
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wandb_id": self.wandb_run.id if self.wandb_run is not None else None}
 
     def log(self, rows: list[dict[str, Any]]) -> None:
         self.csv.log(rows)

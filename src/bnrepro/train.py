@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bnrepro import nn as paper_nn
+from bnrepro.checkpoint import load_checkpoint, save_checkpoint
 from bnrepro.data import load_mnist
 from bnrepro.errors import BnreproError, ConfigError
 from bnrepro.loggers import RunLogger
@@ -50,6 +51,8 @@ def validate(cfg: DictConfig) -> None:
         fail("optim.lr", cfg.optim.lr, "Use a positive learning rate, e.g. optim.lr=0.1.")
     if cfg.model.init_std <= 0:
         fail("model.init_std", cfg.model.init_std, "Use a positive std, e.g. model.init_std=0.1.")
+    if cfg.checkpoint_every < 0:
+        fail("checkpoint_every", cfg.checkpoint_every, "Use 0 (only at the end) or a step count.")
     for key in ("eval_every", "probe.every", "probe.size"):
         if OmegaConf.select(cfg, key) < 1:
             fail(key, OmegaConf.select(cfg, key), f"Use a positive value for {key}.")
@@ -100,14 +103,38 @@ def to_input(images: torch.Tensor, mode: str) -> torch.Tensor:
     return images.float().div_(255)
 
 
-def epoch_orders(seeds: list[int], n: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """Yields, epoch after epoch, one random permutation of range(n) per seed: (members, n).
+class EpochSampler:
+    """Mini-batch indices, one row per seed: each epoch a fresh permutation of the training set.
 
     Each seed has its own generator, so a member's data order does not depend on the others.
+    Its state (generators and current permutations) goes into checkpoints.
     """
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    while True:
-        yield torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+
+    def __init__(self, seeds: list[int], n: int, batch_size: int, device: torch.device):
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.n, self.batch_size, self.device = n, batch_size, device
+        self.steps_per_epoch = n // batch_size
+        self.order: torch.Tensor | None = None
+
+    def batch(self, step: int) -> torch.Tensor:
+        """Indices (members, batch_size) of the mini-batches of training step `step`."""
+        position = step % self.steps_per_epoch
+        if position == 0 or self.order is None:
+            self.order = torch.stack([torch.randperm(self.n, generator=g) for g in self.generators])
+            self.order = self.order.to(self.device)
+        start = position * self.batch_size
+        return self.order[:, start : start + self.batch_size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generators": [g.get_state() for g in self.generators],
+            "order": None if self.order is None else self.order.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for g, g_state in zip(self.generators, state["generators"], strict=True):
+            g.set_state(g_state)
+        self.order = None if state["order"] is None else state["order"].to(self.device)
 
 
 @contextlib.contextmanager
@@ -210,14 +237,67 @@ def cuda_graphed(
     return replay
 
 
+RESULT_KEYS = ("data", "model", "optim", "seeds", "batch_size", "eval_every", "probe")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The run's latest checkpoint when `resume` is set and one exists, checked against `cfg`."""
+    path = run_dir / "checkpoint.pt"
+    if not cfg.resume or not path.exists():
+        return None
+    state = load_checkpoint(path)
+    saved = flatten({key: state["config"].get(key) for key in RESULT_KEYS})
+    now = flatten({key: OmegaConf.to_container(cfg, resolve=True)[key] for key in RESULT_KEYS})
+    changed = [f"{k}={saved.get(k)!r} (now {now.get(k)!r})" for k in sorted(saved | now)
+               if saved.get(k) != now.get(k)]  # fmt: skip
+    if changed:
+        raise ConfigError(
+            f"Cannot resume {run_dir}: its checkpoint was made with {'; '.join(changed)}. "
+            "Fix: resume with the run's original overrides (see its config.yaml), or drop resume "
+            "and train in a new directory. Only steps, logging and device may change on resume."
+        )
+    if state["step"] > cfg.steps:
+        raise ConfigError(
+            f"Cannot resume {run_dir} with steps={cfg.steps}: it is already at step "
+            f"{state['step']}. Fix: pass steps >= {state['step']}."
+        )
+    return state
+
+
+def drop_rows_after(metrics_csv: Path, step: int) -> None:
+    """Removes rows logged after the checkpoint, so a resumed run never duplicates a row."""
+    if not metrics_csv.exists():
+        return
+    lines = metrics_csv.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    atomic_write_text(metrics_csv, "".join(kept))
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Trains every seed of `cfg` for cfg.steps steps, logging into `run_dir`; returns run info."""
+    """Trains every seed of `cfg` for cfg.steps steps, logging into `run_dir`; returns run info.
+
+    With `resume=true` and a checkpoint in `run_dir`, training continues from it and ends
+    with the same metrics as an uninterrupted run.
+    """
     started = time.time()
     validate(cfg)
     device = select_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seeds = list(cfg.seeds)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = resume_state(cfg, run_dir)
     info: dict[str, Any] = {
         "name": cfg.name,
         "variant": cfg.model.variant,
@@ -225,6 +305,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "git": git_state(),
         "hardware": hardware(device),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "resumed_from_step": state["step"] if state else None,
     }
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_json(run_dir / "run.json", info)
@@ -245,23 +326,54 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         momentum=cfg.optim.momentum,
         weight_decay=cfg.optim.weight_decay,
     )
+    sampler = EpochSampler(seeds, len(x_train), cfg.batch_size, device)
+    start_step, loss, wall_before = 0, None, 0.0
+    diverged_at: dict[int, int] = {}
+    last_rows: dict[int, dict[str, Any]] = {}
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step, loss, wall_before = state["step"], state["loss"], state["wall_s"]
+        loss = None if loss is None else loss.to(device)
+        diverged_at, last_rows = state["diverged_at"], state["last_rows"]
+        drop_rows_after(run_dir / "metrics.csv", start_step)
+    logger = RunLogger(
+        run_dir, cfg, METRIC_COLUMNS, resume=state["logger"] if state else None, step=start_step
+    )
     train_step = make_train_step(model, optimizer, x_train, y_train, cfg)
-    steps_per_epoch = len(x_train) // cfg.batch_size
-    orders = epoch_orders(seeds, len(x_train), device)
-    logger = RunLogger(run_dir, cfg, METRIC_COLUMNS)
-
     if device.type == "cuda" and cfg.cuda_graph:
         example_index = torch.zeros(len(seeds), cfg.batch_size, dtype=torch.long, device=device)
         train_step = cuda_graphed(model, optimizer, train_step, example_index)
 
+    def checkpoint(step: int) -> None:
+        save_checkpoint(
+            run_dir / "checkpoint.pt",
+            {
+                "step": step,
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "sampler": sampler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "loss": None if loss is None else loss.cpu(),
+                "wall_s": wall_before + time.time() - started,
+                "diverged_at": diverged_at,
+                "last_rows": last_rows,
+                "logger": logger.state_dict(),
+            },
+        )
+
     status = "failed"
-    step, loss = 0, None
-    diverged_at: dict[int, int] = {}
-    last_rows: dict[int, dict[str, Any]] = {}
-    progress = tqdm(total=cfg.steps, unit="step", disable=not sys.stderr.isatty())
+    step = start_step
+    progress = tqdm(
+        total=cfg.steps, initial=start_step, unit="step", disable=not sys.stderr.isatty()
+    )
     try:
-        for step in range(cfg.steps + 1):
-            if step % cfg.probe.every == 0 or step % cfg.eval_every == 0 or step == cfg.steps:
+        for step in range(start_step, cfg.steps + 1):
+            log_step = step % cfg.probe.every == 0 or step % cfg.eval_every == 0
+            if (log_step or step == cfg.steps) and not (state and step == start_step):
                 percentiles = sigmoid_input_percentiles(model, x_probe, cfg.probe.unit)
                 evaluate = step % cfg.eval_every == 0 or step == cfg.steps
                 accuracy = test_accuracy(model, x_test, y_test) if evaluate else None
@@ -289,15 +401,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     break
             if step == cfg.steps:
                 break
-            if step % steps_per_epoch == 0:
-                order = next(orders)
-            position = (step % steps_per_epoch) * cfg.batch_size
-            loss = train_step(order[:, position : position + cfg.batch_size])
+            if cfg.checkpoint_every and step > start_step and step % cfg.checkpoint_every == 0:
+                checkpoint(step)
+            loss = train_step(sampler.batch(step))
             progress.update(1)
         status = "diverged" if diverged_at else "completed"
+        checkpoint(step)
     finally:
         progress.close()
-        wall_s = time.time() - started
+        wall_s = wall_before + time.time() - started
         info.update(
             status=status,
             steps=step,
@@ -315,8 +427,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             ],
         )
         logger.close(status)
-        torch.save(model.state_dict(), run_dir / "model.pt.tmp")
-        Path(run_dir / "model.pt.tmp").replace(run_dir / "model.pt")
+        model_file = run_dir / "model.pt"
+        torch.save(model.state_dict(), model_file.with_name(".model.pt.tmp"))
+        model_file.with_name(".model.pt.tmp").replace(model_file)
         write_json(run_dir / "run.json", info)
     return info
 

@@ -1,0 +1,44 @@
+"""Atomic training checkpoints that fail loudly, and clearly, when damaged."""
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bnrepro.errors import BnreproError
+
+
+class CheckpointError(BnreproError):
+    """A checkpoint cannot be read or does not belong to this run."""
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Writes `state` to a temporary file beside `path`, syncs it, then renames it into place,
+    so a kill at any moment leaves either the previous checkpoint or the new one, whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+    ) as error:
+        raise CheckpointError(
+            f"The checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}). "
+            "Nothing was changed. Fix: move it away to start this run from scratch, or point "
+            "hydra.run.dir at another run directory to resume that one."
+        ) from error
