@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data
 export BNREPRO_DATA ?= $(DATA)
+RUNS ?= runs
+PORT ?= 6006
 
 .PHONY: help venv data reproduce-figure1 reproduce-claims figures test test-slow bench lint format
 
@@ -14,6 +16,8 @@ help:
 	@echo "make test               fast tests (what CI runs); make test-slow for the long ones"
 	@echo "make bench              steps/s of the harness against a conventional PyTorch loop"
 	@echo "make lint               ruff check and format check"
+	@echo "make dashboard          TensorBoard on the runs under $(RUNS)/: http://127.0.0.1:$(PORT)/"
+	@echo "make wandb-sync         upload the offline wandb runs under $(RUNS)/ (needs wandb login)"
 
 venv: $(VENV)/.installed
 
@@ -54,3 +58,16 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+.PHONY: dashboard wandb-sync
+
+# Serves every run logged with logger.tensorboard=true, on loopback only.
+dashboard: venv
+	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port $(PORT)
+
+# Offline runs sit at any depth (runs/<name>/<time>/, sweeps one or two levels deeper), which a
+# shell glob cannot reach portably; each run directory is passed to `wandb sync` explicitly.
+wandb-sync: venv
+	@offline=$$(find $(RUNS) -type d -name 'offline-run-*' -path '*/wandb/*' -prune | sort); \
+	if [ -z "$$offline" ]; then echo "no offline wandb runs under $(RUNS)/"; \
+	else $(VENV)/bin/wandb sync $$offline; fi

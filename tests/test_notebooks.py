@@ -1,0 +1,82 @@
+"""Every notebook under notebooks/ runs top to bottom from the repo root and is committed clean."""
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from conftest import REPO
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+CELL_TIMEOUT_S = 120
+
+
+def outputs(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [
+        output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    ]
+
+
+def stdout(notebook: nbformat.NotebookNode) -> str:
+    return "".join(
+        output.text
+        for output in outputs(notebook)
+        if output.output_type == "stream" and output.name == "stdout"
+    )
+
+
+def check_figure1(notebook: nbformat.NotebookNode) -> None:
+    """The summary rows are printed and Figure 1 is drawn inline as a PNG."""
+    summary = pd.read_csv(REPO / "results" / "figure1" / "summary.csv")
+    printed = [line.split() for line in stdout(notebook).splitlines()]
+    for row in summary.itertuples():
+        assert any(
+            fields[:2] == [row.variant, str(row.seed)]
+            and float(fields[2]) == pytest.approx(row.final_test_acc, abs=1e-5)
+            for fields in printed
+            if len(fields) >= 3
+        ), f"no summary row for {row.variant} seed {row.seed}"
+    images = [o.data["image/png"] for o in outputs(notebook) if "image/png" in o.get("data", {})]
+    assert len(images) == 1, "Figure 1 is shown exactly once"
+    png = base64.b64decode(images[0])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {"figure1.ipynb": check_figure1}
+
+
+def test_the_notebooks_are_there() -> None:
+    assert {path.name for path in NOTEBOOKS} >= set(CHECKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_runs(path: Path) -> None:
+    if not (REPO / "results" / "figure1" / "summary.csv").exists():
+        pytest.skip("results/figure1 has not been generated in this checkout")
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(REPO)}},
+    )
+    client.execute()  # raises CellExecutionError, with the traceback, when a cell fails
+    errors = [output for output in outputs(notebook) if output.output_type == "error"]
+    assert not errors, errors
+    assert outputs(notebook), f"{path.name} produced no output"
+    if path.name in CHECKS:
+        CHECKS[path.name](notebook)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_is_committed_without_outputs(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.kernelspec.name == "python3"
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name}: cell {cell.get('id')} has outputs"
+            assert cell.execution_count is None, f"{path.name}: cell {cell.get('id')} was run"
