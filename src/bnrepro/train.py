@@ -438,8 +438,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    train_fn = train
+    if cfg.model.name == "inception":
+        from bnrepro.train_inception import train as train_fn
     try:
-        info = train(cfg, run_dir)
+        info = train_fn(cfg, run_dir)
     except BnreproError as error:
         write_json(run_dir / "run.json", {"status": "failed", "error": str(error)})
         print(f"\nbnrepro: {error}\n", file=sys.stderr)
