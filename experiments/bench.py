@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     args = parser.parse_args()
     ensure_mnist(args.data)
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    torch.set_num_threads(1)  # the harness's default; the conventional loop gets the same
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread")
     full_wall = 0.0
     for model, batch_norm in (("mlp", False), ("mlp_bn", True)):
         ours, _ = harness_steps_per_s(model, [0], args.steps, args.data, args.device)

@@ -28,11 +28,21 @@ from bnrepro.checkpoint import load_checkpoint, save_checkpoint
 from bnrepro.data import load_mnist
 from bnrepro.errors import BnreproError, ConfigError
 from bnrepro.loggers import RunLogger
-from bnrepro.models.mlp import MLP
+from bnrepro.models.mlp import ACTIVATIONS, MLP
 from bnrepro.runinfo import atomic_write_text, git_state, hardware, write_json
 
 METRIC_COLUMNS = ("step", "seed", "train_loss", "test_acc", "p15", "p50", "p85")
 PERCENTILES = (0.15, 0.50, 0.85)
+
+
+INTEGER_KEYS = (
+    "steps", "batch_size", "eval_every", "probe.every", "probe.size", "probe.unit",
+    "checkpoint_every",
+)  # fmt: skip
+NUMBER_KEYS = (
+    "optim.lr", "optim.momentum", "optim.weight_decay", "model.init_std", "model.bn_eps",
+    "model.bn_momentum",
+)  # fmt: skip
 
 
 def validate(cfg: DictConfig) -> None:
@@ -41,6 +51,17 @@ def validate(cfg: DictConfig) -> None:
     def fail(key: str, value: Any, fix: str) -> None:
         raise ConfigError(f"Invalid config: {key}={value!r}. {fix}")
 
+    for key in INTEGER_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            fail(key, value, f"{key} must be a whole number, e.g. {key}=100.")
+    for key in NUMBER_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            fail(key, value, f"{key} must be a number, e.g. {key}=0.1.")
+    seeds = cfg.seeds
+    if not OmegaConf.is_list(seeds) or not all(isinstance(s, int) for s in seeds):
+        fail("seeds", seeds, "Give a list of whole numbers, e.g. seeds=[0,1,2].")
     if cfg.steps < 1:
         fail("steps", cfg.steps, "Use a positive number of training steps, e.g. steps=50000.")
     if cfg.batch_size < 1 or (cfg.model.batch_norm and cfg.batch_size < 2):
@@ -60,6 +81,10 @@ def validate(cfg: DictConfig) -> None:
         fail("probe.unit", cfg.probe.unit, f"Pick a unit in 0..{cfg.model.sizes[-2] - 1}.")
     if cfg.data.input not in ("grey", "binary"):
         fail("data.input", cfg.data.input, "Use data.input=grey or data.input=binary.")
+    if cfg.model.activation not in ACTIVATIONS:
+        fail("model.activation", cfg.model.activation, f"Use one of {sorted(ACTIVATIONS)}.")
+    if cfg.model.bn_position not in ("before", "after"):
+        fail("model.bn_position", cfg.model.bn_position, "Use before (the paper's) or after.")
     if cfg.model.norm not in ("torch", "paper"):
         fail("model.norm", cfg.model.norm, "Use model.norm=torch or model.norm=paper.")
     if not cfg.model.bn_stats_backprop and cfg.model.norm != "paper":

@@ -1,0 +1,43 @@
+"""Hydra callbacks: checks that must run before Hydra itself touches the output directory."""
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def _unwritable_reason(directory: Path) -> str | None:
+    """Why `directory` cannot be created or written to, or None when it can."""
+    existing = directory
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None
+
+
+class OutputDirCheck(Callback):
+    """Stops with one clear paragraph, before anything runs, when the output dir is unusable."""
+
+    def _check(self, directory: str, key: str) -> None:
+        reason = _unwritable_reason(Path(directory))
+        if reason:
+            sys.stderr.write(
+                f"bnrepro: cannot write the run directory {key}={directory}: {reason}. "
+                f"Nothing was run or written. Fix: pass a writable location, e.g. "
+                f"{key}=/tmp/bnrepro-runs, or fix the permissions.\n"
+            )
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
