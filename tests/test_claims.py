@@ -1,9 +1,16 @@
 """The review's claims, each measured small by `bnrepro.claims` and asserted."""
 
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
 from torch import nn
 
 from bnrepro import claims
@@ -176,3 +183,118 @@ def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
     )
     pd.testing.assert_frame_equal(frame[["seed", "statistics"]], expected)
     assert frame.test_acc.between(0, 1).all()
+
+
+# ---------------------------------------------------------------- the driver: verdicts and drawing
+
+
+def load_driver():
+    spec = importlib.util.spec_from_file_location("claims_driver", REPO / "experiments/claims.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_verdict_follows_relation_and_nan_fails():
+    driver = load_driver()
+    assert driver.Check(1, "x", 0.5, "<", 1.0).row()["verdict"] == "pass"
+    assert driver.Check(1, "x", 1.0, "<", 1.0).row()["verdict"] == "fail"
+    assert driver.Check(1, "x", 1.0, ">=", 1.0).row()["verdict"] == "pass"
+    assert driver.Check(1, "x", float("nan"), "<", 1.0).row()["verdict"] == "fail"
+    assert driver.Check(1, "x", float("nan"), ">", 1.0).row()["verdict"] == "fail"
+    assert driver.Check(2, "y", 3.0, ">", 10).row() == {
+        "claim": "2. y",
+        "measured": 3.0,
+        "threshold": "> 10",
+        "verdict": "fail",
+    }
+
+
+def small_logged_csvs(out_dir: Path) -> None:
+    """The CSV files `run` writes, from small measurements (claim 4 curves made up)."""
+    gen = torch.Generator().manual_seed(0)
+    model = trained_like_mlp(2, "before")
+    folded = claims.fold_mlp(model)
+    x = torch.rand(30, 20, generator=gen)
+    frames = {
+        "scale_invariance.csv": pd.concat(
+            claims.scale_invariance([0.1, 1.0, 10.0], 8, 5, 4, eps=eps) for eps in (0.0, 1e-5)
+        ),
+        "stats_backprop.csv": pd.concat(
+            claims.stats_backprop_toy(backprop, steps=40, lr=0.5, n=16, d=3)
+            for backprop in (False, True)
+        ),
+        "bias_redundancy.csv": claims.bias_redundancy([torch.rand(10, 12, generator=gen)], 6),
+        "bn_position_curves.csv": pd.DataFrame(
+            [
+                {"variant": v, "seed": s, "step": step, "train_loss": 1.0, "test_acc": acc}
+                for v, final in (("plain", 0.90), ("bn_before", 0.97), ("bn_after", 0.96))
+                for s in (0, 1)
+                for step, acc in ((0, 0.1), (100, final))
+            ]
+        ),
+        "folding_agreement.csv": claims.fold_agreement(model, folded, x, [0, 1]).assign(
+            dtype="float32"
+        ),
+        "folding_timing.csv": claims.time_inference({"unfolded": model, "folded": folded}, x, 3),
+        "population_statistics.csv": pd.DataFrame(
+            {
+                "seed": [0, 1, 0, 1],
+                "statistics": ["moving"] * 2 + ["population"] * 2,
+                "n_batches": [0, 0, 5, 5],
+                "test_acc": [0.95, 0.96, 0.96, 0.96],
+            }
+        ),
+    }
+    for name, frame in frames.items():
+        frame.to_csv(out_dir / name, index=False)
+
+
+def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
+    small_logged_csvs(tmp_path)
+    load_driver().draw(tmp_path)
+    table = pd.read_csv(tmp_path / "claims.csv")
+    assert list(table.columns) == ["claim", "measured", "threshold", "verdict"]
+    assert set(table.verdict) <= {"pass", "fail"}
+    verdicts = dict(zip(table.claim, table.verdict, strict=True))
+    measured = dict(zip(table.claim, table.measured, strict=True))
+    assert measured["4. final test accuracy, BN before minus BN after the sigmoid"] == (
+        pytest.approx(0.01)
+    )
+    assert verdicts["4. final test accuracy, BN before the sigmoid minus no BN"] == "pass"
+    assert measured["6. |population (5 batches) - moving-average| test accuracy"] == (
+        pytest.approx(0.005)
+    )
+    # no float64 comparison was logged: that check has nothing to pass on
+    assert verdicts["5. folded vs unfolded, float64: max |logit difference|"] == "fail"
+    for number in range(1, 7):
+        assert len(list(tmp_path.glob(f"claim{number}_*.png"))) == 1
+        assert len(list(tmp_path.glob(f"claim{number}_*.pdf"))) == 1
+    readme = (tmp_path / "README.md").read_text()
+    assert "| 2. statistics as constants: \\|b\\| at the end" in readme
+
+
+def test_draw_names_missing_csv_files(tmp_path):
+    with pytest.raises(SystemExit, match="stats_backprop.csv"):
+        load_driver().draw(tmp_path)
+
+
+@pytest.mark.slow
+def test_run_end_to_end(mnist_root, tmp_path):
+    """`claims.py run` at toy sizes: trains three nets, measures, writes every file."""
+    command = [
+        sys.executable, "experiments/claims.py", "run", "--steps", "100", "--seeds", "0,1",
+        "--population-batches", "4", "--timing-repeats", "2", "--out", str(tmp_path / "out"),
+        "--runs", str(tmp_path / "runs"), f"data.root={mnist_root}", "eval_every=50",
+        "probe.size=200", "device=cpu", "threads=1", "logger.wandb.mode=disabled",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "claims.csv")
+    assert len(table) == 15
+    passed = table.set_index("claim").verdict
+    assert (passed[[c for c in passed.index if c[0] in "123"]] == "pass").all()
+    assert passed["5. folded vs unfolded, float64: max |logit difference|"] == "pass"
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["settings"]["steps"] == 100
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == {"plain", "bn_before", "bn_after"}

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from bnrepro.models.mlp import MLP
 from bnrepro.nn import BatchNorm, bn_affine, estimate_population_statistics, fold_into_affine
-from bnrepro.train import epoch_orders, test_accuracy, to_input
+from bnrepro.train import EpochSampler, test_accuracy, to_input
 
 
 def max_relative_deviation(x: Tensor, reference: Tensor) -> float:
@@ -277,13 +277,9 @@ def training_batches(
     """`n_batches` training mini-batches drawn as the harness draws them: every member has its
     own shuffled order (seeded by its seed), each batch is (members, batch_size, features)."""
     members = len(seeds)
-    steps_per_epoch = len(x_train) // batch_size
-    orders = epoch_orders(list(seeds), len(x_train), x_train.device)
+    sampler = EpochSampler(list(seeds), len(x_train), batch_size, x_train.device)
     for step in range(n_batches):
-        if step % steps_per_epoch == 0:
-            order = next(orders)
-        position = (step % steps_per_epoch) * batch_size
-        index = order[:, position : position + batch_size].reshape(-1)
+        index = sampler.batch(step).reshape(-1)
         yield to_input(x_train.index_select(0, index), input_mode).view(members, batch_size, -1)
 
 

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 VARIANT_STYLE = {
     "plain": {"label": "Without BN", "color": "tab:blue", "linestyle": "--"},
@@ -74,3 +75,201 @@ def figure1(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
         axes[2].set_ylim(low, high)
     fig.tight_layout()
     return _save(fig, out_dir, "figure1")
+
+
+# ---------------------------------------------------------------- the review's claims
+
+BN_POSITION_STYLE = {
+    "plain": {"label": "Without BN", "color": "tab:blue", "linestyle": "--"},
+    "bn_before": {"label": "BN before sigmoid: g(BN(Wu))", "color": "tab:red", "linestyle": "-"},
+    "bn_after": {"label": "BN after sigmoid: BN(g(Wu+b))", "color": "tab:green", "linestyle": "-."},
+}
+STATS_BACKPROP_STYLE = {
+    False: {"label": "statistics as constants", "color": "tab:orange", "linestyle": "-"},
+    True: {"label": "backprop through statistics", "color": "tab:purple", "linestyle": "--"},
+}
+ZERO_FLOOR = 1e-18  # where exact zeros are drawn on a log axis
+
+
+def claim_scale_invariance(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Claim 1 from `frame` (a, eps, out_dev, du_dev, dw_dev, dw_norm, dw_norm_at_1).
+
+    (a) |d/d(aW)| against a, log-log, for eps = 0 with the line |d/dW| / a;
+    (b) the max relative deviations from the identities, for every eps in `frame`.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    exact = frame[frame.eps == 0].sort_values("a")
+    axes[0].plot(exact.a, exact.dw_norm, "o", color="tab:red", label="measured, eps = 0")
+    axes[0].plot(exact.a, exact.dw_norm_at_1 / exact.a, "k-", linewidth=1, label="|d/dW| / a")
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("weight scale a")
+    axes[0].set_ylabel("|d loss / d(aW)|")
+    axes[0].legend()
+    axes[0].set_title("(a) larger weights, smaller gradients")
+
+    columns = {
+        "out_dev": "BN((aW)u) vs BN(Wu)",
+        "du_dev": "d/du",
+        "dw_dev": "d/d(aW) vs (1/a) d/dW",
+    }
+    markers = {"out_dev": "o", "du_dev": "s", "dw_dev": "^"}
+    for eps, rows in frame.groupby("eps"):
+        rows = rows.sort_values("a")
+        color = "tab:red" if eps == 0 else "tab:gray"
+        for column, label in columns.items():
+            axes[1].plot(
+                rows.a,
+                rows[column].clip(lower=ZERO_FLOOR),
+                marker=markers[column],
+                markersize=3,
+                linewidth=0.8,
+                color=color,
+                label=f"{label}, eps = {eps:g}",
+            )
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("weight scale a")
+    axes[1].set_ylabel(f"max relative deviation\n(zeros drawn at {ZERO_FLOOR:g})")
+    axes[1].legend(fontsize=6)
+    axes[1].set_title("(b) exact for eps = 0, approximate for eps > 0")
+    fig.tight_layout()
+    return _save(fig, out_dir, "claim1_scale_invariance")
+
+
+def claim_stats_backprop(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Claim 2 from `frame` (step, stats_backprop, b_norm, b_drift, loss): |b| and the loss
+    against training steps, with and without backprop through the batch statistics."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for backprop, rows in frame.groupby("stats_backprop"):
+        style = STATS_BACKPROP_STYLE[bool(backprop)]
+        axes[0].plot(rows.step, rows.b_norm, **style)
+        axes[1].plot(rows.step, rows.loss, **style)
+    axes[0].set_ylabel("|b|")
+    axes[0].set_title("(a) the bias before the mean subtraction")
+    axes[1].set_ylabel("loss")
+    axes[1].set_title("(b) the loss (the two curves coincide)")
+    loss = frame.loss
+    pad = max(loss.abs().max() * 0.05, 1e-12)
+    axes[1].set_ylim(loss.min() - pad, loss.max() + pad)
+    for ax in axes:
+        ax.set_xlabel("training steps")
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, out_dir, "claim2_stats_backprop")
+
+
+def claim_bias_redundancy(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Claim 3 from `frame` (trial, bias_grad_norm, weight_grad_norm, out_dev): per trial, the
+    gradient norms reaching W and b, and the output change on removing b, on a log axis."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    series = {
+        "|dL/dW|": (frame.weight_grad_norm, "tab:blue", "o"),
+        "|dL/db|": (frame.bias_grad_norm, "tab:red", "s"),
+        "output change on removing b\n(max relative)": (frame.out_dev, "tab:gray", "^"),
+    }
+    for label, (values, color, marker) in series.items():
+        ax.plot(frame.trial, values.clip(lower=ZERO_FLOOR), marker, color=color, label=label)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial (random W, b, gamma, beta; one MNIST batch of 60)")
+    ax.set_ylabel("norm (float64)")
+    ax.legend(fontsize=7, loc="center right")
+    ax.set_title("Linear(784 -> 100) + bias, then BN in training mode")
+    fig.tight_layout()
+    return _save(fig, out_dir, "claim3_bias_redundancy")
+
+
+def claim_bn_position(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Claim 4 from `curves` (variant, seed, step, test_acc): test accuracy against steps for
+    each variant, mean over seeds with a min-max band; (a) the whole run, (b) its second half.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    accuracy = curves.dropna(subset=["test_acc"])
+    second_half = accuracy[accuracy.step >= accuracy.step.max() / 2]
+    for ax, rows_to_draw in ((axes[0], accuracy), (axes[1], second_half)):
+        for variant, style in BN_POSITION_STYLE.items():
+            rows = rows_to_draw[rows_to_draw.variant == variant]
+            if rows.empty:
+                continue
+            per_step = rows.groupby("step").test_acc
+            mean, low, high = per_step.mean(), per_step.min(), per_step.max()
+            label = f"{style['label']} ({rows.seed.nunique()} seeds)"
+            ax.plot(mean.index, mean.values, **{**style, "label": label})
+            ax.fill_between(mean.index, low.values, high.values, color=style["color"], alpha=0.2)
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("test accuracy")
+    axes[0].set_ylim(0, 1)
+    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].set_title("(a) Figure 1 net: where BN goes")
+    axes[1].set_title("(b) second half, zoomed")
+    fig.tight_layout()
+    return _save(fig, out_dir, "claim4_bn_position")
+
+
+def claim_folding(agreement: pd.DataFrame, timing: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Claim 5: (a) inference time per repeat, unfolded and folded, from `timing` (repeat,
+    model, seconds); (b) the largest |logit difference| per seed and dtype from `agreement`
+    (seed, dtype, max_abs_diff)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    colors = {"unfolded": "tab:blue", "folded": "tab:red"}
+    for i, (model, rows) in enumerate(timing.groupby("model", sort=False)):
+        ms = rows.seconds * 1e3
+        axes[0].plot(rows.repeat, ms, ".", color=colors.get(model), label=model)
+        axes[0].axhline(ms.median(), color=colors.get(model), linewidth=1)
+        axes[0].annotate(
+            f"median {ms.median():.2f} ms",
+            (1.0, ms.median()),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 4 - 12 * i),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+        )
+    axes[0].set_xlabel("repeat")
+    axes[0].set_ylabel("one forward pass, 10k test images (ms)")
+    axes[0].legend()
+    axes[0].set_title("(a) inference time")
+
+    seeds = sorted(agreement.seed.unique())
+    dtypes = list(agreement.dtype.unique())
+    width = 0.8 / len(dtypes)
+    for i, dtype in enumerate(dtypes):
+        rows = agreement[agreement.dtype == dtype].set_index("seed").reindex(seeds)
+        positions = [j + (i - (len(dtypes) - 1) / 2) * width for j in range(len(seeds))]
+        values = rows.max_abs_diff.clip(lower=ZERO_FLOOR)
+        axes[1].bar(positions, values, width, label=dtype, color=f"C{i + 2}")
+    axes[1].set_xticks(range(len(seeds)), [str(seed) for seed in seeds])
+    axes[1].axhline(1e-5, color="k", linestyle="--", linewidth=1, label="1e-5 (float32)")
+    axes[1].axhline(1e-10, color="k", linestyle=":", linewidth=1, label="1e-10 (float64)")
+    axes[1].set_yscale("log")
+    axes[1].set_ylim(top=1e-1)  # room for the legend above the float32 bars
+    axes[1].set_xlabel("seed")
+    axes[1].set_ylabel("max |logit difference|, folded vs not")
+    axes[1].legend(fontsize=7, ncols=2, loc="upper right")
+    axes[1].set_title("(b) same function")
+    fig.tight_layout()
+    return _save(fig, out_dir, "claim5_folding")
+
+
+def claim_population_statistics(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Claim 6 from `frame` (seed, statistics, n_batches, test_acc): test accuracy with
+    population statistics over N training batches against N, and with the moving averages."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (seed, rows) in enumerate(frame.groupby("seed")):
+        color = colors[i % len(colors)]
+        population = rows[rows.statistics == "population"].sort_values("n_batches")
+        moving = rows[rows.statistics == "moving"].test_acc
+        label = f"seed {seed}: population (Algorithm 2)"
+        ax.plot(population.n_batches, population.test_acc, "o-", color=color, label=label)
+        if not moving.empty:
+            label = f"seed {seed}: moving averages"
+            ax.axhline(moving.iloc[0], color=color, linestyle="--", linewidth=1, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training mini-batches of 60 averaged (N)")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title("Inference statistics of the trained BN net")
+    fig.tight_layout()
+    return _save(fig, out_dir, "claim6_population_statistics")

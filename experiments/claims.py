@@ -1,0 +1,553 @@
+"""The review's claims about BN, each turned into a measurement, a verdict and a figure.
+
+    python experiments/claims.py run [--steps 10000] [--seeds 0,1] [--population-batches 1000]
+                                     [--timing-repeats 100] [hydra overrides ...]
+    python experiments/claims.py draw     # redraw from results/claims/*.csv only
+
+`run` measures claims 1-3 directly (`bnrepro.claims`), trains the Figure 1 net three ways
+through the harness for claim 4 (no BN; BN before the sigmoid, the paper's placement; BN
+after it), measures claims 5 and 6 on the trained BN-before net, and writes every
+measurement as a CSV under results/claims/. It then does what `draw` does: claims.csv
+(claim, measured, threshold, verdict), one figure per claim and README.md, from those CSV
+files alone. The default of 10,000 steps and 2 seeds keeps claim 4 cheap on a CPU;
+`--steps 50000 --seeds 0,1,2` is the paper's full protocol.
+"""
+
+import argparse
+import copy
+import json
+import operator
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bnrepro import claims, plots
+from bnrepro.data import load_mnist
+from bnrepro.models.mlp import MLP
+from bnrepro.results import load_metrics
+from bnrepro.runinfo import atomic_write_text, git_state, hardware, write_json
+from bnrepro.train import build_model, to_input, train
+
+REPO = Path(__file__).resolve().parents[1]
+SCALES = np.logspace(-1, 1, 41)  # claim 1: a from 0.1 to 10
+APPROXIMATE_EPS = 1e-5  # claim 1 is also measured with the harness's BN eps, for contrast
+TOY_STEPS = 1000  # claim 2
+BIAS_TRIALS = 20  # claim 3: one MNIST batch of 60 per trial
+# claim 4: name -> harness overrides
+VARIANTS = {
+    "plain": ["model=mlp"],
+    "bn_before": ["model=mlp_bn", "model.bn_position=before", "model.variant=bn_before"],
+    "bn_after": ["model=mlp_bn", "model.bn_position=after", "model.variant=bn_after"],
+}
+FOLDED_VARIANT = "bn_before"  # claims 5 and 6 use this trained net
+CURVE_COLUMNS = ["variant", "seed", "step", "train_loss", "test_acc"]
+CSV_FILES = {
+    1: ["scale_invariance.csv"],
+    2: ["stats_backprop.csv"],
+    3: ["bias_redundancy.csv"],
+    4: ["bn_position_curves.csv"],
+    5: ["folding_agreement.csv", "folding_timing.csv"],
+    6: ["population_statistics.csv"],
+}
+
+# ---------------------------------------------------------------- measuring
+
+
+def measure_direct(out_dir: Path, x_train: torch.Tensor) -> None:
+    """Claims 1-3: no training of the Figure 1 net needed."""
+    frames = [claims.scale_invariance(SCALES, eps=eps) for eps in (0.0, APPROXIMATE_EPS)]
+    write_csv(out_dir / "scale_invariance.csv", pd.concat(frames))
+
+    frames = [claims.stats_backprop_toy(backprop, steps=TOY_STEPS) for backprop in (False, True)]
+    write_csv(out_dir / "stats_backprop.csv", pd.concat(frames))
+
+    batches = [to_input(x_train[60 * i : 60 * (i + 1)], "grey") for i in range(BIAS_TRIALS)]
+    write_csv(out_dir / "bias_redundancy.csv", claims.bias_redundancy(batches))
+
+
+def train_variants(runs_dir: Path, seeds: str, steps: int, overrides: list[str]) -> None:
+    """Claim 4: the Figure 1 protocol (shortened to `steps`) for each of VARIANTS, through the
+    harness's `train`, one run directory per variant under `runs_dir`."""
+    for variant, variant_overrides in VARIANTS.items():
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+            cfg = compose(
+                config_name="train",
+                overrides=[
+                    "experiment=figure1",
+                    "name=claims",
+                    *variant_overrides,
+                    f"seeds=[{seeds}]",
+                    f"steps={steps}",
+                    *overrides,
+                ],
+            )
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        print(f"claim 4: training {variant} ({steps} steps, seeds {seeds})", flush=True)
+        info = train(cfg, runs_dir / variant)
+        print(f"  {info['status']} in {info['wall_s']:.0f} s", flush=True)
+
+
+def collect_variants(runs_dir: Path, out_dir: Path) -> None:
+    curves = [load_metrics(runs_dir / v).assign(variant=v)[CURVE_COLUMNS] for v in VARIANTS]
+    write_csv(out_dir / "bn_position_curves.csv", pd.concat(curves))
+
+
+def load_trained(run_dir: Path) -> tuple[MLP, DictConfig]:
+    """The model of a harness run, rebuilt on the CPU, and the config it was trained with."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    device = torch.device("cpu")
+    model = build_model(cfg, device)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device))
+    return model, cfg
+
+
+def measure_trained(run_dir: Path, out_dir: Path, population_batches: int, repeats: int) -> None:
+    """Claims 5 and 6 on the trained net of `run_dir`, on the CPU."""
+    model, cfg = load_trained(run_dir)
+    seeds = list(cfg.seeds)
+    train_images, _ = load_mnist(cfg.data.root, "train", download=cfg.data.download)
+    test_images, test_labels = load_mnist(cfg.data.root, "test", download=cfg.data.download)
+    x_test = to_input(test_images.flatten(1), cfg.data.input)
+
+    # float32 is how the net runs; float64 separates the identity from float32 rounding
+    agreement = []
+    for dtype in (torch.float32, torch.float64):
+        net = copy.deepcopy(model).to(dtype)
+        frame = claims.fold_agreement(net, claims.fold_mlp(net), x_test.to(dtype), seeds)
+        agreement.append(frame.assign(dtype=str(dtype).removeprefix("torch.")))
+    write_csv(out_dir / "folding_agreement.csv", pd.concat(agreement))
+    models = {"unfolded": model, "folded": claims.fold_mlp(model)}
+    write_csv(out_dir / "folding_timing.csv", claims.time_inference(models, x_test, repeats))
+
+    counts = [n for n in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if n < population_batches]
+    frame = claims.population_statistics_accuracy(
+        model,
+        train_images.flatten(1),
+        x_test,
+        test_labels,
+        seeds,
+        n_batches=[*counts, population_batches],
+        batch_size=cfg.batch_size,
+        input_mode=cfg.data.input,
+    )
+    write_csv(out_dir / "population_statistics.csv", frame)
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+    print(f"wrote {path}", flush=True)
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+RELATIONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One measured number of a claim and the threshold it must meet to pass."""
+
+    number: int
+    claim: str
+    measured: float
+    relation: str
+    threshold: float
+
+    def row(self) -> dict:
+        passed = RELATIONS[self.relation](self.measured, self.threshold)  # NaN fails
+        return {
+            "claim": f"{self.number}. {self.claim}",
+            "measured": self.measured,
+            "threshold": f"{self.relation} {self.threshold:g}",
+            "verdict": "pass" if passed else "fail",
+        }
+
+
+def final_accuracy(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and seed, the test accuracy at the last evaluated step."""
+    accuracy = curves.dropna(subset=["test_acc"])
+    last = accuracy.groupby(["variant", "seed"]).step.transform("max")
+    return accuracy[accuracy.step == last][["variant", "seed", "step", "test_acc"]]
+
+
+def paired_speedup(timing: pd.DataFrame) -> pd.Series:
+    """Per repeat, unfolded time / folded time (the two ran back to back)."""
+    per_repeat = timing.pivot(index="repeat", columns="model", values="seconds")
+    return per_repeat["unfolded"] / per_repeat["folded"]
+
+
+def checks(data: dict[str, pd.DataFrame]) -> list[Check]:
+    """Every claim's measured numbers, from the logged CSV files in `data` (by file name)."""
+    scale = data["scale_invariance.csv"]
+    exact = scale[scale.eps == 0]
+
+    toy = data["stats_backprop.csv"]
+    const = toy[~toy.stats_backprop].sort_values("step")
+    backprop = toy[toy.stats_backprop].sort_values("step")
+    steps, drift = const.step.to_numpy(), const.b_drift.to_numpy()
+    line = drift[-1] * steps / steps[-1]
+
+    bias = data["bias_redundancy.csv"]
+
+    final = final_accuracy(data["bn_position_curves.csv"]).groupby("variant").test_acc.mean()
+
+    agreement = data["folding_agreement.csv"]
+    speedup = paired_speedup(data["folding_timing.csv"])
+
+    population = data["population_statistics.csv"]
+    largest = population[population.statistics == "population"].n_batches.max()
+    population_acc = population[population.n_batches == largest].set_index("seed").test_acc
+    moving_acc = population[population.statistics == "moving"].set_index("seed").test_acc
+    difference = (population_acc - moving_acc).mean()
+
+    return [
+        Check(
+            1, "max rel. deviation of BN((aW)u) from BN(Wu), eps=0", exact.out_dev.max(), "<", 1e-10
+        ),
+        Check(
+            1,
+            "max rel. deviation of d/du from its value at a=1, eps=0",
+            exact.du_dev.max(),
+            "<",
+            1e-10,
+        ),
+        Check(
+            1,
+            "max rel. deviation of d/d(aW) from (1/a) d/dW, eps=0",
+            exact.dw_dev.max(),
+            "<",
+            1e-10,
+        ),
+        Check(
+            2,
+            "statistics as constants: |b| at the end / |b| at the start",
+            const.b_norm.iloc[-1] / const.b_norm.iloc[0],
+            ">",
+            10,
+        ),
+        Check(
+            2,
+            "statistics as constants: max deviation of |b - b0| from a line, rel.",
+            np.abs(drift - line).max() / drift[-1],
+            "<",
+            1e-6,
+        ),
+        Check(
+            2,
+            "statistics as constants: (max - min) loss / initial loss",
+            np.ptp(const.loss) / const.loss.iloc[0],
+            "<",
+            1e-9,
+        ),
+        Check(
+            2,
+            "backprop through statistics: max |b - b0| / |b0|",
+            backprop.b_drift.max() / backprop.b_norm.iloc[0],
+            "<",
+            1e-9,
+        ),
+        Check(
+            3,
+            "bias before BN: max over trials of |dL/db| / |dL/dW|",
+            (bias.bias_grad_norm / bias.weight_grad_norm).max(),
+            "<",
+            1e-10,
+        ),
+        Check(
+            3, "removing the bias: max rel. change of the BN output", bias.out_dev.max(), "<", 1e-10
+        ),
+        Check(
+            4,
+            "final test accuracy, BN before minus BN after the sigmoid",
+            final.get("bn_before", np.nan) - final.get("bn_after", np.nan),
+            ">=",
+            -0.005,
+        ),
+        Check(
+            4,
+            "final test accuracy, BN before the sigmoid minus no BN",
+            final.get("bn_before", np.nan) - final.get("plain", np.nan),
+            ">",
+            0,
+        ),
+        Check(
+            5,
+            "folded vs unfolded, float32: max |logit difference|",
+            agreement[agreement.dtype == "float32"].max_abs_diff.max(),
+            "<",
+            1e-5,
+        ),
+        Check(
+            5,
+            "folded vs unfolded, float64: max |logit difference|",
+            agreement[agreement.dtype == "float64"].max_abs_diff.max(),
+            "<",
+            1e-10,
+        ),
+        Check(
+            5,
+            "inference speed-up: median over repeats of time unfolded / folded",
+            speedup.median(),
+            ">",
+            1,
+        ),
+        Check(
+            6,
+            f"|population ({largest} batches) - moving-average| test accuracy",
+            abs(difference),
+            "<=",
+            0.005,
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- drawing
+
+
+DESCRIPTIONS = {
+    1: (
+        "Scale invariance",
+        "claim1_scale_invariance.png",
+        "Random W (10x20), u (32x20), gamma, beta and upstream gradient, float64, the paper's "
+        "BN with eps = 0, for 41 values of a in [0.1, 10]; loss = sum(upstream * BN((aW)u)). "
+        "The identities are exact only for eps = 0; with eps > 0 the normalization divides "
+        "by sqrt(a^2 Var + eps), so they hold approximately, worst for small a (grey in (b)).",
+    ),
+    2: (
+        "Why backprop through the statistics",
+        "claim2_stats_backprop.png",
+        "The review's toy: x = u + b with b the only parameter, normalized by BN without "
+        "gamma/beta over a fixed set of 256 examples of 8 features, squared error to a fixed "
+        "target with nonzero mean, plain SGD (lr 0.1) for 1,000 steps, float64. The mean "
+        "subtraction cancels b, so nothing that b does can change the loss, for either "
+        "variant. With the statistics treated as constants (`stats_backprop=False`) every "
+        "step moves b by the same nonzero amount: |b| grows linearly without bound while the "
+        "loss stays flat. With backprop through them b's gradient is zero and b stays put.",
+    ),
+    3: (
+        "The bias before BN is redundant",
+        "claim3_bias_redundancy.png",
+        "A random Linear(784 -> 100) with a random bias b, then the paper's BN in training "
+        "mode and a sigmoid with a random upstream gradient, on consecutive MNIST training "
+        "batches of 60 (one per trial), float64. b's gradient is zero up to rounding and "
+        "setting b to zero leaves the output unchanged. (In inference mode b is absorbed by "
+        "folding, claim 5.)",
+    ),
+    4: (
+        "BN before the nonlinearity vs after it",
+        "claim4_bn_position.png",
+        "The Figure 1 net trained through the harness (`experiment=figure1`, plain SGD, "
+        "lr 0.1, batch 60) as `model=mlp`, `model=mlp_bn model.bn_position=before` (the "
+        "paper's g(BN(Wu))) and `model=mlp_bn model.bn_position=after` (BN(g(Wu + b)), "
+        "hidden biases kept), shortened by default to 10,000 steps and 2 seeds to stay cheap "
+        "on a CPU (the settings below say what ran; `--steps 50000 --seeds 0,1,2` is the "
+        "paper's protocol). Final accuracy: mean over seeds at the last step. The "
+        "threshold for 'before >= after' allows 0.005 of seed noise.",
+    ),
+    5: (
+        "Inference BN is one affine map",
+        "claim5_folding.png",
+        "The trained BN-before net rebuilt with `build_model` from its `model.pt`; "
+        "`bnrepro.claims.fold_mlp` folds each BN into the EnsembleLinear before it with "
+        "`fold_into_affine`. Logits on the 10,000 test images compared in float32, as the "
+        "net runs, and in float64, where float32 rounding no longer hides the identity; "
+        "inference timed as one forward pass over the 10,000 test images on the CPU, "
+        "folded and unfolded taking turns; the speed-up is the median over the repeats of "
+        "each repeat's ratio, so a slow spell of the shared machine hits both sides of a ratio.",
+    ),
+    6: (
+        "Moving averages vs population statistics (Algorithm 2)",
+        "claim6_population_statistics.png",
+        "The trained BN-before net's test accuracy with its moving averages (momentum 0.1) "
+        "against `estimate_population_statistics` over the first N training mini-batches of "
+        "60 drawn per member as in training. The claim is that the moving averages are a "
+        "fine stand-in for the population statistics.",
+    ),
+}
+
+
+def escape(text: str) -> str:
+    """Markdown table cell: a literal | would end the cell."""
+    return text.replace("|", "\\|")
+
+
+def readme(table: pd.DataFrame, data: dict[str, pd.DataFrame], provenance: dict) -> str:
+    lines = [
+        "# The review's claims, measured",
+        "",
+        "Regenerated by `make reproduce-claims` (measuring and training) or `make figures`",
+        "(drawing only) from the CSV files in this folder; do not edit by hand. Each claim of",
+        "`seed/batch-norm-review.txt` is a measured number with a threshold fixed in",
+        "`experiments/claims.py` before the run; `claims.csv` holds this table.",
+        "",
+        "| claim | measured | threshold | verdict |",
+        "|---|---|---|---|",
+        *[
+            f"| {escape(r.claim)} | {r.measured:.4g} | {r.threshold} | **{r.verdict}** |"
+            for r in table.itertuples()
+        ],
+        "",
+    ]
+    scale = data["scale_invariance.csv"]
+    approx = scale[scale.eps > 0]
+    final = final_accuracy(data["bn_position_curves.csv"])
+    timing = data["folding_timing.csv"].groupby("model").seconds.median() * 1e3
+    speedup = paired_speedup(data["folding_timing.csv"])
+    population = data["population_statistics.csv"]
+    extra = {
+        1: [
+            f"With eps = {approx.eps.max():g} the largest relative deviation is "
+            f"{approx[['out_dev', 'du_dev', 'dw_dev']].to_numpy().max():.2g} (at a = "
+            f"{approx.a.min():g}): approximate, not exact.",
+        ],
+        4: [
+            "| net | seed | step | final test accuracy |",
+            "|---|---|---|---|",
+            *[
+                f"| {r.variant} | {r.seed} | {r.step} | {r.test_acc:.4f} |"
+                for r in final.itertuples()
+            ],
+        ],
+        5: [
+            "| seed | dtype | max abs. logit difference | max rel. | predictions agreeing |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {r.seed} | {r.dtype} | {r.max_abs_diff:.3g} | {r.max_rel_diff:.3g} | "
+                f"{r.prediction_agreement:.4f} |"
+                for r in data["folding_agreement.csv"].itertuples()
+            ],
+            "",
+            f"Median inference time: unfolded {timing['unfolded']:.2f} ms, folded "
+            f"{timing['folded']:.2f} ms over {data['folding_timing.csv'].repeat.nunique()} "
+            f"repeats (ratio of medians {timing['unfolded'] / timing['folded']:.3f}); per-repeat "
+            f"speed-up quartiles {speedup.quantile(0.25):.3f}, {speedup.median():.3f}, "
+            f"{speedup.quantile(0.75):.3f}. Folding removes the per-unit BN arithmetic (and "
+            "the member reshapes around it), which is small next to the matrix products, so "
+            "any speed-up is small and a shared machine's load makes it noisy.",
+        ],
+        6: [
+            "| seed | statistics | batches | test accuracy |",
+            "|---|---|---|---|",
+            *[
+                f"| {r.seed} | {r.statistics} | {r.n_batches or '-'} | {r.test_acc:.4f} |"
+                for r in population.itertuples()
+            ],
+        ],
+    }
+    for number, (title, figure, how) in DESCRIPTIONS.items():
+        files = ", ".join(f"`{name}`" for name in CSV_FILES[number])
+        lines += [f"## {number}. {title}", "", f"![claim {number}]({figure})", "", how, ""]
+        if number in extra:
+            lines += [*extra[number], ""]
+        lines += [f"Drawn from {files}.", ""]
+
+    hw = provenance.get("hardware", {})
+    git = provenance.get("git", {})
+    settings = provenance.get("settings", {})
+    lines += [
+        "## How these numbers were made",
+        "",
+        f"- command: `{provenance.get('command', '?')}`",
+        f"- code: commit `{git.get('commit')}`"
+        + (" (with uncommitted changes)" if git.get("dirty") else ""),
+        f"- machine: {hw.get('cpu')} ({hw.get('cpu_count')} cores, torch threads "
+        f"{hw.get('torch_threads')}), {hw.get('platform')}, torch {hw.get('torch')}; claim 4 "
+        f"trained on `{provenance.get('train_device', '?')}`, claims 5 and 6 measured on the CPU",
+        f"- settings: {', '.join(f'{k} = {v}' for k, v in settings.items())}",
+        f"- training runs: `{provenance.get('runs_dir')}`",
+        f"- wall time of the whole run: {provenance.get('wall_s', float('nan')):.0f} s",
+        f"- date: {provenance.get('date')}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def draw(out_dir: Path) -> None:
+    names = [name for files in CSV_FILES.values() for name in files]
+    missing = [name for name in names if not (out_dir / name).exists()]
+    if missing:
+        sys.exit(f"{out_dir} lacks {', '.join(missing)}: run `python experiments/claims.py run`")
+    data = {name: pd.read_csv(out_dir / name) for name in names}
+    provenance_file = out_dir / "provenance.json"
+    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+
+    table = pd.DataFrame([check.row() for check in checks(data)])
+    write_csv(out_dir / "claims.csv", table)
+    paths = [
+        *plots.claim_scale_invariance(data["scale_invariance.csv"], out_dir),
+        *plots.claim_stats_backprop(data["stats_backprop.csv"], out_dir),
+        *plots.claim_bias_redundancy(data["bias_redundancy.csv"], out_dir),
+        *plots.claim_bn_position(data["bn_position_curves.csv"], out_dir),
+        *plots.claim_folding(data["folding_agreement.csv"], data["folding_timing.csv"], out_dir),
+        *plots.claim_population_statistics(data["population_statistics.csv"], out_dir),
+    ]
+    for path in paths:
+        print(f"wrote {path}")
+    atomic_write_text(out_dir / "README.md", readme(table, data, provenance))
+    print(f"wrote {out_dir / 'README.md'}")
+    print(table.to_string(index=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["run", "draw"])
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "claims")
+    parser.add_argument(
+        "--runs", type=Path, default=None, help="training runs dir (default runs/claims/<time>)"
+    )
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds for claim 4")
+    parser.add_argument("--steps", type=int, default=10000, help="training steps for claim 4")
+    parser.add_argument(
+        "--population-batches", type=int, default=1000, help="claim 6: batches of 60 averaged"
+    )
+    parser.add_argument("--timing-repeats", type=int, default=100, help="claim 5: timed passes")
+    args, overrides = parser.parse_known_args()
+    if args.action == "run":
+        started, git = time.time(), git_state(REPO)
+        runs_dir = args.runs or REPO / "runs" / "claims" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        train_variants(runs_dir, args.seeds, args.steps, overrides)
+        collect_variants(runs_dir, args.out)
+        trained_cfg = OmegaConf.load(runs_dir / FOLDED_VARIANT / "config.yaml")
+        train_images, _ = load_mnist(trained_cfg.data.root, "train")
+        measure_direct(args.out, train_images.flatten(1))
+        measure_trained(
+            runs_dir / FOLDED_VARIANT, args.out, args.population_batches, args.timing_repeats
+        )
+        run_info = json.loads((runs_dir / FOLDED_VARIANT / "run.json").read_text())
+        write_json(
+            args.out / "provenance.json",
+            {
+                "command": " ".join(["python experiments/claims.py", *sys.argv[1:]]),
+                "runs_dir": str(
+                    runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
+                ),
+                "git": git,
+                "hardware": hardware(torch.device("cpu")),
+                "train_device": run_info["hardware"]["device"],
+                "settings": {
+                    "steps": args.steps,
+                    "seeds": args.seeds,
+                    "population_batches": args.population_batches,
+                    "timing_repeats": args.timing_repeats,
+                    "overrides": " ".join(overrides) or "none",
+                },
+                "wall_s": round(time.time() - started, 1),
+                "date": time.strftime("%Y-%m-%d"),
+            },
+        )
+    draw(args.out)
+
+
+if __name__ == "__main__":
+    main()
