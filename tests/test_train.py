@@ -1,6 +1,7 @@
 """The training harness end to end on real MNIST: files written, determinism, vectorized seeds."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -96,3 +97,20 @@ def test_command_line_run_and_bad_override(mnist_root, tmp_path) -> None:
     assert bad.returncode == 2
     assert "batch_size=1" in bad.stderr and "Traceback" not in bad.stderr
     assert json.loads((tmp_path / "bad" / "run.json").read_text())["status"] == "failed"
+
+
+def test_wandb_offline_gives_each_sweep_job_its_own_finished_run(mnist_root, tmp_path) -> None:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bnrepro.train", "-m", "seeds=[0],[1]", "steps=20",
+         "eval_every=10", "probe.every=10", "device=cpu", f"data.root={mnist_root}",
+         f"hydra.sweep.dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    offline_runs = sorted(tmp_path.glob("*/wandb/offline-run-*"))
+    assert len(offline_runs) == 2
+    run_ids = {path.name.rsplit("-", 1)[1] for path in offline_runs}
+    assert len(run_ids) == 2, "two jobs must not share a wandb run"
+    for path in offline_runs:
+        assert list(path.glob("*.wandb")), f"{path} holds no wandb log"
