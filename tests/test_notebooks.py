@@ -45,7 +45,20 @@ def check_figure1(notebook: nbformat.NotebookNode) -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
 
-CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {"figure1.ipynb": check_figure1}
+def check_claims(notebook: nbformat.NotebookNode) -> None:
+    """Every claim's verdict is printed and the six claim figures are drawn inline."""
+    claims = pd.read_csv(REPO / "results" / "claims" / "claims.csv")
+    printed = stdout(notebook)
+    for claim in claims.claim:
+        assert claim in printed, f"claim {claim!r} is not in the printed table"
+    images = [o.data["image/png"] for o in outputs(notebook) if "image/png" in o.get("data", {})]
+    assert len(images) == 6, "one figure per claim"
+
+
+CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
+    "figure1.ipynb": check_figure1,
+    "claims.ipynb": check_claims,
+}
 
 
 def test_the_notebooks_are_there() -> None:
