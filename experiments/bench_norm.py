@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as the harness: see `threads` in configs/train.yaml
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         print(f"device {device}: forward + backward, median of {args.repeats}")
