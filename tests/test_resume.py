@@ -27,8 +27,36 @@ def test_extending_a_finished_run_equals_the_longer_run(small_cfg, tmp_path) -> 
 
 def test_resume_refuses_a_changed_config(small_cfg, tmp_path) -> None:
     train(small_cfg("model=mlp_bn", "steps=100"), tmp_path)
+    written = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "run.json")}
     with pytest.raises(ConfigError, match=r"optim\.lr=0\.1 \(now 0\.2\)"):
         train(small_cfg("model=mlp_bn", "steps=200", "optim.lr=0.2", "resume=true"), tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in written} == written
+
+
+def test_refused_resume_from_the_command_line_keeps_the_run(mnist_root, tmp_path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "bnrepro.train",
+        f"data.root={mnist_root}",
+        "device=cpu",
+        "steps=20",
+        "eval_every=10",
+        "probe.every=10",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    assert subprocess.run(command, cwd=REPO, capture_output=True, timeout=120).returncode == 0
+    run_json = (tmp_path / "run.json").read_bytes()
+    refused = subprocess.run(
+        [*command, "optim.lr=0.5", "resume=true"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "optim.lr=0.1 (now 0.5)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (tmp_path / "run.json").read_bytes() == run_json
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])

@@ -469,7 +469,10 @@ def main(cfg: DictConfig) -> None:
     try:
         info = train_fn(cfg, run_dir)
     except BnreproError as error:
-        write_json(run_dir / "run.json", {"status": "failed", "error": str(error)})
+        # A run directory that already holds a run (a refused resume) is left as it was.
+        if not (run_dir / "run.json").exists():
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            write_json(run_dir / "run.json", {"status": "failed", "error": str(error)})
         print(f"\nbnrepro: {error}\n", file=sys.stderr)
         if hydra_cfg.mode == RunMode.RUN:
             sys.exit(2)
