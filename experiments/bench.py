@@ -11,6 +11,7 @@ meaningful even on a noisy machine. Printed for the plain and the BN net:
 """
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--baseline-steps", type=int, default=2000)
     parser.add_argument("--full", action="store_true", help="also time the full 50,000 steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", default="data")
+    parser.add_argument("--data", default=os.environ.get("BNREPRO_DATA", "data"))
     args = parser.parse_args()
     ensure_mnist(args.data)
     torch.set_num_threads(1)  # the harness's default; the conventional loop gets the same

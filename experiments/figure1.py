@@ -43,6 +43,12 @@ def train(seeds: str, steps: int | None, overrides: list[str], runs_dir: Path) -
 def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
     """Writes curves.csv, summary.csv and provenance.json of the runs under `runs_dir`."""
     runs = load_runs(runs_dir)
+    failed = runs[runs.status == "failed"]
+    for row in failed.itertuples():
+        print(f"skipping failed run {row.run_dir}: {row.error}", file=sys.stderr)
+    runs = runs[runs.status != "failed"]
+    if runs.empty:
+        sys.exit(f"No finished runs under {runs_dir}: nothing to collect.")
     curves, summary = [], []
     for run_dir, run in runs.groupby("run_dir", sort=True):
         variant = run["config.model.variant"].iloc[0]
@@ -73,7 +79,40 @@ def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
     )
 
 
-def readme(summary: pd.DataFrame, provenance: dict) -> str:
+CHECKPOINT_STEPS = (500, 1000, 5000, 10000, 50000)
+TARGETS = (0.95, 0.97)
+
+
+def speed_table(curves: pd.DataFrame) -> list[str]:
+    """Test accuracy early in training and steps to reach fixed accuracies, mean over seeds."""
+    accuracy = curves.dropna(subset=["test_acc"])
+    steps = [s for s in CHECKPOINT_STEPS if s in set(accuracy.step)]
+    lines = [
+        "| net | " + " | ".join(f"step {s:,}" for s in steps) + " | "
+        + " | ".join(f"steps to {t:.2f}" for t in TARGETS) + " |",
+        "|---|" + "---|" * (len(steps) + len(TARGETS)),
+    ]  # fmt: skip
+    for variant, name in (("plain", "without BN"), ("bn", "with BN")):
+        rows = accuracy[accuracy.variant == variant]
+        if rows.empty:
+            continue
+        at = rows.groupby("step").test_acc.mean()
+        reach = []
+        for target in TARGETS:
+            first = rows[rows.test_acc >= target].groupby("seed").step.min()
+            n_seeds = rows.seed.nunique()
+            reach.append(
+                f"{first.mean():,.0f}" if len(first) == n_seeds
+                else f"not reached by {n_seeds - len(first)} of {n_seeds} seeds"
+            )  # fmt: skip
+        lines.append(
+            f"| {name} | " + " | ".join(f"{at[s]:.4f}" for s in steps) + " | "
+            + " | ".join(reach) + " |"
+        )  # fmt: skip
+    return lines
+
+
+def readme(summary: pd.DataFrame, curves: pd.DataFrame, provenance: dict) -> str:
     lines = [
         "# Figure 1: MNIST with and without Batch Normalization",
         "",
@@ -97,6 +136,22 @@ def readme(summary: pd.DataFrame, provenance: dict) -> str:
             f"{acc.min():.4f} – {acc.max():.4f} | {len(rows)} | {int(rows.steps.max()):,} | "
             f"≈ {PAPER_ACCURACY[variant]:.2f} |"
         )
+    means = summary.groupby("variant").final_test_acc.mean()
+    if {"plain", "bn"} <= set(means.index):
+        gap = (means["bn"] - means["plain"]) * 100
+        lines += [
+            "",
+            f"Final gap, with BN minus without: {gap:.2f} points (the paper's plot: about 3).",
+        ]
+    lines += [
+        "",
+        "## How fast each net learns",
+        "",
+        "Test accuracy at a few steps and the steps needed to first reach an accuracy",
+        "(means over seeds, evaluations every 500 steps):",
+        "",
+        *speed_table(curves),
+    ]
     hw = provenance.get("hardware", {})
     git = provenance.get("git", {})
     wall = summary.groupby("variant").wall_s.max()
@@ -137,7 +192,7 @@ def draw(out_dir: Path) -> None:
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
     for path in figure1(curves, out_dir):
         print(f"wrote {path}")
-    atomic_write_text(out_dir / "README.md", readme(summary, provenance))
+    atomic_write_text(out_dir / "README.md", readme(summary, curves, provenance))
     print(f"wrote {out_dir / 'README.md'}")
 
 

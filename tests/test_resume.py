@@ -1,5 +1,6 @@
 """Checkpoint and resume: a killed run, resumed, ends exactly as an uninterrupted one."""
 
+import os
 import random
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 from conftest import REPO
 
 from bnrepro.checkpoint import CheckpointError
-from bnrepro.errors import ConfigError
+from bnrepro.errors import ResumeError
 from bnrepro.train import train
 
 
@@ -28,7 +29,7 @@ def test_extending_a_finished_run_equals_the_longer_run(small_cfg, tmp_path) -> 
 def test_resume_refuses_a_changed_config(small_cfg, tmp_path) -> None:
     train(small_cfg("model=mlp_bn", "steps=100"), tmp_path)
     written = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "run.json")}
-    with pytest.raises(ConfigError, match=r"optim\.lr=0\.1 \(now 0\.2\)"):
+    with pytest.raises(ResumeError, match=r"optim\.lr=0\.1 \(now 0\.2\)"):
         train(small_cfg("model=mlp_bn", "steps=200", "optim.lr=0.2", "resume=true"), tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in written} == written
 
@@ -75,7 +76,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_lost(small_cfg, tmp_
 def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(mnist_root, tmp_path) -> None:
     command = [
         sys.executable, "-m", "bnrepro.train", f"data.root={mnist_root}", "device=cpu",
-        "model=mlp_bn", "seeds=[0,1]", "steps=1500", "eval_every=100", "probe.every=50",
+        "model=mlp_bn", "seeds=[0,1]", "steps=3000", "eval_every=100", "probe.every=50",
         "probe.size=200", "checkpoint_every=100", "logger.wandb.mode=disabled",
     ]  # fmt: skip
     full = subprocess.run(
@@ -88,10 +89,14 @@ def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(mnist_root, 
         [*command, f"hydra.run.dir={killed_dir}"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    # Kill at a random moment after the first checkpoint (step 100) and its next logged row.
     deadline = time.time() + 120
-    while not (killed_dir / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 1.0))
+    metrics = killed_dir / "metrics.csv"
+    while time.time() < deadline and not (metrics.exists() and "\n150," in metrics.read_text()):
+        time.sleep(0.02)
+    delay = random.Random(os.getpid()).uniform(0.0, 0.5)
+    print(f"killing {delay:.3f} s after step 150 was logged")
+    time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL, "the run finished before it was killed"
     partial = (killed_dir / "metrics.csv").read_text()

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from bnrepro.errors import BnreproError
+from bnrepro.errors import ResumeError
 
 
-class CheckpointError(BnreproError):
+class CheckpointError(ResumeError):
     """A checkpoint cannot be read or does not belong to this run."""
 
 

@@ -7,3 +7,7 @@ class BnreproError(RuntimeError):
 
 class ConfigError(BnreproError):
     """A configuration value is invalid for this run."""
+
+
+class ResumeError(BnreproError):
+    """A run cannot be resumed as asked; the run directory is left exactly as it was."""

@@ -40,11 +40,12 @@ class RunLogger:
         run_dir: Path,
         cfg: DictConfig,
         columns: Sequence[str],
-        resume: dict[str, Any] | None = None,
-        step: int = 0,
+        wandb_id: str | None = None,
+        purge_step: int | None = None,
     ):
-        """`resume` is the `state_dict()` of the logger of an interrupted run, continued from
-        `step`: wandb continues the same run id and TensorBoard drops events after `step`."""
+        """For a resumed run, `wandb_id` is the id of its wandb run (continued in online mode;
+        wandb cannot resume offline runs, so offline a new run joins the same group) and
+        TensorBoard drops the events logged at or after `purge_step`."""
         self.csv = CSVLogger(run_dir / "metrics.csv", columns)
         self.wandb_run = None
         self.tensorboard = None
@@ -60,14 +61,14 @@ class RunLogger:
                 mode=wandb_mode,
                 config=OmegaConf.to_container(cfg, resolve=True),
                 reinit="finish_previous",
-                id=resume.get("wandb_id") if resume else None,
-                resume="allow" if resume else None,
+                id=wandb_id if wandb_id and wandb_mode == "online" else None,
+                resume="allow" if wandb_id and wandb_mode == "online" else None,
             )
         if cfg.logger.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tensorboard = SummaryWriter(
-                os.fspath(run_dir / "tensorboard"), purge_step=step + 1 if resume else None
+                os.fspath(run_dir / "tensorboard"), purge_step=purge_step
             )
 
     def state_dict(self) -> dict[str, Any]:

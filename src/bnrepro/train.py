@@ -8,6 +8,7 @@ Each run directory receives `config.yaml` (resolved), `metrics.csv`, `run.json`
 """
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
@@ -26,7 +28,7 @@ from tqdm import tqdm
 from bnrepro import nn as paper_nn
 from bnrepro.checkpoint import load_checkpoint, save_checkpoint
 from bnrepro.data import load_mnist
-from bnrepro.errors import BnreproError, ConfigError
+from bnrepro.errors import BnreproError, ConfigError, ResumeError
 from bnrepro.loggers import RunLogger
 from bnrepro.models.mlp import ACTIVATIONS, MLP
 from bnrepro.runinfo import atomic_write_text, git_state, hardware, write_json
@@ -70,6 +72,23 @@ def validate(cfg: DictConfig) -> None:
         fail("seeds", list(cfg.seeds), "Give distinct seeds as a list, e.g. seeds=[0,1,2].")
     if cfg.optim.lr <= 0:
         fail("optim.lr", cfg.optim.lr, "Use a positive learning rate, e.g. optim.lr=0.1.")
+    for key in ("optim.momentum", "optim.weight_decay"):
+        if OmegaConf.select(cfg, key) < 0:
+            fail(key, OmegaConf.select(cfg, key), f"Use {key} >= 0 (0 turns it off).")
+    if cfg.model.bn_eps <= 0:
+        fail("model.bn_eps", cfg.model.bn_eps, "Use a small positive eps, e.g. 1e-5.")
+    if not 0 <= cfg.model.bn_momentum <= 1:
+        fail("model.bn_momentum", cfg.model.bn_momentum, "Use a rate in [0, 1], e.g. 0.1.")
+    sizes = list(cfg.model.sizes)
+    if len(sizes) < 3 or sizes[0] != 784 or sizes[-1] != 10 or min(sizes) < 1:
+        fail(
+            "model.sizes",
+            sizes,
+            "MNIST needs 784 inputs, 10 outputs and at least one hidden layer, "
+            "e.g. model.sizes=[784,100,100,100,10].",
+        )
+    if cfg.probe.size > 10_000:
+        fail("probe.size", cfg.probe.size, "The probe set is drawn from the 10,000 test images.")
     if cfg.model.init_std <= 0:
         fail("model.init_std", cfg.model.init_std, "Use a positive std, e.g. model.init_std=0.1.")
     if cfg.checkpoint_every < 0:
@@ -128,15 +147,22 @@ def to_input(images: torch.Tensor, mode: str) -> torch.Tensor:
     return images.float().div_(255)
 
 
+def data_seed(seed: int) -> int:
+    """A seed for the data order of `seed`, independent of the weight-initialization stream."""
+    return int(np.random.SeedSequence(seed).spawn(2)[1].generate_state(1, np.uint64)[0] >> 1)
+
+
 class EpochSampler:
     """Mini-batch indices, one row per seed: each epoch a fresh permutation of the training set.
 
-    Each seed has its own generator, so a member's data order does not depend on the others.
+    Each seed has its own generator, so a member's data order does not depend on the others;
+    it is seeded from the seed's second SeedSequence child, so data order and initial weights
+    (drawn from a generator seeded with the seed itself) are independent streams.
     Its state (generators and current permutations) goes into checkpoints.
     """
 
     def __init__(self, seeds: list[int], n: int, batch_size: int, device: torch.device):
-        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.generators = [torch.Generator().manual_seed(data_seed(seed)) for seed in seeds]
         self.n, self.batch_size, self.device = n, batch_size, device
         self.steps_per_epoch = n // batch_size
         self.order: torch.Tensor | None = None
@@ -231,11 +257,16 @@ def cuda_graphed(
 
     Follows PyTorch's whole-network capture recipe: warm-up steps on a side stream (which
     allocate gradients and optimizer state), then the capture. The model and optimizer are
-    then put back to their state before the warm-up, so no step is taken twice: zeroed
-    momentum buffers make the first replayed step equal to SGD's first step.
+    then put back, in place, to their state before the warm-up, so no step is taken twice;
+    optimizer state that the warm-up created is zeroed, and a zero momentum buffer makes the
+    first replayed step equal to SGD's first step (no dampening).
     """
     state = [*model.parameters(), *model.buffers()]
     saved = [t.detach().clone() for t in state]
+    saved_optimizer = {
+        id(param): {k: v.clone() for k, v in param_state.items() if torch.is_tensor(v)}
+        for param, param_state in optimizer.state.items()
+    }
     static_index = example_index.clone()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -249,9 +280,12 @@ def cuda_graphed(
     with torch.no_grad():
         for t, s in zip(state, saved, strict=True):
             t.copy_(s)
-        for buffers in optimizer.state.values():
-            for value in buffers.values():
-                if torch.is_tensor(value):
+        for param, param_state in optimizer.state.items():
+            before = saved_optimizer.get(id(param), {})
+            for key, value in param_state.items():
+                if torch.is_tensor(value) and key in before:
+                    value.copy_(before[key])
+                elif torch.is_tensor(value):
                     value.zero_()
 
     def replay(index: torch.Tensor) -> torch.Tensor:
@@ -262,7 +296,16 @@ def cuda_graphed(
     return replay
 
 
-RESULT_KEYS = ("data", "model", "optim", "seeds", "batch_size", "eval_every", "probe")
+RESULT_KEYS = (
+    "data.name", "data.input", "model", "optim", "seeds", "batch_size", "eval_every", "probe",
+)  # fmt: skip
+
+
+def to_plain(value: Any) -> Any:
+    """OmegaConf nodes to plain Python containers; other values unchanged."""
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -282,18 +325,19 @@ def resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     if not cfg.resume or not path.exists():
         return None
     state = load_checkpoint(path)
-    saved = flatten({key: state["config"].get(key) for key in RESULT_KEYS})
-    now = flatten({key: OmegaConf.to_container(cfg, resolve=True)[key] for key in RESULT_KEYS})
+    saved_cfg = OmegaConf.create(state["config"])
+    saved = flatten({key: to_plain(OmegaConf.select(saved_cfg, key)) for key in RESULT_KEYS})
+    now = flatten({key: to_plain(OmegaConf.select(cfg, key)) for key in RESULT_KEYS})
     changed = [f"{k}={saved.get(k)!r} (now {now.get(k)!r})" for k in sorted(saved | now)
                if saved.get(k) != now.get(k)]  # fmt: skip
     if changed:
-        raise ConfigError(
+        raise ResumeError(
             f"Cannot resume {run_dir}: its checkpoint was made with {'; '.join(changed)}. "
             "Fix: resume with the run's original overrides (see its config.yaml), or drop resume "
             "and train in a new directory. Only steps, logging and device may change on resume."
         )
     if state["step"] > cfg.steps:
-        raise ConfigError(
+        raise ResumeError(
             f"Cannot resume {run_dir} with steps={cfg.steps}: it is already at step "
             f"{state['step']}. Fix: pass steps >= {state['step']}."
         )
@@ -305,7 +349,14 @@ def drop_rows_after(metrics_csv: Path, step: int) -> None:
     if not metrics_csv.exists():
         return
     lines = metrics_csv.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    fields = lines[0].count(",") + 1 if lines else 0
+    kept = lines[:1] + [
+        line
+        for line in lines[1:]
+        if line.endswith("\n")
+        and line.count(",") + 1 == fields
+        and int(line.split(",", 1)[0]) <= step
+    ]  # a line cut short by a kill is dropped too
     atomic_write_text(metrics_csv, "".join(kept))
 
 
@@ -323,6 +374,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     seeds = list(cfg.seeds)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = resume_state(cfg, run_dir)
+    metrics_csv = run_dir / "metrics.csv"
+    if state is None and metrics_csv.exists():
+        if not cfg.resume:
+            raise ResumeError(
+                f"{run_dir} already holds a run (its metrics.csv). Nothing was changed. Fix: "
+                "continue it with resume=true, or train in a new directory (another "
+                "hydra.run.dir)."
+            )
+        drop_rows_after(metrics_csv, -1)  # stopped before its first checkpoint: start over
     info: dict[str, Any] = {
         "name": cfg.name,
         "variant": cfg.model.variant,
@@ -363,9 +423,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         start_step, loss, wall_before = state["step"], state["loss"], state["wall_s"]
         loss = None if loss is None else loss.to(device)
         diverged_at, last_rows = state["diverged_at"], state["last_rows"]
-        drop_rows_after(run_dir / "metrics.csv", start_step)
+        drop_rows_after(metrics_csv, start_step)
     logger = RunLogger(
-        run_dir, cfg, METRIC_COLUMNS, resume=state["logger"] if state else None, step=start_step
+        run_dir,
+        cfg,
+        METRIC_COLUMNS,
+        wandb_id=state["logger"]["wandb_id"] if state else None,
+        purge_step=start_step + 1 if state else (0 if cfg.resume else None),
     )
     train_step = make_train_step(model, optimizer, x_train, y_train, cfg)
     if device.type == "cuda" and cfg.cuda_graph:
@@ -390,17 +454,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             },
         )
 
+    steps, probe_every, eval_every = cfg.steps, cfg.probe.every, cfg.eval_every
+    checkpoint_every, probe_unit = cfg.checkpoint_every, cfg.probe.unit
     status = "failed"
     step = start_step
-    progress = tqdm(
-        total=cfg.steps, initial=start_step, unit="step", disable=not sys.stderr.isatty()
-    )
+    progress = tqdm(total=steps, initial=start_step, unit="step", disable=not sys.stderr.isatty())
     try:
-        for step in range(start_step, cfg.steps + 1):
-            log_step = step % cfg.probe.every == 0 or step % cfg.eval_every == 0
-            if (log_step or step == cfg.steps) and not (state and step == start_step):
-                percentiles = sigmoid_input_percentiles(model, x_probe, cfg.probe.unit)
-                evaluate = step % cfg.eval_every == 0 or step == cfg.steps
+        for step in range(start_step, steps + 1):
+            log_step = step % probe_every == 0 or step % eval_every == 0 or step == steps
+            if log_step and not (state and step == start_step):
+                percentiles = sigmoid_input_percentiles(model, x_probe, probe_unit)
+                evaluate = step % eval_every == 0 or step == steps
                 accuracy = test_accuracy(model, x_test, y_test) if evaluate else None
                 losses = loss.tolist() if loss is not None else [None] * len(seeds)
                 rows = []
@@ -419,14 +483,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                         }
                     )
                 logger.log(rows)
-                last_rows.update({row["seed"]: row for row in rows if row["test_acc"] is not None})
+                last_rows.update(
+                    {
+                        row["seed"]: row
+                        for row in rows
+                        if row["test_acc"] is not None and row["seed"] not in diverged_at
+                    }
+                )
                 if accuracy:
                     progress.set_postfix(test_acc=f"{sum(accuracy) / len(accuracy):.4f}")
                 if len(diverged_at) == len(seeds):
                     break
-            if step == cfg.steps:
+            if step == steps:
                 break
-            if cfg.checkpoint_every and step > start_step and step % cfg.checkpoint_every == 0:
+            if checkpoint_every and step > start_step and step % checkpoint_every == 0:
                 checkpoint(step)
             loss = train_step(sampler.batch(step))
             progress.update(1)
@@ -443,7 +513,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             seeds=[
                 {
                     "seed": seed,
-                    "status": "diverged" if seed in diverged_at else status,
+                    "status": "diverged"
+                    if seed in diverged_at
+                    else ("failed" if status == "failed" else "completed"),
                     "diverged_at_step": diverged_at.get(seed),
                     "final_step": last_rows.get(seed, {}).get("step"),
                     "final_test_acc": last_rows.get(seed, {}).get("test_acc"),
@@ -459,6 +531,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return info
 
 
+def record_failure(run_dir: Path, cfg: DictConfig, error: BnreproError) -> None:
+    """Marks the run failed in run.json (keeping what it held) with the error's message."""
+    run_json = run_dir / "run.json"
+    info = json.loads(run_json.read_text()) if run_json.exists() else {}
+    if not (run_dir / "config.yaml").exists():
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(run_json, {**info, "status": "failed", "error": str(error)})
+
+
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
@@ -469,10 +550,8 @@ def main(cfg: DictConfig) -> None:
     try:
         info = train_fn(cfg, run_dir)
     except BnreproError as error:
-        # A run directory that already holds a run (a refused resume) is left as it was.
-        if not (run_dir / "run.json").exists():
-            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-            write_json(run_dir / "run.json", {"status": "failed", "error": str(error)})
+        if not isinstance(error, ResumeError):  # a refused resume leaves the run as it was
+            record_failure(run_dir, cfg, error)
         print(f"\nbnrepro: {error}\n", file=sys.stderr)
         if hydra_cfg.mode == RunMode.RUN:
             sys.exit(2)
