@@ -22,7 +22,9 @@ def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
     for suffix in (".png", ".pdf"):
         path = out_dir / f"{stem}{suffix}"
         tmp = path.with_name(f".{path.name}.tmp{suffix}")
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        # No creation date in the PDF: a redraw of the same data gives the same file.
+        metadata = {"CreationDate": None} if suffix == ".pdf" else {}
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=metadata)
         tmp.replace(path)
         paths.append(path)
     plt.close(fig)
