@@ -195,13 +195,13 @@ def load_driver():
     return module
 
 
-def test_check_verdict_follows_relation_and_nan_fails():
+def test_check_verdict_follows_relation_and_nan_is_missing():
     driver = load_driver()
     assert driver.Check(1, "x", 0.5, "<", 1.0).row()["verdict"] == "pass"
     assert driver.Check(1, "x", 1.0, "<", 1.0).row()["verdict"] == "fail"
     assert driver.Check(1, "x", 1.0, ">=", 1.0).row()["verdict"] == "pass"
-    assert driver.Check(1, "x", float("nan"), "<", 1.0).row()["verdict"] == "fail"
-    assert driver.Check(1, "x", float("nan"), ">", 1.0).row()["verdict"] == "fail"
+    assert driver.Check(1, "x", float("nan"), "<", 1.0).row()["verdict"] == "missing"
+    assert driver.Check(1, "x", float("nan"), ">", 1.0).row()["verdict"] == "missing"
     assert driver.Check(2, "y", 3.0, ">", 10).row() == {
         "claim": "2. y",
         "measured": 3.0,
