@@ -268,25 +268,27 @@ def cuda_graphed(
         for param, param_state in optimizer.state.items()
     }
     static_index = example_index.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            step(static_index)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_loss = step(static_index)
-    with torch.no_grad():
-        for t, s in zip(state, saved, strict=True):
-            t.copy_(s)
-        for param, param_state in optimizer.state.items():
-            before = saved_optimizer.get(id(param), {})
-            for key, value in param_state.items():
-                if torch.is_tensor(value) and key in before:
-                    value.copy_(before[key])
-                elif torch.is_tensor(value):
-                    value.zero_()
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                step(static_index)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_loss = step(static_index)
+    finally:
+        with torch.no_grad():
+            for t, s in zip(state, saved, strict=True):
+                t.copy_(s)
+            for param, param_state in optimizer.state.items():
+                before = saved_optimizer.get(id(param), {})
+                for key, value in param_state.items():
+                    if torch.is_tensor(value) and key in before:
+                        value.copy_(before[key])
+                    elif torch.is_tensor(value):
+                        value.zero_()
 
     def replay(index: torch.Tensor) -> torch.Tensor:
         static_index.copy_(index)
@@ -434,7 +436,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     train_step = make_train_step(model, optimizer, x_train, y_train, cfg)
     if device.type == "cuda" and cfg.cuda_graph:
         example_index = torch.zeros(len(seeds), cfg.batch_size, dtype=torch.long, device=device)
-        train_step = cuda_graphed(model, optimizer, train_step, example_index)
+        try:
+            train_step = cuda_graphed(model, optimizer, train_step, example_index)
+        except RuntimeError as error:  # the model and optimizer are back as they were
+            print(f"bnrepro: CUDA graph capture failed ({error}); training eagerly. Set "
+                  "cuda_graph=false to skip the attempt.", file=sys.stderr)  # fmt: skip
 
     def checkpoint(step: int) -> None:
         save_checkpoint(
