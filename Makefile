@@ -1,5 +1,6 @@
 # bnrepro: `make reproduce-figure1` and `make test` set everything up on a fresh clone.
-PYTHON ?= python3
+# The first supported Python found (the project needs 3.10-3.12).
+PYTHON ?= $(firstword $(foreach p,python3.11 python3.12 python3.10 python3,$(shell command -v $(p) 2>/dev/null)))
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data
@@ -11,6 +12,7 @@ PORT ?= 6006
 
 help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
+	@echo "make reproduce-figure2  Figures 2 and 3 on the Fashion-MNIST proxy (PRESET=cpu|gpu): results/figure2/"
 	@echo "make reproduce-claims   turn each claim of the review into a measurement: results/claims/"
 	@echo "make figures            redraw every figure under results/ from its logged CSV files"
 	@echo "make test               fast tests (what CI runs); make test-slow for the long ones"
@@ -39,6 +41,7 @@ reproduce-claims: data
 
 figures: venv
 	$(PY) experiments/figure1.py draw
+	$(PY) experiments/figure2.py draw
 	$(PY) experiments/claims.py draw
 
 test: data
@@ -71,3 +74,11 @@ wandb-sync: venv
 	@offline=$$(find $(RUNS) -type d -name 'offline-run-*' -path '*/wandb/*' -prune | sort); \
 	if [ -z "$$offline" ]; then echo "no offline wandb runs under $(RUNS)/"; \
 	else $(VENV)/bin/wandb sync $$offline; fi
+
+.PHONY: reproduce-figure2
+PRESET ?= cpu
+
+# Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (~30 min on 2 cores) or gpu (1 GPU).
+reproduce-figure2: venv
+	$(PY) -m bnrepro.data --root $(DATA) --dataset fashion_mnist
+	$(PY) experiments/figure2.py run --preset $(PRESET)

@@ -2,21 +2,45 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import CONFIG_DIR, compose_train
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from bnrepro.train import validate
+from bnrepro import train, train_inception
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+# Each model family has its own harness, and so its own validation.
+VALIDATORS = {"mlp": train.validate, "inception": train_inception.validate}
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize("model", MODELS)
+def family(overrides: list[str]) -> str:
+    return compose_train(overrides).model.name
+
+
+# An experiment is meant for the models of the family its own defaults select.
+PAIRS = [
+    (experiment, model)
+    for experiment in EXPERIMENTS
+    for model in MODELS
+    if family([f"experiment={experiment}"]) == family([f"model={model}"])
+]
+
+
+def test_every_experiment_and_model_is_paired() -> None:
+    assert {e for e, _ in PAIRS} == set(EXPERIMENTS)
+    assert {m for _, m in PAIRS} == set(MODELS)
+    assert {family([f"model={m}"]) for m in MODELS} == set(VALIDATORS)
+
+
+@pytest.mark.parametrize(("experiment", "model"), PAIRS)
 def test_experiment_composes_and_validates(experiment: str, model: str) -> None:
     cfg = compose_train([f"experiment={experiment}", f"model={model}"])
-    validate(cfg)
+    VALIDATORS[cfg.model.name](cfg)
     assert cfg.name == experiment
+    assert cfg.model.name == family([f"model={model}"])
     assert cfg.logger.wandb.mode in ("offline", "online", "disabled")
 
 
@@ -44,3 +68,43 @@ def test_wandb_mode_defaults_to_env(monkeypatch) -> None:
 def test_config_files_are_all_reachable() -> None:
     groups = {p.parent.name for p in Path(CONFIG_DIR).rglob("*.yaml") if p.parent != CONFIG_DIR}
     assert {"data", "model", "optim", "logger", "experiment", "hydra"} <= groups
+
+
+def differences(a: str, b: str) -> set[str]:
+    """The keys whose values differ between experiments `a` and `b`."""
+    flat = [
+        pd.json_normalize(OmegaConf.to_container(compose_train([f"experiment={e}"]))).iloc[0]
+        for e in (a, b)
+    ]
+    return {k for k in flat[0].index.union(flat[1].index) if flat[0].get(k) != flat[1].get(k)}
+
+
+def test_inception_recipes_differ_from_their_bases_as_the_paper_says() -> None:
+    label = {"name", "model.variant"}
+    changes = {f"recipe.{k}" for k in compose_train(["experiment=inception"]).recipe}
+    assert len(changes) == 7  # Section 4.2.1's seven changes, one switch each
+    assert differences("inception", "bn_baseline") == label | {"model.batch_norm"}
+    assert differences("inception", "bn_x5") == label | {"model.batch_norm"} | changes
+    assert differences("bn_x5", "bn_x30") == label | {"recipe.lr_multiplier"}
+    assert differences("bn_x5", "bn_x5_sigmoid") == label | {"model.activation"}
+    assert differences("inception", "inception_x5") == label | {"recipe.lr_multiplier"}
+    assert differences("inception", "inception_sigmoid") == label | {"model.activation"}
+    bn_x5 = compose_train(["experiment=bn_x5"]).recipe
+    assert (bn_x5.lr_multiplier, bn_x5.l2_divisor, bn_x5.decay_speedup) == (5, 5, 6)
+    assert bn_x5.dropout_off and bn_x5.lrn_off and bn_x5.thorough_shuffle
+    assert bn_x5.reduced_distortion
+    assert compose_train(["experiment=bn_x30"]).recipe.lr_multiplier == 30
+    inception = compose_train(["experiment=inception"])
+    assert inception.model.dropout == 0.4 and inception.model.lrn
+    assert inception.batch_size == 32 and inception.optim.momentum == 0.9
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm", "joblib"])
+def test_launcher_configs_compose(launcher: str) -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"hydra/launcher={launcher}", "experiment=bn_x5"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")

@@ -1,0 +1,384 @@
+"""The Inception harness: every recipe trains, switches do what they say, divergence ends a run
+cleanly, the data orders are as designed, ImageNet's folder path, resume and DDP."""
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, compose_train, data_root
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+from torch import nn
+
+from bnrepro import train_inception as ti
+from bnrepro.errors import ConfigError, ResumeError
+
+RECIPES = [
+    "inception",
+    "bn_baseline",
+    "bn_x5",
+    "bn_x30",
+    "bn_x5_sigmoid",
+    "inception_x5",
+    "inception_sigmoid",
+]
+CONTROLS = ("inception_x5", "inception_sigmoid")
+
+
+@pytest.fixture(scope="session")
+def fashion_root():
+    """The verified real Fashion-MNIST; skips when it has not been fetched."""
+    raw = data_root() / "FashionMNIST" / "raw"
+    if not (raw / "t10k-labels-idx1-ubyte").exists():
+        pytest.skip(f"Fashion-MNIST is not in {raw}; run `make reproduce-figure2` to fetch it")
+    return data_root()
+
+
+def tiny(experiment: str, *overrides: str) -> DictConfig:
+    """`experiment` at a toy size on CPU: width 1/16, 16x16 proxy inputs, 200 held-out images."""
+    proxy_size = [] if "data=imagenet" in overrides else ["data.size=16", "data.resize=bilinear"]
+    cfg = compose_train(
+        [
+            f"experiment={experiment}",
+            *proxy_size,
+            "model.width=0.0625",
+            "data.eval_size=200",
+            "steps=4",
+            "eval_every=2",
+            "log_every=2",
+            "checkpoint_every=0",
+            "device=cpu",
+            "logger.wandb.mode=disabled",
+            f"data.root={data_root()}",
+            *overrides,
+        ]
+    )
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+@pytest.mark.parametrize("experiment", RECIPES)
+def test_every_recipe_trains_and_writes_its_files(experiment, fashion_root, tmp_path) -> None:
+    info = ti.train(tiny(experiment), tmp_path)
+    assert info["status"] == "completed" or experiment in CONTROLS
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics.columns) == list(ti.METRIC_COLUMNS)
+    assert list(metrics.step) == [0, 2, 4][: len(metrics)]
+    assert metrics.test_acc.dropna().between(0, 1).all()
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == info["status"] and run["variant"] == experiment
+    assert run["seeds"][0]["seed"] == 0 and run["seeds"][0]["status"] == run["status"]
+    assert run["settings"] == asdict(ti.recipe_settings(tiny(experiment)))
+    assert (tmp_path / "model.pt").exists() and (tmp_path / "config.yaml").exists()
+
+
+def test_mnist_proxy_trains(mnist_root, tmp_path) -> None:
+    info = ti.train(tiny("bn_x5", "data=mnist_proxy"), tmp_path)
+    assert info["status"] == "completed" and info["settings"]["shuffle"] == "within_shard"
+
+
+def test_the_mlps_data_config_is_refused() -> None:
+    cfg = compose_train(["experiment=bn_x5", "data=mnist"])
+    with pytest.raises(ConfigError, match="data=mnist_proxy"):
+        ti.validate(cfg)
+
+
+def test_one_seed_per_run() -> None:
+    with pytest.raises(ConfigError, match=r"seeds=\[0\],\[1\]"):
+        ti.validate(tiny("bn_x5", "seeds=[0,1]"))
+
+
+def test_an_absurd_rate_diverges_cleanly_and_the_sweep_goes_on(fashion_root, tmp_path) -> None:
+    """The x5 control is not forced: this forces divergence with lr 1e6 to test the mechanism."""
+    command = [
+        sys.executable, "-m", "bnrepro.train", "-m", "experiment=inception", "optim.lr=1e6,0.01",
+        "model.width=0.0625", "data.size=16", "data.resize=bilinear", "data.eval_size=200",
+        "steps=20", "eval_every=10", "log_every=2", "device=cpu", "logger.wandb.mode=disabled",
+        f"data.root={fashion_root}", f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=${optim.lr}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    diverged = json.loads((tmp_path / "1000000.0" / "run.json").read_text())
+    assert diverged["status"] == "diverged" and diverged["seeds"][0]["status"] == "diverged"
+    step = diverged["diverged_at_step"]
+    assert step is not None and step < 20 and diverged["seeds"][0]["diverged_at_step"] == step
+    last = pd.read_csv(tmp_path / "1000000.0" / "metrics.csv").iloc[-1]
+    assert last.step == step and not np.isfinite(last.train_loss)
+    assert json.loads((tmp_path / "0.01" / "run.json").read_text())["status"] == "completed"
+
+
+# --------------------------------------------------------------------------- recipe switches
+
+SWITCHES = {
+    "recipe.lr_multiplier=5": "lr",
+    "recipe.dropout_off=true": "dropout",
+    "recipe.l2_divisor=5": "weight_decay",
+    "recipe.decay_speedup=6": "decay_steps",
+    "recipe.lrn_off=true": "lrn",
+    "recipe.thorough_shuffle=true": "shuffle",
+    "recipe.reduced_distortion=true": "distortion",
+}
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_each_switch_changes_exactly_its_setting(switch) -> None:
+    base = asdict(ti.recipe_settings(tiny("inception")))
+    changed = asdict(ti.recipe_settings(tiny("inception", switch)))
+    assert {k for k in base if base[k] != changed[k]} == {SWITCHES[switch]}
+
+
+def modules_of(model: nn.Module, kind: type) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def test_switches_reach_the_network_and_the_optimizer() -> None:
+    def built(*overrides):
+        cfg = tiny("inception", *overrides)
+        settings = ti.recipe_settings(cfg)
+        model = ti.build_model(cfg, settings)
+        return cfg, settings, model, ti.make_optimizer(model, cfg, settings)
+
+    cfg, settings, model, optimizer = built()
+    assert model.dropout.p == 0.4 and len(modules_of(model, nn.LocalResponseNorm)) == 2
+    assert not modules_of(model, nn.BatchNorm2d)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [2e-4, 0.0]
+    assert all(p.ndim > 1 for p in optimizer.param_groups[0]["params"])
+    assert optimizer.param_groups[0]["momentum"] == 0.9 and settings.lr == cfg.optim.lr
+
+    assert built("recipe.dropout_off=true")[2].dropout.p == 0.0
+    assert not modules_of(built("recipe.lrn_off=true")[2], nn.LocalResponseNorm)
+    wd = [g["weight_decay"] for g in built("recipe.l2_divisor=5")[3].param_groups]
+    assert wd == pytest.approx([4e-5, 0.0])
+    assert built("recipe.lr_multiplier=30")[3].param_groups[0]["lr"] == pytest.approx(0.3)
+    bn_model = ti.build_model(tiny("bn_x5"), ti.recipe_settings(tiny("bn_x5")))
+    assert modules_of(bn_model, nn.BatchNorm2d) and not modules_of(bn_model, nn.LocalResponseNorm)
+
+
+def test_decay_speedup_compresses_the_schedule() -> None:
+    base, fast = (
+        ti.recipe_settings(tiny("inception", f"recipe.decay_speedup={k}")) for k in (1, 6)
+    )
+    rate = tiny("inception").optim.decay_rate
+    for step in (0, 10, 100, 1000):
+        slow = ti.learning_rate(6 * step, base.lr, rate, base.decay_steps)
+        assert ti.learning_rate(step, fast.lr, rate, fast.decay_steps) == pytest.approx(slow)
+    two_periods = round(2 * base.decay_steps)  # 625 steps of the default proxy run
+    assert ti.learning_rate(two_periods, base.lr, rate, base.decay_steps) == (
+        pytest.approx(base.lr * rate**2)
+    )
+
+
+def test_the_papers_rates_on_imagenet() -> None:
+    rates = {}
+    for recipe in ("inception", "bn_x5", "bn_x30"):
+        cfg = tiny(recipe, "model=inception", "data=imagenet", "optim=momentum", "data.root=x")
+        rates[recipe] = ti.recipe_settings(cfg).lr
+    assert rates == pytest.approx({"inception": 0.0015, "bn_x5": 0.0075, "bn_x30": 0.045})
+
+
+# --------------------------------------------------------------------------- data order and input
+
+
+def batch_sets(order: ti.BatchOrder, epoch: int) -> set[frozenset[int]]:
+    steps = range(epoch * order.steps_per_epoch, (epoch + 1) * order.steps_per_epoch)
+    return {frozenset(order.batch(step).tolist()) for step in steps}
+
+
+def test_fixed_shards_keep_mini_batches_together_within_shard_does_not() -> None:
+    n, shards = 120, 6  # shards of 20 examples, batches of 4: no batch straddles two shards
+    fixed = ti.BatchOrder(n, 4, "fixed_shards", shards, seed=0)
+    within = ti.BatchOrder(n, 4, "within_shard", shards, seed=0)
+    full = ti.BatchOrder(n, 4, "full", shards, seed=0)
+    stored = [set(s.tolist()) for s in fixed.shards]
+    for order in (fixed, within, full):
+        for epoch in (0, 1):
+            assert sorted(order.epoch_order(epoch).tolist()) == list(range(n))
+    for order in (fixed, within):  # shards are read whole, one after another
+        for epoch in (0, 1):
+            blocks = order.epoch_order(epoch).view(shards, -1)
+            assert sorted(map(sorted, (set(b.tolist()) for b in blocks))) == sorted(
+                map(sorted, stored)
+            )
+    # fixed_shards: the shard order changes, the mini-batches do not.
+    assert not torch.equal(fixed.epoch_order(0), fixed.epoch_order(1))
+    assert batch_sets(fixed, 0) == batch_sets(fixed, 1)
+    # within_shard: new company within each shard every epoch.
+    assert batch_sets(within, 0) != batch_sets(within, 1)
+    # full: an epoch's first 20 examples are not one shard.
+    assert set(full.epoch_order(0)[:20].tolist()) not in stored
+
+
+def test_order_depends_on_seed_and_epoch_only_and_replicas_split_a_global_batch() -> None:
+    a, b = (ti.BatchOrder(100, 5, "within_shard", 4, seed=3) for _ in range(2))
+    assert torch.equal(a.batch(27), b.batch(27)) and torch.equal(a.batch(3), b.batch(3))
+    other = ti.BatchOrder(100, 5, "within_shard", 4, seed=4)
+    assert not torch.equal(a.epoch_order(0), other.epoch_order(0))
+    single = ti.BatchOrder(100, 10, "full", 4, seed=3)
+    ranks = [ti.BatchOrder(100, 5, "full", 4, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for step in (0, 7, 12):  # 12 is in the second epoch
+        assert torch.equal(torch.cat([r.batch(step) for r in ranks]), single.batch(step))
+
+
+def test_distortions() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
+    plain = ti.distort(images, 0, False, 0.0, generator)
+    assert torch.equal(plain, images.float() / 255)
+    flipped = ti.distort(images, 0, True, 0.0, generator)
+    for got, want in zip(flipped, plain, strict=True):
+        assert torch.equal(got, want) or torch.equal(got, want.flip(-1))
+    cropped = ti.distort(images, 2, False, 0.0, generator)
+    padded = torch.nn.functional.pad(plain, (2, 2, 2, 2))
+    for got, source in zip(cropped, padded, strict=True):
+        windows = source.unfold(1, 16, 1).unfold(2, 16, 1)  # (1, 5, 5, 16, 16)
+        assert (windows == got[:, None, None]).flatten(3).all(-1).any()
+    jittered = ti.distort(images, 0, False, 0.4, generator)
+    assert jittered.min() >= 0 and jittered.max() <= 1 and not torch.equal(jittered, plain)
+
+
+def test_proxy_sizes() -> None:
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    padded = ti.to_size(images, 32, "pad")
+    assert padded.shape == (3, 1, 32, 32) and torch.equal(padded[..., 2:30, 2:30], images)
+    assert ti.to_size(images, 16, "bilinear").shape == (3, 1, 16, 16)
+
+
+# --------------------------------------------------------------------------- ImageNet folders
+
+
+def image_folder(root, classes=("cat", "dog"), per_class=(4, 2)) -> None:
+    """A tiny ImageFolder of 64x64 PNGs: <root>/train/<class>/ and <root>/val/<class>/."""
+    rng = np.random.default_rng(0)
+    for split, count in zip(("train", "val"), per_class, strict=True):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 128, (64, 64, 3)) + 127 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+
+
+def test_imagenet_folder_path_trains_and_evaluates(tmp_path) -> None:
+    image_folder(tmp_path / "imagenet")
+    overrides = [
+        "model=inception", "data=imagenet", "optim=momentum", f"data.root={tmp_path / 'imagenet'}",
+        "data.num_classes=2", "data.resize=64", "data.crop=56", "data.workers=0",
+        "data.shards=2", "batch_size=4", "steps=3", "eval_every=2", "log_every=1",
+    ]  # fmt: skip
+    info = ti.train(tiny("bn_x5", *overrides), tmp_path / "run")
+    assert info["status"] == "completed"
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert list(metrics.step) == [0, 1, 2, 3]
+    assert metrics.test_acc.notna().tolist() == [True, False, True, True]
+
+
+def test_imagenet_evaluates_one_center_crop_of_the_resized_image(tmp_path) -> None:
+    image_folder(tmp_path)
+    cfg = tiny(
+        "inception", "data=imagenet", f"data.root={tmp_path}", "data.num_classes=2",
+        "data.eval_size=null",
+    )  # fmt: skip
+    train_set, val_set = ti.imagenet_datasets(cfg, ti.recipe_settings(cfg))
+    resize, crop, *_ = val_set.transform.transforms
+    assert (resize.size, crop.size) == (256, (224, 224))
+    assert val_set[0][0].shape == (3, 224, 224) and train_set[0][0].shape == (3, 224, 224)
+    missing = tiny("inception", "data=imagenet", f"data.root={tmp_path / 'missing'}")
+    with pytest.raises(ConfigError, match="has no train folder"):
+        ti.imagenet_datasets(missing, ti.recipe_settings(missing))
+
+
+# --------------------------------------------------------------------------- resume and DDP
+
+
+def test_resume_after_a_crash_reproduces_the_uninterrupted_metrics(
+    fashion_root, tmp_path, monkeypatch
+) -> None:
+    overrides = ("steps=8", "checkpoint_every=3")
+    ti.train(tiny("bn_x5", *overrides), tmp_path / "straight")
+    distort, calls = ti.distort, []
+
+    def crash_at_step_5(*args):
+        calls.append(1)
+        if len(calls) > 5:
+            raise RuntimeError("simulated crash")
+        return distort(*args)
+
+    monkeypatch.setattr(ti, "distort", crash_at_step_5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ti.train(tiny("bn_x5", *overrides), tmp_path / "split")
+    assert json.loads((tmp_path / "split" / "run.json").read_text())["status"] == "failed"
+    monkeypatch.setattr(ti, "distort", distort)
+    info = ti.train(tiny("bn_x5", *overrides, "resume=true"), tmp_path / "split")
+    assert info["resumed_from_step"] == 3 and info["status"] == "completed"
+    straight = (tmp_path / "straight" / "metrics.csv").read_text()
+    assert (tmp_path / "split" / "metrics.csv").read_text() == straight
+
+
+def test_resume_refuses_a_changed_recipe_and_a_used_directory(fashion_root, tmp_path) -> None:
+    ti.train(tiny("bn_x5", "steps=2"), tmp_path)
+    metrics = (tmp_path / "metrics.csv").read_text()
+    with pytest.raises(ResumeError, match=r"recipe\.lr_multiplier=5 \(now 30\)"):
+        ti.train(tiny("bn_x5", "steps=4", "recipe.lr_multiplier=30", "resume=true"), tmp_path)
+    with pytest.raises(ResumeError, match="already holds a run"):
+        ti.train(tiny("bn_x5", "steps=4"), tmp_path)
+    assert (tmp_path / "metrics.csv").read_text() == metrics
+
+
+def test_sync_bn_needs_a_gpu(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="SyncBatchNorm"):
+        ti.train(tiny("bn_x5", "model.sync_bn=true"), tmp_path)
+
+
+def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(
+    fashion_root, tmp_path
+) -> None:
+    """Without BN, dropout or distortions, 2 replicas of 4 examples take the steps 1 process of
+    8 takes: the replicas' batches are the halves of the global batch, gradients averaged."""
+    overrides = [
+        "recipe.dropout_off=true", "data.crop_padding=0", "data.flip=false", "data.distortion=0",
+        "threads=1", "steps=6", "log_every=1", "eval_every=3",
+    ]  # fmt: skip
+    ti.train(tiny("inception", *overrides, "batch_size=8"), tmp_path / "single")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "bnrepro.train",
+        "experiment=inception", "model.width=0.0625", "data.size=16", "data.resize=bilinear",
+        "data.eval_size=200", "device=cpu", "logger.wandb.mode=disabled", "checkpoint_every=2",
+        f"data.root={fashion_root}", f"hydra.run.dir={tmp_path / 'ddp'}", "batch_size=4",
+        *overrides,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert run["status"] == "completed" and run["world_size"] == 2
+    ddp = pd.read_csv(tmp_path / "ddp" / "metrics.csv")
+    single = pd.read_csv(tmp_path / "single" / "metrics.csv")
+    assert list(ddp.step) == list(single.step) == list(range(7))
+    np.testing.assert_allclose(ddp.train_loss[1:], single.train_loss[1:], rtol=1e-4)
+    np.testing.assert_allclose(ddp.test_acc.dropna(), single.test_acc.dropna(), atol=0.01)
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["world_size"] == 2
+
+
+def test_bf16_autocast_and_channels_last_train(fashion_root, tmp_path) -> None:
+    info = ti.train(tiny("bn_x5", "amp=true", "channels_last=true"), tmp_path)
+    assert info["status"] == "completed"
+    assert pd.read_csv(tmp_path / "metrics.csv").train_loss.dropna().map(np.isfinite).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_train_as_the_eager_step_does(fashion_root, tmp_path) -> None:
+    """BN-x5 has no dropout, so graphed and eager steps draw the same numbers."""
+    runs = {}
+    for graph in (False, True):
+        cfg = tiny("bn_x5", "device=cuda", f"cuda_graph={graph}", "steps=20", "eval_every=10")
+        info = ti.train(cfg, tmp_path / str(graph))
+        assert info["cuda_graph"] == graph
+        runs[graph] = pd.read_csv(tmp_path / str(graph) / "metrics.csv")
+    np.testing.assert_allclose(runs[True].train_loss[1:], runs[False].train_loss[1:], rtol=1e-3)
