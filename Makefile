@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: venv
-	$(PY) -m bnrepro.data --root $(DATA)
+	$(PY) -m bnrepro.data --root $(DATA) --dataset all
 
 reproduce-figure1: data
 	$(PY) experiments/figure1.py run
