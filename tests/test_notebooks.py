@@ -55,9 +55,25 @@ def check_claims(notebook: nbformat.NotebookNode) -> None:
     assert len(images) == 6, "one figure per claim"
 
 
+def check_figure2(notebook: nbformat.NotebookNode) -> None:
+    """Every variant's row of the Figure 3 analogue is printed and Figure 2 is drawn once."""
+    table = pd.read_csv(REPO / "results" / "figure2" / "table.csv")
+    printed = [line.split() for line in stdout(notebook).splitlines()]
+    for row in table.itertuples():
+        assert any(
+            fields[:2] == [row.variant, row.status]
+            and float(fields[3]) == pytest.approx(row.max_acc, abs=1e-4)
+            for fields in printed
+            if len(fields) >= 4
+        ), f"no table row for {row.variant}"
+    images = [o.data["image/png"] for o in outputs(notebook) if "image/png" in o.get("data", {})]
+    assert len(images) == 1, "Figure 2 is shown exactly once"
+
+
 CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
     "figure1.ipynb": check_figure1,
     "claims.ipynb": check_claims,
+    "figure2.ipynb": check_figure2,
 }
 
 
