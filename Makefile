@@ -78,7 +78,7 @@ wandb-sync: venv
 .PHONY: reproduce-figure2
 PRESET ?= cpu
 
-# Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (~30 min on 2 cores) or gpu (1 GPU).
+# Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (18-28 min on 2 cores) or gpu (1 GPU).
 reproduce-figure2: venv
 	$(PY) -m bnrepro.data --root $(DATA) --dataset fashion_mnist
 	$(PY) experiments/figure2.py run --preset $(PRESET)
