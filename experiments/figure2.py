@@ -39,6 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from bnrepro.plots import save_figure  # noqa: E402
 from bnrepro.results import load_metrics, load_runs  # noqa: E402
 from bnrepro.runinfo import atomic_write_text, write_json  # noqa: E402
 
@@ -259,18 +260,7 @@ def figure2(curves: pd.DataFrame, results: pd.DataFrame, out_dir: Path) -> list[
     axes[1].set_ylim(max(0.0, target - 0.15), min(1.0, top + 0.02))
     axes[1].set_title(f"(b) the five variants; dotted: Inception's max {target:.3f}")
     fig.tight_layout()
-    paths = []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".png", ".pdf"):
-        path = out_dir / f"figure2{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp{suffix}")
-        # No creation date in the PDF: a redraw of the same data gives the same file.
-        metadata = {"CreationDate": None} if suffix == ".pdf" else {}
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=metadata)
-        tmp.replace(path)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, "figure2")
 
 
 def missing(value) -> bool:

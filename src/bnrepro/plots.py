@@ -16,7 +16,8 @@ VARIANT_STYLE = {
 PERCENTILE_COLUMNS = ("p15", "p50", "p85")
 
 
-def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+def save_figure(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+    """Writes `fig` as <stem>.png and <stem>.pdf into `out_dir` atomically, then closes it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix in (".png", ".pdf"):
@@ -76,7 +77,7 @@ def figure1(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
         axes[1].set_ylim(low, high)
         axes[2].set_ylim(low, high)
     fig.tight_layout()
-    return _save(fig, out_dir, "figure1")
+    return save_figure(fig, out_dir, "figure1")
 
 
 # ---------------------------------------------------------------- the review's claims
@@ -136,7 +137,7 @@ def claim_scale_invariance(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     axes[1].legend(fontsize=6)
     axes[1].set_title("(b) exact for eps = 0, approximate for eps > 0")
     fig.tight_layout()
-    return _save(fig, out_dir, "claim1_scale_invariance")
+    return save_figure(fig, out_dir, "claim1_scale_invariance")
 
 
 def claim_stats_backprop(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -158,7 +159,7 @@ def claim_stats_backprop(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xlabel("training steps")
         ax.legend()
     fig.tight_layout()
-    return _save(fig, out_dir, "claim2_stats_backprop")
+    return save_figure(fig, out_dir, "claim2_stats_backprop")
 
 
 def claim_bias_redundancy(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -179,7 +180,7 @@ def claim_bias_redundancy(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     ax.legend(fontsize=7, loc="center right")
     ax.set_title("Linear(784 -> 100) + bias, then BN in training mode")
     fig.tight_layout()
-    return _save(fig, out_dir, "claim3_bias_redundancy")
+    return save_figure(fig, out_dir, "claim3_bias_redundancy")
 
 
 def claim_bn_position(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -206,7 +207,7 @@ def claim_bn_position(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     axes[0].set_title("(a) Figure 1 net: where BN goes")
     axes[1].set_title("(b) second half, zoomed")
     fig.tight_layout()
-    return _save(fig, out_dir, "claim4_bn_position")
+    return save_figure(fig, out_dir, "claim4_bn_position")
 
 
 def claim_folding(agreement: pd.DataFrame, timing: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -251,7 +252,7 @@ def claim_folding(agreement: pd.DataFrame, timing: pd.DataFrame, out_dir: Path) 
     axes[1].legend(fontsize=7, ncols=2, loc="upper right")
     axes[1].set_title("(b) same function")
     fig.tight_layout()
-    return _save(fig, out_dir, "claim5_folding")
+    return save_figure(fig, out_dir, "claim5_folding")
 
 
 def claim_population_statistics(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -274,4 +275,4 @@ def claim_population_statistics(frame: pd.DataFrame, out_dir: Path) -> list[Path
     ax.legend(fontsize=7)
     ax.set_title("Inference statistics of the trained BN net")
     fig.tight_layout()
-    return _save(fig, out_dir, "claim6_population_statistics")
+    return save_figure(fig, out_dir, "claim6_population_statistics")
