@@ -1,4 +1,4 @@
-"""Hydra callbacks: checks that must run before Hydra itself touches the output directory."""
+"""Hydra callbacks: checks before Hydra touches the output directory, and a sweep's report."""
 
 import os
 import sys
@@ -41,3 +41,25 @@ class OutputDirCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+class SweepReport(Callback):
+    """At the end of a sweep: "k of n jobs failed" with their directories, and a non-zero exit
+    status when any job failed or crashed (a diverged job is a result, not a failure)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from bnrepro.results import load_runs
+
+        runs = load_runs(config.hydra.sweep.dir)
+        if runs.empty:
+            return
+        jobs = runs.groupby("run_dir", sort=True).first()
+        bad = jobs[~jobs.status.isin(["completed", "diverged"])]
+        if bad.empty:
+            return
+        lines = [f"bnrepro: {len(bad)} of {len(jobs)} jobs failed:"]
+        for run_dir, job in bad.iterrows():
+            error = str(job.error).splitlines()[0] if isinstance(job.error, str) else ""
+            lines.append(f"  {run_dir}: {job.status}{' - ' + error if error else ''}")
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.exit(1)

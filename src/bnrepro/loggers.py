@@ -1,6 +1,8 @@
 """Metrics sinks of a run: a CSV file always, wandb and TensorBoard when enabled."""
 
 import csv
+import hashlib
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -8,24 +10,67 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bnrepro.errors import ConfigError
+
 
 class CSVLogger:
-    """Appends rows to `path`, flushing after each write so a killed run keeps what it logged."""
+    """Appends rows to `path` with '\\n' line endings, flushing after each write so a killed run
+    keeps what it logged. It keeps the byte length and sha256 of everything written, which a
+    checkpoint records so that a resume can check the file and cut it back exactly."""
 
-    def __init__(self, path: Path, columns: Sequence[str]):
+    def __init__(self, path: Path, columns: Sequence[str], resume_from: int | None = None):
+        """A new file with its header, or with `resume_from` the first `resume_from` bytes of
+        the existing file (the caller has checked them against the checkpoint)."""
         self.columns = list(columns)
-        is_new = not path.exists() or path.stat().st_size == 0
-        self.file = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
-        self.writer = csv.DictWriter(self.file, fieldnames=self.columns, extrasaction="raise")
-        if is_new:
-            self.writer.writeheader()
+        self.hash = hashlib.sha256()
+        if resume_from is None:
+            self.file = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
+            self._write(header=True)
+        else:
+            self.file = open(path, "r+", newline="")  # noqa: SIM115 (closed in close())
+            self.hash.update(prefix_bytes(path, resume_from))
+            self.file.truncate(resume_from)
+            self.file.seek(resume_from)
+
+    def _write(self, rows: Sequence[dict[str, Any]] = (), header: bool = False) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, self.columns, extrasaction="raise", lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+        self.file.write(text)
+        self.file.flush()
+        self.hash.update(text.encode())
 
     def log(self, rows: list[dict[str, Any]]) -> None:
-        self.writer.writerows(rows)
-        self.file.flush()
+        self._write(rows)
+
+    def position(self) -> dict[str, Any]:
+        """What a checkpoint records of the file: its length and the sha256 of its content."""
+        return {"bytes": self.file.tell(), "sha256": self.hash.hexdigest()}
 
     def close(self) -> None:
         self.file.close()
+
+
+def prefix_bytes(path: Path, length: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(length)
+
+
+def check_wandb(mode: str) -> None:
+    """Fails before anything is written when wandb would need credentials it does not have."""
+    if mode != "online":
+        return
+    import wandb
+
+    if not wandb.login(prompt=False, verify=False):
+        raise ConfigError(
+            "logger.wandb.mode=online, but wandb has no credentials on this machine. Nothing "
+            "was written. Fix: run `wandb login` (or set WANDB_API_KEY), or log offline with "
+            "WANDB_MODE=offline and upload later with `make wandb-sync`."
+        )
 
 
 class RunLogger:
@@ -40,13 +85,16 @@ class RunLogger:
         run_dir: Path,
         cfg: DictConfig,
         columns: Sequence[str],
-        wandb_id: str | None = None,
-        purge_step: int | None = None,
+        resume: dict[str, Any] | None = None,
     ):
-        """For a resumed run, `wandb_id` is the id of its wandb run (continued in online mode;
-        wandb cannot resume offline runs, so offline a new run joins the same group) and
-        TensorBoard drops the events logged at or after `purge_step`."""
-        self.csv = CSVLogger(run_dir / "metrics.csv", columns)
+        """`resume` is what a checkpoint recorded (`state_dict()` and the step): metrics.csv
+        is cut back to its length, wandb continues the same run in online mode (wandb cannot
+        resume offline runs, so offline a new run joins the same group) and TensorBoard drops
+        the events logged after the checkpoint's step."""
+        self.csv = CSVLogger(
+            run_dir / "metrics.csv", columns, resume["metrics"]["bytes"] if resume else None
+        )
+        wandb_id = resume["wandb_id"] if resume else None
         self.wandb_run = None
         self.tensorboard = None
         wandb_mode = cfg.logger.wandb.mode
@@ -63,16 +111,20 @@ class RunLogger:
                 reinit="finish_previous",
                 id=wandb_id if wandb_id and wandb_mode == "online" else None,
                 resume="allow" if wandb_id and wandb_mode == "online" else None,
+                settings=wandb.Settings(silent=True),
             )
         if cfg.logger.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tensorboard = SummaryWriter(
-                os.fspath(run_dir / "tensorboard"), purge_step=purge_step
+                os.fspath(run_dir / "tensorboard"), purge_step=resume["step"] + 1 if resume else 0
             )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wandb_id": self.wandb_run.id if self.wandb_run is not None else None}
+        return {
+            "wandb_id": self.wandb_run.id if self.wandb_run is not None else None,
+            "metrics": self.csv.position(),
+        }
 
     def log(self, rows: list[dict[str, Any]]) -> None:
         self.csv.log(rows)

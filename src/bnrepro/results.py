@@ -6,10 +6,20 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bnrepro.lifecycle import owner_alive
+
 
 def run_dirs(root: str | Path) -> list[Path]:
     """Every run directory (one holding run.json) under `root`, sorted by path."""
     return sorted(p.parent for p in Path(root).rglob("run.json"))
+
+
+def run_status(run_dir: Path, info: dict) -> str:
+    """run.json's status; `crashed` for a run left at `running` whose process is gone."""
+    status = info.get("status")
+    if status == "running" and not owner_alive(run_dir):
+        return "crashed"
+    return status
 
 
 def load_runs(root: str | Path) -> pd.DataFrame:
@@ -22,9 +32,10 @@ def load_runs(root: str | Path) -> pd.DataFrame:
         if config_file.exists():
             container = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
             config = pd.json_normalize(container).iloc[0].to_dict()
+        status = run_status(run_dir, info)
         base = {
             "run_dir": str(run_dir),
-            "status": info.get("status"),
+            "status": status,
             "wall_s": info.get("wall_s"),
             "steps": info.get("steps"),
             "error": info.get("error"),
@@ -35,7 +46,9 @@ def load_runs(root: str | Path) -> pd.DataFrame:
                 {
                     **base,
                     **{k: v for k, v in seed_info.items() if k != "status"},
-                    "seed_status": seed_info.get("status", info.get("status")),
+                    "seed_status": status
+                    if status == "crashed"
+                    else seed_info.get("status", status),
                 }
             )
     return pd.DataFrame.from_records(records)

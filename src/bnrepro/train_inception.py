@@ -1,7 +1,7 @@
-"""Training harness for the Inception family (Section 4.2, Figures 2 and 3).
+"""The Inception family trainer (Section 4.2, Figures 2 and 3).
 
-`python -m bnrepro.train experiment=bn_x5` comes here: bnrepro.train's entry point hands every
-config with `model.name=inception` to `train`. Reads top to bottom: check the config and work
+`python -m bnrepro.train experiment=bn_x5` comes here: bnrepro.train hands every config with
+`model.name=inception` to `train`. Reads top to bottom: check the config and work
 out what its recipe (the seven changes of Section 4.2.1) makes of the base values, load the data
 (a proxy dataset whole on the device, or ImageNet through a DataLoader), build the network, then
 train with momentum SGD and exponential learning-rate decay, evaluating on held-out data every
@@ -11,16 +11,15 @@ Under `torchrun --nproc-per-node=N -m bnrepro.train ...` it trains with Distribu
 each replica draws its own `batch_size` examples per step, BN normalizes with each replica's own
 batch unless `model.sync_bn=true`, and rank 0 alone evaluates, logs and checkpoints.
 
-A run directory receives `config.yaml`, `metrics.csv` (`step,seed,train_loss,lr,test_acc`),
-`run.json` (status completed, diverged or failed; the recipe's effective values; per-seed
-results) and `model.pt`, as bnrepro.train's do. A non-finite loss or parameter ends the run with
-status `diverged` and a normal exit, so a sweep goes on.
+The run directory (claim, resume, checkpoints, statuses) is bnrepro.lifecycle's; metrics.csv
+has `step,seed,train_loss,lr,test_acc` and run.json records the recipe's effective values. A
+non-finite loss or parameter ends the run with status `diverged` and a normal exit, so a sweep
+goes on.
 """
 
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,128 +29,106 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bnrepro import nn as paper_nn
-from bnrepro.checkpoint import load_checkpoint, save_checkpoint
+from bnrepro.config import (
+    InceptionConfig,
+    InceptionImageNetConfig,
+    check,
+    select_device,
+    typed,
+    validate_run,
+)
 from bnrepro.data import DATASET_NAMES, load_dataset
 from bnrepro.errors import ConfigError, ResumeError
-from bnrepro.loggers import RunLogger
+from bnrepro.lifecycle import Run
 from bnrepro.models.inception import ACTIVATIONS, STEMS, Inception, count_parameters
-from bnrepro.runinfo import atomic_write_text, git_state, hardware, write_json
-from bnrepro.train import drop_rows_after, flatten, select_device
 
 METRIC_COLUMNS = ("step", "seed", "train_loss", "lr", "test_acc")
 SHUFFLES = ("fixed_shards", "within_shard", "full")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # What a checkpoint must agree on with the config that resumes it.
-RESULT_KEYS = ("data", "model", "optim", "recipe", "seeds", "batch_size", "eval_every", "log_every")
-INTEGER_KEYS = (
-    "steps", "batch_size", "eval_every", "log_every", "checkpoint_every", "data.shards",
-    "data.storage_seed",
-)  # fmt: skip
-NUMBER_KEYS = (
-    "optim.lr", "optim.momentum", "optim.weight_decay", "optim.decay_rate", "optim.decay_steps",
-    "recipe.lr_multiplier", "recipe.l2_divisor", "recipe.decay_speedup", "model.width",
-    "model.dropout", "model.bn_eps", "model.bn_momentum", "data.distortion",
-    "data.distortion_reduced",
-)  # fmt: skip
-BOOLEAN_KEYS = (
-    "recipe.dropout_off", "recipe.lrn_off", "recipe.thorough_shuffle", "recipe.reduced_distortion",
-    "model.batch_norm", "model.lrn", "model.sync_bn", "amp", "channels_last", "cuda_graph",
-)  # fmt: skip
+RESUME_KEYS = ("data", "model", "optim", "recipe", "seeds", "batch_size", "eval_every", "log_every")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Rejects values that would fail late or silently train something else."""
-
-    def fail(key: str, value: Any, fix: str) -> None:
-        raise ConfigError(f"Invalid config: {key}={value!r}. {fix}")
-
-    if cfg.model.name != "inception":
-        fail("model.name", cfg.model.name, "This harness trains model=inception(_proxy).")
-    if "recipe" not in cfg or "log_every" not in cfg:
-        raise ConfigError(
-            "The Inception harness needs a recipe: add experiment=inception (or bn_baseline, "
-            "bn_x5, bn_x30, bn_x5_sigmoid, inception_x5, inception_sigmoid)."
-        )
-    if cfg.data.name not in (*DATASET_NAMES, "imagenet") or "shuffle" not in cfg.data:
-        fail(
-            "data",
-            cfg.data.name,
-            "Use data=fashion_mnist, data=mnist_proxy or data=imagenet (the MLP's data=mnist "
-            "lacks the Inception pipeline's settings).",
-        )
-    if "decay_steps" not in cfg.optim:
-        fail("optim", cfg.optim.name, "Use optim=momentum_proxy (proxies) or momentum (ImageNet).")
-    for keys, kinds, example in (
-        (INTEGER_KEYS, int, "a whole number"),
-        (NUMBER_KEYS, int | float, "a number"),
-        (BOOLEAN_KEYS, bool, "true or false"),
-    ):
-        for key in keys:
-            value = OmegaConf.select(cfg, key)
-            if not isinstance(value, kinds) or (kinds is not bool and isinstance(value, bool)):
-                fail(key, value, f"{key} must be {example}.")
-    if not OmegaConf.is_list(cfg.seeds) or not all(isinstance(s, int) for s in cfg.seeds):
-        fail("seeds", cfg.seeds, "Give a list of one whole number, e.g. seeds=[0].")
-    if len(cfg.seeds) != 1:
-        fail("seeds", list(cfg.seeds), "Train one seed per run; sweep with -m seeds=[0],[1],[2].")
-    if cfg.steps < 1:
-        fail("steps", cfg.steps, "Use a positive number of training steps.")
-    if cfg.batch_size < 1 or (cfg.model.batch_norm and cfg.batch_size < 2):
-        fail("batch_size", cfg.batch_size, "Use batch_size >= 2 (BN needs two examples per batch).")
-    for key in ("eval_every", "log_every"):
-        if cfg[key] < 1:
-            fail(key, cfg[key], f"Use a positive step count for {key}.")
-    if cfg.checkpoint_every < 0:
-        fail("checkpoint_every", cfg.checkpoint_every, "Use 0 (only at the end) or a step count.")
-
+def validate(cfg: DictConfig) -> DictConfig:
+    """The typed config, its values checked: anything that would fail late or silently train
+    something else is a ConfigError naming the value and the fix."""
+    check(
+        cfg.data.name in (*DATASET_NAMES, "imagenet"),
+        "data.name",
+        cfg.data.name,
+        "The Inception trainer uses data=fashion_mnist, data=mnist_proxy or data=imagenet "
+        "(the MLP's data=mnist lacks the image pipeline's settings).",
+    )
+    imagenet = cfg.data.name == "imagenet"
+    schema = InceptionImageNetConfig if imagenet else InceptionConfig
+    cfg = typed(cfg, schema, "Inception")
+    validate_run(cfg)
+    check(
+        len(cfg.seeds) == 1,
+        "seeds",
+        list(cfg.seeds),
+        "Train one seed per run; sweep seeds with -m seeds=[0],[1],[2].",
+    )
+    check(cfg.log_every >= 1, "log_every", cfg.log_every, "Use a positive step count.")
     o, r, m, d = cfg.optim, cfg.recipe, cfg.model, cfg.data
-    if o.lr <= 0 or o.decay_steps <= 0 or not 0 < o.decay_rate <= 1:
-        fail("optim", dict(o), "Use lr > 0, decay_steps > 0 and 0 < decay_rate <= 1.")
-    if not 0 <= o.momentum < 1 or o.weight_decay < 0:
-        fail("optim", dict(o), "Use 0 <= momentum < 1 and weight_decay >= 0.")
+    check(o.lr > 0, "optim.lr", o.lr, "Use a positive learning rate, e.g. optim.lr=0.01.")
+    check(o.decay_steps > 0, "optim.decay_steps", o.decay_steps, "Use a positive step count.")
+    check(0 < o.decay_rate <= 1, "optim.decay_rate", o.decay_rate, "Use 0 < decay_rate <= 1.")
+    check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "Use 0 <= momentum < 1.")
+    check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "Use weight_decay >= 0.")
     for key in ("lr_multiplier", "l2_divisor", "decay_speedup"):
-        if r[key] <= 0:
-            fail(f"recipe.{key}", r[key], "Use a positive factor (1 leaves the base value).")
-    if m.activation not in ACTIVATIONS:
-        fail("model.activation", m.activation, f"Use one of {sorted(ACTIVATIONS)}.")
-    if m.stem not in STEMS:
-        fail("model.stem", m.stem, f"Use one of {list(STEMS)}.")
-    if m.width <= 0 or not 0 <= m.dropout < 1:
-        fail("model", {"width": m.width, "dropout": m.dropout}, "Use width > 0, 0 <= dropout < 1.")
-    if m.norm not in ("torch", "paper"):
-        fail("model.norm", m.norm, "Use model.norm=torch or model.norm=paper.")
-    if m.sync_bn and not (m.batch_norm and m.norm == "torch"):
-        fail(
-            "model.sync_bn", True, "SyncBatchNorm needs model.batch_norm=true and model.norm=torch."
-        )
-
+        check(r[key] > 0, f"recipe.{key}", r[key], "Use a positive factor (1 leaves the base).")
+    check(
+        m.activation in ACTIVATIONS,
+        "model.activation",
+        m.activation,
+        f"Use one of {sorted(ACTIVATIONS)}.",
+    )
+    check(m.stem in STEMS, "model.stem", m.stem, f"Use one of {list(STEMS)}.")
+    check(m.width > 0, "model.width", m.width, "Use a positive width multiplier, e.g. 0.25.")
+    check(0 <= m.dropout < 1, "model.dropout", m.dropout, "Use 0 <= dropout < 1.")
+    check(m.norm in ("torch", "paper"), "model.norm", m.norm, "Use torch or paper.")
+    check(m.bn_eps > 0, "model.bn_eps", m.bn_eps, "Use a small positive eps, e.g. 1e-5.")
+    check(0 <= m.bn_momentum <= 1, "model.bn_momentum", m.bn_momentum, "Use a rate in [0, 1].")
+    check(
+        not m.sync_bn or (m.batch_norm and m.norm == "torch"),
+        "model.sync_bn",
+        True,
+        "SyncBatchNorm needs model.batch_norm=true and model.norm=torch.",
+    )
     for key in ("shuffle", "shuffle_thorough"):
-        if d[key] not in SHUFFLES:
-            fail(f"data.{key}", d[key], f"Use one of {list(SHUFFLES)}.")
-    if d.shards < 1:
-        fail("data.shards", d.shards, "Use at least one shard.")
+        check(d[key] in SHUFFLES, f"data.{key}", d[key], f"Use one of {list(SHUFFLES)}.")
+    check(d.shards >= 1, "data.shards", d.shards, "Use at least one shard.")
     for key in ("distortion", "distortion_reduced"):
-        if not 0 <= d[key] < 1:
-            fail(f"data.{key}", d[key], "Use a strength in [0, 1).")
-    if d.eval_size is not None and d.eval_size < 1:
-        fail("data.eval_size", d.eval_size, "Use a positive count, or null for the whole set.")
-    if d.name == "imagenet":
-        if OmegaConf.is_missing(d, "root"):
-            raise ConfigError("data=imagenet needs data.root=<dir holding train/ and val/>.")
-    else:
-        if d.resize not in ("pad", "bilinear"):
-            fail("data.resize", d.resize, "Use data.resize=pad or data.resize=bilinear.")
-        if d.resize == "pad" and d.size < 28:
-            fail("data.size", d.size, "Padding needs size >= 28; add data.resize=bilinear.")
-        if d.crop_padding < 0:
-            fail("data.crop_padding", d.crop_padding, "Use 0 (no random crop) or a pixel count.")
+        check(0 <= d[key] < 1, f"data.{key}", d[key], "Use a strength in [0, 1).")
+    check(
+        d.eval_size is None or d.eval_size >= 1,
+        "data.eval_size",
+        d.eval_size,
+        "Use a positive count, or null for the whole set.",
+    )
+    if not imagenet:
+        check(d.resize in ("pad", "bilinear"), "data.resize", d.resize, "Use pad or bilinear.")
+        check(
+            d.resize != "pad" or d.size >= 28,
+            "data.size",
+            d.size,
+            "Padding needs size >= 28; add data.resize=bilinear.",
+        )
+        check(
+            d.crop_padding >= 0,
+            "data.crop_padding",
+            d.crop_padding,
+            "Use 0 (no random crop) or a pixel count.",
+        )
+    return cfg
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -351,7 +328,7 @@ def load_proxy(cfg: DictConfig, device: torch.device) -> ProxyData:
     d = cfg.data
     splits = {}
     for split in ("train", "test"):
-        images, labels = load_dataset(d.name, d.root, split, download=d.download)
+        images, labels = load_dataset(d.name, d.root, split)
         splits[split] = (to_size(images.unsqueeze(1), d.size, d.resize), labels)
     x_train, y_train = splits["train"]
     x_test, y_test = splits["test"]
@@ -483,35 +460,6 @@ def init_distributed(cfg: DictConfig) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world_size, device
 
 
-def resume_state(cfg: DictConfig, path: Path, world_size: int) -> dict[str, Any] | None:
-    """The run's checkpoint when `resume` is set and one exists, checked against `cfg`."""
-    if not cfg.resume or not path.exists():
-        return None
-    state = load_checkpoint(path)
-    saved = flatten({key: state["config"].get(key) for key in RESULT_KEYS})
-    container = OmegaConf.to_container(cfg, resolve=True)
-    now = flatten({key: container[key] for key in RESULT_KEYS})
-    changed = [
-        f"{k}={saved.get(k)!r} (now {now.get(k)!r})"
-        for k in sorted(saved | now)
-        if saved.get(k) != now.get(k)
-    ]
-    if state["world_size"] != world_size:
-        changed.append(f"world size {state['world_size']} (now {world_size})")
-    if changed:
-        raise ResumeError(
-            f"Cannot resume {path.parent}: its checkpoint was made with {'; '.join(changed)}. "
-            "Fix: resume with the run's original overrides (see its config.yaml), or drop resume "
-            "and train in a new directory. Only steps, logging and device may change on resume."
-        )
-    if state["step"] > cfg.steps:
-        raise ResumeError(
-            f"Cannot resume {path.parent} with steps={cfg.steps}: it is already at step "
-            f"{state['step']}. Fix: pass steps >= {state['step']}."
-        )
-    return state
-
-
 def all_finite(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
     """A 0-dim bool tensor: the loss and every parameter are finite."""
     checks = [torch.isfinite(loss).all(), *(torch.isfinite(p).all() for p in model.parameters())]
@@ -550,287 +498,264 @@ def graphed(model: nn.Module, example: torch.Tensor, autocast: Callable) -> nn.M
     return model
 
 
+Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+EvalBatches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def proxy_pipeline(
+    data: ProxyData,
+    cfg: DictConfig,
+    settings: Settings,
+    order: BatchOrder,
+    generator: torch.Generator,
+    memory_format: torch.memory_format,
+) -> tuple[Batches, EvalBatches]:
+    """Training batches of step `step` (indexed and distorted on the device) and the held-out
+    batches, both normalized with the training set's pixel mean and std."""
+
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return ((x - data.mean) / data.std).contiguous(memory_format=memory_format)
+
+    def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = order.batch(step).to(data.x_train.device)
+        x = distort(
+            data.x_train[index],
+            cfg.data.crop_padding,
+            cfg.data.flip,
+            settings.distortion,
+            generator,
+        )
+        return normalize(x), data.y_train[index]
+
+    def eval_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(data.x_test), 1000):
+            yield normalize(data.x_test[i : i + 1000].float().div_(255)), data.y_test[i : i + 1000]
+
+    return next_batch, eval_batches
+
+
+def imagenet_pipeline(
+    train_set: Any,
+    val_set: Any,
+    cfg: DictConfig,
+    order: BatchOrder,
+    start_step: int,
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> tuple[Batches, EvalBatches]:
+    """ImageNet through DataLoaders with worker processes: the batches of steps
+    start_step.. in `order`, and the validation set."""
+    options = {
+        "num_workers": cfg.data.workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": cfg.data.workers > 0,
+    }
+    sampler = StepBatches(order, start_step, cfg.steps)
+    train_batches = iter(torch.utils.data.DataLoader(train_set, batch_sampler=sampler, **options))
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_size=cfg.data.eval_batch_size, **options
+    )
+
+    def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = next(train_batches)
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        return x, y.to(device, non_blocking=True)
+
+    def eval_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in val_loader:
+            yield x.to(device, memory_format=memory_format), y.to(device)
+
+    return next_batch, eval_batches
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Trains the one seed of `cfg` for cfg.steps steps, logging into `run_dir`; returns run info.
 
     With `resume=true` and a checkpoint in `run_dir`, training continues from it; on the proxy
-    datasets it ends with the same metrics as an uninterrupted run.
+    datasets it ends with the same files as an uninterrupted run, byte for byte.
     """
-    started = time.time()
-    validate(cfg)
+    cfg = validate(cfg)
     settings = recipe_settings(cfg)
     rank, world_size, device = init_distributed(cfg)
     if cfg.model.sync_bn and device.type != "cuda":
         raise ConfigError("model.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU kernels).")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed = int(cfg.seeds[0])
-    main_process = rank == 0
-    used = (run_dir / "metrics.csv").exists()
-    if world_size > 1:  # every rank uses rank 0's run directory (Hydra's may differ by a second)
-        shared = [str(run_dir), used]
+    seed, main_process = int(cfg.seeds[0]), rank == 0
+
+    def broadcast(value: Any) -> Any:
+        shared = [value]
         dist.broadcast_object_list(shared, src=0)
-        run_dir, used = Path(shared[0]), shared[1]
-    state = resume_state(cfg, run_dir / "checkpoint.pt", world_size)
-    if used and state is None:
-        if not cfg.resume:
+        return shared[0]
+
+    def sync_stop(requested: bool) -> bool:
+        flag = torch.tensor(float(requested), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    ddp = {"broadcast": broadcast, "sync_stop": sync_stop, "stop_every": cfg.log_every}
+    ddp = ddp if world_size > 1 else {}
+    if world_size > 1:  # every rank uses rank 0's run directory (Hydra's may differ by a second)
+        run_dir = Path(broadcast(str(run_dir)))
+    with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS, main_process=main_process, **ddp) as run:
+        state = run.checkpoint["trainer"] if run.checkpoint else None
+        if state and state["world_size"] != world_size:
             raise ResumeError(
-                f"{run_dir} already holds a run (its metrics.csv). Nothing was changed. Fix: "
-                "continue it with resume=true, or train in a new directory (another "
-                "hydra.run.dir)."
+                f"Cannot resume {run_dir}: its checkpoint was made by {state['world_size']} "
+                f"replicas (now {world_size}). Nothing was changed. Fix: resume with "
+                f"--nproc-per-node={state['world_size']}, or train in a new directory."
             )
-        if main_process:  # stopped before its first checkpoint: start over
-            drop_rows_after(run_dir / "metrics.csv", -1)
-    info: dict[str, Any] = {
-        "name": cfg.name,
-        "variant": cfg.model.variant,
-        "status": "running",
-        "git": git_state(),
-        "hardware": hardware(device),
-        "world_size": world_size,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "resumed_from_step": state["step"] if state else None,
-        "settings": asdict(settings),
-    }
-    if main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(run_dir / "run.json", info)
+        # Model and optimizer. DDP starts every replica from rank 0's weights; dropout and the
+        # distortions draw different numbers on each replica.
+        torch.manual_seed(seed)
+        model = build_model(cfg, settings)
+        if world_size > 1 and cfg.model.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model = model.to(device).to(memory_format=memory_format)
+        optimizer = make_optimizer(model, cfg, settings)
+        distortion_rng = torch.Generator(device).manual_seed(seed + 1_000_003 * rank)
+        torch.manual_seed(seed + 1_000_003 * rank)
+        if state:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            distortion_rng.set_state(state["distortion_rng"][rank])
+            torch.set_rng_state(state["torch_rng"][rank])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
 
-    # Model and optimizer. DDP starts every replica from rank 0's weights; dropout and the
-    # distortions draw different numbers on each replica.
-    torch.manual_seed(seed)
-    model = build_model(cfg, settings)
-    if world_size > 1 and cfg.model.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    info["parameters"] = count_parameters(model)
-    optimizer = make_optimizer(model, cfg, settings)
-    distortion_rng = torch.Generator(device).manual_seed(seed + 1_000_003 * rank)
-    torch.manual_seed(seed + 1_000_003 * rank)
-    start_step, wall_before = 0, 0.0
-    loss_sum, loss_count = torch.zeros((), device=device), 0
-    diverged_at, last_eval = None, {}
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        distortion_rng.set_state(state["distortion_rng"][rank])
-        torch.set_rng_state(state["torch_rng"][rank])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
-        start_step, wall_before = state["step"], state["wall_s"]
-        loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
-        last_eval = state["last_eval"]
-        if main_process:
-            drop_rows_after(run_dir / "metrics.csv", start_step)
+        def autocast() -> contextlib.AbstractContextManager:
+            """bf16 autocast when `amp` is set. No weight-cast cache: CUDA graphs need none."""
+            if not cfg.amp:
+                return contextlib.nullcontext()
+            return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
-    def autocast() -> contextlib.AbstractContextManager:
-        """bf16 autocast when `amp` is set. No weight-cast cache: CUDA graphs need none."""
-        if not cfg.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
-
-    # Data: a proxy lives whole on the device and is batched by index; ImageNet streams.
-    if cfg.data.name == "imagenet":
-        train_set, val_set = imagenet_datasets(cfg, settings)
-        n_train = len(train_set)
-    else:
-        data = load_proxy(cfg, device)
-        n_train = len(data.x_train)
-    order = BatchOrder(
-        n_train,
-        cfg.batch_size,
-        settings.shuffle,
-        cfg.data.shards,
-        seed,
-        cfg.data.storage_seed,
-        rank,
-        world_size,
-    )
-    if cfg.data.name == "imagenet":
-        loader_options = {
-            "num_workers": cfg.data.workers,
-            "pin_memory": device.type == "cuda",
-            "persistent_workers": cfg.data.workers > 0,
-        }
-        train_batches = iter(
-            torch.utils.data.DataLoader(
-                train_set, batch_sampler=StepBatches(order, start_step, cfg.steps), **loader_options
+        # Data: a proxy lives whole on the device and is batched by index; ImageNet streams.
+        if cfg.data.name == "imagenet":
+            train_set, val_set = imagenet_datasets(cfg, settings)
+            n_train = len(train_set)
+        else:
+            data = load_proxy(cfg, device)
+            n_train = len(data.x_train)
+        order = BatchOrder(
+            n_train,
+            cfg.batch_size,
+            settings.shuffle,
+            cfg.data.shards,
+            seed,
+            cfg.data.storage_seed,
+            rank,
+            world_size,
+        )
+        if cfg.data.name == "imagenet":
+            next_batch, eval_batches = imagenet_pipeline(
+                train_set, val_set, cfg, order, run.start_step, device, memory_format
             )
-        )
-        val_loader = torch.utils.data.DataLoader(
-            val_set, batch_size=cfg.data.eval_batch_size, **loader_options
-        )
-
-        def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            x, y = next(train_batches)
-            x = x.to(device, non_blocking=True, memory_format=memory_format)
-            return x, y.to(device, non_blocking=True)
-
-        def eval_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            for x, y in val_loader:
-                yield x.to(device, memory_format=memory_format), y.to(device)
-
-    else:
-
-        def normalize(x: torch.Tensor) -> torch.Tensor:
-            x = (x - data.mean) / data.std
-            return x.contiguous(memory_format=memory_format)
-
-        def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            index = order.batch(step).to(device)
-            x = distort(
-                data.x_train[index],
-                cfg.data.crop_padding,
-                cfg.data.flip,
-                settings.distortion,
-                distortion_rng,
+        else:
+            next_batch, eval_batches = proxy_pipeline(
+                data, cfg, settings, order, distortion_rng, memory_format
             )
-            return normalize(x), data.y_train[index]
 
-        def eval_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            for i in range(0, len(data.x_test), 1000):
-                x = data.x_test[i : i + 1000].float().div_(255)
-                yield normalize(x), data.y_test[i : i + 1000]
-
-    eval_model = model
-    use_graph = cfg.cuda_graph and device.type == "cuda" and world_size == 1
-    info["cuda_graph"] = bool(use_graph and cfg.data.name != "imagenet")
-    if info["cuda_graph"]:
-        example = torch.zeros_like(data.x_train[: cfg.batch_size], dtype=torch.float)
-        model = graphed(model, example.contiguous(memory_format=memory_format), autocast)
-    if world_size > 1:
-        model = DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
-        )
-    logger = None
-    if main_process:
-        logger = RunLogger(
-            run_dir,
-            cfg,
-            METRIC_COLUMNS,
-            wandb_id=state["logger"]["wandb_id"] if state else None,
-            purge_step=start_step + 1 if state else (0 if cfg.resume else None),
-        )
-
-    def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with autocast():
-            loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach().float()
-
-    def checkpoint(step: int) -> None:
-        """Rank 0 writes the checkpoint, with every replica's random number generator states."""
-        rng = {
-            "distortion_rng": distortion_rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        }
-        gathered = [rng] * world_size
+        eval_model = model
+        use_graph = cfg.cuda_graph and device.type == "cuda" and world_size == 1
+        use_graph = use_graph and cfg.data.name != "imagenet"
+        if use_graph:
+            example = torch.zeros_like(data.x_train[: cfg.batch_size], dtype=torch.float)
+            model = graphed(model, example.contiguous(memory_format=memory_format), autocast)
         if world_size > 1:
-            dist.all_gather_object(gathered, rng)
-        if not main_process:
-            return
-        save_checkpoint(
-            run_dir / "checkpoint.pt",
-            {
-                "step": step,
+            model = DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None
+            )
+
+        def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with autocast():
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.detach().float()
+
+        def trainer_state() -> dict[str, Any]:
+            """Every replica's random number generator states, gathered to rank 0."""
+            rng = {
+                "distortion_rng": distortion_rng.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            }
+            gathered = [rng] * world_size
+            if world_size > 1:
+                dist.all_gather_object(gathered, rng)
+            return {
                 "world_size": world_size,
-                "config": OmegaConf.to_container(cfg, resolve=True),
                 "model": eval_model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 **{key: [g[key] for g in gathered] for key in rng},
                 "loss_sum": loss_sum.cpu(),
                 "loss_count": loss_count,
-                "wall_s": wall_before + time.time() - started,
-                "last_eval": last_eval,
-                "logger": logger.state_dict(),
-            },
-        )
+            }
 
-    status, step = "failed", start_step
-    progress = tqdm(
-        total=cfg.steps,
-        initial=start_step,
-        unit="step",
-        disable=not (main_process and sys.stderr.isatty()),
-    )
-    try:
-        for step in range(start_step, cfg.steps + 1):
-            is_eval = step % cfg.eval_every == 0 or step == cfg.steps
-            is_log = is_eval or step % cfg.log_every == 0
-            if is_log and not (state and step == start_step):
-                # The mean loss since the last log; a single non-finite step makes it non-finite.
-                mean_loss = loss_sum / max(loss_count, 1)
-                finite = all_finite(eval_model, mean_loss).float()
-                if world_size > 1:
-                    dist.all_reduce(mean_loss)
-                    mean_loss /= world_size
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                if not finite.item():
-                    diverged_at = step
-                accuracy = None
-                if main_process and is_eval and diverged_at is None:
-                    accuracy = evaluate(eval_model, eval_batches(), autocast)
-                    last_eval = {"step": step, "test_acc": accuracy}
-                    progress.set_postfix(test_acc=f"{accuracy:.4f}")
-                if main_process:
-                    row = {
+        def lr_at(step: int) -> float:
+            return learning_rate(step, settings.lr, cfg.optim.decay_rate, settings.decay_steps)
+
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+        if state:
+            loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
+
+        def log(step: int) -> None:
+            """The mean loss since the last log (non-finite if any step's was, or if any
+            parameter is), and held-out accuracy when due; rank 0 evaluates and logs."""
+            mean_loss = loss_sum / max(loss_count, 1)
+            finite = all_finite(eval_model, mean_loss).float()
+            if world_size > 1:
+                dist.all_reduce(mean_loss)
+                mean_loss /= world_size
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not finite.item():
+                run.mark_diverged(seed, step)
+            accuracy = None
+            if main_process and run.due(step, cfg.eval_every) and seed not in run.diverged_at:
+                accuracy = evaluate(eval_model, eval_batches(), autocast)
+                progress.set_postfix(test_acc=f"{accuracy:.4f}")
+            train_loss = mean_loss.item() if loss_count else None
+            run.log(
+                [
+                    {
                         "step": step,
                         "seed": seed,
-                        "train_loss": mean_loss.item() if loss_count else None,
-                        "lr": learning_rate(
-                            step, settings.lr, cfg.optim.decay_rate, settings.decay_steps
-                        ),
+                        "train_loss": train_loss,
+                        "lr": lr_at(step),
                         "test_acc": accuracy,
                     }
-                    logger.log([row])
-                loss_sum, loss_count = torch.zeros((), device=device), 0
-                if diverged_at is not None:
-                    break
-            if step == cfg.steps:
-                break
-            if cfg.checkpoint_every and step > start_step and step % cfg.checkpoint_every == 0:
-                checkpoint(step)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(
-                    step, settings.lr, cfg.optim.decay_rate, settings.decay_steps
-                )
-            loss_sum = loss_sum + train_step(*next_batch(step))
-            loss_count += 1
-            progress.update(1)
-        status = "diverged" if diverged_at is not None else "completed"
-        checkpoint(step)
-    finally:
-        progress.close()
-        wall_s = wall_before + time.time() - started
-        info.update(
-            status=status,
-            steps=step,
-            wall_s=round(wall_s, 3),
-            steps_per_s=round(step / wall_s, 2),
-            diverged_at_step=diverged_at,
-            seeds=[
-                {
-                    "seed": seed,
-                    "status": status,
-                    "diverged_at_step": diverged_at,
-                    "final_step": last_eval.get("step"),
-                    "final_test_acc": last_eval.get("test_acc"),
-                }
-            ],
+                ]
+            )
+
+        run.start(
+            trainer_state,
+            device,
+            world_size=world_size,
+            settings=asdict(settings),
+            parameters=count_parameters(eval_model),
+            cuda_graph=use_graph,
         )
-        if main_process:
-            if logger is not None:
-                logger.close(status)
-            model_file = run_dir / "model.pt"
-            torch.save(eval_model.state_dict(), model_file.with_name(".model.pt.tmp"))
-            model_file.with_name(".model.pt.tmp").replace(model_file)
-            write_json(run_dir / "run.json", info)
-        if world_size > 1:
-            dist.destroy_process_group()
+        progress = tqdm(
+            total=cfg.steps,
+            initial=run.start_step,
+            unit="step",
+            disable=not (main_process and sys.stderr.isatty()),
+        )
+        with progress:
+            if run.start_step == 0:
+                log(0)
+            for step in run.steps():
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step - 1)
+                loss_sum = loss_sum + train_step(*next_batch(step - 1))
+                loss_count += 1
+                progress.update(1)
+                if run.due(step, cfg.log_every, cfg.eval_every):
+                    log(step)
+                    loss_sum, loss_count = torch.zeros((), device=device), 0
+        info = run.finish(eval_model.state_dict())
+    if world_size > 1:
+        dist.destroy_process_group()
     return info

@@ -1,0 +1,391 @@
+"""Typed configs: the schema of each trainer, and the one function that applies it.
+
+The YAML files under configs/ hold the values; the dataclasses here hold the types. Every key
+is `MISSING` in its schema, so a value lives in exactly one place (its YAML file) and a key no
+YAML file sets is reported as missing instead of taking a hidden default.
+
+`typed(cfg, schema)` turns Hydra's composed config into the trainer's typed config:
+- a key of the schema with a value of the wrong type is a ConfigError naming the key, the
+  value and what it must be; booleans must be written true or false (OmegaConf alone would
+  read `resume=no` as false);
+- a key that is not in the schema is an error when it holds a value, and dropped when it is
+  `???`: train.yaml declares the keys of every trainer as `???` so that a sweep over
+  experiments may override them (Hydra checks the overrides of a sweep against the base
+  config, before any experiment is applied), and each trainer keeps only its own.
+Range checks and rules across keys live in each trainer's `validate`.
+"""
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from bnrepro.errors import ConfigError
+
+
+@dataclass
+class WandbConfig:
+    mode: str = MISSING
+    project: str = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: bool = MISSING
+
+
+@dataclass
+class RunConfig:
+    """What every run has: its name, seeds, length, cadence, device and logging."""
+
+    name: str = MISSING
+    seeds: list[int] = MISSING
+    steps: int = MISSING
+    batch_size: int = MISSING
+    eval_every: int = MISSING
+    checkpoint_every: int = MISSING
+    resume: bool = MISSING
+    device: str = MISSING
+    threads: int | None = MISSING
+    cuda_graph: bool = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+# --------------------------------------------------------------------------- the MNIST MLP
+
+
+@dataclass
+class MNISTData:
+    name: str = MISSING
+    root: str = MISSING
+    input: str = MISSING
+
+
+@dataclass
+class MLPModel:
+    name: str = MISSING
+    variant: str = MISSING
+    sizes: list[int] = MISSING
+    activation: str = MISSING
+    batch_norm: bool = MISSING
+    norm: str = MISSING
+    bn_eps: float = MISSING
+    bn_momentum: float = MISSING
+    bn_position: str = MISSING
+    bn_stats_backprop: bool = MISSING
+    init_std: float = MISSING
+
+
+@dataclass
+class SGDOptim:
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class Probe:
+    every: int = MISSING
+    size: int = MISSING
+    unit: int = MISSING
+
+
+@dataclass
+class MLPConfig(RunConfig):
+    """bnrepro.train_mlp: the paper's MNIST net (Section 4.1, Figure 1)."""
+
+    data: MNISTData = field(default_factory=MNISTData)
+    model: MLPModel = field(default_factory=MLPModel)
+    optim: SGDOptim = field(default_factory=SGDOptim)
+    probe: Probe = field(default_factory=Probe)
+
+
+# --------------------------------------------------------------------------- Inception
+
+
+@dataclass
+class ImageData:
+    """What the proxy and ImageNet pipelines share."""
+
+    name: str = MISSING
+    root: str = MISSING
+    num_classes: int = MISSING
+    channels: int = MISSING
+    flip: bool = MISSING
+    distortion: float = MISSING
+    distortion_reduced: float = MISSING
+    shuffle: str = MISSING
+    shuffle_thorough: str = MISSING
+    shards: int = MISSING
+    storage_seed: int = MISSING
+    eval_size: int | None = MISSING
+
+
+@dataclass
+class ProxyData(ImageData):
+    size: int = MISSING
+    resize: str = MISSING
+    crop_padding: int = MISSING
+
+
+@dataclass
+class ImageNetData(ImageData):
+    train_dir: str = MISSING
+    val_dir: str = MISSING
+    crop: int = MISSING
+    resize: int = MISSING
+    eval_batch_size: int = MISSING
+    workers: int = MISSING
+
+
+@dataclass
+class InceptionModel:
+    name: str = MISSING
+    variant: str = MISSING
+    batch_norm: bool = MISSING
+    norm: str = MISSING
+    bn_eps: float = MISSING
+    bn_momentum: float = MISSING
+    sync_bn: bool = MISSING
+    activation: str = MISSING
+    dropout: float = MISSING
+    lrn: bool = MISSING
+    width: float = MISSING
+    stem: str = MISSING
+
+
+@dataclass
+class MomentumOptim:
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+    weight_decay: float = MISSING
+    decay_rate: float = MISSING
+    decay_steps: float = MISSING
+
+
+@dataclass
+class Recipe:
+    """The seven changes of Section 4.2.1, one switch each."""
+
+    lr_multiplier: float = MISSING
+    dropout_off: bool = MISSING
+    l2_divisor: float = MISSING
+    decay_speedup: float = MISSING
+    lrn_off: bool = MISSING
+    thorough_shuffle: bool = MISSING
+    reduced_distortion: bool = MISSING
+
+
+@dataclass
+class InceptionConfig(RunConfig):
+    """bnrepro.train_inception on a proxy dataset (Section 4.2, Figures 2 and 3)."""
+
+    data: ProxyData = field(default_factory=ProxyData)
+    model: InceptionModel = field(default_factory=InceptionModel)
+    optim: MomentumOptim = field(default_factory=MomentumOptim)
+    log_every: int = MISSING
+    amp: bool = MISSING
+    channels_last: bool = MISSING
+    recipe: Recipe = field(default_factory=Recipe)
+
+
+@dataclass
+class InceptionImageNetConfig(InceptionConfig):
+    """bnrepro.train_inception on ImageNet."""
+
+    data: ImageNetData = field(default_factory=ImageNetData)
+
+
+# --------------------------------------------------------------------------- applying a schema
+
+_KINDS = {
+    int: ("a whole number", "100"),
+    float: ("a number", "0.1"),
+    bool: ("true or false", "true"),
+    str: ("a string", "name"),
+}
+
+
+def _field_type(schema: type, key: str) -> Any:
+    """The annotated type of the dotted `key` in the dataclass `schema`, or None."""
+    node: Any = schema
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return None
+        node = hints[part]
+    return node
+
+
+def _describe(kind: Any, key: str) -> str:
+    """'<key> must be <what>, e.g. <key>=<example>.' for the annotated type `kind`."""
+    if typing.get_origin(kind) is list:
+        return f"{key} must be a list of whole numbers, e.g. {key}=[0,1,2]."
+    nullable = type(None) in typing.get_args(kind)
+    if nullable:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    what, example = _KINDS.get(kind, ("a value of type " + getattr(kind, "__name__", "?"), "?"))
+    return f"{key} must be {what}{' or null' if nullable else ''}, e.g. {key}={example}."
+
+
+def _leaves(tree: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], tree
+
+
+def _drop(tree: dict, key: str) -> None:
+    *parents, last = key.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    del node[last]
+    if parents and not node:
+        _drop(tree, ".".join(parents))
+
+
+def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
+    """`cfg` as a config of the dataclass `schema` (see the module docstring); read-only."""
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"Invalid config: {error}. Fix the value named above.") from error
+    raw.pop("hydra", None)
+    for key, value in list(_leaves(raw)):
+        kind = _field_type(schema, key)
+        if kind is None:
+            if value == "???":
+                _drop(raw, key)
+                continue
+            raise ConfigError(
+                f"Invalid config: {key}={value!r} is not a setting of the {trainer} trainer "
+                f"(model.name={cfg.model.name}). Fix: drop {key}, or pick the model and "
+                "experiment it belongs to."
+            )
+        if kind is bool and value != "???" and not isinstance(value, bool):
+            raise ConfigError(f"Invalid config: {key}={value!r}. {_describe(kind, key)}")
+        if kind in (int, float) and isinstance(value, bool):
+            raise ConfigError(f"Invalid config: {key}={value!r}. {_describe(kind, key)}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        value = OmegaConf.select(cfg, key, default=None) if key != "?" else None
+        kind = _field_type(schema, key.split("[")[0])
+        fix = _describe(kind, key) if kind is not None else str(error).splitlines()[0]
+        raise ConfigError(f"Invalid config: {key}={value!r}. {fix}") from error
+    for key, value in _leaves(OmegaConf.to_container(merged)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"Invalid config: {key}={value!r}. {key} must be a finite number, e.g. "
+                f"{key}={OmegaConf.select(OmegaConf.structured(schema), key, default=None) or 0.1}."
+            )
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(
+            f"Invalid config: {', '.join(missing)} has no value for the {trainer} trainer. "
+            f"Fix: set it on the command line (e.g. {missing[0]}=...), or use an experiment "
+            "that sets it."
+        )
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+# --------------------------------------------------------------------------- shared checks
+
+
+def check(condition: bool, key: str, value: Any, fix: str) -> None:
+    """Raises the one-paragraph ConfigError `Invalid config: <key>=<value>. <fix>`."""
+    if not condition:
+        raise ConfigError(f"Invalid config: {key}={value!r}. {fix}")
+
+
+WANDB_MODES = ("offline", "online", "disabled")
+MAX_SEED = 2**32 - 1
+
+
+def validate_run(cfg: DictConfig) -> None:
+    """The range checks of the keys every trainer has (RunConfig)."""
+    seeds = list(cfg.seeds)
+    check(
+        bool(seeds) and len(set(seeds)) == len(seeds),
+        "seeds",
+        seeds,
+        "Give distinct seeds as a list, e.g. seeds=[0,1,2].",
+    )
+    check(
+        all(0 <= s <= MAX_SEED for s in seeds),
+        "seeds",
+        seeds,
+        f"Seeds are whole numbers from 0 to {MAX_SEED}.",
+    )
+    check(cfg.steps >= 1, "steps", cfg.steps, "Use a positive number of steps, e.g. steps=50000.")
+    check(
+        cfg.batch_size >= (2 if cfg.model.batch_norm else 1),
+        "batch_size",
+        cfg.batch_size,
+        "Use batch_size >= 2 (BN needs two examples per batch).",
+    )
+    check(cfg.eval_every >= 1, "eval_every", cfg.eval_every, "Use a positive step count.")
+    check(
+        cfg.checkpoint_every >= 0,
+        "checkpoint_every",
+        cfg.checkpoint_every,
+        "Use 0 (only at the start and the end) or a step count.",
+    )
+    check(
+        cfg.threads is None or cfg.threads >= 1,
+        "threads",
+        cfg.threads,
+        "Use a positive thread count, or threads=null for torch's default.",
+    )
+    check(
+        cfg.logger.wandb.mode in WANDB_MODES,
+        "logger.wandb.mode",
+        cfg.logger.wandb.mode,
+        f"Use one of {list(WANDB_MODES)} (or set WANDB_MODE).",
+    )
+    root = Path(cfg.data.root)
+    check(
+        not root.exists() or root.is_dir(),
+        "data.root",
+        cfg.data.root,
+        "It is a file, not a directory: point data.root (or BNREPRO_DATA) at the data folder.",
+    )
+
+
+def select_device(name: str) -> torch.device:
+    """The torch device named by `device=` (auto: the GPU when there is one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"Invalid config: device={name!r}. Use device=auto, cpu, cuda or cuda:<index>."
+        ) from None
+    check(device.type in ("cpu", "cuda"), "device", name, "Use device=auto, cpu, cuda or cuda:<n>.")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check(count > 0, "device", name, "No CUDA GPU is visible: use device=cpu or auto.")
+        check(
+            device.index is None or device.index < count,
+            "device",
+            name,
+            f"This machine has {count} GPU(s): use cuda:0 .. cuda:{count - 1}.",
+        )
+    return device

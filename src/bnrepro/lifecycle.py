@@ -1,0 +1,536 @@
+"""The life of a run directory, from claim to final status, for every trainer.
+
+A trainer builds its data and model, takes one training step and evaluates; what concerns the
+run directory happens here, once:
+
+- claim: `Run` takes an exclusive lock on `<run>/.lock` (fcntl.flock, held while the run
+  lives; the file names the owner's pid and host). A second process is refused before it
+  changes anything.
+- refuse or resume: a directory that holds a run (metrics.csv, checkpoint.pt or model.pt) is
+  never trained into afresh. With `resume=true` its checkpoint.pt is loaded and checked: the
+  settings that shape the results must match (only steps, logging and device may change), and
+  metrics.csv must still be the file the checkpoint saw (length and sha256 of its first part).
+  A refusal changes nothing.
+- start: config.yaml, run.json (status `running`, pid, host), the loggers; a fresh run writes
+  a checkpoint of its initial state at once, so every run that logged a row can be resumed,
+  and a resumed run cuts metrics.csv back to the checkpoint's bytes, so a resumed run's files
+  are byte-identical to an uninterrupted run's.
+- the loop: `steps()` yields the steps to train; between two steps it writes the checkpoints
+  that are due and stops the run after SIGINT or SIGTERM, or when every seed has diverged.
+- end: run.json gets one of `completed`, `diverged`, `failed` (with the message) or
+  `interrupted` (a checkpoint is written and the command that resumes is printed);
+  completed and diverged runs also get model.pt. A run.json left at `running` by a process
+  that is gone reads as `crashed` (`owner_alive`, used by bnrepro.results.load_runs).
+"""
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shlex
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bnrepro.atomic import atomic_open, atomic_write_text, write_json
+from bnrepro.checkpoint import load_checkpoint
+from bnrepro.errors import BnreproError, ResumeError
+from bnrepro.loggers import RunLogger, check_wandb, prefix_bytes
+from bnrepro.runinfo import git_state, hardware
+
+RUN_FILES = ("metrics.csv", "checkpoint.pt", "model.pt")
+LOCK_FILE = ".lock"
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run between two steps; a checkpoint was written."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class RunBusyError(ResumeError):
+    """Another live process owns the run directory."""
+
+
+class RunWriteError(BnreproError):
+    """The run directory could not be written (a full disk, permissions)."""
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in RUN_FILES)
+
+
+def owner_alive(run_dir: Path) -> bool:
+    """Whether a live process holds the run directory's lock (a run.json at `running` whose
+    owner is gone is a crash). Without a lock file, whether run.json's pid lives on this host."""
+    lock = run_dir / LOCK_FILE
+    if lock.exists():
+        with open(lock) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+        if info.get("host") != socket.gethostname():
+            return True
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return True
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command line that continues the run in `run_dir`."""
+    overrides = ["<the run's overrides>"]
+    with contextlib.suppress(ValueError, ImportError):
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [
+            o
+            for o in HydraConfig.get().overrides.task
+            if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir="))
+        ]
+    args = ["python", "-m", "bnrepro.train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"]
+    return shlex.join(args)
+
+
+def record_failed_start(run_dir: Path, cfg: DictConfig, error: BaseException) -> None:
+    """Records in a directory that holds no run that a run failed before it started (so a
+    sweep shows the failed job and its message). A directory that holds a run, or that
+    another process owns, is left exactly as it is."""
+    if holds_run(run_dir) or not run_dir.is_dir() or owner_alive(run_dir):
+        return
+    with contextlib.suppress(OSError):
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=False))
+        write_json(
+            run_dir / "run.json",
+            {
+                "name": OmegaConf.select(cfg, "name", default=None),
+                "variant": OmegaConf.select(cfg, "model.variant", default=None),
+                "status": "failed",
+                "error": str(error),
+                "started": None,
+            },
+        )
+
+
+class Run:
+    """One run directory, owned by this process from `with Run(...)` to the block's end.
+
+    `checkpoint` is the state to resume from (None for a fresh run); the trainer restores
+    its own part (`checkpoint["trainer"]`), calls `start`, trains the steps of `steps()`,
+    logs with `log`, and ends with `finish`. Any exception ends the run `failed` (after
+    `start`; before it, only a directory that held no run records the failure).
+
+    Under DDP every rank makes a `Run`; only the `main_process` claims and writes. The other
+    ranks follow its decision to refuse, start or resume (`broadcast`: rank 0's object to
+    every rank), and `sync_stop` (called on every rank every `stop_every` steps) makes the
+    replicas agree on stopping after a signal.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: DictConfig,
+        columns: Sequence[str],
+        resume_keys: Sequence[str],
+        *,
+        main_process: bool = True,
+        broadcast: Callable[[Any], Any] | None = None,
+        sync_stop: Callable[[bool], bool] | None = None,
+        stop_every: int = 1,
+    ):
+        self.dir, self.cfg, self.columns = Path(run_dir), cfg, columns
+        self.resume_keys, self.main = resume_keys, main_process
+        self.broadcast, self.sync_stop, self.stop_every = broadcast, sync_stop, stop_every
+        self.seeds = list(cfg.seeds)
+        self.checkpoint: dict[str, Any] | None = None
+        self.start_step = self.step = 0
+        self.diverged_at: dict[int, int] = {}
+        self.last_rows: dict[int, dict[str, Any]] = {}
+        self.info: dict[str, Any] = {}
+        self.logger: RunLogger | None = None
+        self._state: Callable[[], dict[str, Any]] | None = None
+        self._lock: int | None = None
+        self._held_run = False
+        self._started_at: float | None = None
+        self._wall_before = 0.0
+        self._signal: int | None = None
+        self._handlers: dict[int, Any] = {}
+
+    # ------------------------------------------------------------------ claim and resume
+
+    def __enter__(self) -> "Run":
+        error = None
+        if self.main:
+            try:
+                check_wandb(self.cfg.logger.wandb.mode)
+                self._claim()
+                self._held_run = holds_run(self.dir)
+                self.checkpoint = self._resume_state()
+            except BaseException as caught:
+                self._release()
+                if not isinstance(caught, BnreproError) or self.broadcast is None:
+                    raise
+                error = caught
+        if self.broadcast is not None:  # the other replicas follow rank 0's decision
+            decision = self.broadcast(
+                {"error": str(error) if error else None, "resume": self.checkpoint is not None}
+            )
+            if error is not None:
+                raise error
+            if not self.main and decision["error"]:
+                raise ResumeError(decision["error"])
+            if not self.main and decision["resume"]:
+                self.checkpoint = load_checkpoint(self.dir / "checkpoint.pt")
+        if self.checkpoint is not None:
+            self.start_step = self.step = self.checkpoint["step"]
+            self._wall_before = self.checkpoint["wall_s"]
+            self.diverged_at = dict(self.checkpoint["diverged_at"])
+            self.last_rows = dict(self.checkpoint["last_rows"])
+        self._install_signal_handlers()
+        return self
+
+    def _claim(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunBusyError(
+                f"{self.dir} is in use by another process ({owner}). Nothing was changed. Fix: "
+                "wait for that run to end, or train in another directory (hydra.run.dir=...)."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._lock = fd
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
+
+    def _resume_state(self) -> dict[str, Any] | None:
+        path = self.dir / "checkpoint.pt"
+        if not self._held_run:
+            return None
+        if not self.cfg.resume:
+            raise ResumeError(
+                f"{self.dir} already holds a run. Nothing was changed. Fix: continue it with "
+                "resume=true, or train in a new directory (another hydra.run.dir)."
+            )
+        if not path.exists():
+            raise ResumeError(
+                f"Cannot resume {self.dir}: it holds a run but no checkpoint.pt. Nothing was "
+                "changed. Fix: train in a new directory (another hydra.run.dir), or restore "
+                "the checkpoint."
+            )
+        state = load_checkpoint(path)
+        if "trainer" not in state or "logger" not in state:
+            raise ResumeError(
+                f"Cannot resume {self.dir}: its checkpoint.pt was written by an earlier version "
+                "of bnrepro, in another layout. Nothing was changed. Fix: train in a new "
+                "directory, or resume it with the bnrepro commit named in its run.json."
+            )
+        self._check_config(state)
+        if self.main:
+            self._check_metrics(state["logger"]["metrics"])
+        return state
+
+    def _check_config(self, state: dict[str, Any]) -> None:
+        def settings(container: dict[str, Any]) -> dict[str, Any]:
+            conf = OmegaConf.create(container)
+            picked = {key: OmegaConf.select(conf, key) for key in self.resume_keys}
+            return flatten(
+                {
+                    k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+                    for k, v in picked.items()
+                }
+            )
+
+        saved = settings(state["config"])
+        now = settings(OmegaConf.to_container(self.cfg, resolve=True))
+        changed = [
+            f"{k}={saved.get(k)!r} (now {now.get(k)!r})"
+            for k in sorted(saved | now)
+            if saved.get(k) != now.get(k)
+        ]
+        if changed:
+            raise ResumeError(
+                f"Cannot resume {self.dir}: its checkpoint was made with {'; '.join(changed)}. "
+                "Nothing was changed. Fix: resume with the run's original overrides (see its "
+                "config.yaml), or drop resume and train in a new directory. Only steps, "
+                "logging and device may change on resume."
+            )
+        if state["step"] > self.cfg.steps:
+            raise ResumeError(
+                f"Cannot resume {self.dir} with steps={self.cfg.steps}: it is already at step "
+                f"{state['step']}. Nothing was changed. Fix: pass steps >= {state['step']}."
+            )
+
+    def _check_metrics(self, recorded: dict[str, Any]) -> None:
+        path = self.dir / "metrics.csv"
+        problem = None
+        if not path.exists():
+            problem = "metrics.csv is missing"
+        elif path.stat().st_size < recorded["bytes"]:
+            problem = "metrics.csv is shorter than when the checkpoint was written"
+        elif (
+            hashlib.sha256(prefix_bytes(path, recorded["bytes"])).hexdigest() != recorded["sha256"]
+        ):
+            problem = "the rows of metrics.csv up to the checkpoint were changed"
+        if problem:
+            raise ResumeError(
+                f"Cannot resume {self.dir}: {problem}, so the resumed run's log would not be "
+                "the run's. Nothing was changed. Fix: restore metrics.csv, or train in a new "
+                "directory (another hydra.run.dir)."
+            )
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, state: Callable[[], dict[str, Any]], device: torch.device, **info: Any) -> None:
+        """Writes config.yaml and run.json (`running`, with `info`), opens the loggers and, for
+        a fresh run, checkpoints the initial state. `state()` returns the trainer's part of a
+        checkpoint (on every rank: it may gather across replicas)."""
+        self._state = state
+        self._started_at = time.time()
+        self.info = {
+            "name": self.cfg.name,
+            "variant": self.cfg.model.variant,
+            "status": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "git": git_state(),
+            "hardware": hardware(device),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._started_at)),
+            "resumed_from_step": self.checkpoint["step"] if self.checkpoint else None,
+            **info,
+        }
+        if self.main:
+            atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+            write_json(self.dir / "run.json", self.info)
+            resume = self.checkpoint["logger"] if self.checkpoint else None
+            if resume is not None:
+                resume = {**resume, "step": self.checkpoint["step"]}
+            self.logger = RunLogger(self.dir, self.cfg, self.columns, resume=resume)
+            print(f"bnrepro: run directory {self.dir}", flush=True)
+        self._held_run = True
+        if self.checkpoint is None:
+            self.save_checkpoint()
+
+    # ------------------------------------------------------------------ the loop
+
+    def steps(self) -> Iterator[int]:
+        """Yields each step to train, start+1 .. cfg.steps: the body trains from step - 1 to
+        step and logs what is due at `step`. Between two steps, the due checkpoint is written,
+        and the run stops after a signal or once every seed has diverged."""
+        every = self.cfg.checkpoint_every
+        while self.step < self.cfg.steps and len(self.diverged_at) < len(self.seeds):
+            if every and self.step > self.start_step and self.step % every == 0:
+                self.save_checkpoint()
+            if self._stop_requested():
+                self.save_checkpoint()
+                raise Interrupted(self._signal or signal.SIGTERM, self._interrupt_message())
+            yield self.step + 1
+            self.step += 1
+
+    def due(self, step: int, *every: int) -> bool:
+        """Whether `step` is a multiple of any of `every`, or the last step."""
+        return step == self.cfg.steps or any(step % e == 0 for e in every)
+
+    def log(self, rows: list[dict[str, Any]]) -> None:
+        """Logs one row per seed of a step; a seed whose train_loss is non-finite diverged."""
+        for row in rows:
+            loss = row.get("train_loss")
+            if loss is not None and not math.isfinite(loss):
+                self.diverged_at.setdefault(row["seed"], row["step"])
+        if self.logger is not None:
+            self.logger.log(rows)
+        for row in rows:
+            if row.get("test_acc") is not None and row["seed"] not in self.diverged_at:
+                self.last_rows[row["seed"]] = row
+
+    def mark_diverged(self, seed: int, step: int) -> None:
+        self.diverged_at.setdefault(seed, step)
+
+    def wall_s(self) -> float:
+        return self._wall_before + time.time() - (self._started_at or time.time())
+
+    def save_checkpoint(self) -> None:
+        """The run's state at `self.step`, written atomically (on every rank: the trainer's
+        state may gather across replicas; only the main process writes)."""
+        trainer_state = self._state()
+        if not self.main:
+            return
+        with atomic_open(self.dir / "checkpoint.pt", "wb") as f:
+            torch.save(
+                {
+                    "step": self.step,
+                    "config": OmegaConf.to_container(self.cfg, resolve=True),
+                    "wall_s": self.wall_s(),
+                    "diverged_at": self.diverged_at,
+                    "last_rows": self.last_rows,
+                    "logger": self.logger.state_dict(),
+                    "trainer": trainer_state,
+                },
+                f,
+            )
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C does not wait for the step to end
+        self._signal = signum
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers.clear()
+
+    def _stop_requested(self) -> bool:
+        if self.sync_stop is None:
+            return self._signal is not None
+        if self.step % self.stop_every:
+            return False
+        return self.sync_stop(self._signal is not None)
+
+    def _interrupt_message(self) -> str:
+        name = signal.Signals(self._signal or signal.SIGTERM).name
+        return (
+            f"{name} stopped the run at step {self.step} of {self.cfg.steps}; its checkpoint "
+            f"is in {self.dir}. Resume it with: {resume_command(self.dir)}"
+        )
+
+    # ------------------------------------------------------------------ end
+
+    def finish(self, model_state: dict[str, Any]) -> dict[str, Any]:
+        """Ends the run `completed` (or `diverged`): final checkpoint, model.pt, run.json."""
+        self.save_checkpoint()
+        if self.main:
+            with atomic_open(self.dir / "model.pt", "wb") as f:
+                torch.save(model_state, f)
+        self._end("diverged" if self.diverged_at else "completed")
+        return self.info
+
+    def _end(self, status: str, error: str | None = None) -> None:
+        wall_s = self.wall_s()
+        self.info.update(
+            status=status,
+            steps=self.step,
+            wall_s=round(wall_s, 3),
+            steps_per_s=round(self.step / wall_s, 2) if wall_s > 0 else None,
+            ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            seeds=[
+                {
+                    "seed": seed,
+                    "status": "diverged" if seed in self.diverged_at else status,
+                    "diverged_at_step": self.diverged_at.get(seed),
+                    "final_step": self.last_rows.get(seed, {}).get("step"),
+                    "final_test_acc": self.last_rows.get(seed, {}).get("test_acc"),
+                }
+                for seed in self.seeds
+            ],
+        )
+        if error is not None:
+            self.info["error"] = error
+        if not self.main:
+            return
+        if self.logger is not None:
+            self.logger.close(status)
+            self.logger = None
+        write_json(self.dir / "run.json", self.info)
+        print(f"bnrepro: {status} ({self.dir})", flush=True)
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> bool:
+        self._restore_signal_handlers()
+        try:
+            if error is None:
+                return False
+            if isinstance(error, OSError) and error.errno in (
+                errno.ENOSPC,
+                errno.EDQUOT,
+                errno.EACCES,
+                errno.EROFS,
+            ):
+                message = (
+                    f"Could not write {error.filename or self.dir}: {error.strerror}. The run "
+                    "stopped; its last checkpoint and the rows logged before it are intact. Fix: "
+                    "free disk space (or fix the permissions), then resume with: "
+                    f"{resume_command(self.dir)}"
+                )
+                self._record_end("failed", message)
+                raise RunWriteError(message) from error
+            if isinstance(error, Interrupted):
+                self._record_end("interrupted", str(error))
+            elif isinstance(error, KeyboardInterrupt):
+                self._record_end("interrupted", "SIGINT twice: stopped without a checkpoint")
+            else:
+                message = str(error) if isinstance(error, BnreproError) else repr(error)
+                self._record_end("failed", message)
+            return False
+        finally:
+            if self.logger is not None:
+                with contextlib.suppress(Exception):
+                    self.logger.close("failed")
+            self._release()
+
+    def _record_end(self, status: str, message: str) -> None:
+        """Best effort: a full disk may refuse run.json too; the message is printed anyway."""
+        with contextlib.suppress(OSError):
+            if self._started_at is not None:
+                self._end(status, message)
+            elif self.main and not self._held_run:
+                self._release()
+                record_failed_start(self.dir, self.cfg, BnreproError(message))
+
+
+def exit_code(error: BaseException) -> int:
+    """The process exit status for an error that ended a run."""
+    if isinstance(error, Interrupted):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    return 2
+
+
+def report(error: BaseException, file: Any = sys.stderr) -> None:
+    print(f"\nbnrepro: {error}\n", file=file, flush=True)

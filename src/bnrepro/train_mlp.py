@@ -1,0 +1,399 @@
+"""The MNIST MLP trainer (Section 4.1, Figure 1): `python -m bnrepro.train [model=mlp_bn] ...`.
+
+Reads top to bottom: check the config, put the whole dataset on the device, build one
+vectorized model holding a member per seed, then train for `steps` mini-batches drawn by
+index, logging test accuracy and the percentiles of one sigmoid's input along the way. The run
+directory (claim, resume, checkpoints, statuses) is bnrepro.lifecycle's; the files a run
+writes are listed in the README.
+"""
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from tqdm import tqdm
+
+from bnrepro import nn as paper_nn
+from bnrepro.config import MLPConfig, check, select_device, typed, validate_run
+from bnrepro.data import load_mnist
+from bnrepro.errors import ConfigError
+from bnrepro.lifecycle import Run
+from bnrepro.models.mlp import ACTIVATIONS, MLP
+
+METRIC_COLUMNS = ("step", "seed", "train_loss", "test_acc", "p15", "p50", "p85")
+PERCENTILES = (0.15, 0.50, 0.85)
+# What a checkpoint must agree on with the config that resumes it.
+RESUME_KEYS = (
+    "data.name",
+    "data.input",
+    "model",
+    "optim",
+    "seeds",
+    "batch_size",
+    "eval_every",
+    "probe",
+)
+MNIST_TRAIN_SIZE = 60_000
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """The typed config, its values checked: anything that would fail late or silently train
+    something else is a ConfigError naming the value and the fix."""
+    cfg = typed(cfg, MLPConfig, "MLP")
+    validate_run(cfg)
+    m, o = cfg.model, cfg.optim
+    check(
+        cfg.data.name == "mnist",
+        "data.name",
+        cfg.data.name,
+        "The MLP trains on MNIST (data=mnist); the proxies are for experiment=inception.",
+    )
+    check(
+        cfg.data.input in ("grey", "binary"),
+        "data.input",
+        cfg.data.input,
+        "Use data.input=grey or data.input=binary.",
+    )
+    check(
+        cfg.batch_size <= MNIST_TRAIN_SIZE,
+        "batch_size",
+        cfg.batch_size,
+        f"A step draws its batch from the {MNIST_TRAIN_SIZE:,} training images.",
+    )
+    check(o.lr > 0, "optim.lr", o.lr, "Use a positive learning rate, e.g. optim.lr=0.1.")
+    for key in ("momentum", "weight_decay"):
+        check(o[key] >= 0, f"optim.{key}", o[key], f"Use optim.{key} >= 0 (0 turns it off).")
+    check(m.bn_eps > 0, "model.bn_eps", m.bn_eps, "Use a small positive eps, e.g. 1e-5.")
+    check(
+        0 <= m.bn_momentum <= 1,
+        "model.bn_momentum",
+        m.bn_momentum,
+        "Use a rate in [0, 1], e.g. 0.1.",
+    )
+    sizes = list(m.sizes)
+    check(
+        len(sizes) >= 3 and sizes[0] == 784 and sizes[-1] == 10 and min(sizes) >= 1,
+        "model.sizes",
+        sizes,
+        "MNIST needs 784 inputs, 10 outputs and at least one hidden "
+        "layer, e.g. model.sizes=[784,100,100,100,10].",
+    )
+    check(m.init_std > 0, "model.init_std", m.init_std, "Use a positive std, e.g. 0.1.")
+    check(
+        m.activation in ACTIVATIONS,
+        "model.activation",
+        m.activation,
+        f"Use one of {sorted(ACTIVATIONS)}.",
+    )
+    check(
+        m.bn_position in ("before", "after"),
+        "model.bn_position",
+        m.bn_position,
+        "Use before (the paper's) or after.",
+    )
+    check(m.norm in ("torch", "paper"), "model.norm", m.norm, "Use torch or paper.")
+    check(
+        m.bn_stats_backprop or m.norm == "paper",
+        "model.bn_stats_backprop",
+        False,
+        "Treating the batch statistics as constants needs the paper's transform: add "
+        "model.norm=paper.",
+    )
+    for key in ("every", "size"):
+        check(cfg.probe[key] >= 1, f"probe.{key}", cfg.probe[key], "Use a positive value.")
+    check(
+        cfg.probe.size <= 10_000,
+        "probe.size",
+        cfg.probe.size,
+        "The probe set is drawn from the 10,000 test images.",
+    )
+    check(
+        0 <= cfg.probe.unit < sizes[-2],
+        "probe.unit",
+        cfg.probe.unit,
+        f"Pick a unit in 0..{sizes[-2] - 1}.",
+    )
+    return cfg
+
+
+def build_model(cfg: DictConfig, device: torch.device) -> MLP:
+    m = cfg.model
+
+    def make_norm(channels: int) -> nn.Module:
+        if m.norm == "paper":
+            return paper_nn.BatchNorm(
+                channels, eps=m.bn_eps, momentum=m.bn_momentum, stats_backprop=m.bn_stats_backprop
+            )
+        return nn.BatchNorm1d(channels, eps=m.bn_eps, momentum=m.bn_momentum)
+
+    norm = make_norm if m.batch_norm else None
+    model = MLP(len(cfg.seeds), m.sizes, m.activation, norm, m.bn_position)
+    model.init_gaussian(m.init_std, list(cfg.seeds))
+    return model.to(device)
+
+
+def to_input(images: torch.Tensor, mode: str) -> torch.Tensor:
+    """uint8 pixels -> float network input: grey levels in [0, 1], or binarized at 128."""
+    if mode == "binary":
+        return (images >= 128).float()
+    return images.float().div_(255)
+
+
+def data_seed(seed: int) -> int:
+    """A seed for the data order of `seed`, independent of the weight-initialization stream."""
+    return int(np.random.SeedSequence(seed).spawn(2)[1].generate_state(1, np.uint64)[0] >> 1)
+
+
+class EpochSampler:
+    """Mini-batch indices, one row per seed: each epoch a fresh permutation of the training set.
+
+    Each seed has its own generator, so a member's data order does not depend on the others;
+    it is seeded from the seed's second SeedSequence child, so data order and initial weights
+    (drawn from a generator seeded with the seed itself) are independent streams.
+    Its state (generators and current permutations) goes into checkpoints.
+    """
+
+    def __init__(self, seeds: list[int], n: int, batch_size: int, device: torch.device):
+        if batch_size > n:
+            raise ConfigError(
+                f"Invalid config: batch_size={batch_size}. A step draws its batch from the {n} "
+                "training examples: use a smaller batch_size."
+            )
+        self.generators = [torch.Generator().manual_seed(data_seed(seed)) for seed in seeds]
+        self.n, self.batch_size, self.device = n, batch_size, device
+        self.steps_per_epoch = n // batch_size
+        self.order: torch.Tensor | None = None
+
+    def batch(self, step: int) -> torch.Tensor:
+        """Indices (members, batch_size) of the mini-batches of training step `step`."""
+        position = step % self.steps_per_epoch
+        if position == 0 or self.order is None:
+            self.order = torch.stack([torch.randperm(self.n, generator=g) for g in self.generators])
+            self.order = self.order.to(self.device)
+        start = position * self.batch_size
+        return self.order[:, start : start + self.batch_size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generators": [g.get_state() for g in self.generators],
+            "order": None if self.order is None else self.order.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for g, g_state in zip(self.generators, state["generators"], strict=True):
+            g.set_state(g_state)
+        self.order = None if state["order"] is None else state["order"].to(self.device)
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Restores every buffer (BN running statistics) after a training-mode probe forward."""
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(model.buffers(), saved, strict=True):
+                b.copy_(s)
+
+
+@torch.no_grad()
+def test_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 5000) -> list[float]:
+    """Accuracy of each member on (x, y), BN using its inference statistics."""
+    model.eval()
+    correct = sum(
+        (model(x[i : i + chunk]).argmax(-1) == y[i : i + chunk]).sum(-1)
+        for i in range(0, len(x), chunk)
+    )
+    model.train()
+    return (correct.double() / len(x)).tolist()
+
+
+@torch.no_grad()
+def sigmoid_input_percentiles(model: MLP, x_probe: torch.Tensor, unit: int) -> list[list[float]]:
+    """15/50/85th percentiles per member of the probed unit's input, training-mode network.
+
+    In training mode BN normalizes with the probe set's own statistics, as the paper's
+    Figure 1(c) shows the training network; the running statistics are left untouched.
+    """
+    with preserved_buffers(model):
+        _, pre = model.hidden_forward(x_probe)
+    q = torch.tensor(PERCENTILES, device=pre.device)
+    return torch.quantile(pre[:, :, unit], q, dim=1).T.tolist()
+
+
+def make_train_step(
+    model: MLP, optimizer: torch.optim.Optimizer, x_train: torch.Tensor, y_train: torch.Tensor, cfg
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One SGD step on the mini-batches picked by `index` (members, batch); returns each
+    member's mean loss. The loss summed over members gives each member its own gradient."""
+    members, input_mode = len(cfg.seeds), cfg.data.input
+
+    def train_step(index: torch.Tensor) -> torch.Tensor:
+        flat = index.reshape(-1)
+        x = to_input(x_train.index_select(0, flat), input_mode).view(members, -1, x_train.shape[1])
+        logits = model(x)
+        labels = y_train.index_select(0, flat)
+        losses = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none")
+        member_loss = losses.view(members, -1).mean(1)
+        optimizer.zero_grad(set_to_none=True)
+        member_loss.sum().backward()
+        optimizer.step()
+        return member_loss.detach()
+
+    return train_step
+
+
+def cuda_graphed(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    example_index: torch.Tensor,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Captures `step` as one CUDA graph; the returned function copies the index in and replays.
+
+    Follows PyTorch's whole-network capture recipe: warm-up steps on a side stream (which
+    allocate gradients and optimizer state), then the capture. The model and optimizer are
+    then put back, in place, to their state before the warm-up, so no step is taken twice;
+    optimizer state that the warm-up created is zeroed, and a zero momentum buffer makes the
+    first replayed step equal to SGD's first step (no dampening).
+    """
+    state = [*model.parameters(), *model.buffers()]
+    saved = [t.detach().clone() for t in state]
+    saved_optimizer = {
+        id(param): {k: v.clone() for k, v in param_state.items() if torch.is_tensor(v)}
+        for param, param_state in optimizer.state.items()
+    }
+    static_index = example_index.clone()
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                step(static_index)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_loss = step(static_index)
+    finally:
+        with torch.no_grad():
+            for t, s in zip(state, saved, strict=True):
+                t.copy_(s)
+            for param, param_state in optimizer.state.items():
+                before = saved_optimizer.get(id(param), {})
+                for key, value in param_state.items():
+                    if torch.is_tensor(value) and key in before:
+                        value.copy_(before[key])
+                    elif torch.is_tensor(value):
+                        value.zero_()
+
+    def replay(index: torch.Tensor) -> torch.Tensor:
+        static_index.copy_(index)
+        graph.replay()
+        return static_loss
+
+    return replay
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Trains every seed of `cfg` for cfg.steps steps, logging into `run_dir`; returns run info.
+
+    With `resume=true` and a checkpoint in `run_dir`, training continues from it and ends
+    with the same files as an uninterrupted run, byte for byte.
+    """
+    cfg = validate(cfg)
+    device = select_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seeds = list(cfg.seeds)
+    with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS) as run:
+        # Data: the whole set lives on the device as uint8; batches are drawn by index.
+        train_images, train_labels = load_mnist(cfg.data.root, "train")
+        test_images, test_labels = load_mnist(cfg.data.root, "test")
+        x_train = train_images.flatten(1).to(device)
+        y_train = train_labels.to(device)
+        x_test = to_input(test_images.flatten(1).to(device), cfg.data.input)
+        y_test = test_labels.to(device)
+        x_probe = x_test[: cfg.probe.size]
+
+        model = build_model(cfg, device)
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay,
+        )
+        sampler = EpochSampler(seeds, len(x_train), cfg.batch_size, device)
+        loss = None
+        if run.checkpoint:
+            state = run.checkpoint["trainer"]
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            sampler.load_state_dict(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+        train_step = make_train_step(model, optimizer, x_train, y_train, cfg)
+        use_graph = device.type == "cuda" and cfg.cuda_graph
+        if use_graph:
+            example_index = torch.zeros(len(seeds), cfg.batch_size, dtype=torch.long, device=device)
+            try:
+                train_step = cuda_graphed(model, optimizer, train_step, example_index)
+            except RuntimeError as error:  # the model and optimizer are back as they were
+                use_graph = False
+                print(
+                    f"bnrepro: CUDA graph capture failed ({error}); training eagerly. Set "
+                    "cuda_graph=false to skip the attempt.",
+                    file=sys.stderr,
+                )
+
+        def trainer_state() -> dict[str, Any]:
+            return {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "sampler": sampler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            }
+
+        def log(step: int) -> None:
+            """Percentiles of the probed unit, and test accuracy when due, one row per seed."""
+            percentiles = sigmoid_input_percentiles(model, x_probe, cfg.probe.unit)
+            accuracy = (
+                test_accuracy(model, x_test, y_test) if run.due(step, cfg.eval_every) else None
+            )
+            losses = loss.tolist() if loss is not None else [None] * len(seeds)
+            run.log(
+                [
+                    {
+                        "step": step,
+                        "seed": seed,
+                        "train_loss": losses[member],
+                        "test_acc": accuracy[member] if accuracy else None,
+                        "p15": percentiles[member][0],
+                        "p50": percentiles[member][1],
+                        "p85": percentiles[member][2],
+                    }
+                    for member, seed in enumerate(seeds)
+                ]
+            )
+            if accuracy:
+                progress.set_postfix(test_acc=f"{sum(accuracy) / len(accuracy):.4f}")
+
+        run.start(trainer_state, device, cuda_graph=use_graph)
+        progress = tqdm(
+            total=cfg.steps, initial=run.start_step, unit="step", disable=not sys.stderr.isatty()
+        )
+        with progress:
+            if run.start_step == 0:
+                log(0)
+            for step in run.steps():
+                loss = train_step(sampler.batch(step - 1))
+                progress.update(1)
+                if run.due(step, cfg.probe.every, cfg.eval_every):
+                    log(step)
+        return run.finish(model.state_dict())
