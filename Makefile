@@ -5,21 +5,33 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data
 export BNREPRO_DATA ?= $(DATA)
+FETCH := $(PY) -m bnrepro.fetch --root $(DATA) --dataset
 RUNS ?= runs
 PORT ?= 6006
+# A package index to take torch and torchvision from before the project is installed, e.g. the
+# CPU-only build; empty: they come from PyPI with the project (a CUDA build on Linux x86_64).
+TORCH_INDEX ?=
 
-.PHONY: help venv data reproduce-figure1 reproduce-claims figures test test-slow bench lint format
+.PHONY: help venv data reproduce-figure1 reproduce-claims figures test test-slow test-integration
+.PHONY: browser bench lint format
 
 help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
 	@echo "make reproduce-figure2  Figures 2 and 3 on the Fashion-MNIST proxy (PRESET=cpu|gpu): results/figure2/"
 	@echo "make reproduce-claims   turn each claim of the review into a measurement: results/claims/"
 	@echo "make figures            redraw every figure under results/ from its logged CSV files"
-	@echo "make test               fast tests (what CI runs); make test-slow for the long ones"
+	@echo "make test               fast tests (what CI runs first); make test-slow for the long ones"
+	@echo "make test-integration   multi-process, DDP, browser and notebook tests (CI runs them second)"
+	@echo "make browser            install Debian's chromium (as root) for the dashboard's browser test"
 	@echo "make bench              steps/s of the harness against a conventional PyTorch loop"
 	@echo "make lint               ruff check and format check"
 	@echo "make dashboard          TensorBoard on the runs under $(RUNS)/: http://127.0.0.1:$(PORT)/"
 	@echo "make wandb-sync         upload the offline wandb runs under $(RUNS)/ (needs wandb login)"
+	@echo ""
+	@echo "make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu"
+	@echo "                        torch and torchvision from that index (here the CPU-only build) before"
+	@echo "                        the project; PyPI's default brings 3+ GB of CUDA libraries. Takes effect"
+	@echo "                        when $(VENV)/ is built: rm -rf $(VENV) first to rebuild an existing one"
 
 venv: $(VENV)/.installed
 
@@ -27,13 +39,15 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) torch torchvision)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 data: venv
-	$(PY) -m bnrepro.data --root $(DATA) --dataset all
+	$(FETCH) all
 
-reproduce-figure1: data
+reproduce-figure1: venv
+	$(FETCH) mnist
 	$(PY) experiments/figure1.py run
 
 reproduce-claims: data
@@ -49,6 +63,18 @@ test: data
 
 test-slow: data
 	$(PY) -m pytest -m slow
+
+test-integration: data
+	$(PY) -m pytest -m integration
+
+# Debian's chromium for the browser test in tests/test_dashboard.py (which skips without it).
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		echo "chromium is installed: $$(command -v chromium || command -v chromium-browser)"; \
+	else \
+		DEBIAN_FRONTEND=noninteractive apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
 
 bench: data
 	$(PY) experiments/bench.py
@@ -80,5 +106,5 @@ PRESET ?= cpu
 
 # Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (18-28 min on 2 cores) or gpu (1 GPU).
 reproduce-figure2: venv
-	$(PY) -m bnrepro.data --root $(DATA) --dataset fashion_mnist
+	$(FETCH) fashion_mnist
 	$(PY) experiments/figure2.py run --preset $(PRESET)

@@ -81,6 +81,7 @@ def test_the_notebooks_are_there() -> None:
     assert {path.name for path in NOTEBOOKS} >= set(CHECKS)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_runs(path: Path) -> None:
     if not (REPO / "results" / "figure1" / "summary.csv").exists():
