@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from torch import nn
 
-from bnrepro.data import ensure_mnist
-from bnrepro.train import train
+from bnrepro.fetch import ensure_mnist
+from bnrepro.train_mlp import train
 
 REPO = Path(__file__).resolve().parents[1]
 

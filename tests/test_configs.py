@@ -8,12 +8,12 @@ from conftest import CONFIG_DIR, compose_train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bnrepro import train, train_inception
+from bnrepro import train_inception, train_mlp
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 # Each model family has its own harness, and so its own validation.
-VALIDATORS = {"mlp": train.validate, "inception": train_inception.validate}
+VALIDATORS = {"mlp": train_mlp.validate, "inception": train_inception.validate}
 
 
 def family(overrides: list[str]) -> str:
@@ -67,7 +67,7 @@ def test_wandb_mode_defaults_to_env(monkeypatch) -> None:
 
 def test_config_files_are_all_reachable() -> None:
     groups = {p.parent.name for p in Path(CONFIG_DIR).rglob("*.yaml") if p.parent != CONFIG_DIR}
-    assert {"data", "model", "optim", "logger", "experiment", "hydra"} <= groups
+    assert {"data", "model", "optim", "trainer", "logger", "experiment", "hydra"} <= groups
 
 
 def differences(a: str, b: str) -> set[str]:

@@ -66,7 +66,10 @@ def tiny(experiment: str, *overrides: str) -> DictConfig:
 @pytest.mark.parametrize("experiment", RECIPES)
 def test_every_recipe_trains_and_writes_its_files(experiment, fashion_root, tmp_path) -> None:
     info = ti.train(tiny(experiment), tmp_path)
-    assert info["status"] == "completed" or experiment in CONTROLS
+    # The controls may diverge (Inception at 5x its rate did in the paper); nothing may fail.
+    assert info["status"] in (
+        ("completed", "diverged") if experiment in CONTROLS else ("completed",)
+    )
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics.columns) == list(ti.METRIC_COLUMNS)
     assert list(metrics.step) == [0, 2, 4][: len(metrics)]
@@ -105,10 +108,11 @@ def test_an_absurd_rate_diverges_cleanly_and_the_sweep_goes_on(fashion_root, tmp
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "jobs failed" not in result.stderr
     diverged = json.loads((tmp_path / "1000000.0" / "run.json").read_text())
     assert diverged["status"] == "diverged" and diverged["seeds"][0]["status"] == "diverged"
-    step = diverged["diverged_at_step"]
-    assert step is not None and step < 20 and diverged["seeds"][0]["diverged_at_step"] == step
+    step = diverged["seeds"][0]["diverged_at_step"]
+    assert step is not None and step < 20
     last = pd.read_csv(tmp_path / "1000000.0" / "metrics.csv").iloc[-1]
     assert last.step == step and not np.isfinite(last.train_loss)
     assert json.loads((tmp_path / "0.01" / "run.json").read_text())["status"] == "completed"
@@ -324,7 +328,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_metrics(
 def test_resume_refuses_a_changed_recipe_and_a_used_directory(fashion_root, tmp_path) -> None:
     ti.train(tiny("bn_x5", "steps=2"), tmp_path)
     metrics = (tmp_path / "metrics.csv").read_text()
-    with pytest.raises(ResumeError, match=r"recipe\.lr_multiplier=5 \(now 30\)"):
+    with pytest.raises(ResumeError, match=r"recipe\.lr_multiplier=5\.0 \(now 30\.0\)"):
         ti.train(tiny("bn_x5", "steps=4", "recipe.lr_multiplier=30", "resume=true"), tmp_path)
     with pytest.raises(ResumeError, match="already holds a run"):
         ti.train(tiny("bn_x5", "steps=4"), tmp_path)
@@ -336,6 +340,7 @@ def test_sync_bn_needs_a_gpu(tmp_path) -> None:
         ti.train(tiny("bn_x5", "model.sync_bn=true"), tmp_path)
 
 
+@pytest.mark.integration
 def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(
     fashion_root, tmp_path
 ) -> None:
@@ -363,7 +368,10 @@ def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(
     assert list(ddp.step) == list(single.step) == list(range(7))
     np.testing.assert_allclose(ddp.train_loss[1:], single.train_loss[1:], rtol=1e-4)
     np.testing.assert_allclose(ddp.test_acc.dropna(), single.test_acc.dropna(), atol=0.01)
-    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["world_size"] == 2
+    assert (
+        torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["trainer"]["world_size"]
+        == 2
+    )
 
 
 def test_bf16_autocast_and_channels_last_train(fashion_root, tmp_path) -> None:

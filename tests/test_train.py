@@ -10,7 +10,8 @@ import pytest
 from conftest import REPO
 
 from bnrepro.errors import ConfigError
-from bnrepro.train import METRIC_COLUMNS, train
+from bnrepro.train import train
+from bnrepro.train_mlp import METRIC_COLUMNS
 
 
 def test_run_writes_metrics_config_and_run_info(small_cfg, tmp_path) -> None:

@@ -91,7 +91,7 @@ def owner_alive(run_dir: Path) -> bool:
         if info.get("host") != socket.gethostname():
             return True
         os.kill(int(info["pid"]), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, FileNotFoundError):
         return False
     except (OSError, ValueError, KeyError, TypeError):
         return True
@@ -339,6 +339,8 @@ class Run:
             **info,
         }
         if self.main:
+            for stale in self.dir.glob(".*.tmp"):  # left by a process killed while writing
+                stale.unlink()
             atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
             write_json(self.dir / "run.json", self.info)
             resume = self.checkpoint["logger"] if self.checkpoint else None

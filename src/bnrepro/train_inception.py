@@ -60,8 +60,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     """The typed config, its values checked: anything that would fail late or silently train
     something else is a ConfigError naming the value and the fix."""
     check(
-        cfg.data.name in (*DATASET_NAMES, "imagenet"),
-        "data.name",
+        cfg.data.name in (*DATASET_NAMES, "imagenet") and "shuffle" in cfg.data,
+        "data",
         cfg.data.name,
         "The Inception trainer uses data=fashion_mnist, data=mnist_proxy or data=imagenet "
         "(the MLP's data=mnist lacks the image pipeline's settings).",
