@@ -1,4 +1,4 @@
-"""The review's claims about BN, each turned into a measurement, a verdict and a figure.
+"""Six claims of the BN paper (arXiv:1502.03167), each a measurement, a verdict and a figure.
 
     python experiments/claims.py run [--steps 10000] [--seeds 0,1] [--population-batches 1000]
                                      [--timing-repeats 100] [hydra overrides ...]
@@ -6,11 +6,12 @@
 
 `run` measures claims 1-3 directly (`bnrepro.claims`), trains the Figure 1 net three ways
 through the harness for claim 4 (no BN; BN before the sigmoid, the paper's placement; BN
-after it), measures claims 5 and 6 on the trained BN-before net, and writes every
-measurement as a CSV under results/claims/. It then does what `draw` does: claims.csv
-(claim, measured, threshold, verdict), one figure per claim and README.md, from those CSV
-files alone. The default of 10,000 steps and 2 seeds keeps claim 4 cheap on a CPU;
-`--steps 50000 --seeds 0,1,2` is the paper's full protocol.
+after it), measures claims 5 and 6 on the trained BN-before net, and, once every measurement
+is known whole, writes each as a CSV under results/claims/. It then does what `draw` does:
+claims.csv (claim, measured, threshold, verdict), one figure per claim and README.md, from
+those CSV files alone; README.md states each claim and the section of the paper it is from.
+The default of 10,000 steps and 2 seeds keeps claim 4 cheap on a CPU; `--steps 50000
+--seeds 0,1,2` is the paper's full protocol.
 """
 
 import argparse
@@ -29,11 +30,24 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bnrepro import claims, plots
+from bnrepro.atomic import atomic_write_text, write_json
 from bnrepro.data import load_mnist
+from bnrepro.errors import BnreproError
 from bnrepro.models.mlp import MLP
-from bnrepro.results import load_metrics
-from bnrepro.runinfo import atomic_write_text, git_state, hardware, write_json
-from bnrepro.train import build_model, to_input, train
+from bnrepro.runinfo import git_state, hardware
+from bnrepro.tables import (
+    check_final_steps,
+    check_groups,
+    check_runs,
+    check_unique,
+    fail,
+    load_curves,
+    load_sweep,
+    read_csv,
+    read_json,
+)
+from bnrepro.train import train
+from bnrepro.train_mlp import build_model, to_input
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = np.logspace(-1, 1, 41)  # claim 1: a from 0.1 to 10
@@ -47,29 +61,72 @@ VARIANTS = {
     "bn_after": ["model=mlp_bn", "model.bn_position=after", "model.variant=bn_after"],
 }
 FOLDED_VARIANT = "bn_before"  # claims 5 and 6 use this trained net
-CURVE_COLUMNS = ["variant", "seed", "step", "train_loss", "test_acc"]
+FOLDING_DTYPES = ("float32", "float64")  # claim 5
+TIMED_MODELS = ("unfolded", "folded")  # claim 5
+METRIC_COLUMNS = {
+    "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
+    "p15": "float", "p50": "float", "p85": "float",
+}  # fmt: skip
+# claim -> its CSV files -> their columns (name -> kind)
 CSV_FILES = {
-    1: ["scale_invariance.csv"],
-    2: ["stats_backprop.csv"],
-    3: ["bias_redundancy.csv"],
-    4: ["bn_position_curves.csv"],
-    5: ["folding_agreement.csv", "folding_timing.csv"],
-    6: ["population_statistics.csv"],
-}
+    1: {
+        "scale_invariance.csv": {
+            "a": "float", "eps": "float", "out_dev": "float", "du_dev": "float",
+            "dw_dev": "float", "dw_norm": "float", "dw_norm_at_1": "float",
+        },
+    },
+    2: {
+        "stats_backprop.csv": {
+            "step": "int", "stats_backprop": "bool", "b_norm": "float", "b_drift": "float",
+            "loss": "float",
+        },
+    },
+    3: {
+        "bias_redundancy.csv": {
+            "trial": "int", "bias_norm": "float", "bias_grad_norm": "float",
+            "weight_grad_norm": "float", "out_dev": "float",
+        },
+    },
+    4: {
+        "bn_position_curves.csv": {
+            "variant": "str", "seed": "int", "step": "int", "train_loss": "float",
+            "test_acc": "float",
+        },
+    },
+    5: {
+        "folding_agreement.csv": {
+            "seed": "int", "max_abs_diff": "float", "max_rel_diff": "float",
+            "prediction_agreement": "float", "dtype": "str",
+        },
+        "folding_timing.csv": {"repeat": "int", "model": "str", "seconds": "float"},
+    },
+    6: {
+        "population_statistics.csv": {
+            "seed": "int", "statistics": "str", "n_batches": "int", "test_acc": "float",
+        },
+    },
+}  # fmt: skip
+COLUMNS = {name: columns for files in CSV_FILES.values() for name, columns in files.items()}
+OPTIONAL = {"bn_position_curves.csv": ("train_loss", "test_acc")}  # may be empty in a row
+RUN_FIX = "run the measurements again with `python experiments/claims.py run`"
+DRAW_FIX = (
+    "measure again with `python experiments/claims.py run`, or restore the committed files "
+    "with `git checkout -- results/claims`"
+)
 
 # ---------------------------------------------------------------- measuring
 
 
-def measure_direct(out_dir: Path, x_train: torch.Tensor) -> None:
-    """Claims 1-3: no training of the Figure 1 net needed."""
-    frames = [claims.scale_invariance(SCALES, eps=eps) for eps in (0.0, APPROXIMATE_EPS)]
-    write_csv(out_dir / "scale_invariance.csv", pd.concat(frames))
-
-    frames = [claims.stats_backprop_toy(backprop, steps=TOY_STEPS) for backprop in (False, True)]
-    write_csv(out_dir / "stats_backprop.csv", pd.concat(frames))
-
+def measure_direct(x_train: torch.Tensor) -> dict[str, pd.DataFrame]:
+    """Claims 1-3 (no training of the Figure 1 net needed), by CSV file name."""
+    scale = [claims.scale_invariance(SCALES, eps=eps) for eps in (0.0, APPROXIMATE_EPS)]
+    toy = [claims.stats_backprop_toy(backprop, steps=TOY_STEPS) for backprop in (False, True)]
     batches = [to_input(x_train[60 * i : 60 * (i + 1)], "grey") for i in range(BIAS_TRIALS)]
-    write_csv(out_dir / "bias_redundancy.csv", claims.bias_redundancy(batches))
+    return {
+        "scale_invariance.csv": pd.concat(scale),
+        "stats_backprop.csv": pd.concat(toy),
+        "bias_redundancy.csv": claims.bias_redundancy(batches),
+    }
 
 
 def train_variants(runs_dir: Path, seeds: str, steps: int, overrides: list[str]) -> None:
@@ -95,9 +152,14 @@ def train_variants(runs_dir: Path, seeds: str, steps: int, overrides: list[str])
         print(f"  {info['status']} in {info['wall_s']:.0f} s", flush=True)
 
 
-def collect_variants(runs_dir: Path, out_dir: Path) -> None:
-    curves = [load_metrics(runs_dir / v).assign(variant=v)[CURVE_COLUMNS] for v in VARIANTS]
-    write_csv(out_dir / "bn_position_curves.csv", pd.concat(curves))
+def collect_variants(runs_dir: Path) -> dict[str, pd.DataFrame]:
+    """Claim 4's curves from the runs of `train_variants`, once each is known to have finished."""
+    runs = load_sweep(runs_dir, RUN_FIX)
+    check_runs(runs, runs_dir, {variant: {"completed"} for variant in VARIANTS})
+    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    order = {variant: i for i, variant in enumerate(VARIANTS)}
+    curves = curves.sort_values("variant", key=lambda v: v.map(order), kind="stable")
+    return {"bn_position_curves.csv": curves[list(COLUMNS["bn_position_curves.csv"])]}
 
 
 def load_trained(run_dir: Path) -> tuple[MLP, DictConfig]:
@@ -109,12 +171,14 @@ def load_trained(run_dir: Path) -> tuple[MLP, DictConfig]:
     return model, cfg
 
 
-def measure_trained(run_dir: Path, out_dir: Path, population_batches: int, repeats: int) -> None:
-    """Claims 5 and 6 on the trained net of `run_dir`, on the CPU."""
+def measure_trained(
+    run_dir: Path, population_batches: int, repeats: int
+) -> dict[str, pd.DataFrame]:
+    """Claims 5 and 6 on the trained net of `run_dir`, on the CPU, by CSV file name."""
     model, cfg = load_trained(run_dir)
     seeds = list(cfg.seeds)
-    train_images, _ = load_mnist(cfg.data.root, "train", download=cfg.data.download)
-    test_images, test_labels = load_mnist(cfg.data.root, "test", download=cfg.data.download)
+    train_images, _ = load_mnist(cfg.data.root, "train")
+    test_images, test_labels = load_mnist(cfg.data.root, "test")
     x_test = to_input(test_images.flatten(1), cfg.data.input)
 
     # float32 is how the net runs; float64 separates the identity from float32 rounding
@@ -123,9 +187,8 @@ def measure_trained(run_dir: Path, out_dir: Path, population_batches: int, repea
         net = copy.deepcopy(model).to(dtype)
         frame = claims.fold_agreement(net, claims.fold_mlp(net), x_test.to(dtype), seeds)
         agreement.append(frame.assign(dtype=str(dtype).removeprefix("torch.")))
-    write_csv(out_dir / "folding_agreement.csv", pd.concat(agreement))
     models = {"unfolded": model, "folded": claims.fold_mlp(model)}
-    write_csv(out_dir / "folding_timing.csv", claims.time_inference(models, x_test, repeats))
+    timing = claims.time_inference(models, x_test, repeats)
 
     counts = [n for n in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if n < population_batches]
     frame = claims.population_statistics_accuracy(
@@ -138,7 +201,67 @@ def measure_trained(run_dir: Path, out_dir: Path, population_batches: int, repea
         batch_size=cfg.batch_size,
         input_mode=cfg.data.input,
     )
-    write_csv(out_dir / "population_statistics.csv", frame)
+    return {
+        "folding_agreement.csv": pd.concat(agreement),
+        "folding_timing.csv": timing,
+        "population_statistics.csv": frame,
+    }
+
+
+def check_complete(
+    data: dict[str, pd.DataFrame], steps: int | None, out_dir: Path, fix: str
+) -> None:
+    """Every measurement of `data` (by CSV file name) is whole: both eps of claim 1 at every
+    scale, both toy runs of claim 2 to their last step, trials 0, 1, ... of claim 3, every
+    variant of claim 4 for each seed up to `steps` (where known, else its last logged step),
+    and claims 5 and 6 for each of those seeds, every dtype, model, repeat and batch count."""
+
+    def path(name: str) -> Path:
+        return out_dir / name
+
+    scale = data["scale_invariance.csv"]
+    scales = sorted(set(scale.a))
+    expected = [(eps, a) for eps in (0.0, APPROXIMATE_EPS) for a in scales]
+    check_groups(scale, path("scale_invariance.csv"), ["eps", "a"], expected, fix)
+    check_unique(scale, path("scale_invariance.csv"), ["eps", "a"], fix)
+
+    toy = data["stats_backprop.csv"]
+    check_groups(toy, path("stats_backprop.csv"), ["stats_backprop"], [(False,), (True,)], fix)
+    check_unique(toy, path("stats_backprop.csv"), ["stats_backprop", "step"], fix)
+    last = int(toy.step.max())
+    check_final_steps(toy, path("stats_backprop.csv"), ["stats_backprop"], last, fix)
+
+    bias = data["bias_redundancy.csv"]
+    trials = [(trial,) for trial in range(len(bias))]
+    check_groups(bias, path("bias_redundancy.csv"), ["trial"], trials, fix)
+
+    curves = data["bn_position_curves.csv"]
+    seeds = sorted(set(curves.seed))
+    keys = ["variant", "seed"]
+    expected = [(variant, seed) for variant in VARIANTS for seed in seeds]
+    check_groups(curves, path("bn_position_curves.csv"), keys, expected, fix)
+    check_unique(curves, path("bn_position_curves.csv"), [*keys, "step"], fix)
+    final = steps if steps is not None else int(curves.step.max())
+    check_final_steps(curves, path("bn_position_curves.csv"), keys, final, fix)
+
+    agreement = data["folding_agreement.csv"]
+    expected = [(dtype, seed) for dtype in FOLDING_DTYPES for seed in seeds]
+    check_groups(agreement, path("folding_agreement.csv"), ["dtype", "seed"], expected, fix)
+    check_unique(agreement, path("folding_agreement.csv"), ["dtype", "seed"], fix)
+
+    timing = data["folding_timing.csv"]
+    repeats = range(int(timing.repeat.max()) + 1)
+    expected = [(model, repeat) for model in TIMED_MODELS for repeat in repeats]
+    check_groups(timing, path("folding_timing.csv"), ["model", "repeat"], expected, fix)
+    check_unique(timing, path("folding_timing.csv"), ["model", "repeat"], fix)
+
+    population = data["population_statistics.csv"]
+    counts = sorted(set(population[population.statistics == "population"].n_batches))
+    rows = [("moving", 0), *(("population", n) for n in counts)]
+    expected = [(seed, *row) for seed in seeds for row in rows]
+    keys = ["seed", "statistics", "n_batches"]
+    check_groups(population, path("population_statistics.csv"), keys, expected, fix)
+    check_unique(population, path("population_statistics.csv"), keys, fix)
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -316,9 +439,15 @@ def checks(data: dict[str, pd.DataFrame]) -> list[Check]:
 # ---------------------------------------------------------------- drawing
 
 
+# claim -> (title, the section of arXiv:1502.03167 it is from, the claim, figure, method)
 DESCRIPTIONS = {
     1: (
         "Scale invariance",
+        "Section 3.3, Batch Normalization enables higher learning rates",
+        "BN makes a layer invariant to the scale of its weights. For a scalar a, BN((aW)u) = "
+        "BN(Wu); the gradient with respect to the layer's input is unchanged, d BN((aW)u)/du = "
+        "d BN(Wu)/du; and larger weights get smaller gradients, d BN((aW)u)/d(aW) = (1/a) d "
+        "BN(Wu)/dW, which stabilizes the growth of the weights.",
         "claim1_scale_invariance.png",
         "Random W (10x20), u (32x20), gamma, beta and upstream gradient, float64, the paper's "
         "BN with eps = 0, for 41 values of a in [0.1, 10]; loss = sum(upstream * BN((aW)u)). "
@@ -327,8 +456,13 @@ DESCRIPTIONS = {
     ),
     2: (
         "Why backprop through the statistics",
+        "Section 2, Towards Reducing Internal Covariate Shift",
+        "The gradient step must take the normalization into account. For a layer x = u + b "
+        "normalized as x - E[x], a step that ignores that E[x] depends on b changes b but "
+        "neither the layer's output nor the loss, so b grows without bound while the loss stays"
+        " fixed; backpropagating through the statistics, as BN does, avoids this.",
         "claim2_stats_backprop.png",
-        "The review's toy: x = u + b with b the only parameter, normalized by BN without "
+        "The paper's example, run: x = u + b with b the only parameter, normalized by BN without "
         "gamma/beta over a fixed set of 256 examples of 8 features, squared error to a fixed "
         "target with nonzero mean, plain SGD (lr 0.1) for 1,000 steps, float64. The mean "
         "subtraction cancels b, so nothing that b does can change the loss, for either "
@@ -338,6 +472,9 @@ DESCRIPTIONS = {
     ),
     3: (
         "The bias before BN is redundant",
+        "Section 3.2, Batch-Normalized Convolutional Networks",
+        "In BN(Wu + b) the bias b can be dropped, since the mean subtraction cancels its "
+        "effect (beta takes over its role).",
         "claim3_bias_redundancy.png",
         "A random Linear(784 -> 100) with a random bias b, then the paper's BN in training "
         "mode and a sigmoid with a random upstream gradient, on consecutive MNIST training "
@@ -347,6 +484,13 @@ DESCRIPTIONS = {
     ),
     4: (
         "BN before the nonlinearity vs after it",
+        "Section 3.2, Batch-Normalized Convolutional Networks",
+        "BN goes immediately before the nonlinearity, z = g(BN(Wu)). The layer's input u is the"
+        " output of another nonlinearity, whose distribution keeps changing shape in training, "
+        "while Wu + b is more likely symmetric and non-sparse, so normalizing it gives "
+        "activations with a more stable distribution. Measured as: the net with BN before its "
+        "sigmoids ends at least as accurate as with BN after them (on the next layer's input), "
+        "and more accurate than without BN.",
         "claim4_bn_position.png",
         "The Figure 1 net trained through the harness (`experiment=figure1`, plain SGD, "
         "lr 0.1, batch 60) as `model=mlp`, `model=mlp_bn model.bn_position=before` (the "
@@ -361,6 +505,12 @@ DESCRIPTIONS = {
     ),
     5: (
         "Inference BN is one affine map",
+        "Section 3.1, Training and Inference with Batch-Normalized Networks",
+        "At inference the means and variances are fixed, so BN is a linear transform of each "
+        "activation, which composes with gamma and beta into a single linear transform that "
+        "replaces BN(x); folded into the layer before it, the net computes the same function. "
+        "The paper states the identity; whether folding also makes inference faster is this "
+        "repository's own check.",
         "claim5_folding.png",
         "The trained BN-before net rebuilt with `build_model` from its `model.pt`; "
         "`bnrepro.claims.fold_mlp` folds each BN into the EnsembleLinear before it with "
@@ -372,11 +522,16 @@ DESCRIPTIONS = {
     ),
     6: (
         "Moving averages vs population statistics (Algorithm 2)",
+        "Section 3.1 and Algorithm 2",
+        "At inference BN normalizes with population statistics, E[x] = E_B[mu_B] and Var[x] = "
+        "m/(m-1) E_B[sigma_B^2] over training mini-batches, and moving averages of the batch "
+        "statistics are how the paper tracks a model's accuracy as it trains. Measured as: the "
+        "moving averages give the test accuracy of the population statistics, within 0.5 "
+        "points.",
         "claim6_population_statistics.png",
         "The trained BN-before net's test accuracy with its moving averages (momentum 0.1) "
         "against `estimate_population_statistics` over the first N training mini-batches of "
-        "60 drawn per member as in training. The claim is that the moving averages are a "
-        "fine stand-in for the population statistics.",
+        "60 drawn per member as in training.",
     ),
 }
 
@@ -388,12 +543,13 @@ def escape(text: str) -> str:
 
 def readme(table: pd.DataFrame, data: dict[str, pd.DataFrame], provenance: dict) -> str:
     lines = [
-        "# The review's claims, measured",
+        "# The paper's claims, measured",
         "",
         "Regenerated by `make reproduce-claims` (measuring and training) or `make figures`",
-        "(drawing only) from the CSV files in this folder; do not edit by hand. Each claim of",
-        "`seed/batch-norm-review.txt` is a measured number with a threshold fixed in",
-        "`experiments/claims.py` before the run; `claims.csv` holds this table.",
+        "(drawing only) from the CSV files in this folder; do not edit by hand. Six claims of",
+        "Ioffe & Szegedy, *Batch Normalization* (2015, arXiv:1502.03167), each stated below",
+        "with the section of the paper it is from, are each a measured number with a threshold",
+        "fixed in `experiments/claims.py` before the run; `claims.csv` holds this table.",
         "",
         "| claim | measured | threshold | verdict |",
         "|---|---|---|---|",
@@ -449,9 +605,10 @@ def readme(table: pd.DataFrame, data: dict[str, pd.DataFrame], provenance: dict)
             ],
         ],
     }
-    for number, (title, figure, how) in DESCRIPTIONS.items():
+    for number, (title, source, claim, figure, how) in DESCRIPTIONS.items():
         files = ", ".join(f"`{name}`" for name in CSV_FILES[number])
-        lines += [f"## {number}. {title}", "", f"![claim {number}]({figure})", "", how, ""]
+        lines += [f"## {number}. {title}", "", f"**Claim** ({source}): {claim}", ""]
+        lines += [f"![claim {number}]({figure})", "", how, ""]
         if number in extra:
             lines += [*extra[number], ""]
         lines += [f"Drawn from {files}.", ""]
@@ -478,13 +635,17 @@ def readme(table: pd.DataFrame, data: dict[str, pd.DataFrame], provenance: dict)
 
 
 def draw(out_dir: Path) -> None:
-    names = [name for files in CSV_FILES.values() for name in files]
-    missing = [name for name in names if not (out_dir / name).exists()]
+    """claims.csv, the figures and README.md from the files in `out_dir`, once they are known
+    whole."""
+    missing = [name for name in COLUMNS if not (out_dir / name).exists()]
     if missing:
-        sys.exit(f"{out_dir} lacks {', '.join(missing)}: run `python experiments/claims.py run`")
-    data = {name: pd.read_csv(out_dir / name) for name in names}
-    provenance_file = out_dir / "provenance.json"
-    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+        fail(f"{out_dir} lacks {', '.join(missing)}.", DRAW_FIX)
+    data = {
+        name: read_csv(out_dir / name, columns, DRAW_FIX, OPTIONAL.get(name, ()))
+        for name, columns in COLUMNS.items()
+    }
+    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
+    check_complete(data, provenance.get("settings", {}).get("steps"), out_dir, DRAW_FIX)
 
     table = pd.DataFrame([check.row() for check in checks(data)])
     write_csv(out_dir / "claims.csv", table)
@@ -503,6 +664,44 @@ def draw(out_dir: Path) -> None:
     print(table.to_string(index=False))
 
 
+def run(args: argparse.Namespace, overrides: list[str]) -> None:
+    """Trains claim 4's nets, measures every claim and, once all of it is known whole, writes
+    the CSV files and provenance.json into `args.out`."""
+    started, git = time.time(), git_state(REPO)
+    runs_dir = args.runs or REPO / "runs" / "claims" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    train_variants(runs_dir, args.seeds, args.steps, overrides)
+    data = collect_variants(runs_dir)
+    trained_cfg = OmegaConf.load(runs_dir / FOLDED_VARIANT / "config.yaml")
+    train_images, _ = load_mnist(trained_cfg.data.root, "train")
+    data |= measure_direct(train_images.flatten(1))
+    data |= measure_trained(runs_dir / FOLDED_VARIANT, args.population_batches, args.timing_repeats)
+    check_complete(data, args.steps, args.out, RUN_FIX)
+    run_info = json.loads((runs_dir / FOLDED_VARIANT / "run.json").read_text())
+    for name in COLUMNS:
+        write_csv(args.out / name, data[name])
+    write_json(
+        args.out / "provenance.json",
+        {
+            "command": " ".join(["python experiments/claims.py", *sys.argv[1:]]),
+            "runs_dir": str(
+                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
+            ),
+            "git": git,
+            "hardware": hardware(torch.device("cpu")),
+            "train_device": run_info["hardware"]["device"],
+            "settings": {
+                "steps": args.steps,
+                "seeds": args.seeds,
+                "population_batches": args.population_batches,
+                "timing_repeats": args.timing_repeats,
+                "overrides": " ".join(overrides) or "none",
+            },
+            "wall_s": round(time.time() - started, 1),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -519,40 +718,13 @@ def main() -> None:
     )
     parser.add_argument("--timing-repeats", type=int, default=100, help="claim 5: timed passes")
     args, overrides = parser.parse_known_args()
-    if args.action == "run":
-        started, git = time.time(), git_state(REPO)
-        runs_dir = args.runs or REPO / "runs" / "claims" / time.strftime("%Y-%m-%d_%H-%M-%S")
-        train_variants(runs_dir, args.seeds, args.steps, overrides)
-        collect_variants(runs_dir, args.out)
-        trained_cfg = OmegaConf.load(runs_dir / FOLDED_VARIANT / "config.yaml")
-        train_images, _ = load_mnist(trained_cfg.data.root, "train")
-        measure_direct(args.out, train_images.flatten(1))
-        measure_trained(
-            runs_dir / FOLDED_VARIANT, args.out, args.population_batches, args.timing_repeats
-        )
-        run_info = json.loads((runs_dir / FOLDED_VARIANT / "run.json").read_text())
-        write_json(
-            args.out / "provenance.json",
-            {
-                "command": " ".join(["python experiments/claims.py", *sys.argv[1:]]),
-                "runs_dir": str(
-                    runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
-                ),
-                "git": git,
-                "hardware": hardware(torch.device("cpu")),
-                "train_device": run_info["hardware"]["device"],
-                "settings": {
-                    "steps": args.steps,
-                    "seeds": args.seeds,
-                    "population_batches": args.population_batches,
-                    "timing_repeats": args.timing_repeats,
-                    "overrides": " ".join(overrides) or "none",
-                },
-                "wall_s": round(time.time() - started, 1),
-                "date": time.strftime("%Y-%m-%d"),
-            },
-        )
-    draw(args.out)
+    try:
+        if args.action == "run":
+            run(args, overrides)
+        draw(args.out)
+    except BnreproError as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
 `python -m bnrepro.train -m experiment=figure1 model=mlp,mlp_bn`, collects their logged
 metrics into results/figure1/curves.csv and summary.csv, then does what `draw` does:
 figure1.png/.pdf and README.md from those CSV files.
+
+`collect` and `draw` write nothing unless their inputs are whole (bnrepro.tables): both nets
+for every seed, each run `completed`, each curve logged to its last step. Otherwise they print
+one paragraph naming the file or run and the fix, and exit with status 2.
 """
 
 import argparse
@@ -20,14 +24,35 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bnrepro.atomic import atomic_write_text, write_json
+from bnrepro.errors import BnreproError
 from bnrepro.plots import figure1
-from bnrepro.results import load_metrics, load_runs
-from bnrepro.runinfo import atomic_write_text, write_json
+from bnrepro.tables import check_curves, check_runs, load_curves, load_sweep, read_csv, read_json
 
 REPO = Path(__file__).resolve().parents[1]
-CURVE_COLUMNS = ["variant", "seed", "step", "test_acc", "p15", "p50", "p85"]
-SUMMARY_COLUMNS = ["variant", "seed", "final_test_acc", "steps", "wall_s"]
+VARIANTS = ("plain", "bn")
+ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
+METRIC_COLUMNS = {
+    "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
+    "p15": "float", "p50": "float", "p85": "float",
+}  # fmt: skip
+CURVE_COLUMNS = {
+    "variant": "str", "seed": "int", "step": "int", "test_acc": "float",
+    "p15": "float", "p50": "float", "p85": "float",
+}  # fmt: skip
+SUMMARY_COLUMNS = {
+    "variant": "str", "seed": "int", "final_test_acc": "float", "steps": "int",
+    "wall_s": "float", "status": "str",
+}  # fmt: skip
 PAPER_ACCURACY = {"plain": 0.95, "bn": 0.98}  # read off the paper's Figure 1(a) at 50k steps
+SWEEP_FIX = (
+    "give --runs the sweep directory that `python experiments/figure1.py run` trained into "
+    "(runs/figure1/<time>)"
+)
+DRAW_FIX = (
+    "rebuild the CSV files with `python experiments/figure1.py collect --runs <sweep dir>`, or "
+    "restore the committed ones with `git checkout -- results/figure1`"
+)
 
 
 def train(seeds: str, steps: int | None, overrides: list[str], runs_dir: Path) -> None:
@@ -41,29 +66,19 @@ def train(seeds: str, steps: int | None, overrides: list[str], runs_dir: Path) -
 
 
 def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
-    """Writes curves.csv, summary.csv and provenance.json of the runs under `runs_dir`."""
-    runs = load_runs(runs_dir)
-    failed = runs[runs.status == "failed"]
-    for row in failed.itertuples():
-        print(f"skipping failed run {row.run_dir}: {row.error}", file=sys.stderr)
-    runs = runs[runs.status != "failed"]
-    if runs.empty:
-        sys.exit(f"No finished runs under {runs_dir}: nothing to collect.")
-    curves, summary = [], []
-    for run_dir, run in runs.groupby("run_dir", sort=True):
-        variant = run["config.model.variant"].iloc[0]
-        metrics = load_metrics(run_dir).assign(variant=variant)
-        curves.append(metrics[CURVE_COLUMNS])
-        summary.append(run.assign(variant=variant)[SUMMARY_COLUMNS + ["seed_status"]])
+    """Writes curves.csv, summary.csv and provenance.json of the runs under `runs_dir`, once
+    they are known to be the whole sweep (both nets, every seed), finished."""
+    runs = load_sweep(runs_dir, SWEEP_FIX)
+    check_runs(runs, runs_dir, ACCEPTED)
+    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
     first = json.loads((Path(runs["run_dir"].iloc[0]) / "run.json").read_text())
     configs = {
         variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
-        for run_dir, variant in runs.groupby("run_dir")["config.model.variant"].first().items()
+        for run_dir, variant in runs.groupby("run_dir").variant.first().items()
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "curves.csv", pd.concat(curves).to_csv(index=False))
-    summary_frame = pd.concat(summary).rename(columns={"seed_status": "status"})
-    atomic_write_text(out_dir / "summary.csv", summary_frame.to_csv(index=False))
+    atomic_write_text(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)].to_csv(index=False))
+    atomic_write_text(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)].to_csv(index=False))
     write_json(
         out_dir / "provenance.json",
         {
@@ -94,8 +109,6 @@ def speed_table(curves: pd.DataFrame) -> list[str]:
     ]  # fmt: skip
     for variant, name in (("plain", "without BN"), ("bn", "with BN")):
         rows = accuracy[accuracy.variant == variant]
-        if rows.empty:
-            continue
         at = rows.groupby("step").test_acc.mean()
         reach = []
         for target in TARGETS:
@@ -128,8 +141,6 @@ def readme(summary: pd.DataFrame, curves: pd.DataFrame, provenance: dict) -> str
     ]
     for variant, name in (("plain", "without BN"), ("bn", "with BN")):
         rows = summary[summary.variant == variant]
-        if rows.empty:
-            continue
         acc = rows.final_test_acc
         lines.append(
             f"| {name} | {acc.mean():.4f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.4f} | "
@@ -137,13 +148,10 @@ def readme(summary: pd.DataFrame, curves: pd.DataFrame, provenance: dict) -> str
             f"≈ {PAPER_ACCURACY[variant]:.2f} |"
         )
     means = summary.groupby("variant").final_test_acc.mean()
-    if {"plain", "bn"} <= set(means.index):
-        gap = (means["bn"] - means["plain"]) * 100
-        lines += [
-            "",
-            f"Final gap, with BN minus without: {gap:.2f} points (the paper's plot: about 3).",
-        ]
+    gap = (means["bn"] - means["plain"]) * 100
     lines += [
+        "",
+        f"Final gap, with BN minus without: {gap:.2f} points (the paper's plot: about 3).",
         "",
         "## How fast each net learns",
         "",
@@ -186,10 +194,12 @@ def readme(summary: pd.DataFrame, curves: pd.DataFrame, provenance: dict) -> str
 
 
 def draw(out_dir: Path) -> None:
-    curves = pd.read_csv(out_dir / "curves.csv")
-    summary = pd.read_csv(out_dir / "summary.csv")
-    provenance_file = out_dir / "provenance.json"
-    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    """figure1.png/.pdf and README.md from the files in `out_dir`, once they are known whole."""
+    curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
+    curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("test_acc",))
+    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX)
+    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
+    check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
     for path in figure1(curves, out_dir):
         print(f"wrote {path}")
     atomic_write_text(out_dir / "README.md", readme(summary, curves, provenance))
@@ -209,15 +219,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the paper's 50,000 steps")
     args, overrides = parser.parse_known_args()
     command = " ".join(["python experiments/figure1.py", *sys.argv[1:]])
-    if args.action == "run":
-        runs_dir = args.runs or REPO / "runs" / "figure1" / time.strftime("%Y-%m-%d_%H-%M-%S")
-        train(args.seeds, args.steps, overrides, runs_dir)
-        collect(runs_dir, args.out, command)
-    elif args.action == "collect":
-        if args.runs is None:
-            parser.error("collect needs --runs <sweep dir>")
-        collect(args.runs.resolve(), args.out, command)
-    draw(args.out)
+    if args.action == "collect" and args.runs is None:
+        parser.error("collect needs --runs <sweep dir>")
+    try:
+        if args.action == "run":
+            runs_dir = args.runs or REPO / "runs" / "figure1" / time.strftime("%Y-%m-%d_%H-%M-%S")
+            train(args.seeds, args.steps, overrides, runs_dir)
+            collect(runs_dir, args.out, command)
+        elif args.action == "collect":
+            collect(args.runs.resolve(), args.out, command)
+        draw(args.out)
+    except BnreproError as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

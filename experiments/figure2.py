@@ -12,6 +12,11 @@ what `draw` does: figure2.png/.pdf (held-out accuracy against steps, like the pa
 table.csv and README.md (the Figure 3 analogue: steps to reach plain Inception's maximum
 accuracy, maximum accuracy and speed-up, beside the paper's numbers; the controls' outcomes).
 
+`collect` and `draw` write nothing unless their inputs are whole (bnrepro.tables): every
+variant for every seed, each run `completed` (the control Inception x5 may also be `diverged`),
+each curve logged to its run's last step. Otherwise they print one paragraph naming the file or
+run and the fix, and exit with status 2.
+
 Extra arguments are Hydra overrides for every run; keys that only the experiment files define
 need `++` (e.g. `++log_every=10`), as Hydra checks overrides before applying an experiment.
 
@@ -39,9 +44,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
+from bnrepro.errors import BnreproError  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
-from bnrepro.results import load_metrics, load_runs  # noqa: E402
-from bnrepro.runinfo import atomic_write_text, write_json  # noqa: E402
+from bnrepro.tables import (  # noqa: E402
+    check_curves,
+    check_runs,
+    load_curves,
+    load_sweep,
+    read_csv,
+    read_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # The controls first: the diverging one ends early and frees its slot for the next run.
@@ -105,8 +118,29 @@ PRESETS = {
         ],
     },
 }  # fmt: skip
-CURVE_COLUMNS = ["variant", "seed", "step", "train_loss", "lr", "test_acc"]
-SUMMARY_COLUMNS = ["variant", "seed", "status", "diverged_at_step", "steps", "wall_s"]
+# The statuses each variant may end with: only the control at 5x Inception's rate may diverge.
+ACCEPTED = {variant: {"completed"} for variant in VARIANTS} | {
+    "inception_x5": {"completed", "diverged"}
+}
+METRIC_COLUMNS = {
+    "step": "int", "seed": "int", "train_loss": "float", "lr": "float", "test_acc": "float",
+}  # fmt: skip
+CURVE_COLUMNS = {
+    "variant": "str", "seed": "int", "step": "int", "train_loss": "float", "lr": "float",
+    "test_acc": "float",
+}  # fmt: skip
+SUMMARY_COLUMNS = {
+    "variant": "str", "seed": "int", "status": "str", "diverged_at_step": "float",
+    "steps": "int", "wall_s": "float",
+}  # fmt: skip
+SWEEP_FIX = (
+    "give --runs the sweep directory that `python experiments/figure2.py run` trained into "
+    "(runs/figure2/<time>)"
+)
+DRAW_FIX = (
+    "rebuild the CSV files with `python experiments/figure2.py collect --runs <sweep dir>`, or "
+    "restore the committed ones with `git checkout -- results/figure2`"
+)
 
 
 def train(preset: str, seeds: str, overrides: list[str], runs_dir: Path) -> None:
@@ -124,22 +158,19 @@ def train(preset: str, seeds: str, overrides: list[str], runs_dir: Path) -> None
 
 
 def collect(runs_dir: Path, out_dir: Path, command: str, preset: str | None) -> None:
-    """Writes curves.csv, summary.csv and provenance.json of the runs under `runs_dir`."""
-    runs = load_runs(runs_dir).rename(columns={"config.model.variant": "variant"})
-    runs = runs.rename(columns={"seed_status": "status_of_seed"})
-    curves = [
-        load_metrics(run_dir).assign(variant=variant)[CURVE_COLUMNS]
-        for run_dir, variant in runs.groupby("run_dir", sort=True).variant.first().items()
-    ]
-    summary = runs.drop(columns="status").rename(columns={"status_of_seed": "status"})
-    summary = summary[SUMMARY_COLUMNS].sort_values(["variant", "seed"])
+    """Writes curves.csv, summary.csv and provenance.json of the runs under `runs_dir`, once
+    they are known to be the whole sweep (every variant and seed), finished."""
+    runs = load_sweep(runs_dir, SWEEP_FIX)
+    check_runs(runs, runs_dir, ACCEPTED)
+    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
+    summary = summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
     first = json.loads((Path(runs.run_dir.iloc[0]) / "run.json").read_text())
     configs = {
         variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
         for variant, run_dir in runs.groupby("variant").run_dir.first().items()
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "curves.csv", pd.concat(curves).to_csv(index=False))
+    atomic_write_text(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)].to_csv(index=False))
     atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
     sweep = runs_dir / "multirun.yaml"  # Hydra's record of the sweep that trained the runs
     sweep_command = None
@@ -195,8 +226,6 @@ def table(curves: pd.DataFrame, summary: pd.DataFrame, num_classes: int) -> pd.D
     for variant in VARIANTS:
         curve = means[means.variant == variant]
         runs = summary[summary.variant == variant]
-        if runs.empty:
-            continue
         steps = first_step_at(curve, target)
         diverged = runs[runs.status == "diverged"]
         paper_steps, paper_max = PAPER.get(variant, (None, None))
@@ -433,10 +462,13 @@ def readme(results: pd.DataFrame, summary: pd.DataFrame, provenance: dict) -> st
 
 
 def draw(out_dir: Path) -> None:
-    curves = pd.read_csv(out_dir / "curves.csv")
-    summary = pd.read_csv(out_dir / "summary.csv")
-    provenance_file = out_dir / "provenance.json"
-    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    """table.csv, figure2.png/.pdf and README.md from the files in `out_dir`, once they are
+    known whole."""
+    curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
+    curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
+    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX, optional=("diverged_at_step",))
+    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
+    check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
     num_classes = provenance.get("config", {}).get("inception", {}).get("data", {})
     results = table(curves, summary, num_classes.get("num_classes", 10))
     atomic_write_text(out_dir / "table.csv", results.to_csv(index=False))
@@ -460,16 +492,20 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: preset's)")
     args, overrides = parser.parse_known_args()
     command = " ".join(["python experiments/figure2.py", *sys.argv[1:]])
-    if args.action == "run":
-        runs_dir = args.runs or REPO / "runs" / "figure2" / time.strftime("%Y-%m-%d_%H-%M-%S")
-        preset = args.preset or "cpu"
-        train(preset, args.seeds, overrides, runs_dir)
-        collect(runs_dir, args.out, command, preset)
-    elif args.action == "collect":
-        if args.runs is None:
-            parser.error("collect needs --runs <sweep dir>")
-        collect(args.runs.resolve(), args.out, command, args.preset)
-    draw(args.out)
+    if args.action == "collect" and args.runs is None:
+        parser.error("collect needs --runs <sweep dir>")
+    try:
+        if args.action == "run":
+            runs_dir = args.runs or REPO / "runs" / "figure2" / time.strftime("%Y-%m-%d_%H-%M-%S")
+            preset = args.preset or "cpu"
+            train(preset, args.seeds, overrides, runs_dir)
+            collect(runs_dir, args.out, command, preset)
+        elif args.action == "collect":
+            collect(args.runs.resolve(), args.out, command, args.preset)
+        draw(args.out)
+    except BnreproError as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

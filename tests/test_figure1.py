@@ -1,9 +1,11 @@
 """Figure 1 end to end: short runs of both nets -> curves/summary CSVs -> figure and README."""
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,13 +22,12 @@ def load_driver():
 
 
 @pytest.fixture(scope="module")
-def figure1_csvs(tmp_path_factory, mnist_root):
-    """curves.csv and summary.csv collected from short real runs of both nets."""
+def figure1_runs(tmp_path_factory, mnist_root):
+    """A sweep directory of short real runs of both nets."""
     from conftest import compose_train
     from omegaconf import open_dict
 
     runs = tmp_path_factory.mktemp("runs")
-    out = tmp_path_factory.mktemp("figure1")
     for model, variant in (("mlp", "plain"), ("mlp_bn", "bn")):
         cfg = compose_train(
             ["experiment=figure1", f"model={model}", "seeds=[0,1]", "steps=200", "eval_every=100",
@@ -36,8 +37,35 @@ def figure1_csvs(tmp_path_factory, mnist_root):
         with open_dict(cfg):
             cfg.pop("hydra", None)
         train(cfg, runs / variant)
-    load_driver().collect(runs, out, "test")
+    return runs
+
+
+@pytest.fixture(scope="module")
+def figure1_csvs(tmp_path_factory, figure1_runs):
+    """curves.csv and summary.csv collected from `figure1_runs`."""
+    out = tmp_path_factory.mktemp("figure1")
+    load_driver().collect(figure1_runs, out, "test")
     return out
+
+
+def run_driver(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "experiments/figure1.py", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def assert_refused(result: subprocess.CompletedProcess, *expected: str) -> None:
+    """One paragraph naming the problem and the fix, no traceback, exit status 2."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("bnrepro: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Fix: " in result.stderr
+    for text in expected:
+        assert text in result.stderr
 
 
 def test_collect_writes_the_documented_columns(figure1_csvs) -> None:
@@ -67,15 +95,116 @@ def test_draw_works_from_the_csv_files_alone(figure1_csvs, tmp_path) -> None:
 
 
 def test_committed_results_redraw(tmp_path) -> None:
-    """`make figures` on a fresh clone: the committed CSVs alone redraw Figure 1."""
+    """`make figures` on a fresh clone: the committed CSVs alone redraw Figure 1, and a redraw
+    gives the same PDF byte for byte."""
     committed = REPO / "results" / "figure1"
     if not (committed / "curves.csv").exists():
         pytest.skip("results/figure1 has not been generated in this checkout")
     for name in ("curves.csv", "summary.csv", "provenance.json"):
         shutil.copy(committed / name, tmp_path / name)
-    result = subprocess.run(
-        [sys.executable, "experiments/figure1.py", "draw", "--out", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_driver("draw", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "README.md").read_text() == (committed / "README.md").read_text()
+    first = (tmp_path / "figure1.pdf").read_bytes()
+    assert run_driver("draw", "--out", str(tmp_path)).returncode == 0
+    assert (tmp_path / "figure1.pdf").read_bytes() == first
+
+
+def test_draw_refuses_a_truncated_curves_csv_and_leaves_results_alone(tmp_path) -> None:
+    """`truncate -s 5000 results/figure1/curves.csv && make figures` must not redraw."""
+    committed = REPO / "results" / "figure1"
+    if not (committed / "curves.csv").exists():
+        pytest.skip("results/figure1 has not been generated in this checkout")
+    for path in committed.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    with open(tmp_path / "curves.csv", "r+b") as f:
+        f.truncate(5000)
+    before = snapshot(tmp_path)
+    result = run_driver("draw", "--out", str(tmp_path))
+    assert_refused(result, f"{tmp_path / 'curves.csv'} ends in the middle of a line")
+    assert snapshot(tmp_path) == before
+
+
+def drop_last_row(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+
+
+def set_status(path: Path, status: str) -> None:
+    summary = pd.read_csv(path)
+    summary.loc[len(summary) - 1, "status"] = status
+    summary.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (
+            lambda d: drop_last_row(d / "curves.csv"),
+            "curves.csv holds curves that do not end at their last step: variant=plain, seed=1 "
+            "ends at step 150, not 200",
+        ),
+        (
+            lambda d: drop_last_row(d / "summary.csv"),
+            "summary.csv is incomplete: no rows for variant=plain, seed=1",
+        ),
+        (
+            lambda d: set_status(d / "summary.csv", "interrupted"),
+            "variant=plain, seed=1: interrupted",
+        ),
+    ],
+    ids=["a curve stops short", "a run missing", "a run interrupted"],
+)
+def test_draw_refuses_incomplete_results(figure1_csvs, tmp_path, damage, expected) -> None:
+    for name in ("curves.csv", "summary.csv"):
+        shutil.copy(figure1_csvs / name, tmp_path / name)
+    damage(tmp_path)
+    before = snapshot(tmp_path)
+    assert_refused(run_driver("draw", "--out", str(tmp_path)), expected)
+    assert snapshot(tmp_path) == before
+
+
+def test_collect_refuses_an_empty_directory(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_driver(
+        "collect", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")
+    )
+    assert_refused(result, f"{tmp_path / 'empty'} holds no runs", "--runs")
+    assert not (tmp_path / "out").exists()
+
+
+def stale(run_dir: Path) -> None:
+    """run.json as a job leaves it while it trains, or when it is killed before it ends."""
+    info = json.loads((run_dir / "run.json").read_text())
+    info["status"] = "running"
+    del info["seeds"]
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda runs: stale(runs / "bn"), "The sweep in {runs} is not finished: {runs}/bn: "),
+        (
+            lambda runs: shutil.rmtree(runs / "bn"),
+            "no run of bn with seed 0; no run of bn with seed 1",
+        ),
+        (
+            lambda runs: drop_last_row(runs / "plain" / "metrics.csv"),
+            "metrics.csv holds curves that do not end at their last step: seed=1 ends at step "
+            "150, not 200",
+        ),
+    ],
+    ids=["a stale job", "a job missing", "a metrics.csv short"],
+)
+def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(
+    figure1_runs, figure1_csvs, tmp_path, damage, expected
+) -> None:
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    shutil.copytree(figure1_runs, runs)
+    shutil.copytree(figure1_csvs, out)
+    damage(runs)
+    before = snapshot(out)
+    result = run_driver("collect", "--runs", str(runs), "--out", str(out))
+    assert_refused(result, expected.format(runs=runs))
+    assert snapshot(out) == before

@@ -1,9 +1,11 @@
 """Figures 2 and 3: the table, the checked relations and the drawing, from CSV files alone."""
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,3 +111,145 @@ def test_committed_results_redraw(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "README.md").read_text() == (committed / "README.md").read_text()
     assert (tmp_path / "table.csv").read_text() == (committed / "table.csv").read_text()
+
+
+def run_driver(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "experiments/figure2.py", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def assert_refused(result: subprocess.CompletedProcess, expected: str) -> None:
+    """One paragraph naming the problem and the fix, no traceback, exit status 2."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("bnrepro: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Fix: " in result.stderr
+    assert expected in result.stderr
+
+
+def fake_sweep(root: Path) -> Path:
+    """A sweep directory as `run` leaves it, one finished run per variant and seed of
+    `synthetic()`: config.yaml, metrics.csv and run.json."""
+    curves, summary = synthetic()
+    for r in summary.itertuples():
+        run_dir = root / f"{r.variant}_seed{r.seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(f"model:\n  variant: {r.variant}\nseeds: [{r.seed}]\n")
+        rows = curves[(curves.variant == r.variant) & (curves.seed == r.seed)]
+        metrics = rows[["step", "seed", "train_loss", "lr", "test_acc"]]
+        metrics.to_csv(run_dir / "metrics.csv", index=False)
+        diverged = None if pd.isna(r.diverged_at_step) else int(r.diverged_at_step)
+        seed = {"seed": r.seed, "status": r.status, "diverged_at_step": diverged}
+        info = {
+            "status": r.status,
+            "steps": int(r.steps),
+            "wall_s": r.wall_s,
+            "started": "2026-01-01T00:00:00+0000",
+            "git": {"commit": None, "dirty": None},
+            "hardware": {},
+            "seeds": [seed],
+        }
+        (run_dir / "run.json").write_text(json.dumps(info))
+    return root
+
+
+def test_collect_gathers_a_whole_sweep(tmp_path) -> None:
+    figure2.collect(fake_sweep(tmp_path / "runs"), tmp_path / "out", "test", None)
+    curves, summary = synthetic()
+    collected = pd.read_csv(tmp_path / "out" / "summary.csv")
+    expected = summary.sort_values(["variant", "seed"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(collected, expected, check_dtype=False)
+    collected = pd.read_csv(tmp_path / "out" / "curves.csv")
+    assert list(collected.columns) == list(curves.columns)
+    assert len(collected) == len(curves)
+
+
+def interrupt(run_dir: Path) -> None:
+    info = json.loads((run_dir / "run.json").read_text())
+    info.update(status="interrupted", error="Stopped by SIGTERM at step 500.")
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+
+def diverge(run_dir: Path) -> None:
+    info = json.loads((run_dir / "run.json").read_text())
+    info["seeds"][0]["status"] = info["status"] = "diverged"
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (
+            lambda runs: (runs / "bn_x5_seed1" / "run.json").write_text('{"status": "running"}'),
+            "{runs}/bn_x5_seed1: running",
+        ),
+        (lambda runs: interrupt(runs / "bn_x30_seed0"), "Stopped by SIGTERM at step 500."),
+        (lambda runs: diverge(runs / "bn_x5_seed0"), "not expected to diverge"),
+        (
+            lambda runs: shutil.rmtree(runs / "inception_sigmoid_seed1"),
+            "The sweep in {runs} is incomplete: no run of inception_sigmoid with seed 1.",
+        ),
+        (
+            lambda runs: [shutil.rmtree(d) for d in runs.iterdir()],
+            "{runs} holds no runs: there is no run.json below it.",
+        ),
+    ],
+    ids=["a stale job", "an interrupted job", "an unexpected divergence", "a job missing", "empty"],
+)
+def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(tmp_path, damage, expected):
+    runs, out = fake_sweep(tmp_path / "runs"), tmp_path / "out"
+    curves, summary = synthetic()
+    out.mkdir()
+    curves.to_csv(out / "curves.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    damage(runs)
+    before = snapshot(out)
+    assert_refused(
+        run_driver("collect", "--runs", str(runs), "--out", str(out)), expected.format(runs=runs)
+    )
+    assert snapshot(out) == before
+
+
+def test_a_diverged_control_is_collected(tmp_path) -> None:
+    """Inception at 5x its rate may diverge: the sweep is whole all the same."""
+    runs = fake_sweep(tmp_path / "runs")
+    figure2.collect(runs, tmp_path / "out", "test", None)
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert set(summary[summary.variant == "inception_x5"].status) == {"diverged"}
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (
+            lambda c, s: (c[~((c.variant == "bn_x30") & (c.seed == 1) & (c.step > 500))], s),
+            "curves.csv holds curves that do not end at their last step: variant=bn_x30, seed=1 "
+            "ends at step 500, not 1,000",
+        ),
+        (
+            lambda c, s: (c, s[~((s.variant == "inception") & (s.seed == 0))]),
+            "summary.csv is incomplete: no rows for variant=inception, seed=0",
+        ),
+        (
+            lambda c, s: (c, s.assign(status=s.status.where(s.variant != "bn_x5", "crashed"))),
+            "variant=bn_x5, seed=0: crashed",
+        ),
+        (
+            lambda c, s: (pd.concat([c, c[c.variant == "bn_x5"]]), s),
+            "curves.csv holds 202 repeated row(s), the first for variant=bn_x5, seed=0, step=0",
+        ),
+    ],
+    ids=["a curve stops short", "a run missing", "a run crashed", "a curve logged twice"],
+)
+def test_draw_refuses_incomplete_results_and_writes_nothing(tmp_path, damage, expected) -> None:
+    curves, summary = damage(*synthetic())
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    before = snapshot(tmp_path)
+    assert_refused(run_driver("draw", "--out", str(tmp_path)), expected)
+    assert snapshot(tmp_path) == before

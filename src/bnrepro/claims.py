@@ -1,4 +1,4 @@
-"""The review's claims about Batch Normalization, each as a measurement.
+"""Six claims of the Batch Normalization paper (arXiv:1502.03167), each as a measurement.
 
 Pure functions: each takes the sizes (or the trained model and data) it should measure and
 returns numbers or a DataFrame, so the tests run them small and `experiments/claims.py` runs
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from bnrepro.models.mlp import MLP
 from bnrepro.nn import BatchNorm, bn_affine, estimate_population_statistics, fold_into_affine
-from bnrepro.train import EpochSampler, test_accuracy, to_input
+from bnrepro.train_mlp import EpochSampler, test_accuracy, to_input
 
 
 def max_relative_deviation(x: Tensor, reference: Tensor) -> float:
@@ -97,7 +97,7 @@ def stats_backprop_toy(
     d: int = 8,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The review's argument for backpropagating through the batch statistics, run.
+    """The paper's argument (Section 2) for backpropagating through the batch statistics, run.
 
     A layer x = u + b whose only parameter is the bias b, normalized over the whole (fixed)
     training set by `BatchNorm(affine=False)`, and a squared error to a fixed target with

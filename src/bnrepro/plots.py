@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from bnrepro.atomic import atomic_open  # noqa: E402
+
 VARIANT_STYLE = {
     "plain": {"label": "Without BN", "color": "tab:blue", "linestyle": "--"},
     "bn": {"label": "With BN", "color": "tab:red", "linestyle": "-"},
@@ -18,17 +20,17 @@ PERCENTILE_COLUMNS = ("p15", "p50", "p85")
 
 def save_figure(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
     """Writes `fig` as <stem>.png and <stem>.pdf into `out_dir` atomically, then closes it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for suffix in (".png", ".pdf"):
-        path = out_dir / f"{stem}{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp{suffix}")
-        # No creation date in the PDF: a redraw of the same data gives the same file.
-        metadata = {"CreationDate": None} if suffix == ".pdf" else {}
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=metadata)
-        tmp.replace(path)
-        paths.append(path)
-    plt.close(fig)
+    try:
+        for fmt in ("png", "pdf"):
+            path = out_dir / f"{stem}.{fmt}"
+            # No creation date in the PDF: a redraw of the same data gives the same file.
+            metadata = {"CreationDate": None} if fmt == "pdf" else {}
+            with atomic_open(path, "wb") as f:
+                fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+            paths.append(path)
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -80,7 +82,7 @@ def figure1(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "figure1")
 
 
-# ---------------------------------------------------------------- the review's claims
+# ---------------------------------------------------------------- the paper's claims
 
 BN_POSITION_STYLE = {
     "plain": {"label": "Without BN", "color": "tab:blue", "linestyle": "--"},
