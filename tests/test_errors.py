@@ -1,82 +1,115 @@
-"""Bad input from the command line: one clear paragraph naming the value and the fix, no
-traceback, and nothing already written is lost."""
+"""Bad input: one clear paragraph naming the value and the fix, no traceback, exit status 2,
+and nothing already written is changed. Every example of the README's table is run."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+import torch
+from conftest import REPO, compose_train, data_root
+from hydra.errors import HydraException
+from omegaconf import open_dict
+
+from bnrepro.errors import BnreproError
+from bnrepro.train import train
 
 
-def run_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def readme_examples() -> list[tuple[list[str], str]]:
+    """(overrides, expected text) for every example of the README's error table."""
+    section = (REPO / "README.md").read_text().split("## When something is wrong")[1]
+    section = section.split("\n## ")[0]
+    examples = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[1] in ("for example", "---", "—"):
+            continue
+        if "without one" in cells[1] and torch.cuda.is_available():
+            continue
+        expected = re.findall(r"`([^`]+)`", cells[2])[0].replace("…", "")
+        examples += [(ex.split(), expected) for ex in re.findall(r"`([^`]+)`", cells[1])]
+    return examples
+
+
+EXAMPLES = readme_examples()
+
+
+def test_the_readme_table_has_its_examples() -> None:
+    assert len(EXAMPLES) >= 25
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"), EXAMPLES, ids=[" ".join(o) for o, _ in EXAMPLES]
+)
+def test_every_readme_example_is_refused_naming_it(
+    overrides, expected, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    base = [f"data.root={data_root()}", "device=cpu", "logger.wandb.mode=disabled", "steps=20"]
+    try:
+        cfg = compose_train([*base, *overrides])
+    except HydraException as error:
+        assert expected in str(error)
+        return
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    with pytest.raises(BnreproError) as error:
+        train(cfg, tmp_path / "run")
+    assert expected in str(error.value)
+    run_dir = tmp_path / "run"
+    assert not run_dir.exists() or not list(run_dir.iterdir()), "a refused start wrote files"
+
+
+def cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bnrepro.train", *overrides, "device=cpu"],
         cwd=REPO, capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        (["optim.lrr=0.1"], "Could not override 'optim.lrr'"),
-        (["experiment=nope"], "Could not find 'experiment/nope'"),
-        (["steps=abc"], "steps='abc'. steps must be a whole number"),
-        (["optim.lr=-0.1"], "optim.lr=-0.1. Use a positive learning rate"),
-        (["model=mlp_bn", "batch_size=1"], "batch_size=1. Use batch_size >= 2"),
-        (["model.activation=tanh"], "model.activation='tanh'"),
-        (["seeds=[0,0]"], "seeds=[0, 0]"),
-    ],
-)
-def test_bad_overrides_name_the_value_without_a_traceback(tmp_path, overrides, expected) -> None:
-    result = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode != 0
-    assert expected in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_missing_data_without_download_names_the_file_and_fix(tmp_path) -> None:
-    result = run_cli(f"data.root={tmp_path / 'empty'}", "data.download=false",
-                     f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+def test_a_bad_value_into_a_finished_run_exits_2_and_changes_nothing(small_cfg, tmp_path):
+    train(small_cfg("steps=20", "eval_every=10", "probe.every=10"), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = cli("steps=abc", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
-    assert "train-images-idx3-ubyte" in result.stderr and "Fix" in result.stderr
+    assert "steps='abc'. steps must be a whole number" in result.stderr
     assert "Traceback" not in result.stderr
-    run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["status"] == "failed" and "train-images-idx3-ubyte" in run["error"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_checksum_mismatch_keeps_the_users_file(tmp_path, mnist_root) -> None:
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for path in (mnist_root / "MNIST" / "raw").iterdir():
-        (raw / path.name).write_bytes(path.read_bytes())
-    labels = raw / "t10k-labels-idx1-ubyte"
-    damaged = bytearray(labels.read_bytes())
-    damaged[-1] ^= 1
-    labels.write_bytes(bytes(damaged))
-    result = run_cli(f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}")
+def test_wandb_online_without_credentials_writes_nothing(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env.update(WANDB_MODE="online", NETRC=str(tmp_path / "no-netrc"),
+               WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))  # fmt: skip
+    result = cli("steps=20", f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert result.returncode == 2
-    assert "t10k-labels-idx1-ubyte" in result.stderr and "md5" in result.stderr
+    assert "wandb login" in result.stderr and "WANDB_MODE=offline" in result.stderr
     assert "Traceback" not in result.stderr
-    assert labels.read_bytes() == bytes(damaged)
+    assert not list((tmp_path / "run").iterdir())
 
 
 def test_unwritable_output_dir_is_refused_before_anything_runs(tmp_path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
-    result = run_cli("steps=10", f"hydra.run.dir={blocker / 'run'}")
+    result = cli("steps=10", f"hydra.run.dir={blocker / 'run'}")
     assert result.returncode == 2
     assert f"hydra.run.dir={blocker / 'run'}" in result.stderr and "a file" in result.stderr
     assert "Traceback" not in result.stderr
     assert blocker.read_text() == "keep me"
 
 
-def test_one_bad_job_does_not_stop_a_sweep(tmp_path, mnist_root) -> None:
-    result = run_cli(
-        "-m", "model=mlp_bn", "batch_size=1,60", "steps=20", "eval_every=10", "probe.every=10",
-        f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path}",
+def test_a_sweep_with_a_bad_job_goes_on_and_exits_non_zero(tmp_path, mnist_root) -> None:
+    result = cli(
+        "-m", "optim.lr=0.1,-1", "steps=20", "eval_every=10", "probe.every=10",
+        f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${optim.lr}",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    statuses = sorted(json.loads(path.read_text())["status"] for path in tmp_path.rglob("run.json"))
-    assert statuses == ["completed", "failed"]
-    assert "batch_size=1" in result.stderr
+    assert result.returncode == 1
+    assert f"1 of 2 jobs failed:\n  {tmp_path / '-1'}: failed - Invalid config" in result.stderr
+    assert json.loads((tmp_path / "0.1" / "run.json").read_text())["status"] == "completed"
+    failed = json.loads((tmp_path / "-1" / "run.json").read_text())
+    assert failed["status"] == "failed" and "optim.lr=-1" in failed["error"]

@@ -125,9 +125,9 @@ def resume_command(run_dir: Path) -> str:
 
 
 def record_failed_start(run_dir: Path, cfg: DictConfig, error: BaseException) -> None:
-    """Records in a directory that holds no run that a run failed before it started (so a
-    sweep shows the failed job and its message). A directory that holds a run, or that
-    another process owns, is left exactly as it is."""
+    """Records that a sweep job failed before it started, so the sweep's report and
+    bnrepro.results show it with its message. A directory that holds a run, or that another
+    process owns, is left exactly as it is."""
     if holds_run(run_dir) or not run_dir.is_dir() or owner_alive(run_dir):
         return
     with contextlib.suppress(OSError):
@@ -150,7 +150,7 @@ class Run:
     `checkpoint` is the state to resume from (None for a fresh run); the trainer restores
     its own part (`checkpoint["trainer"]`), calls `start`, trains the steps of `steps()`,
     logs with `log`, and ends with `finish`. Any exception ends the run `failed` (after
-    `start`; before it, only a directory that held no run records the failure).
+    `start`; before it, nothing is written).
 
     Under DDP every rank makes a `Run`; only the `main_process` claims and writes. The other
     ranks follow its decision to refuse, start or resume (`broadcast`: rank 0's object to
@@ -516,13 +516,13 @@ class Run:
             self._release()
 
     def _record_end(self, status: str, message: str) -> None:
-        """Best effort: a full disk may refuse run.json too; the message is printed anyway."""
+        """Best effort: a full disk may refuse run.json too; the message is printed anyway.
+        A run that never started records nothing (the command line records a sweep job's
+        failed start, `record_failed_start`)."""
+        if self._started_at is None:
+            return
         with contextlib.suppress(OSError):
-            if self._started_at is not None:
-                self._end(status, message)
-            elif self.main and not self._held_run:
-                self._release()
-                record_failed_start(self.dir, self.cfg, BnreproError(message))
+            self._end(status, message)
 
 
 def exit_code(error: BaseException) -> int:

@@ -2,9 +2,9 @@
 
 It only dispatches: `model.name` picks the trainer (mlp: bnrepro.train_mlp, inception:
 bnrepro.train_inception), which trains in the run directory Hydra names. A problem the user
-can fix ends the process with one paragraph and exit status 2 (a signal: 130 or 143); in a
-sweep (`-m`) the job is recorded as failed and the sweep goes on, and the sweep exits non-zero
-at its end (bnrepro.hydra_callbacks.SweepReport).
+can fix ends the process with one paragraph and exit status 2 (a signal: 130 or 143) and
+writes nothing that was not there; in a sweep (`-m`) the job is recorded as failed, the sweep
+goes on, and it exits non-zero at its end (bnrepro.hydra_callbacks.SweepReport).
 """
 
 import sys
@@ -46,9 +46,9 @@ def main(cfg: DictConfig) -> None:
     try:
         info = train(cfg, run_dir)
     except (BnreproError, Interrupted, KeyboardInterrupt) as error:
-        record_failed_start(run_dir, cfg, error)
         report(error)
         if sweep and not isinstance(error, Interrupted | KeyboardInterrupt):
+            record_failed_start(run_dir, cfg, error)
             return
         sys.exit(exit_code(error))
     except Exception as error:

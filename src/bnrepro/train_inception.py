@@ -597,6 +597,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ddp = ddp if world_size > 1 else {}
     if world_size > 1:  # every rank uses rank 0's run directory (Hydra's may differ by a second)
         run_dir = Path(broadcast(str(run_dir)))
+    # Data: a proxy lives whole on the device and is batched by index; ImageNet streams.
+    if cfg.data.name == "imagenet":
+        train_set, val_set = imagenet_datasets(cfg, settings)
+        n_train = len(train_set)
+    else:
+        data = load_proxy(cfg, device)
+        n_train = len(data.x_train)
     with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS, main_process=main_process, **ddp) as run:
         state = run.checkpoint["trainer"] if run.checkpoint else None
         if state and state["world_size"] != world_size:
@@ -630,13 +637,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 return contextlib.nullcontext()
             return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
-        # Data: a proxy lives whole on the device and is batched by index; ImageNet streams.
-        if cfg.data.name == "imagenet":
-            train_set, val_set = imagenet_datasets(cfg, settings)
-            n_train = len(train_set)
-        else:
-            data = load_proxy(cfg, device)
-            n_train = len(data.x_train)
         order = BatchOrder(
             n_train,
             cfg.batch_size,

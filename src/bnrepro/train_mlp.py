@@ -46,15 +46,15 @@ MNIST_TRAIN_SIZE = 60_000
 def validate(cfg: DictConfig) -> DictConfig:
     """The typed config, its values checked: anything that would fail late or silently train
     something else is a ConfigError naming the value and the fix."""
-    cfg = typed(cfg, MLPConfig, "MLP")
-    validate_run(cfg)
-    m, o = cfg.model, cfg.optim
     check(
-        cfg.data.name == "mnist",
+        cfg.data.name == "mnist" and "input" in cfg.data,
         "data.name",
         cfg.data.name,
         "The MLP trains on MNIST (data=mnist); the proxies are for experiment=inception.",
     )
+    cfg = typed(cfg, MLPConfig, "MLP")
+    validate_run(cfg)
+    m, o = cfg.model, cfg.optim
     check(
         cfg.data.input in ("grey", "binary"),
         "data.input",
@@ -313,16 +313,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seeds = list(cfg.seeds)
-    with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS) as run:
-        # Data: the whole set lives on the device as uint8; batches are drawn by index.
-        train_images, train_labels = load_mnist(cfg.data.root, "train")
-        test_images, test_labels = load_mnist(cfg.data.root, "test")
-        x_train = train_images.flatten(1).to(device)
-        y_train = train_labels.to(device)
-        x_test = to_input(test_images.flatten(1).to(device), cfg.data.input)
-        y_test = test_labels.to(device)
-        x_probe = x_test[: cfg.probe.size]
+    # Data: the whole set lives on the device as uint8; batches are drawn by index.
+    train_images, train_labels = load_mnist(cfg.data.root, "train")
+    test_images, test_labels = load_mnist(cfg.data.root, "test")
+    x_train = train_images.flatten(1).to(device)
+    y_train = train_labels.to(device)
+    x_test = to_input(test_images.flatten(1).to(device), cfg.data.input)
+    y_test = test_labels.to(device)
+    x_probe = x_test[: cfg.probe.size]
 
+    with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS) as run:
         model = build_model(cfg, device)
         optimizer = torch.optim.SGD(
             model.parameters(),
