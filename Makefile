@@ -18,7 +18,7 @@ TORCH_INDEX ?=
 help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
 	@echo "make reproduce-figure2  Figures 2 and 3 on the Fashion-MNIST proxy (PRESET=cpu|gpu): results/figure2/"
-	@echo "make reproduce-claims   turn each claim of the review into a measurement: results/claims/"
+	@echo "make reproduce-claims   measure claims about the transform (scale invariance, ...): results/claims/"
 	@echo "make figures            redraw every figure under results/ from its logged CSV files"
 	@echo "make test               fast tests (what CI runs first); make test-slow for the long ones"
 	@echo "make test-integration   multi-process, DDP, browser and notebook tests (CI runs them second)"

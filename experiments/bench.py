@@ -3,7 +3,7 @@
 Both are measured in this one process, on the same machine, back to back, so their ratio is
 meaningful even on a noisy machine. Printed for the plain and the BN net:
 
-- the harness (`bnrepro.train.train`, its full logging schedule included) in steps/s;
+- the harness (`bnrepro.train_mlp.train`, its full logging schedule included) in steps/s;
 - a conventional loop (torchvision MNIST dataset + DataLoader, batch 60, the same net as an
   nn.Sequential, SGD) in steps/s, and harness / conventional;
 - the cost of 5 seeds trained together in one vectorized model, relative to one seed;

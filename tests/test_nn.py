@@ -162,7 +162,7 @@ def test_bias_before_bn_is_redundant():
 
 
 def test_without_stats_backprop_bias_grows_while_loss_stays_constant():
-    """The review's argument: a gradient step on b is undone by the normalization."""
+    """Section 2's argument: a gradient step on b is undone by the normalization."""
     gen = torch.Generator().manual_seed(6)
     model = nn.Sequential(nn.Linear(5, 4), BatchNorm(4, stats_backprop=False)).double()
     u = torch.randn(10, 5, generator=gen, dtype=torch.float64)

@@ -49,8 +49,9 @@ def test_member_of_vectorized_run_equals_its_single_seed_run(small_cfg, tmp_path
     together = pd.read_csv(tmp_path / "together" / "metrics.csv")
     alone = pd.read_csv(tmp_path / "alone" / "metrics.csv")
     member = together[together.seed == 8].reset_index(drop=True)
-    pd.testing.assert_frame_equal(member, alone, check_exact=False, atol=2e-3, rtol=0)
-    assert (member.train_loss - alone.train_loss).abs().max() < 1e-3
+    # Float rounding only: the members' matrix products are batched, the single run's are not.
+    pd.testing.assert_frame_equal(member, alone, check_exact=False, atol=1e-5, rtol=0)
+    assert member.test_acc.equals(alone.test_acc)
 
 
 def test_binary_input_trains(small_cfg, tmp_path) -> None:

@@ -8,8 +8,6 @@ from typing import Any
 
 import torch
 
-from bnrepro.atomic import atomic_write_text, write_json  # noqa: F401 (moved; importers migrate)
-
 
 def git_state(repo: str | os.PathLike | None = None) -> dict[str, Any]:
     """The commit of the code that ran and whether the work tree had uncommitted changes."""
