@@ -445,19 +445,72 @@ def imagenet_datasets(cfg: DictConfig, settings: Settings) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------- training
 
 
-def init_distributed(cfg: DictConfig) -> tuple[int, int, torch.device]:
-    """(rank, world size, device), joining the torchrun process group when there is one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1, select_device(cfg.device)
-    local_rank = int(os.environ["LOCAL_RANK"])
-    device = select_device(cfg.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world_size, device
+@dataclass
+class Replicas:
+    """This process's place among the DDP replicas (rank 0 of 1 without torchrun), and the
+    collectives the trainer needs, which do nothing on a single replica."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @classmethod
+    def join(cls, cfg: DictConfig) -> "Replicas":
+        """Joins the torchrun process group when there is one."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        device = select_device(cfg.device)
+        if world_size == 1:
+            return cls(0, 1, device)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), world_size, device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value`, on every rank."""
+        shared = [value]
+        if self.world_size > 1:
+            dist.broadcast_object_list(shared, src=0)
+        return shared[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank."""
+        gathered = [value] * self.world_size
+        if self.world_size > 1:
+            dist.all_gather_object(gathered, value)
+        return gathered
+
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is set on any rank."""
+        tensor = torch.tensor(float(flag), device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
+    def loss_check(self, mean_loss: torch.Tensor, finite: torch.Tensor) -> tuple[float, bool]:
+        """The mean loss over replicas, and whether loss and parameters are finite on all."""
+        if self.world_size > 1:
+            dist.all_reduce(mean_loss)
+            mean_loss /= self.world_size
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return mean_loss.item(), bool(finite.item())
+
+    def run_options(self, stop_every: int) -> dict[str, Any]:
+        """What bnrepro.lifecycle.Run needs to follow rank 0 and stop on every rank together."""
+        if self.world_size == 1:
+            return {}
+        return {
+            "main_process": self.main,
+            "broadcast": self.broadcast,
+            "sync_stop": self.any,
+            "stop_every": stop_every,
+        }
 
 
 def all_finite(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
@@ -568,6 +621,102 @@ def imagenet_pipeline(
     return next_batch, eval_batches
 
 
+def amp_autocast(cfg: DictConfig, device: torch.device) -> Callable:
+    """bf16 autocast when `amp` is set, else nothing. No weight-cast cache: graphs need none."""
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if not cfg.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+    return autocast
+
+
+def build_training(
+    cfg: DictConfig, settings: Settings, replicas: Replicas, state: dict[str, Any] | None
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator]:
+    """The model, optimizer and distortion generator, restored from `state` when resuming.
+
+    DDP starts every replica from rank 0's weights (seeded by the run's seed); dropout and the
+    distortions draw different numbers on each replica.
+    """
+    seed, rank, device = int(cfg.seeds[0]), replicas.rank, replicas.device
+    torch.manual_seed(seed)
+    model = build_model(cfg, settings)
+    if replicas.world_size > 1 and cfg.model.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device).to(memory_format=memory_format)
+    optimizer = make_optimizer(model, cfg, settings)
+    distortion_rng = torch.Generator(device).manual_seed(seed + 1_000_003 * rank)
+    torch.manual_seed(seed + 1_000_003 * rank)
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        distortion_rng.set_state(state["distortion_rng"][rank])
+        torch.set_rng_state(state["torch_rng"][rank])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
+    return model, optimizer, distortion_rng
+
+
+def load_data(cfg: DictConfig, settings: Settings, device: torch.device) -> Any:
+    """A proxy dataset whole on the device, or ImageNet's (train, val) folders."""
+    if cfg.data.name == "imagenet":
+        return imagenet_datasets(cfg, settings)
+    return load_proxy(cfg, device)
+
+
+def pipeline(
+    data: Any,
+    cfg: DictConfig,
+    settings: Settings,
+    replicas: Replicas,
+    start_step: int,
+    distortion_rng: torch.Generator,
+) -> tuple[Batches, EvalBatches]:
+    """The training batches of each step (in the order of Section 4.2.1's shuffling) and the
+    held-out batches."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    imagenet = cfg.data.name == "imagenet"
+    n_train = len(data[0]) if imagenet else len(data.x_train)
+    order = BatchOrder(
+        n_train,
+        cfg.batch_size,
+        settings.shuffle,
+        cfg.data.shards,
+        int(cfg.seeds[0]),
+        cfg.data.storage_seed,
+        replicas.rank,
+        replicas.world_size,
+    )
+    if imagenet:
+        train_set, val_set = data
+        return imagenet_pipeline(
+            train_set, val_set, cfg, order, start_step, replicas.device, memory_format
+        )
+    return proxy_pipeline(data, cfg, settings, order, distortion_rng, memory_format)
+
+
+def training_model(
+    model: nn.Module, cfg: DictConfig, data: Any, replicas: Replicas, autocast: Callable
+) -> tuple[nn.Module, bool]:
+    """The module the training step calls (CUDA-graphed on one GPU with a proxy, wrapped in
+    DistributedDataParallel under torchrun), and whether it is graphed."""
+    device = replicas.device
+    use_graph = cfg.cuda_graph and device.type == "cuda" and replicas.world_size == 1
+    use_graph = use_graph and cfg.data.name != "imagenet"
+    if use_graph:
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        example = torch.zeros_like(data.x_train[: cfg.batch_size], dtype=torch.float)
+        model = graphed(model, example.contiguous(memory_format=memory_format), autocast)
+    if replicas.world_size > 1:
+        model = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    return model, use_graph
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Trains the one seed of `cfg` for cfg.steps steps, logging into `run_dir`; returns run info.
 
@@ -576,118 +725,53 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     cfg = validate(cfg)
     settings = recipe_settings(cfg)
-    rank, world_size, device = init_distributed(cfg)
+    replicas = Replicas.join(cfg)
+    device, seed = replicas.device, int(cfg.seeds[0])
     if cfg.model.sync_bn and device.type != "cuda":
         raise ConfigError("model.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU kernels).")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed, main_process = int(cfg.seeds[0]), rank == 0
-
-    def broadcast(value: Any) -> Any:
-        shared = [value]
-        dist.broadcast_object_list(shared, src=0)
-        return shared[0]
-
-    def sync_stop(requested: bool) -> bool:
-        flag = torch.tensor(float(requested), device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
-
-    ddp = {"broadcast": broadcast, "sync_stop": sync_stop, "stop_every": cfg.log_every}
-    ddp = ddp if world_size > 1 else {}
-    if world_size > 1:  # every rank uses rank 0's run directory (Hydra's may differ by a second)
-        run_dir = Path(broadcast(str(run_dir)))
-    # Data: a proxy lives whole on the device and is batched by index; ImageNet streams.
-    if cfg.data.name == "imagenet":
-        train_set, val_set = imagenet_datasets(cfg, settings)
-        n_train = len(train_set)
-    else:
-        data = load_proxy(cfg, device)
-        n_train = len(data.x_train)
-    with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS, main_process=main_process, **ddp) as run:
+    run_dir = Path(replicas.broadcast(str(run_dir)))  # Hydra's may differ by a second per rank
+    data = load_data(cfg, settings, device)
+    options = replicas.run_options(stop_every=cfg.log_every)
+    with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS, **options) as run:
         state = run.checkpoint["trainer"] if run.checkpoint else None
-        if state and state["world_size"] != world_size:
+        if state and state["world_size"] != replicas.world_size:
             raise ResumeError(
                 f"Cannot resume {run_dir}: its checkpoint was made by {state['world_size']} "
-                f"replicas (now {world_size}). Nothing was changed. Fix: resume with "
+                f"replicas (now {replicas.world_size}). Nothing was changed. Fix: resume with "
                 f"--nproc-per-node={state['world_size']}, or train in a new directory."
             )
-        # Model and optimizer. DDP starts every replica from rank 0's weights; dropout and the
-        # distortions draw different numbers on each replica.
-        torch.manual_seed(seed)
-        model = build_model(cfg, settings)
-        if world_size > 1 and cfg.model.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model = model.to(device).to(memory_format=memory_format)
-        optimizer = make_optimizer(model, cfg, settings)
-        distortion_rng = torch.Generator(device).manual_seed(seed + 1_000_003 * rank)
-        torch.manual_seed(seed + 1_000_003 * rank)
-        if state:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            distortion_rng.set_state(state["distortion_rng"][rank])
-            torch.set_rng_state(state["torch_rng"][rank])
-            if device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
-
-        def autocast() -> contextlib.AbstractContextManager:
-            """bf16 autocast when `amp` is set. No weight-cast cache: CUDA graphs need none."""
-            if not cfg.amp:
-                return contextlib.nullcontext()
-            return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
-
-        order = BatchOrder(
-            n_train,
-            cfg.batch_size,
-            settings.shuffle,
-            cfg.data.shards,
-            seed,
-            cfg.data.storage_seed,
-            rank,
-            world_size,
+        model, optimizer, distortion_rng = build_training(cfg, settings, replicas, state)
+        next_batch, eval_batches = pipeline(
+            data, cfg, settings, replicas, run.start_step, distortion_rng
         )
-        if cfg.data.name == "imagenet":
-            next_batch, eval_batches = imagenet_pipeline(
-                train_set, val_set, cfg, order, run.start_step, device, memory_format
-            )
-        else:
-            next_batch, eval_batches = proxy_pipeline(
-                data, cfg, settings, order, distortion_rng, memory_format
-            )
-
-        eval_model = model
-        use_graph = cfg.cuda_graph and device.type == "cuda" and world_size == 1
-        use_graph = use_graph and cfg.data.name != "imagenet"
-        if use_graph:
-            example = torch.zeros_like(data.x_train[: cfg.batch_size], dtype=torch.float)
-            model = graphed(model, example.contiguous(memory_format=memory_format), autocast)
-        if world_size > 1:
-            model = DistributedDataParallel(
-                model, device_ids=[device] if device.type == "cuda" else None
-            )
+        autocast = amp_autocast(cfg, device)
+        train_model, use_graph = training_model(model, cfg, data, replicas, autocast)
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+        if state:
+            loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
 
         def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with autocast():
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(train_model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             return loss.detach().float()
 
         def trainer_state() -> dict[str, Any]:
-            """Every replica's random number generator states, gathered to rank 0."""
+            """Weights, optimizer, the pending loss sum, and every replica's generators."""
+            cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
             rng = {
                 "distortion_rng": distortion_rng.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "cuda_rng": cuda_rng,
             }
-            gathered = [rng] * world_size
-            if world_size > 1:
-                dist.all_gather_object(gathered, rng)
+            gathered = replicas.gather(rng)
             return {
-                "world_size": world_size,
-                "model": eval_model.state_dict(),
+                "world_size": replicas.world_size,
+                "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 **{key: [g[key] for g in gathered] for key in rng},
                 "loss_sum": loss_sum.cpu(),
@@ -697,32 +781,23 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         def lr_at(step: int) -> float:
             return learning_rate(step, settings.lr, cfg.optim.decay_rate, settings.decay_steps)
 
-        loss_sum, loss_count = torch.zeros((), device=device), 0
-        if state:
-            loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
-
         def log(step: int) -> None:
             """The mean loss since the last log (non-finite if any step's was, or if any
             parameter is), and held-out accuracy when due; rank 0 evaluates and logs."""
             mean_loss = loss_sum / max(loss_count, 1)
-            finite = all_finite(eval_model, mean_loss).float()
-            if world_size > 1:
-                dist.all_reduce(mean_loss)
-                mean_loss /= world_size
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if not finite.item():
+            mean, finite = replicas.loss_check(mean_loss, all_finite(model, mean_loss).float())
+            if not finite:
                 run.mark_diverged(seed, step)
             accuracy = None
-            if main_process and run.due(step, cfg.eval_every) and seed not in run.diverged_at:
-                accuracy = evaluate(eval_model, eval_batches(), autocast)
+            if replicas.main and run.due(step, cfg.eval_every) and seed not in run.diverged_at:
+                accuracy = evaluate(model, eval_batches(), autocast)
                 progress.set_postfix(test_acc=f"{accuracy:.4f}")
-            train_loss = mean_loss.item() if loss_count else None
             run.log(
                 [
                     {
                         "step": step,
                         "seed": seed,
-                        "train_loss": train_loss,
+                        "train_loss": mean if loss_count else None,
                         "lr": lr_at(step),
                         "test_acc": accuracy,
                     }
@@ -732,16 +807,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         run.start(
             trainer_state,
             device,
-            world_size=world_size,
+            world_size=replicas.world_size,
             settings=asdict(settings),
-            parameters=count_parameters(eval_model),
+            parameters=count_parameters(model),
             cuda_graph=use_graph,
         )
         progress = tqdm(
             total=cfg.steps,
             initial=run.start_step,
             unit="step",
-            disable=not (main_process and sys.stderr.isatty()),
+            disable=not (replicas.main and sys.stderr.isatty()),
         )
         with progress:
             if run.start_step == 0:
@@ -755,7 +830,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 if run.due(step, cfg.log_every, cfg.eval_every):
                     log(step)
                     loss_sum, loss_count = torch.zeros((), device=device), 0
-        info = run.finish(eval_model.state_dict())
-    if world_size > 1:
+        info = run.finish(model.state_dict())
+    if replicas.world_size > 1:
         dist.destroy_process_group()
     return info
