@@ -1,6 +1,5 @@
-"""Atomic training checkpoints that fail loudly, and clearly, when damaged."""
+"""Reading training checkpoints (bnrepro.lifecycle writes them), failing clearly when damaged."""
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -13,17 +12,6 @@ from bnrepro.errors import ResumeError
 
 class CheckpointError(ResumeError):
     """A checkpoint cannot be read or does not belong to this run."""
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Writes `state` to a temporary file beside `path`, syncs it, then renames it into place,
-    so a kill at any moment leaves either the previous checkpoint or the new one, whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
