@@ -283,9 +283,10 @@ def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
     except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None) or "?"
+        key = (getattr(error, "full_key", None) or "?").split("[")[0]  # a list: name all of it
         value = OmegaConf.select(cfg, key, default=None) if key != "?" else None
-        kind = _field_type(schema, key.split("[")[0])
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        kind = _field_type(schema, key)
         fix = _describe(kind, key) if kind is not None else str(error).splitlines()[0]
         raise ConfigError(f"Invalid config: {key}={value!r}. {fix}") from error
     for key, value in _leaves(OmegaConf.to_container(merged)):
