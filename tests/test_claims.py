@@ -1,5 +1,6 @@
 """The paper's claims, each measured small by `bnrepro.claims` and asserted."""
 
+import argparse
 import importlib.util
 import json
 import re
@@ -219,6 +220,15 @@ def load_driver():
     return module
 
 
+def test_median_interval_lies_between_order_statistics():
+    # 100 values: the 95% interval for the median runs from the 40th to the 61st smallest
+    values = np.random.default_rng(0).permutation(np.arange(1.0, 101.0))
+    assert claims.median_interval(values) == (50.5, 40.0, 61.0)
+    assert claims.median_interval(np.arange(1.0, 7.0)) == (3.5, 1.0, 6.0)
+    with pytest.raises(ValueError, match="5 values are too few"):
+        claims.median_interval(np.arange(1.0, 6.0))
+
+
 def test_check_verdict_follows_relation_and_nan_is_missing():
     driver = load_driver()
     assert driver.Check(1, "x", 0.5, "<", 1.0).row()["verdict"] == "pass"
@@ -231,16 +241,49 @@ def test_check_verdict_follows_relation_and_nan_is_missing():
         "measured": 3.0,
         "threshold": "> 10",
         "verdict": "fail",
+        "threshold_fixed": "before the runs",
     }
 
 
+@pytest.mark.parametrize(
+    ("low", "median", "high", "verdict", "shown"),
+    [
+        (1.004, 1.05, 1.12, "pass", "1.1 (95% interval 1.0 to 1.1)"),
+        (0.80, 0.913, 0.9996, "fail", "0.91 (95% interval 0.80 to 1.0)"),
+        (0.80, 0.95, 1.0, "fail", "0.95 (95% interval 0.80 to 1.0)"),
+        (0.97, 1.02, 1.06, "inconclusive", "1.0 (95% interval 0.97 to 1.1)"),
+        (0.5, 0.9, 1.5, "inconclusive", "0.90 (95% interval 0.50 to 1.5)"),
+    ],
+    ids=["above", "below", "touching from below", "straddling", "wide"],
+)
+def test_check_with_an_interval_is_decided_on_the_whole_interval(low, median, high, verdict, shown):
+    """Against '> 1': pass when all of the interval is above 1, fail when none of it is,
+    inconclusive when it straddles 1; decided unrounded, shown to 2 significant digits."""
+    row = load_driver().Check(5, "speed-up", median, ">", 1, low, high).row()
+    assert row["verdict"] == verdict
+    assert row["measured"] == shown
+
+
+def test_intervals_against_an_upper_threshold():
+    Check = load_driver().Check
+    assert Check(1, "x", 0.5, "<", 1.0, 0.4, 0.6).verdict() == "pass"
+    assert Check(1, "x", 1.5, "<", 1.0, 1.0, 2.0).verdict() == "fail"
+    assert Check(1, "x", 0.9, "<", 1.0, 0.8, 1.1).verdict() == "inconclusive"
+
+
 def small_logged_csvs(out_dir: Path) -> None:
-    """The CSV files `run` writes, from small measurements (claim 4 curves made up)."""
+    """The CSV files and provenance.json `run` writes, from small measurements (claim 4 curves
+    made up, logged every 100 steps to step 200, read at steps 100 and 200)."""
     gen = torch.Generator().manual_seed(0)
     model = trained_like_mlp(2, "before")
     folded = claims.fold_mlp(model)
     model64 = trained_like_mlp(2, "before").double()
     x = torch.rand(30, 20, generator=gen)
+    accuracy = {  # variant -> test accuracy at steps 0, 100, 200: after leads early only
+        "plain": (0.1, 0.80, 0.90),
+        "bn_before": (0.1, 0.90, 0.97),
+        "bn_after": (0.1, 0.93, 0.96),
+    }
     frames = {
         "scale_invariance.csv": pd.concat(
             claims.scale_invariance([0.1, 1.0, 10.0], 8, 5, 4, eps=eps) for eps in (0.0, 1e-5)
@@ -252,10 +295,16 @@ def small_logged_csvs(out_dir: Path) -> None:
         "bias_redundancy.csv": claims.bias_redundancy([torch.rand(10, 12, generator=gen)], 6),
         "bn_position_curves.csv": pd.DataFrame(
             [
-                {"variant": v, "seed": s, "step": step, "train_loss": 1.0, "test_acc": acc}
-                for v, final in (("plain", 0.90), ("bn_before", 0.97), ("bn_after", 0.96))
+                {
+                    "variant": v,
+                    "seed": s,
+                    "step": step,
+                    "train_loss": 1.0,
+                    "test_acc": acc + s / 100,
+                }
+                for v, accs in accuracy.items()
                 for s in (0, 1)
-                for step, acc in ((0, 0.1), (100, final))
+                for step, acc in zip((0, 100, 200), accs, strict=True)
             ]
         ),
         "folding_agreement.csv": pd.concat(
@@ -266,7 +315,6 @@ def small_logged_csvs(out_dir: Path) -> None:
                 ),
             ]
         ),
-        "folding_timing.csv": claims.time_inference({"unfolded": model, "folded": folded}, x, 3),
         "population_statistics.csv": pd.DataFrame(
             {
                 "seed": [0, 1, 0, 1],
@@ -278,22 +326,31 @@ def small_logged_csvs(out_dir: Path) -> None:
     }
     for name, frame in frames.items():
         frame.to_csv(out_dir / name, index=False)
+    timing = claims.time_inference({"unfolded": model, "folded": folded}, x, 8)
+    provenance = {
+        "settings": {"protocol": "quick", "steps": 200, "short_steps": 100, "seeds": "0,1",
+                     "population_batches": 5, "timing_repeats": 8, "harness": [], "overrides": []},
+        "timing": load_driver().timing_record(timing),
+        "train_device": "cpu",
+    }  # fmt: skip
+    (out_dir / "provenance.json").write_text(json.dumps(provenance))
 
 
 def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
     small_logged_csvs(tmp_path)
     load_driver().draw(tmp_path)
     table = pd.read_csv(tmp_path / "claims.csv")
-    assert list(table.columns) == ["claim", "measured", "threshold", "verdict"]
+    assert list(table.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]
+    assert (table.threshold_fixed == "before the runs").all()
     verdicts = dict(zip(table.claim, table.verdict, strict=True))
-    assert set(table.verdict) <= {"pass", "fail"}, "every measurement is in these logs"
+    assert set(table.verdict) <= {"pass", "fail", "inconclusive"}, "every measurement is there"
     assert verdicts["5. folded vs unfolded, float64: max |logit difference|"] == "pass"
     measured = dict(zip(table.claim, table.measured, strict=True))
-    assert measured["4. final test accuracy, BN before minus BN after the sigmoid"] == (
-        pytest.approx(0.01)
+    assert re.fullmatch(
+        r"[\d.e+-]+ \(95% interval [\d.e+-]+ to [\d.e+-]+\)",
+        measured["5. inference speed-up: median over repeats of time unfolded / folded"],
     )
-    assert verdicts["4. final test accuracy, BN before the sigmoid minus no BN"] == "pass"
-    assert measured["6. |population (5 batches) - moving-average| test accuracy"] == (
+    assert float(measured["6. |population (5 batches) - moving-average| test accuracy"]) == (
         pytest.approx(0.005)
     )
     for number in range(1, 7):
@@ -301,12 +358,53 @@ def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
         assert len(list(tmp_path.glob(f"claim{number}_*.pdf"))) == 1
     readme = (tmp_path / "README.md").read_text()
     assert "| 2. statistics as constants: \\|b\\| at the end" in readme
+    assert "Thresholds are fixed before the runs; the claims table says which were." in readme
 
 
-def test_draw_names_missing_csv_files(tmp_path):
+def test_claim4_is_read_at_both_lengths_from_one_set_of_curves(tmp_path):
+    """Before minus after: behind at step 100 (fail), ahead at step 200 (pass), from the same
+    curves; before minus no BN is positive at both."""
+    small_logged_csvs(tmp_path)
+    load_driver().draw(tmp_path)
+    table = pd.read_csv(tmp_path / "claims.csv").set_index("claim")
+    rows = table[table.index.str.startswith("4. ")]
+    expected = {
+        "4. test accuracy at step 100, BN before minus BN after the sigmoid": (-0.03, "fail"),
+        "4. test accuracy at step 200, BN before minus BN after the sigmoid": (0.01, "pass"),
+        "4. test accuracy at step 100, BN before the sigmoid minus no BN": (0.10, "pass"),
+        "4. test accuracy at step 200, BN before the sigmoid minus no BN": (0.07, "pass"),
+    }
+    assert list(rows.index) == list(expected)
+    for claim, (difference, verdict) in expected.items():
+        assert float(rows.measured[claim]) == pytest.approx(difference)
+        assert rows.verdict[claim] == verdict
+    readme = (tmp_path / "README.md").read_text()
+    assert "| bn_before | 1 | 0.9100 | 0.9800 |" in readme
+    assert "-0.0300 at step 100 (**fail**) and +0.0100 at step 200 (**pass**)" in readme
+
+
+def test_a_longer_run_begins_with_the_shorter_run_byte_for_byte(small_cfg, tmp_path):
+    """Constant-rate SGD with no schedule: a 2k-step run's curve up to step k is a k-step run's
+    curve, so claim 4 reads both of its lengths from the one longer run."""
+    from bnrepro.train import train
+
+    k = 100
+    lines = {}
+    for steps in (k, 2 * k):
+        cfg = small_cfg("experiment=figure1", "model=mlp_bn", "seeds=[0,1]", f"steps={steps}",
+                        "eval_every=50", "probe.every=50")  # fmt: skip
+        train(cfg, tmp_path / str(steps))
+        lines[steps] = (tmp_path / str(steps) / "metrics.csv").read_bytes().splitlines()
+    header, *rows = lines[2 * k]
+    assert [header, *(row for row in rows if int(row.split(b",")[0]) <= k)] == lines[k]
+    assert len(lines[2 * k]) > len(lines[k]) > 2
+
+
+def test_draw_names_missing_files(tmp_path):
     with pytest.raises(ResultsError, match="stats_backprop.csv") as error:
         load_driver().draw(tmp_path)
     assert "population_statistics.csv" in str(error.value)
+    assert "provenance.json" in str(error.value)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -327,6 +425,12 @@ def blank(path: Path, column: str) -> None:
     frame.to_csv(path, index=False)
 
 
+def edit_provenance(path: Path, edit) -> None:
+    provenance = json.loads(path.read_text())
+    edit(provenance)
+    path.write_text(json.dumps(provenance))
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
@@ -345,9 +449,19 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         (
             lambda d: drop_rows(
                 d / "bn_position_curves.csv",
-                lambda f: (f.variant == "bn_after") & (f.seed == 1) & (f.step == 100),
+                lambda f: (f.variant == "bn_after") & (f.seed == 1) & (f.step == 200),
             ),
-            "variant=bn_after, seed=1 ends at step 0, not 100",
+            "variant=bn_after, seed=1 ends at step 100, not 200",
+        ),
+        (
+            lambda d: (
+                blank(d / "bn_position_curves.csv", "test_acc")
+                or drop_rows(
+                    d / "bn_position_curves.csv",
+                    lambda f: (f.variant == "plain") & (f.seed == 0) & (f.step == 100),
+                )
+            ),
+            "no test accuracy at step 100 for variant=plain, seed=0",
         ),
         (
             lambda d: drop_rows(
@@ -360,10 +474,36 @@ def snapshot(folder: Path) -> dict[str, bytes]:
             lambda d: blank(d / "population_statistics.csv", "test_acc"),
             "population_statistics.csv line 5: column test_acc is empty",
         ),
+        (
+            lambda d: edit_provenance(
+                d / "provenance.json", lambda p: p["timing"]["folded_s"].pop()
+            ),
+            "timing holds 8 unfolded and 7 folded times",
+        ),
+        (
+            lambda d: edit_provenance(d / "provenance.json", lambda p: p.pop("timing")),
+            "has no 'timing' object",
+        ),
+        (
+            lambda d: edit_provenance(
+                d / "provenance.json", lambda p: p["settings"].update(short_steps=300)
+            ),
+            "settings.short_steps=300 and settings.steps=200 are not claim 4's two lengths",
+        ),
     ],
-    ids=["cut short", "a dtype missing", "a curve short", "a seed missing", "an empty value"],
+    ids=[
+        "cut short",
+        "a dtype missing",
+        "a curve short",
+        "no accuracy at the short step",
+        "a seed missing",
+        "an empty value",
+        "a timing missing",
+        "no timing",
+        "lengths swapped",
+    ],
 )
-def test_draw_refuses_incomplete_csv_files_and_writes_nothing(tmp_path, damage, expected):
+def test_draw_refuses_incomplete_inputs_and_writes_nothing(tmp_path, damage, expected):
     small_logged_csvs(tmp_path)
     damage(tmp_path)
     before = snapshot(tmp_path)
@@ -418,9 +558,70 @@ def test_claim4_curves_are_collected_from_finished_runs_only(tmp_path):
     assert message in str(error.value)
 
 
+# ---------------------------------------------------------------- protocols and committed results
+
+
+def test_the_default_is_the_published_protocol_and_quick_never_writes_results():
+    driver = load_driver()
+    published = driver.PROTOCOLS["published"]
+    assert (published.steps, published.short_steps, published.seeds) == (50000, 10000, "0,1,2")
+    assert (published.population_batches, published.timing_repeats) == (1000, 100)
+    committed = json.loads((REPO / "results/claims/provenance.json").read_text())["settings"]
+    assert committed["protocol"] == "published"
+    assert {k: committed[k] for k in ("steps", "short_steps", "seeds")} == {
+        "steps": 50000, "short_steps": 10000, "seeds": "0,1,2",
+    }  # fmt: skip
+
+    def dirs(*argv: str) -> tuple[Path, Path]:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--out", type=Path)
+        parser.add_argument("--runs", type=Path)
+        parser.add_argument("--quick", action="store_true")
+        return driver.output_dirs(parser.parse_args(argv))
+
+    out, runs = dirs()
+    assert out == REPO / "results" / "claims" and runs.parent == REPO / "runs" / "claims"
+    out, runs = dirs("--quick")
+    assert out.is_relative_to(REPO / "runs" / "claims-quick") and out.name == "results"
+    assert runs == out.parent / "runs"
+    assert dirs("--quick", "--out", "/tmp/x")[0] == Path("/tmp/x")
+    assert dirs("--out", "/tmp/y")[0] == Path("/tmp/y")
+
+
+VOLATILE = [
+    (r"\b\d{4}-\d{2}-\d{2}\b", "a date"),
+    (r"\b[0-9a-f]{40}\b", "a commit"),
+    (r"(?i)\b(xeon|epyc|ryzen|intel|amd|apple m\d)\b", "a CPU name"),
+    (r"(?i)wall time|\bwall_s\b|seconds|\bms\b", "a wall time"),
+]
+
+
+def volatile_in(folder: Path, provenance: dict) -> list[str]:
+    """What of `provenance` (the machine, the commit, the date, the runs' directory) or of
+    VOLATILE appears in the README or CSV files of `folder`."""
+    found = []
+    hardware = provenance["hardware"]
+    literal = [provenance["git"]["commit"], provenance["date"], provenance["runs_dir"],
+               hardware["cpu"], hardware["platform"]]  # fmt: skip
+    for path in [folder / "README.md", *sorted(folder.glob("*.csv"))]:
+        text = path.read_text()
+        found += [f"{path.name}: {value!r}" for value in literal if value and value in text]
+        found += [f"{path.name}: {what}" for pattern, what in VOLATILE if re.search(pattern, text)]
+    return found
+
+
+def test_committed_results_hold_no_date_commit_machine_or_wall_time():
+    committed = REPO / "results" / "claims"
+    provenance = json.loads((committed / "provenance.json").read_text())
+    assert volatile_in(committed, provenance) == []
+    assert len(provenance["timing"]["unfolded_s"]) == 100
+    assert not (committed / "folding_timing.csv").exists()
+
+
 def test_committed_results_redraw(tmp_path):
-    """`make figures` on a fresh clone: the committed CSVs alone redraw the claims' README and
-    verdicts, and the README states each claim with its section of the paper."""
+    """`make figures` on a fresh clone: the committed CSVs and provenance.json alone redraw
+    the claims' README, verdicts and figures byte for byte, and the README states each claim
+    with its section of the paper."""
     committed = REPO / "results" / "claims"
     if not (committed / "claims.csv").exists():
         pytest.skip("results/claims has not been generated in this checkout")
@@ -431,28 +632,44 @@ def test_committed_results_redraw(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert snapshot(tmp_path) == snapshot(committed)
     readme = (tmp_path / "README.md").read_text()
-    assert readme == (committed / "README.md").read_text()
-    assert (tmp_path / "claims.csv").read_text() == (committed / "claims.csv").read_text()
     assert "arXiv:1502.03167" in readme and readme.count("**Claim** (Section") == 6
 
 
+def test_tolerances_name_every_column_of_every_committed_csv_file():
+    driver = load_driver()
+    committed = REPO / "results" / "claims"
+    files = {path.name for path in committed.glob("*.csv")}
+    assert set(driver.TOLERANCES) == files
+    for name, tolerances in driver.TOLERANCES.items():
+        assert set(tolerances) == set(pd.read_csv(committed / name, nrows=0).columns), name
+        assert all(value >= 0 for value in tolerances.values())
+
+
 @pytest.mark.slow
-def test_run_end_to_end(mnist_root, tmp_path):
-    """`claims.py run` at toy sizes: trains three nets, measures, writes every file."""
+def test_quick_protocol_end_to_end(mnist_root, tmp_path):
+    """`claims.py run --quick` trains three nets, measures, and writes every file; the README
+    and CSV files hold results only, and the times are in provenance.json."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
     command = [
-        sys.executable, "experiments/claims.py", "run", "--steps", "100", "--seeds", "0,1",
-        "--population-batches", "4", "--timing-repeats", "2", "--out", str(tmp_path / "out"),
-        "--runs", str(tmp_path / "runs"), f"data.root={mnist_root}", "eval_every=50",
-        "probe.size=200", "device=cpu", "threads=1", "logger.wandb.mode=disabled",
+        sys.executable, "experiments/claims.py", "run", "--quick", "--out", str(out),
+        "--runs", str(runs), f"data.root={mnist_root}", "device=cpu",
+        "logger.wandb.mode=disabled",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "out" / "claims.csv")
-    assert len(table) == 15
-    passed = table.set_index("claim").verdict
-    assert (passed[[c for c in passed.index if c[0] in "123"]] == "pass").all()
-    assert passed["5. folded vs unfolded, float64: max |logit difference|"] == "pass"
-    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
-    assert provenance["settings"]["steps"] == 100
-    assert {p.name for p in (tmp_path / "runs").iterdir()} == {"plain", "bn_before", "bn_after"}
+    table = pd.read_csv(out / "claims.csv")
+    assert len(table) == 17
+    verdicts = table.set_index("claim").verdict
+    assert (verdicts[[c for c in verdicts.index if c[0] in "123"]] == "pass").all()
+    assert verdicts["5. folded vs unfolded, float64: max |logit difference|"] == "pass"
+    for step in (200, 400):
+        assert f"4. test accuracy at step {step}, BN before the sigmoid minus no BN" in verdicts
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["settings"]["protocol"] == "quick"
+    assert provenance["settings"]["steps"] == 400
+    assert len(provenance["timing"]["unfolded_s"]) == len(provenance["timing"]["folded_s"]) == 10
+    assert volatile_in(out, provenance) == []
+    assert {p.name for p in runs.iterdir()} == {"plain", "bn_before", "bn_after"}
+    assert "python experiments/claims.py run --quick" in (out / "README.md").read_text()

@@ -8,14 +8,17 @@ them at full size and logs what they return.
 2. `stats_backprop_toy`: without backprop through the batch mean a bias grows without bound.
 3. `bias_redundancy`: a bias before BN gets no gradient and does not change the output.
 4. (trained through the harness by experiments/claims.py: BN before vs after the sigmoid.)
-5. `fold_mlp`, `fold_agreement`, `time_inference`: inference BN folded into the linear layers.
+5. `fold_mlp`, `fold_agreement`, `time_inference`, `median_interval`: inference BN folded into
+   the linear layers, and whether that makes inference faster.
 6. `training_batches`, `population_statistics_accuracy`: Algorithm 2 vs moving averages.
 """
 
 import copy
+import math
 import time
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -266,6 +269,29 @@ def time_inference(models: dict[str, nn.Module], x: Tensor, repeats: int) -> pd.
             model(x)
             rows.append({"repeat": repeat, "model": name, "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """The median of `values` and a distribution-free interval for it, (median, low, high).
+
+    The interval runs from the j-th smallest to the j-th largest value, with the largest j for
+    which it covers the true median with probability >= `level`: the number of values below
+    the median is Binomial(n, 1/2), so the coverage is 1 - 2 P(B <= j - 1). It assumes only that
+    the values are independent draws from one distribution, and needs no random numbers, so
+    the same values always give the same interval. At 95% it needs at least 6 values.
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n = len(x)
+    j, below = 0, 0.0  # below = P(B <= j - 1)
+    while 2 * (below + math.comb(n, j) / 2**n) <= 1 - level:
+        below += math.comb(n, j) / 2**n
+        j += 1
+    if j == 0:
+        raise ValueError(
+            f"{n} values are too few for a {level:.0%} interval for their median: even the "
+            "range from the smallest to the largest covers it less often. Measure more."
+        )
+    return float(np.median(x)), float(x[j - 1]), float(x[n - j])
 
 
 # ---------------------------------------------------------------- 6. population statistics
