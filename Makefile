@@ -11,8 +11,12 @@ PORT ?= 6006
 # A package index to take torch and torchvision from before the project is installed, e.g. the
 # CPU-only build; empty: they come from PyPI with the project (a CUDA build on Linux x86_64).
 TORCH_INDEX ?=
+# QUICK=1: reproduce-* and verify run their short protocols (results under runs/, not results/).
+QUICK ?=
+QUICK_FLAG := $(if $(filter 1,$(QUICK)),--quick)
 
-.PHONY: help venv data reproduce-figure1 reproduce-claims figures test test-slow test-integration
+.PHONY: help venv data reproduce-figure1 reproduce-claims figures verify test test-slow
+.PHONY: test-integration
 .PHONY: browser bench lint format
 
 help:
@@ -20,6 +24,9 @@ help:
 	@echo "make reproduce-figure2  Figures 2 and 3 on the Fashion-MNIST proxy (PRESET=cpu|gpu): results/figure2/"
 	@echo "make reproduce-claims   measure claims about the transform (scale invariance, ...): results/claims/"
 	@echo "make figures            redraw every figure under results/ from its logged CSV files"
+	@echo "make verify             rerun every artifact under results/ and compare with the committed CSVs"
+	@echo "                        QUICK=1: the tiny protocols of results/reference/ (about a minute)"
+	@echo "make reproduce-* QUICK=1  a short protocol into runs/<name>-quick/, never over results/"
 	@echo "make test               fast tests (what CI runs first); make test-slow for the long ones"
 	@echo "make test-integration   multi-process, DDP, browser and notebook tests (CI runs them second)"
 	@echo "make browser            install Debian's chromium (as root) for the dashboard's browser test"
@@ -48,15 +55,20 @@ data: venv
 
 reproduce-figure1: venv
 	$(FETCH) mnist
-	$(PY) experiments/figure1.py run
+	$(PY) experiments/figure1.py run $(QUICK_FLAG)
 
 reproduce-claims: data
-	$(PY) experiments/claims.py run
+	$(PY) experiments/claims.py run $(QUICK_FLAG)
 
 figures: venv
 	$(PY) experiments/figure1.py draw
 	$(PY) experiments/figure2.py draw
 	$(PY) experiments/claims.py draw
+
+# Reruns every artifact under results/ (QUICK=1: results/reference/) into runs/verify/<time>/
+# and compares the CSV files; exits non-zero when one differs.
+verify: data
+	$(PY) experiments/verify.py $(QUICK_FLAG)
 
 test: data
 	$(PY) -m pytest
@@ -107,4 +119,4 @@ PRESET ?= cpu
 # Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (18-28 min on 2 cores) or gpu (1 GPU).
 reproduce-figure2: venv
 	$(FETCH) fashion_mnist
-	$(PY) experiments/figure2.py run --preset $(PRESET)
+	$(PY) experiments/figure2.py run $(if $(QUICK_FLAG),--quick,--preset $(PRESET))

@@ -72,12 +72,61 @@ def test_collect_writes_the_documented_columns(figure1_csvs) -> None:
     curves = pd.read_csv(figure1_csvs / "curves.csv")
     summary = pd.read_csv(figure1_csvs / "summary.csv")
     assert list(curves.columns) == ["variant", "seed", "step", "test_acc", "p15", "p50", "p85"]
-    assert list(summary.columns)[:5] == ["variant", "seed", "final_test_acc", "steps", "wall_s"]
+    assert list(summary.columns) == ["variant", "seed", "final_test_acc", "steps", "status"]
     assert set(curves.variant) == set(summary.variant) == {"plain", "bn"}
     assert len(summary) == 4 and (summary.steps == 200).all()
     bn_final = summary[summary.variant == "bn"].final_test_acc
     plain_final = summary[summary.variant == "plain"].final_test_acc
     assert bn_final.min() > plain_final.max(), "after 200 steps BN is far ahead of the plain net"
+
+
+def test_volatile_values_are_in_provenance_only(figure1_csvs, tmp_path) -> None:
+    """Wall times, date, machine, commit and the command as typed go to provenance.json; the
+    CSV files and README.md hold results and the protocol, the same on every faithful run."""
+    provenance = json.loads((figure1_csvs / "provenance.json").read_text())
+    assert set(provenance["wall_s"]) == {"plain", "bn"}
+    assert {"date", "git", "hardware", "runs_dir", "command"} <= set(provenance)
+    for name in ("curves.csv", "summary.csv", "provenance.json"):
+        shutil.copy(figure1_csvs / name, tmp_path / name)
+    provenance["command"] = "python experiments/figure1.py run --quick --out /elsewhere"
+    (tmp_path / "provenance.json").write_text(json.dumps(provenance))
+    assert run_driver("draw", "--out", str(tmp_path)).returncode == 0
+    readme = (tmp_path / "README.md").read_text()
+    assert "- command: `python experiments/figure1.py run --quick`" in readme
+    assert (
+        "- protocol: 200 steps for each of the seeds 0, 1; test accuracy on the test set "
+        "every 100 steps, the percentiles every 50 steps" in readme
+    )
+    for volatile in (provenance["date"], str(provenance["wall_s"]["bn"]), "/elsewhere"):
+        assert volatile not in readme
+    for name in ("curves.csv", "summary.csv"):
+        assert "wall" not in (tmp_path / name).read_text()
+
+
+@pytest.mark.parametrize(
+    ("command", "stable"),
+    [
+        ("python experiments/figure1.py run", "python experiments/figure1.py run"),
+        (
+            "python experiments/figure1.py run --out /tmp/a --quick --runs=/tmp/b steps=5",
+            "python experiments/figure1.py run --quick steps=5",
+        ),
+    ],
+)
+def test_stable_command_drops_the_folders(command, stable) -> None:
+    assert load_driver().stable_command(command) == stable
+
+
+def test_the_default_protocol_is_the_committed_one() -> None:
+    """`python experiments/figure1.py run` trains what results/figure1/ was made with."""
+    provenance = json.loads((REPO / "results" / "figure1" / "provenance.json").read_text())
+    driver = load_driver()
+    for config in provenance["config"].values():
+        assert config["seeds"] == [int(s) for s in driver.DEFAULT_SEEDS.split(",")]
+        assert config["steps"] == 50000
+    assert driver.stable_command(provenance["command"]) == "python experiments/figure1.py run"
+    experiment = (REPO / "configs" / "experiment" / "figure1.yaml").read_text()
+    assert "\nsteps: 50000\n" in experiment
 
 
 def test_draw_works_from_the_csv_files_alone(figure1_csvs, tmp_path) -> None:
@@ -208,3 +257,25 @@ def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(
     result = run_driver("collect", "--runs", str(runs), "--out", str(out))
     assert_refused(result, expected.format(runs=runs))
     assert snapshot(out) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "seeds", "steps", "out"),
+    [
+        ([], "0,1,2", None, REPO / "results" / "figure1"),
+        (["--quick"], "0,1", 1000, REPO / "runs" / "figure1-quick"),
+        (["--quick", "--out", "elsewhere", "--seeds", "3"], "3", 1000, Path("elsewhere")),
+    ],
+    ids=["committed protocol", "quick", "quick elsewhere"],
+)
+def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, seeds, steps, out) -> None:
+    """`run` alone is the committed protocol, into results/figure1/; `--quick` writes its
+    results under runs/figure1-quick/ unless `--out` says otherwise."""
+    driver, calls = load_driver(), {}
+    monkeypatch.setattr(driver, "train", lambda *a: calls.update(train=a))
+    monkeypatch.setattr(driver, "collect", lambda *a: calls.update(collect=a))
+    monkeypatch.setattr(driver, "draw", lambda *a: calls.update(draw=a))
+    monkeypatch.setattr(sys, "argv", ["experiments/figure1.py", "run", *args])
+    driver.main()
+    assert calls["train"][:2] == (seeds, steps)
+    assert calls["collect"][1] == calls["draw"][0] == out

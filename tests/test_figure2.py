@@ -56,7 +56,6 @@ def synthetic(seeds=(0, 1)) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "status": "diverged" if diverged else "completed",
                     "diverged_at_step": diverged,
                     "steps": last,
-                    "wall_s": 10.0,
                 }
             )
     return pd.concat(curves), pd.DataFrame(summary)
@@ -148,7 +147,7 @@ def fake_sweep(root: Path) -> Path:
         info = {
             "status": r.status,
             "steps": int(r.steps),
-            "wall_s": r.wall_s,
+            "wall_s": 10.0,
             "started": "2026-01-01T00:00:00+0000",
             "git": {"commit": None, "dirty": None},
             "hardware": {},
@@ -253,3 +252,70 @@ def test_draw_refuses_incomplete_results_and_writes_nothing(tmp_path, damage, ex
     before = snapshot(tmp_path)
     assert_refused(run_driver("draw", "--out", str(tmp_path)), expected)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "preset", "out"),
+    [
+        ([], figure2.PRESETS["cpu"], "cpu", REPO / "results" / "figure2"),
+        (["--preset", "gpu"], figure2.PRESETS["gpu"], "gpu", REPO / "results" / "figure2"),
+        (["--quick"], figure2.QUICK, "quick", REPO / "runs" / "figure2-quick"),
+        (["--quick", "--out", "elsewhere"], figure2.QUICK, "quick", Path("elsewhere")),
+    ],
+    ids=["committed protocol", "gpu", "quick", "quick elsewhere"],
+)
+def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, settings, preset, out):
+    """`run` alone is the committed protocol (the cpu preset), into results/figure2/;
+    `--quick` writes its results under runs/figure2-quick/ unless `--out` says otherwise."""
+    calls = {}
+    monkeypatch.setattr(figure2, "train", lambda *a: calls.update(train=a))
+    monkeypatch.setattr(figure2, "collect", lambda *a: calls.update(collect=a))
+    monkeypatch.setattr(figure2, "draw", lambda *a: calls.update(draw=a))
+    monkeypatch.setattr(sys, "argv", ["experiments/figure2.py", "run", *args])
+    figure2.main()
+    assert calls["train"][0] is settings
+    assert calls["collect"][1] == calls["draw"][0] == out
+    assert calls["collect"][3] == preset
+
+
+def test_quick_and_a_preset_are_refused_together() -> None:
+    result = run_driver("run", "--quick", "--preset", "cpu")
+    assert result.returncode == 2
+    assert "--quick is a protocol of its own; drop --preset cpu" in result.stderr
+
+
+def test_the_default_protocol_is_the_committed_one() -> None:
+    """The cpu preset is what trained results/figure2/: every one of its overrides is in the
+    committed sweep's command, and so are its seeds."""
+    provenance = json.loads((REPO / "results" / "figure2" / "provenance.json").read_text())
+    assert provenance["preset"] == "cpu"
+    typed = provenance["sweep_command"].split()
+    assert set(figure2.PRESETS["cpu"]["overrides"]) <= set(typed)
+    assert f"seeds=[{figure2.PRESETS['cpu']['seeds']}]" in typed
+
+
+def test_volatile_values_are_in_provenance_only(tmp_path) -> None:
+    """Wall times go to provenance.json, per run; the CSV files and README.md hold results and
+    the protocol, the same on every faithful run."""
+    figure2.collect(fake_sweep(tmp_path / "runs"), tmp_path / "out", "python x --out y", "cpu")
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["wall_s"]["bn_x5_seed1"] == 10.0
+    assert "wall_s" not in (tmp_path / "out" / "summary.csv").read_text()
+    assert run_driver("draw", "--out", str(tmp_path / "out")).returncode == 0
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "command: `python x`" in readme
+    for volatile in (provenance["date"], "wall time (s)", "runs_dir", str(tmp_path)):
+        assert volatile not in readme
+
+
+@pytest.mark.integration
+def test_quick_protocol_reproduces_its_reference(tmp_path) -> None:
+    """`python experiments/verify.py --quick --only figure2`: the seven variants' quick runs
+    give results/reference/figure2/ again."""
+    result = subprocess.run(
+        [sys.executable, "experiments/verify.py", "--quick", "--only", "figure2",
+         "--scratch", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| figure2 | identical | — |" in result.stdout
