@@ -592,7 +592,7 @@ VOLATILE = [
     (r"\b\d{4}-\d{2}-\d{2}\b", "a date"),
     (r"\b[0-9a-f]{40}\b", "a commit"),
     (r"(?i)\b(xeon|epyc|ryzen|intel|amd|apple m\d)\b", "a CPU name"),
-    (r"(?i)wall time|\bwall_s\b|seconds|\bms\b", "a wall time"),
+    (r"\b\d[\d,.]*\s*(s|ms|sec|seconds|min|minutes|h)\b", "a duration"),
 ]
 
 
