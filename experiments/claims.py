@@ -154,14 +154,14 @@ CSV_FILES = {
 }  # fmt: skip
 COLUMNS = {name: columns for files in CSV_FILES.values() for name, columns in files.items()}
 # For comparing a rerun on another CPU model with the committed files (`make verify`): file ->
-# column -> the largest |rerun - committed| that float rounding explains; a cell empty in one
-# file must be empty in the other, and 0 means exact (keys, counts, text, verdicts). Chosen
-# from the committed run (AMD EPYC) against the one before it (Intel Xeon; same computation,
-# data and torch): 10 times the largest difference seen, rounded up to a power of ten; where
-# none was seen, 10 ulps of the column's largest value, so rounded, or one test image in
-# 10,000 for prediction_agreement. Seen: claims 1-3 (float64) differ in their last bits only,
-# claim 4's 50,000 steps did not drift apart (train_loss within 3e-6, test_acc within one test
-# image, in 2 rows), and claim 6, on the same net, not at all (its test_acc gets claim 4's
+# column -> the largest |rerun - committed| that float rounding explains. A column not listed
+# is compared exactly (tolerance 0): keys, steps, seeds, counts, text and verdicts. Chosen from
+# the committed run (AMD EPYC) against the one before it (Intel Xeon; same computation, data
+# and torch): 10 times the largest difference seen, rounded up to a power of ten; where none
+# was seen, 10 ulps of the column's largest value, so rounded, or one test image in 10,000 for
+# prediction_agreement. Seen: claims 1-3 (float64) differ in their last bits only, claim 4's
+# 50,000 steps did not drift apart (train_loss within 3e-6, test_acc within one test image,
+# in 2 rows), and claim 6, on the same net, not at all (its test_acc gets claim 4's
 # tolerance). One exception: max_abs_diff moved 1.7e-6 (an ulp of the float32 logits), and the
 # rule's 1e-4 would be ten times its threshold: it gets 1e-5, the threshold itself (its float64
 # rows share the column). claims.csv's `measured` is not compared (inf): it is computed from
@@ -169,29 +169,19 @@ COLUMNS = {name: columns for files in CSV_FILES.values() for name, columns in fi
 # machine that timed it. Every other verdict must match.
 TOLERANCES: dict[str, dict[str, float]] = {
     "scale_invariance.csv": {
-        "a": 0, "eps": 0, "out_dev": 1e-14, "du_dev": 1e-14, "dw_dev": 1e-14, "dw_norm": 1e-12,
+        "out_dev": 1e-14, "du_dev": 1e-14, "dw_dev": 1e-14, "dw_norm": 1e-12,
         "dw_norm_at_1": 1e-13,
     },
-    "stats_backprop.csv": {
-        "step": 0, "stats_backprop": 0, "b_norm": 1e-12, "b_drift": 1e-12, "loss": 1e-14,
-    },
+    "stats_backprop.csv": {"b_norm": 1e-12, "b_drift": 1e-12, "loss": 1e-14},
     "bias_redundancy.csv": {
-        "trial": 0, "bias_norm": 1e-13, "bias_grad_norm": 1e-13, "weight_grad_norm": 1e-12,
-        "out_dev": 1e-14,
+        "bias_norm": 1e-13, "bias_grad_norm": 1e-13, "weight_grad_norm": 1e-12, "out_dev": 1e-14,
     },
-    "bn_position_curves.csv": {
-        "variant": 0, "seed": 0, "step": 0, "train_loss": 1e-4, "test_acc": 1e-3,
-    },
+    "bn_position_curves.csv": {"train_loss": 1e-4, "test_acc": 1e-3},
     "folding_agreement.csv": {
-        "seed": 0, "max_abs_diff": 1e-5, "max_rel_diff": 1e-6, "prediction_agreement": 1e-4,
-        "dtype": 0,
+        "max_abs_diff": 1e-5, "max_rel_diff": 1e-6, "prediction_agreement": 1e-4,
     },
-    "population_statistics.csv": {
-        "seed": 0, "statistics": 0, "n_batches": 0, "test_acc": 1e-3,
-    },
-    "claims.csv": {
-        "claim": 0, "measured": math.inf, "threshold": 0, "verdict": 0, "threshold_fixed": 0,
-    },
+    "population_statistics.csv": {"test_acc": 1e-3},
+    "claims.csv": {"measured": math.inf},
 }  # fmt: skip
 OPTIONAL = {"bn_position_curves.csv": ("train_loss", "test_acc")}  # may be empty in a row
 RUN_FIX = "run the measurements again with `python experiments/claims.py run`"
