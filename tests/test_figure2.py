@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -311,11 +312,12 @@ def test_volatile_values_are_in_provenance_only(tmp_path) -> None:
 @pytest.mark.integration
 def test_quick_protocol_reproduces_its_reference(tmp_path) -> None:
     """`python experiments/verify.py --quick --only figure2`: the seven variants' quick runs
-    give results/reference/figure2/ again."""
+    give results/reference/figure2/ again (byte for byte on the CPU model that made it, within
+    TOLERANCES on another: CPU kernels round differently)."""
     result = subprocess.run(
         [sys.executable, "experiments/verify.py", "--quick", "--only", "figure2",
          "--scratch", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "| figure2 | identical | — |" in result.stdout
+    assert re.search(r"\| figure2 \| (identical|within tolerance) \|", result.stdout)

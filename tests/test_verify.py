@@ -3,6 +3,7 @@ figure1 end to end (rerun, collect, and a reference that no longer matches)."""
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -155,12 +156,13 @@ def test_bad_options_are_refused(args, expected) -> None:
 
 @pytest.mark.integration
 def test_quick_figure1_end_to_end(tmp_path, mnist_root, monkeypatch) -> None:
-    """The quick protocol reruns to the committed reference byte for byte; collecting the
-    same runs again does too; a reference that no longer matches is reported and fails."""
+    """The quick protocol reruns to the committed reference (byte for byte on the CPU model
+    that made it, within TOLERANCES on another: CPU kernels round differently); collecting the
+    same runs again gives the same; a reference that no longer matches is reported and fails."""
     scratch = tmp_path / "scratch"
     result = run_verify("--quick", "--only", "figure1", "--scratch", str(scratch))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "| figure1 | identical | — |" in result.stdout
+    assert re.search(r"\| figure1 \| (identical|within tolerance) \|", result.stdout)
     provenance = json.loads((scratch / "figure1" / "provenance.json").read_text())
     assert (
         "wall_s" in provenance and "wall_s" not in (scratch / "figure1" / "summary.csv").read_text()
@@ -177,7 +179,11 @@ def test_quick_figure1_end_to_end(tmp_path, mnist_root, monkeypatch) -> None:
         str(tmp_path / "b"),
     )
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "| figure1 | identical | — |" in again.stdout
+    assert re.search(r"\| figure1 \| (identical|within tolerance) \|", again.stdout)
+    for name in ("curves.csv", "summary.csv"):  # collecting the same runs: the same bytes
+        assert (tmp_path / "b" / "figure1" / name).read_bytes() == (
+            scratch / "figure1" / name
+        ).read_bytes()
 
     reference = tmp_path / "reference"
     shutil.copytree(REPO / "results" / "reference", reference)
