@@ -881,23 +881,7 @@ def draw_folding(agreement: pd.DataFrame, speedup: Check, out_dir: Path) -> list
     axes[0].legend(fontsize=7)
     axes[0].set_title(f"(a) inference speed-up: {speedup.verdict()}")
 
-    seeds = sorted(agreement.seed.unique())
-    dtypes = list(agreement.dtype.unique())
-    width = 0.8 / len(dtypes)
-    for i, dtype in enumerate(dtypes):
-        rows = agreement[agreement.dtype == dtype].set_index("seed").reindex(seeds)
-        positions = [j + (i - (len(dtypes) - 1) / 2) * width for j in range(len(seeds))]
-        values = rows.max_abs_diff.clip(lower=plots.ZERO_FLOOR)
-        axes[1].bar(positions, values, width, label=dtype, color=f"C{i + 2}")
-    axes[1].set_xticks(range(len(seeds)), [str(seed) for seed in seeds])
-    axes[1].axhline(1e-5, color="k", linestyle="--", linewidth=1, label="1e-5 (float32)")
-    axes[1].axhline(1e-10, color="k", linestyle=":", linewidth=1, label="1e-10 (float64)")
-    axes[1].set_yscale("log")
-    axes[1].set_ylim(top=1e-1)  # room for the legend above the float32 bars
-    axes[1].set_xlabel("seed")
-    axes[1].set_ylabel("max |logit difference|, folded vs not")
-    axes[1].legend(fontsize=7, ncols=2, loc="upper right")
-    axes[1].set_title("(b) same function")
+    plots.folding_agreement_panel(axes[1], agreement)
     fig.tight_layout()
     return plots.save_figure(fig, out_dir, "claim5_folding")
 

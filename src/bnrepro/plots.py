@@ -212,6 +212,28 @@ def claim_bn_position(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "claim4_bn_position")
 
 
+def folding_agreement_panel(ax: plt.Axes, agreement: pd.DataFrame) -> None:
+    """Claim 5(b): the largest |logit difference| between the folded and the unfolded net, per
+    seed and dtype, from `agreement` (seed, dtype, max_abs_diff), against each dtype's bound."""
+    seeds = sorted(agreement.seed.unique())
+    dtypes = list(agreement.dtype.unique())
+    width = 0.8 / len(dtypes)
+    for i, dtype in enumerate(dtypes):
+        rows = agreement[agreement.dtype == dtype].set_index("seed").reindex(seeds)
+        positions = [j + (i - (len(dtypes) - 1) / 2) * width for j in range(len(seeds))]
+        values = rows.max_abs_diff.clip(lower=ZERO_FLOOR)
+        ax.bar(positions, values, width, label=dtype, color=f"C{i + 2}")
+    ax.set_xticks(range(len(seeds)), [str(seed) for seed in seeds])
+    ax.axhline(1e-5, color="k", linestyle="--", linewidth=1, label="1e-5 (float32)")
+    ax.axhline(1e-10, color="k", linestyle=":", linewidth=1, label="1e-10 (float64)")
+    ax.set_yscale("log")
+    ax.set_ylim(top=1e-1)  # room for the legend above the float32 bars
+    ax.set_xlabel("seed")
+    ax.set_ylabel("max |logit difference|, folded vs not")
+    ax.legend(fontsize=7, ncols=2, loc="upper right")
+    ax.set_title("(b) same function")
+
+
 def claim_folding(agreement: pd.DataFrame, timing: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Claim 5: (a) inference time per repeat, unfolded and folded, from `timing` (repeat,
     model, seconds); (b) the largest |logit difference| per seed and dtype from `agreement`
@@ -236,23 +258,7 @@ def claim_folding(agreement: pd.DataFrame, timing: pd.DataFrame, out_dir: Path) 
     axes[0].legend()
     axes[0].set_title("(a) inference time")
 
-    seeds = sorted(agreement.seed.unique())
-    dtypes = list(agreement.dtype.unique())
-    width = 0.8 / len(dtypes)
-    for i, dtype in enumerate(dtypes):
-        rows = agreement[agreement.dtype == dtype].set_index("seed").reindex(seeds)
-        positions = [j + (i - (len(dtypes) - 1) / 2) * width for j in range(len(seeds))]
-        values = rows.max_abs_diff.clip(lower=ZERO_FLOOR)
-        axes[1].bar(positions, values, width, label=dtype, color=f"C{i + 2}")
-    axes[1].set_xticks(range(len(seeds)), [str(seed) for seed in seeds])
-    axes[1].axhline(1e-5, color="k", linestyle="--", linewidth=1, label="1e-5 (float32)")
-    axes[1].axhline(1e-10, color="k", linestyle=":", linewidth=1, label="1e-10 (float64)")
-    axes[1].set_yscale("log")
-    axes[1].set_ylim(top=1e-1)  # room for the legend above the float32 bars
-    axes[1].set_xlabel("seed")
-    axes[1].set_ylabel("max |logit difference|, folded vs not")
-    axes[1].legend(fontsize=7, ncols=2, loc="upper right")
-    axes[1].set_title("(b) same function")
+    folding_agreement_panel(axes[1], agreement)
     fig.tight_layout()
     return save_figure(fig, out_dir, "claim5_folding")
 
