@@ -174,6 +174,8 @@ class Run:
         self.resume_keys, self.main = resume_keys, main_process
         self.broadcast, self.sync_stop, self.stop_every = broadcast, sync_stop, stop_every
         self.seeds = list(cfg.seeds)
+        # Plain ints for the per-step checks: reading an OmegaConf node costs microseconds.
+        self.total_steps, self.checkpoint_every = int(cfg.steps), int(cfg.checkpoint_every)
         self.checkpoint: dict[str, Any] | None = None
         self.start_step = self.step = 0
         self.diverged_at: dict[int, int] = {}
@@ -348,7 +350,6 @@ class Run:
                 resume = {**resume, "step": self.checkpoint["step"]}
             self.logger = RunLogger(self.dir, self.cfg, self.columns, resume=resume)
             print(f"bnrepro: run directory {self.dir}", flush=True)
-        self._held_run = True
         if self.checkpoint is None:
             self.save_checkpoint()
 
@@ -358,8 +359,8 @@ class Run:
         """Yields each step to train, start+1 .. cfg.steps: the body trains from step - 1 to
         step and logs what is due at `step`. Between two steps, the due checkpoint is written,
         and the run stops after a signal or once every seed has diverged."""
-        every = self.cfg.checkpoint_every
-        while self.step < self.cfg.steps and len(self.diverged_at) < len(self.seeds):
+        every = self.checkpoint_every
+        while self.step < self.total_steps and len(self.diverged_at) < len(self.seeds):
             if every and self.step > self.start_step and self.step % every == 0:
                 self.save_checkpoint()
             if self._stop_requested():
@@ -370,7 +371,7 @@ class Run:
 
     def due(self, step: int, *every: int) -> bool:
         """Whether `step` is a multiple of any of `every`, or the last step."""
-        return step == self.cfg.steps or any(step % e == 0 for e in every)
+        return step == self.total_steps or any(step % e == 0 for e in every)
 
     def log(self, rows: list[dict[str, Any]]) -> None:
         """Logs one row per seed of a step; a seed whose train_loss is non-finite diverged."""

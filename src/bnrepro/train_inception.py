@@ -569,12 +569,14 @@ def proxy_pipeline(
     def normalize(x: torch.Tensor) -> torch.Tensor:
         return ((x - data.mean) / data.std).contiguous(memory_format=memory_format)
 
+    crop_padding, flip = cfg.data.crop_padding, cfg.data.flip
+
     def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = order.batch(step).to(data.x_train.device)
         x = distort(
             data.x_train[index],
-            cfg.data.crop_padding,
-            cfg.data.flip,
+            crop_padding,
+            flip,
             settings.distortion,
             generator,
         )
@@ -778,8 +780,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "loss_count": loss_count,
             }
 
+        decay_rate = cfg.optim.decay_rate
+
         def lr_at(step: int) -> float:
-            return learning_rate(step, settings.lr, cfg.optim.decay_rate, settings.decay_steps)
+            return learning_rate(step, settings.lr, decay_rate, settings.decay_steps)
 
         def log(step: int) -> None:
             """The mean loss since the last log (non-finite if any step's was, or if any
@@ -818,6 +822,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             unit="step",
             disable=not (replicas.main and sys.stderr.isatty()),
         )
+        log_every, eval_every = cfg.log_every, cfg.eval_every
         with progress:
             if run.start_step == 0:
                 log(0)
@@ -827,7 +832,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 loss_sum = loss_sum + train_step(*next_batch(step - 1))
                 loss_count += 1
                 progress.update(1)
-                if run.due(step, cfg.log_every, cfg.eval_every):
+                if run.due(step, log_every, eval_every):
                     log(step)
                     loss_sum, loss_count = torch.zeros((), device=device), 0
         info = run.finish(model.state_dict())

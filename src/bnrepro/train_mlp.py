@@ -388,12 +388,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         progress = tqdm(
             total=cfg.steps, initial=run.start_step, unit="step", disable=not sys.stderr.isatty()
         )
+        probe_every, eval_every = cfg.probe.every, cfg.eval_every
         with progress:
             if run.start_step == 0:
                 log(0)
             for step in run.steps():
                 loss = train_step(sampler.batch(step - 1))
                 progress.update(1)
-                if run.due(step, cfg.probe.every, cfg.eval_every):
+                if run.due(step, probe_every, eval_every):
                     log(step)
         return run.finish(model.state_dict())
