@@ -29,37 +29,82 @@ RUNS = {
 }
 
 
-def synthetic(seeds=(0, 1)) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Curves rising linearly from 0.1 to their final accuracy, then flat, every 10 steps."""
-    curves, summary = [], []
+def curve(final: float, rise: int, diverged: int | None) -> pd.DataFrame:
+    """Held-out accuracy rising linearly from 0.1 to `final` in `rise` steps, then flat,
+    every 10 steps up to 1,000 (or up to `diverged`)."""
     steps = np.arange(0, 1001, 10)
-    for variant, (final, rise, diverged) in RUNS.items():
-        for seed in seeds:
-            accuracy = 0.1 + (final - 0.1) * np.minimum(steps / rise, 1.0)
-            last = diverged if diverged is not None else steps[-1]
-            kept = steps <= last
-            curves.append(
-                pd.DataFrame(
-                    {
-                        "variant": variant,
-                        "seed": seed,
-                        "step": steps[kept],
-                        "train_loss": 1.0,
-                        "lr": 0.01,
-                        "test_acc": accuracy[kept],
-                    }
-                )
-            )
+    steps = steps[steps <= (diverged if diverged is not None else steps[-1])]
+    accuracy = 0.1 + (final - 0.1) * np.minimum(steps / rise, 1.0)
+    return pd.DataFrame({"step": steps, "train_loss": 1.0, "lr": 0.01, "test_acc": accuracy})
+
+
+def build(runs: dict[str, list[tuple]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """curves.csv and summary.csv of `runs`: variant -> one (final, rise, diverged) per seed,
+    seeds numbered from 0."""
+    curves, summary = [], []
+    for variant, seeds in runs.items():
+        for seed, (final, rise, diverged) in enumerate(seeds):
+            run = curve(final, rise, diverged)
+            curves.append(run.assign(variant=variant, seed=seed)[list(figure2.CURVE_COLUMNS)])
             summary.append(
                 {
                     "variant": variant,
                     "seed": seed,
                     "status": "diverged" if diverged else "completed",
-                    "diverged_at_step": diverged,
-                    "steps": last,
+                    "diverged_at_step": np.nan if diverged is None else float(diverged),
+                    "steps": run.step.iloc[-1],
                 }
             )
     return pd.concat(curves), pd.DataFrame(summary)
+
+
+def synthetic(seeds: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every variant of RUNS, each seed alike."""
+    return build({variant: [run] * seeds for variant, run in RUNS.items()})
+
+
+# The ladder's own rungs for seed 0: (family, multiplier) -> (final, rise, diverged).
+LADDER_RUNS = {
+    ("inception", 2): (0.81, 700, None),
+    ("inception", 10): (0.20, 30, 30),
+    ("inception", 30): (0.10, 10, 10),
+    ("bn_recipe", 1): (0.83, 300, None),
+    ("bn_recipe", 2): (0.84, 200, None),
+    ("bn_recipe", 10): (0.85, 120, None),
+}
+
+
+def synthetic_ladder(
+    curves: pd.DataFrame, summary: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ladder.csv and ladder_summary.csv as `collect` writes them: LADDER_RUNS, and the main
+    sweep's seed-0 runs (`curves`, `summary`) for the rungs it holds."""
+    parts, rows = [], []
+    for (family, multiplier), run in LADDER_RUNS.items():
+        ladder, ladder_summary = build({"ladder": [run]})
+        parts.append(ladder.assign(family=family, multiplier=multiplier))
+        rows.append(ladder_summary.assign(family=family, multiplier=multiplier, source="ladder"))
+    for (family, multiplier), variant in figure2.LADDER_REUSED.items():
+        rung = {"family": family, "multiplier": multiplier}
+        parts.append(curves[(curves.variant == variant) & (curves.seed == 0)].assign(**rung))
+        main = summary[(summary.variant == variant) & (summary.seed == 0)]
+        rows.append(main.assign(source=variant, **rung))
+    keys = figure2.LADDER_KEYS
+    ladder = pd.concat(parts).sort_values([*keys, "step"])[list(figure2.LADDER_COLUMNS)]
+    ladder_summary = pd.concat(rows).sort_values(keys)[list(figure2.LADDER_SUMMARY_COLUMNS)]
+    return ladder, ladder_summary
+
+
+def write_inputs(folder: Path, curves: pd.DataFrame, summary: pd.DataFrame) -> None:
+    """The CSV files `draw` reads: `curves`, `summary` and a ladder made with them."""
+    ladder, ladder_summary = synthetic_ladder(curves, summary)
+    for name, frame in (
+        ("curves.csv", curves),
+        ("summary.csv", summary),
+        ("ladder.csv", ladder),
+        ("ladder_summary.csv", ladder_summary),
+    ):
+        frame.to_csv(folder / name, index=False)
 
 
 def test_table_measures_steps_to_inceptions_maximum_and_speedups() -> None:
@@ -76,14 +121,12 @@ def test_table_measures_steps_to_inceptions_maximum_and_speedups() -> None:
     assert table.diverged_at_step["inception_x5"] == 60
     assert table.max_acc["bn_x30"] == pytest.approx(0.86)
     assert table.paper_speedup["bn_x5"] == pytest.approx(31.0 / 2.1)
-    verdicts = {claim: holds for claim, _, holds in figure2.verdicts(table.reset_index())}
-    assert all(verdicts.values()), verdicts
+    verdicts = {claim: verdict for claim, _, _, verdict in figure2.verdicts(table.reset_index())}
+    assert set(verdicts.values()) == {"yes"}, verdicts
 
 
 def test_draw_works_from_the_csv_files_alone(tmp_path) -> None:
-    curves, summary = synthetic()
-    curves.to_csv(tmp_path / "curves.csv", index=False)
-    summary.to_csv(tmp_path / "summary.csv", index=False)
+    write_inputs(tmp_path, *synthetic())
     result = subprocess.run(
         [sys.executable, "experiments/figure2.py", "draw", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -91,10 +134,17 @@ def test_draw_works_from_the_csv_files_alone(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "figure2.png").stat().st_size > 10_000
     assert (tmp_path / "figure2.pdf").read_bytes().startswith(b"%PDF")
+    assert (tmp_path / "ladder.png").stat().st_size > 10_000
     readme = (tmp_path / "README.md").read_text()
-    assert "| BN-x5 | 100 | 0.8400 | 10.0x | 2.1M | 73.0% | 14.8x |" in readme
+    assert (
+        "| BN-x5 | 100 | 100–100 | 0.8400 [0.8400, 0.8400] | 10.0x [10.0x, 10.0x] | 100.0% | "
+        "2.1M | 73.0% | 14.8x |"
+    ) in readme
     assert "diverged at step 60" in readme
+    assert "Diverged: Inception at x5, x10, x30; the BN recipe at no rate." in readme
     assert len(pd.read_csv(tmp_path / "table.csv")) == len(RUNS)
+    assert len(pd.read_csv(tmp_path / "seeds.csv")) == 2 * len(RUNS)
+    assert len(pd.read_csv(tmp_path / "ladder_table.csv")) == 10
 
 
 def test_committed_results_redraw(tmp_path) -> None:
@@ -102,15 +152,18 @@ def test_committed_results_redraw(tmp_path) -> None:
     committed = REPO / "results" / "figure2"
     if not (committed / "curves.csv").exists():
         pytest.skip("results/figure2 has not been generated in this checkout")
-    for name in ("curves.csv", "summary.csv", "provenance.json"):
+    if not (committed / "ladder.csv").exists():
+        pytest.skip("results/figure2 predates the learning-rate ladder: `make reproduce-figure2`")
+    for name in ("curves.csv", "summary.csv", "ladder.csv", "ladder_summary.csv"):
         shutil.copy(committed / name, tmp_path / name)
+    shutil.copy(committed / "provenance.json", tmp_path / "provenance.json")
     result = subprocess.run(
         [sys.executable, "experiments/figure2.py", "draw", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "README.md").read_text() == (committed / "README.md").read_text()
-    assert (tmp_path / "table.csv").read_text() == (committed / "table.csv").read_text()
+    for name in ("README.md", "table.csv", "seeds.csv", "checks.csv", "ladder_table.csv"):
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), name
 
 
 def run_driver(*args: str) -> subprocess.CompletedProcess:
@@ -132,29 +185,44 @@ def assert_refused(result: subprocess.CompletedProcess, expected: str) -> None:
     assert expected in result.stderr
 
 
+def fake_run(run_dir: Path, config: str, metrics: pd.DataFrame, r) -> None:
+    """A finished run as the trainer leaves it: `config` (config.yaml), `metrics` and a
+    run.json from `r` (a row of summary.csv or ladder_summary.csv)."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config)
+    metrics[list(figure2.METRIC_COLUMNS)].to_csv(run_dir / "metrics.csv", index=False)
+    diverged = None if pd.isna(r.diverged_at_step) else int(r.diverged_at_step)
+    seed = {"seed": r.seed, "status": r.status, "diverged_at_step": diverged}
+    info = {
+        "status": r.status,
+        "steps": int(r.steps),
+        "wall_s": 10.0,
+        "started": "2026-01-01T00:00:00+0000",
+        "git": {"commit": None, "dirty": None},
+        "hardware": {},
+        "seeds": [seed],
+    }
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+
 def fake_sweep(root: Path) -> Path:
     """A sweep directory as `run` leaves it, one finished run per variant and seed of
-    `synthetic()`: config.yaml, metrics.csv and run.json."""
+    `synthetic()`, and the ladder's own rungs (LADDER_RUNS) under ladder/<family>/."""
     curves, summary = synthetic()
     for r in summary.itertuples():
-        run_dir = root / f"{r.variant}_seed{r.seed}"
-        run_dir.mkdir(parents=True)
-        (run_dir / "config.yaml").write_text(f"model:\n  variant: {r.variant}\nseeds: [{r.seed}]\n")
+        config = f"model:\n  variant: {r.variant}\nseeds: [{r.seed}]\n"
         rows = curves[(curves.variant == r.variant) & (curves.seed == r.seed)]
-        metrics = rows[["step", "seed", "train_loss", "lr", "test_acc"]]
-        metrics.to_csv(run_dir / "metrics.csv", index=False)
-        diverged = None if pd.isna(r.diverged_at_step) else int(r.diverged_at_step)
-        seed = {"seed": r.seed, "status": r.status, "diverged_at_step": diverged}
-        info = {
-            "status": r.status,
-            "steps": int(r.steps),
-            "wall_s": 10.0,
-            "started": "2026-01-01T00:00:00+0000",
-            "git": {"commit": None, "dirty": None},
-            "hardware": {},
-            "seeds": [seed],
-        }
-        (run_dir / "run.json").write_text(json.dumps(info))
+        fake_run(root / f"{r.variant}_seed{r.seed}", config, rows, r)
+    ladder, ladder_summary = synthetic_ladder(curves, summary)
+    for r in ladder_summary[ladder_summary.source == "ladder"].itertuples():
+        variant = figure2.LADDER_FAMILIES[r.family]
+        config = (
+            f"model:\n  variant: {variant}\nrecipe:\n  lr_multiplier: {float(r.multiplier)}\n"
+            f"seeds: [{r.seed}]\n"
+        )
+        rung = (ladder.family == r.family) & (ladder.multiplier == r.multiplier)
+        run_dir = root / "ladder" / r.family / f"x{r.multiplier}_seed{r.seed}"
+        fake_run(run_dir, config, ladder[rung & (ladder.seed == r.seed)], r)
     return root
 
 
@@ -167,6 +235,12 @@ def test_collect_gathers_a_whole_sweep(tmp_path) -> None:
     collected = pd.read_csv(tmp_path / "out" / "curves.csv")
     assert list(collected.columns) == list(curves.columns)
     assert len(collected) == len(curves)
+    ladder, ladder_summary = synthetic_ladder(curves, summary)
+    collected = pd.read_csv(tmp_path / "out" / "ladder_summary.csv")
+    expected = ladder_summary.reset_index(drop=True)
+    pd.testing.assert_frame_equal(collected, expected, check_dtype=False)
+    collected = pd.read_csv(tmp_path / "out" / "ladder.csv")
+    pd.testing.assert_frame_equal(collected, ladder.reset_index(drop=True), check_dtype=False)
 
 
 def interrupt(run_dir: Path) -> None:
@@ -196,11 +270,27 @@ def diverge(run_dir: Path) -> None:
         ),
         (
             lambda runs: [shutil.rmtree(d) for d in runs.iterdir()],
-            "{runs} holds no runs: there is no run.json below it.",
+            "{runs} holds no runs: there is no run.json below it outside {runs}/ladder.",
+        ),
+        (
+            lambda runs: shutil.rmtree(runs / "ladder"),
+            "{runs}/ladder is not a directory. Nothing was written. Fix: train the learning-rate "
+            "ladder",
+        ),
+        (
+            lambda runs: shutil.rmtree(runs / "ladder" / "bn_recipe" / "x10_seed0"),
+            "The sweep in {runs}/ladder is incomplete: no run of bn_recipe_x10 with seed 0.",
+        ),
+        (
+            lambda runs: interrupt(runs / "ladder" / "inception" / "x2_seed0"),
+            "{runs}/ladder/inception/x2_seed0: interrupted (Stopped by SIGTERM at step 500.)",
         ),
     ],
-    ids=["a stale job", "an interrupted job", "an unexpected divergence", "a job missing", "empty"],
-)
+    ids=[
+        "a stale job", "an interrupted job", "an unexpected divergence", "a job missing", "empty",
+        "no ladder", "a rung missing", "a rung interrupted",
+    ],
+)  # fmt: skip
 def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(tmp_path, damage, expected):
     runs, out = fake_sweep(tmp_path / "runs"), tmp_path / "out"
     curves, summary = synthetic()
@@ -247,6 +337,7 @@ def test_a_diverged_control_is_collected(tmp_path) -> None:
     ids=["a curve stops short", "a run missing", "a run crashed", "a curve logged twice"],
 )
 def test_draw_refuses_incomplete_results_and_writes_nothing(tmp_path, damage, expected) -> None:
+    write_inputs(tmp_path, *synthetic())
     curves, summary = damage(*synthetic())
     curves.to_csv(tmp_path / "curves.csv", index=False)
     summary.to_csv(tmp_path / "summary.csv", index=False)

@@ -183,20 +183,24 @@ def check_final_steps(
 # ---------------------------------------------------------------- runs
 
 
-def load_sweep(runs_dir: Path, fix: str) -> pd.DataFrame:
+def load_sweep(runs_dir: Path, fix: str, skip: Path | None = None) -> pd.DataFrame:
     """`load_runs(runs_dir)` with the column `variant` (the run's `model.variant`), after
-    checking that there are runs and that each has a readable run.json and a config.yaml."""
+    checking that there are runs and that each has a readable run.json and a config.yaml.
+    Runs under `skip` are left out: a second sweep trained into a folder of the first, which
+    is collected on its own."""
     if not runs_dir.is_dir():
         fail(f"{runs_dir} is not a directory.", fix)
-    found = run_dirs(runs_dir)
+    found = [d for d in run_dirs(runs_dir) if skip is None or not d.is_relative_to(skip)]
     if not found:
-        fail(f"{runs_dir} holds no runs: there is no run.json below it.", fix)
+        outside = f" outside {skip}" if skip is not None else ""
+        fail(f"{runs_dir} holds no runs: there is no run.json below it{outside}.", fix)
     for run_dir in found:
         rerun = f"rerun the run in {run_dir}, or move it out of the sweep, then collect again"
         read_json(run_dir / "run.json", rerun)
         if not (run_dir / "config.yaml").is_file():
             fail(f"{run_dir} holds a run.json but no config.yaml.", rerun)
-    return load_runs(runs_dir).rename(columns={"config.model.variant": "variant"})
+    runs = load_runs(runs_dir).rename(columns={"config.model.variant": "variant"})
+    return runs[runs.run_dir.isin([str(d) for d in found])].reset_index(drop=True)
 
 
 def check_runs(runs: pd.DataFrame, runs_dir: Path, accepted: Mapping[str, Collection[str]]) -> None:

@@ -1,0 +1,282 @@
+"""Figure 3 with several seeds, on synthetic curves (no training): bootstrap intervals over
+seeds, the three-valued verdicts, the plateau check, the learning-rate ladder, and a draw that
+is deterministic and refuses an incomplete ladder."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import compose_train
+from test_figure2 import (
+    RUNS,
+    assert_refused,
+    build,
+    figure2,
+    run_driver,
+    snapshot,
+    synthetic,
+    synthetic_ladder,
+    write_inputs,
+)
+
+
+def runs_with(seeds: int, **changed: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every variant of RUNS for `seeds` seeds alike, except the variants named in `changed`
+    (variant -> one (final, rise, diverged) per seed)."""
+    return build({variant: changed.get(variant, [run] * seeds) for variant, run in RUNS.items()})
+
+
+def verdict(results: pd.DataFrame, relation: str) -> tuple[str, str]:
+    """(ours, verdict) of the relation that starts with `relation`."""
+    found = [(o, v) for c, _, o, v in figure2.verdicts(results) if c.startswith(relation)]
+    assert len(found) == 1, relation
+    return found[0]
+
+
+def test_identical_seeds_give_intervals_equal_to_the_points() -> None:
+    results = figure2.table(*synthetic(seeds=3), num_classes=10).set_index("variant")
+    for variant in ["inception", "bn_baseline", "bn_x5", "bn_x30"]:
+        r = results.loc[variant]
+        assert r.speedup_low == r.speedup == r.speedup_high, variant
+        assert r.max_acc_low == r.max_acc == r.max_acc_high, variant
+        assert r.seed_steps_min == r.steps_to_target == r.seed_steps_max, variant
+        assert r.reach_fraction == 1.0 and r.seeds_reaching == 3
+    # Never reaching the target: no point, an interval of 0 (the rule for such resamples).
+    sigmoid = results.loc["bn_x5_sigmoid"]
+    assert math.isnan(sigmoid.speedup) and sigmoid.speedup_low == sigmoid.speedup_high == 0.0
+    assert sigmoid.reach_fraction == 0.0 and sigmoid.seeds_reaching == 0
+
+
+def test_one_seed_gives_points_and_no_unresolved_verdict() -> None:
+    """The quick protocol's single seed: every interval is its point, every verdict yes/no."""
+    results = figure2.table(*synthetic(seeds=1), num_classes=10)
+    main = results[results.variant.isin(["inception", "bn_baseline", "bn_x5", "bn_x30"])]
+    assert (main.speedup_low == main.speedup).all() and (main.speedup_high == main.speedup).all()
+    assert {v for *_, v in figure2.verdicts(results)} == {"yes"}
+
+
+def test_a_variant_faster_in_every_seed_gets_yes() -> None:
+    inception = [(0.80, 800, None), (0.80, 900, None), (0.80, 1000, None)]
+    baseline = [(0.82, 300, None), (0.82, 350, None), (0.82, 400, None)]
+    results = figure2.table(
+        *runs_with(3, inception=inception, bn_baseline=baseline), num_classes=10
+    )
+    r = results.set_index("variant").loc["bn_baseline"]
+    # Each seed's own curve first reaches 0.80 at 0.7 / 0.72 of its rise, rounded up to an
+    # evaluation (every 10 steps): 291.7 -> 300, 340.3 -> 350, 388.9 -> 390.
+    assert (r.seed_steps_min, r.seed_steps_max, r.seeds_reaching) == (300, 390, 3)
+    assert 1 < r.speedup_low <= r.speedup <= r.speedup_high
+    assert r.speedup_low < r.speedup_high  # the seeds differ: the interval has a width
+    ours, holds = verdict(results, "BN-Baseline reaches the target")
+    assert holds == "yes"
+    assert ours == f"{r.speedup:.1f}x [{r.speedup_low:.1f}x, {r.speedup_high:.1f}x]"
+
+
+def test_overlapping_spreads_are_unresolved() -> None:
+    """One seed reaches the target fast, the other never: a quarter of the resamples hold only
+    the fast one; the rest never reach it (speed-up 0). So the interval straddles 1."""
+    results = figure2.table(
+        *runs_with(
+            2,
+            bn_baseline=[(0.82, 300, None), (0.76, 300, None)],
+            bn_x30=[(0.86, 150, None), (0.80, 150, None)],
+            inception_x5=[(0.30, 100, 60), (0.70, 500, None)],
+        ),
+        num_classes=10,
+    )
+    r = results.set_index("variant").loc["bn_baseline"]
+    assert math.isnan(r.speedup)  # the mean curve ends at 0.79, below the target
+    assert r.speedup_low == 0.0 and r.speedup_high == pytest.approx(1000 / 300)
+    assert 0.2 < r.reach_fraction < 0.3
+    assert (r.seeds_reaching, r.seed_steps_min) == (1, 300)
+    assert verdict(results, "BN-Baseline reaches the target")[1] == "unresolved"
+    # BN-x30's maximum is 0.80 to 0.86 over resamples; BN-x5's is 0.84 in each.
+    assert verdict(results, "BN-x30 ends with the highest")[1] == "unresolved"
+    ours, holds = verdict(results, "Inception at 5x its rate diverges")
+    assert (ours, holds) == ("1 of 2 seeds diverged, the first at step 60", "unresolved")
+
+
+def test_a_variant_slower_in_every_seed_gets_no() -> None:
+    results = figure2.table(
+        *runs_with(
+            3,
+            inception=[(0.80, 500, None)] * 3,
+            bn_baseline=[(0.82, 1000, None), (0.82, 950, None), (0.82, 900, None)],
+            bn_x30=[(0.81, 150, None)] * 3,
+            bn_x5_sigmoid=[(0.12, 100, None)] * 3,
+            inception_sigmoid=[(0.50, 100, None)] * 3,
+            inception_x5=[(0.70, 500, None)] * 3,
+        ),
+        num_classes=10,
+    )
+    r = results.set_index("variant").loc["bn_baseline"]
+    assert r.speedup_high < 1
+    for relation in (
+        "BN-Baseline reaches the target",
+        "BN-x30 ends with the highest",  # 0.81 against BN-x5's 0.84 in every seed
+        "BN-x5-Sigmoid trains",
+        "Inception-Sigmoid stays at chance",
+        "Inception at 5x its rate diverges",
+    ):
+        assert verdict(results, relation)[1] == "no", relation
+
+
+def test_far_fewer_steps_is_judged_against_bn_baseline_and_1() -> None:
+    """BN-x5's speed-up must clear both BN-Baseline's (point) and 1; BN-x30's must stay below
+    BN-x5's (point) to be "slower"."""
+    results = figure2.table(
+        *runs_with(1, bn_x5=[(0.82, 500, None)], bn_x30=[(0.86, 50, None)]), num_classes=10
+    )
+    # BN-x5 now reaches the target as late as BN-Baseline (step 490): a tie is not "far fewer".
+    ours, holds = verdict(results, "BN-x5 reaches it in far fewer steps")
+    assert (ours, holds) == ("2.0x [2.0x, 2.0x] vs 2.0x", "no")
+    assert verdict(results, "BN-x30 is slower to it than BN-x5")[1] == "no"
+
+
+def with_tail(rise: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Inception at its plateau of 0.80 from step 500, then rising by `rise` over the last 20%
+    of its 1,000 steps."""
+    curves, summary = runs_with(1, inception=[(0.80, 500, None)])
+    tail = (curves.variant == "inception") & (curves.step > 800)
+    ramp = (curves.step[tail] - 800) / 200 * rise
+    curves.loc[tail, "test_acc"] = curves.test_acc[tail] + ramp
+    return curves, summary
+
+
+@pytest.mark.parametrize(
+    ("curves", "plateaued"),
+    [
+        (runs_with(1, inception=[(0.80, 500, None)]), True),
+        (with_tail(0.004), True),
+        (with_tail(0.006), False),
+        (synthetic(seeds=1), False),
+    ],
+    ids=["flat", "rises less than the tolerance", "rises more", "rising to the end"],
+)
+def test_plateau_check(curves, plateaued) -> None:
+    check = figure2.plateau(*curves).iloc[0]
+    assert check.plateaued == plateaued
+    assert check.cutoff_step == 800 and check.tolerance == figure2.PLATEAU_TOLERANCE
+    assert check.gain == pytest.approx(check.best_after - check.best_before)
+    if plateaued:
+        assert check.gain < figure2.PLATEAU_TOLERANCE
+    else:
+        assert check.step_of_max == 1000
+
+
+def test_ladder_table_marks_diverged_rungs() -> None:
+    curves, summary = synthetic()
+    ladder, ladder_summary = synthetic_ladder(curves, summary)
+    rungs = figure2.ladder_table(ladder, ladder_summary, target=0.80, inception_steps=1000.0)
+    rungs = rungs.set_index(["family", "multiplier"])
+    diverged = rungs[rungs.status == "diverged"]
+    assert list(diverged.index) == [("inception", 5), ("inception", 10), ("inception", 30)]
+    assert list(diverged.diverged_at_step) == [60, 30, 10]
+    assert diverged.steps_to_target.isna().all() and diverged.speedup.isna().all()
+    assert rungs.source[("inception", 5)] == "inception_x5"
+    assert rungs.source[("bn_recipe", 10)] == "ladder"
+    assert rungs.steps_to_target[("bn_recipe", 10)] == 120
+    assert rungs.speedup[("bn_recipe", 10)] == pytest.approx(1000 / 120)
+
+
+def test_train_runs_the_ladders_missing_rungs_after_the_sweep(monkeypatch, tmp_path) -> None:
+    calls = []
+    monkeypatch.setattr(figure2.subprocess, "run", lambda command, **_: calls.append(command))
+    figure2.train(figure2.QUICK, "3,4", ["++log_every=5"], tmp_path)
+    main, inception, bn = calls
+    assert "experiment=" + ",".join(figure2.VARIANTS) in main and "seeds=[3],[4]" in main
+    for command, experiment, multipliers, family in (
+        (inception, "inception", "2,10,30", "inception"),
+        (bn, "bn_x5", "1,2,10", "bn_recipe"),
+    ):
+        assert f"experiment={experiment}" in command
+        assert f"recipe.lr_multiplier={multipliers}" in command
+        assert "seeds=[3]" in command and "++log_every=5" in command
+        assert f"hydra.sweep.dir={tmp_path / 'ladder' / family}" in command
+        assert "hydra.sweep.subdir=x${recipe.lr_multiplier}_seed${seeds[0]}" in command
+        assert set(figure2.QUICK["overrides"]) <= set(command)
+
+
+def test_a_rung_is_its_experiment_at_another_rate() -> None:
+    """`recipe.lr_multiplier` overrides the experiment's own (bn_x5 sets 5) and keeps the
+    rest of the recipe: the BN family is BN-x5 at every rate."""
+    bn = compose_train(["experiment=bn_x5", "recipe.lr_multiplier=2"])
+    assert bn.recipe.lr_multiplier == 2 and bn.recipe.decay_speedup == 6 and bn.model.batch_norm
+    plain = compose_train(["experiment=inception", "recipe.lr_multiplier=10"])
+    assert plain.recipe.lr_multiplier == 10 and not plain.model.batch_norm
+
+
+def spread_inputs(folder) -> None:
+    """Three seeds that differ, so that the bootstrap has something to resample."""
+    write_inputs(
+        folder,
+        *runs_with(
+            3,
+            inception=[(0.80, 800, None), (0.79, 900, None), (0.81, 1000, None)],
+            bn_x5=[(0.84, 100, None), (0.83, 150, None), (0.85, 300, None)],
+        ),
+    )
+
+
+def test_draw_is_deterministic_and_writes_what_verify_compares(tmp_path) -> None:
+    spread_inputs(tmp_path)
+    figure2.draw(tmp_path)
+    first = snapshot(tmp_path)
+    figure2.draw(tmp_path)
+    assert snapshot(tmp_path) == first
+    for name, columns in figure2.TOLERANCES.items():
+        header = pd.read_csv(tmp_path / name, nrows=0).columns
+        assert set(columns) <= set(header), name
+    table = pd.read_csv(tmp_path / "table.csv").set_index("variant")
+    assert table.speedup_low["bn_x5"] < table.speedup_high["bn_x5"]
+    assert np.isfinite(table[["max_acc_low", "max_acc_high"]].to_numpy()).all()
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (
+            lambda folder: (folder / "ladder_summary.csv").unlink(),
+            "ladder_summary.csv does not exist. Nothing was written. Fix: rebuild the CSV files",
+        ),
+        (
+            lambda folder: drop_rung(folder, "bn_recipe", 10),
+            "ladder_summary.csv is incomplete: no rows for family=bn_recipe, multiplier=10, seed=0",
+        ),
+        (
+            lambda folder: edit(
+                folder / "ladder_summary.csv",
+                lambda s: s.assign(status=s.status.mask(s.multiplier == 2, "crashed")),
+            ),
+            "lists runs that did not finish as expected: family=bn_recipe, multiplier=2, seed=0: "
+            "crashed",
+        ),
+        (
+            lambda folder: edit(
+                folder / "ladder.csv", lambda c: c[~((c.multiplier == 1) & (c.step > 500))]
+            ),
+            "ladder.csv holds curves that do not end at their last step: family=bn_recipe, "
+            "multiplier=1, seed=0 ends at step 500, not 1,000",
+        ),
+    ],
+    ids=["no ladder summary", "a rung missing", "a rung crashed", "a rung's curve cut short"],
+)
+def test_draw_refuses_an_incomplete_ladder_and_writes_nothing(tmp_path, damage, expected):
+    write_inputs(tmp_path, *synthetic())
+    damage(tmp_path)
+    before = snapshot(tmp_path)
+    assert_refused(run_driver("draw", "--out", str(tmp_path)), expected)
+    assert snapshot(tmp_path) == before
+
+
+def edit(path, change) -> None:
+    change(pd.read_csv(path)).to_csv(path, index=False)
+
+
+def drop_rung(folder, family: str, multiplier: int) -> None:
+    for name in ("ladder.csv", "ladder_summary.csv"):
+        edit(
+            folder / name,
+            lambda f: f[~((f.family == family) & (f.multiplier == multiplier))],
+        )
