@@ -1,7 +1,7 @@
 """Figures 2 and 3 of the paper (Inception and its BN variants, Section 4.2) on a proxy dataset.
 
     python experiments/figure2.py run [--preset cpu|gpu] [--seeds 0,1] [hydra overrides ...]
-    python experiments/figure2.py run --quick   # a few-minute protocol into runs/figure2-quick/
+    python experiments/figure2.py run --quick   # a 1-minute protocol into runs/figure2-quick/
     python experiments/figure2.py collect --runs runs/figure2/<time>   # gather finished runs
     python experiments/figure2.py draw          # redraw from results/figure2/*.csv only
 
@@ -185,8 +185,8 @@ PRESETS = {
     "gpu": {
         "seeds": "0,1,2",
         "overrides": [
-            "model.width=0.25", "data.size=32", "data.resize=pad", "steps=8000",
-            "optim.decay_steps=250", "eval_every=200", "device=cuda",
+            "model.width=0.25", "data.size=32", "data.resize=pad", "steps=4000",
+            "optim.decay_steps=125", "eval_every=200", "device=cuda",
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
         ],
     },
@@ -659,12 +659,16 @@ def fmt(value, spec: str, suffix: str = "", none: str = "—") -> str:
     return none if missing(value) else f"{value:{spec}}{suffix}"
 
 
-def with_interval(point, low, high, spec: str, suffix: str = "", none: str = "—") -> str:
-    """`point [low, high]`, each formatted with `spec` and `suffix`."""
-    return (
-        f"{fmt(point, spec, suffix, none)} "
-        f"[{fmt(low, spec, suffix, none)}, {fmt(high, spec, suffix, none)}]"
-    )
+def with_interval(point, low, high, spec: str) -> str:
+    """`point [low, high]`, each formatted with `spec`."""
+    return f"{fmt(point, spec)} [{fmt(low, spec)}, {fmt(high, spec)}]"
+
+
+def speedup_text(r) -> str:
+    """A row's speed-up and its interval: "not reached" where the mean curve never reaches
+    the target, "—" where the speed-up is undefined (at the target from step 0)."""
+    point = "not reached" if missing(r.steps_to_target) else fmt(r.speedup, ".1f", "x")
+    return f"{point} [{fmt(r.speedup_low, '.1f', 'x')}, {fmt(r.speedup_high, '.1f', 'x')}]"
 
 
 YES, NO, UNRESOLVED = "yes", "no", "unresolved"
@@ -685,8 +689,7 @@ def verdicts(results: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     row = {r.variant: r for r in results.itertuples()}
 
     def speedup(v: str) -> str:
-        r = row[v]
-        return with_interval(r.speedup, r.speedup_low, r.speedup_high, ".1f", "x", "not reached")
+        return speedup_text(row[v])
 
     def accuracy(v: str) -> str:
         r = row[v]
@@ -854,10 +857,9 @@ def readme(
     for r in results[results.variant.isin(MAIN)].itertuples():
         paper_steps = None if missing(r.paper_steps_to_target) else r.paper_steps_to_target / 1e6
         accuracy = with_interval(r.max_acc, r.max_acc_low, r.max_acc_high, ".4f")
-        speedup = with_interval(r.speedup, r.speedup_low, r.speedup_high, ".1f", "x", "not reached")
         lines.append(
             f"| {LABELS[r.variant]} | {fmt(r.steps_to_target, ',.0f', none='not reached')} | "
-            f"{seed_spread(r)} | {accuracy} | {speedup} | {r.reach_fraction:.1%} | "
+            f"{seed_spread(r)} | {accuracy} | {speedup_text(r)} | {r.reach_fraction:.1%} | "
             f"{fmt(paper_steps, '.1f', 'M', none='not reached')} | {r.paper_max_acc:.1%} | "
             f"{fmt(r.paper_speedup, '.1f', 'x')} |"
         )
