@@ -50,12 +50,13 @@ Extra arguments are Hydra overrides for every run; keys that only the experiment
 need `++` (e.g. `++log_every=10`), as Hydra checks overrides before applying an experiment.
 
 Presets (the proxy's size and length; everything else is the recipes' configs):
-- cpu: width 1/8, 16x16 inputs, 3,000 steps, 1 seed, two runs at a time on one thread each;
-  28 minutes on this project's 2-core machine for the main sweep (results/figure2/README.md),
-  the ladder's six runs on top.
-- gpu: width 1/4, 32x32 inputs, 8,000 steps, 3 seeds, four runs at a time on one GPU;
-  sized by estimate (~5-8 ms a step, launch-bound) for 15 minutes on one H100: not measured,
-  no GPU was available when it was written.
+- cpu: width 1/8, 16x16 inputs, channels-last, 2,000 steps, 3 seeds, 2,000 held-out images
+  every 100 steps, two runs at a time on one thread each (two one-thread runs make 2.0x the
+  steps of one two-thread run on 2 cores: experiments/bench_inception.py --thread-split); sized
+  for 45 minutes on this project's 2-core machine, the ladder included (results/figure2/).
+- gpu: width 1/4, 32x32 inputs, 2,000 steps, 3 seeds, all 10,000 held-out images every 200
+  steps, four runs at a time on one GPU; sized from the H200's measured graphed step (5.5 ms)
+  and evaluation (0.17 s) for about 6 minutes of GPU time, the ladder included.
 - quick (`--quick`): width 1/16, 16x16 inputs, 40 steps, 1 seed, 500 held-out images, two runs
   at a time on one thread each, wandb off: every variant and rung runs, none learns much; it
   exists to check that a rerun reproduces the reference in results/reference/figure2/
@@ -175,18 +176,18 @@ LADDER_DIR = "ladder"  # the ladder's sweeps, inside the main sweep's directory
 LADDER_STATUSES = {"completed", "diverged"}  # where training diverges is what the ladder finds
 PRESETS = {
     "cpu": {
-        "seeds": "0",
+        "seeds": "0,1,2",
         "overrides": [
-            "model.width=0.125", "data.size=16", "data.resize=bilinear", "steps=3000",
-            "optim.decay_steps=93.75", "eval_every=150", "data.eval_size=5000", "threads=1",
-            "device=cpu", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "model.width=0.125", "data.size=16", "data.resize=bilinear", "steps=2000",
+            "optim.decay_steps=20", "eval_every=100", "data.eval_size=2000", "threads=1",
+            "channels_last=true", "device=cpu", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
         ],
     },
     "gpu": {
         "seeds": "0,1,2",
         "overrides": [
-            "model.width=0.25", "data.size=32", "data.resize=pad", "steps=4000",
-            "optim.decay_steps=125", "eval_every=200", "device=cuda",
+            "model.width=0.25", "data.size=32", "data.resize=pad", "steps=2000",
+            "optim.decay_steps=20", "eval_every=200", "device=cuda",
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
         ],
     },
@@ -195,7 +196,7 @@ QUICK = {
     "seeds": "0",
     "overrides": [
         "model.width=0.0625", "data.size=16", "data.resize=bilinear", "steps=40",
-        "optim.decay_steps=1.25", "eval_every=20", "log_every=10", "data.eval_size=500",
+        "optim.decay_steps=0.4", "eval_every=20", "log_every=10", "data.eval_size=500",
         "threads=1", "device=cpu", "logger.wandb.mode=disabled", "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
     ],

@@ -45,6 +45,7 @@ from bnrepro.config import (
 )
 from bnrepro.data import DATASET_NAMES, load_dataset
 from bnrepro.errors import ConfigError, ResumeError
+from bnrepro.graphs import cuda_graphed
 from bnrepro.lifecycle import Run
 from bnrepro.models.inception import ACTIVATIONS, STEMS, Inception, count_parameters
 
@@ -191,11 +192,15 @@ def build_model(cfg: DictConfig, settings: Settings) -> Inception:
     )
 
 
-def make_optimizer(model: nn.Module, cfg: DictConfig, settings: Settings) -> torch.optim.SGD:
+def make_optimizer(
+    model: nn.Module, cfg: DictConfig, settings: Settings, lr: torch.Tensor
+) -> torch.optim.SGD:
     """Momentum SGD with L2 on the convolution and classifier weights only.
 
     Biases and BN's gamma and beta get no weight decay (the paper regularizes "weights"; the
-    usual practice, torchvision's `norm_weight_decay=0` included).
+    usual practice, torchvision's `norm_weight_decay=0` included). The learning rate is the
+    0-dim tensor `lr` on the model's device, which the trainer fills every step: the fused
+    update reads it there, so a CUDA graph of the step follows the schedule.
     """
     weights = [p for p in model.parameters() if p.ndim > 1]
     others = [p for p in model.parameters() if p.ndim <= 1]
@@ -204,19 +209,21 @@ def make_optimizer(model: nn.Module, cfg: DictConfig, settings: Settings) -> tor
             {"params": weights, "weight_decay": settings.weight_decay},
             {"params": others, "weight_decay": 0.0},
         ],
-        lr=settings.lr,
+        lr=lr,
         momentum=cfg.optim.momentum,
         nesterov=cfg.optim.nesterov,
+        fused=True,
     )
 
 
 # --------------------------------------------------------------------------- data order
 
 
-def _generator(*seed: int) -> torch.Generator:
-    """A CPU generator whose seed is derived from the integers `seed` (numpy's SeedSequence)."""
+def _generator(*seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` whose seed is derived from the integers `seed` (numpy's
+    SeedSequence)."""
     state = np.random.SeedSequence(list(seed)).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+    return torch.Generator(device).manual_seed(int(state[0] >> np.uint64(1)))
 
 
 class BatchOrder:
@@ -232,7 +239,8 @@ class BatchOrder:
 
     The order of epoch e depends on (seed, e) alone, so a resumed run draws the same batches
     without saving any generator state. Under DDP each step takes `batch_size * world_size`
-    consecutive examples and replica r the r-th slice of them.
+    consecutive examples and replica r the r-th slice of them. The order is drawn on the CPU
+    once an epoch and kept on `device`, where the batches are sliced from it.
     """
 
     def __init__(
@@ -245,11 +253,12 @@ class BatchOrder:
         storage_seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        device: torch.device | str = "cpu",
     ):
         if shuffle not in SHUFFLES:
             raise ValueError(f"shuffle={shuffle!r} is not known; use one of {list(SHUFFLES)}.")
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.device = rank, world_size, device
         self.steps_per_epoch = n // (batch_size * world_size)
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -277,7 +286,7 @@ class BatchOrder:
         """This replica's example indices for training step `step`."""
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            self._epoch, self._order = epoch, self.epoch_order(epoch)
+            self._epoch, self._order = epoch, self.epoch_order(epoch).to(self.device)
         start = (position * self.world_size + self.rank) * self.batch_size
         return self._order[start : start + self.batch_size]
 
@@ -345,41 +354,76 @@ def load_proxy(cfg: DictConfig, device: torch.device) -> ProxyData:
     )
 
 
+DISTORTION_NOISE = 5
+"""Uniform numbers per image that `distort` reads: crop row and column, flip, brightness,
+contrast."""
+
+
+class StepNoise:
+    """The uniform random numbers of each training step, (batch_size, width) on the device.
+
+    Crops, flips, photometric distortion and dropout read their randomness from here instead
+    of drawing it inside the step, so an eager step and a CUDA-graph replay of it see the
+    same numbers. Step s's numbers depend on (seed, rank, s) alone, so a resumed run draws what
+    an uninterrupted one would, with no generator state to save. They are drawn `block`
+    steps at a time, one kernel per block.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        rank: int,
+        batch_size: int,
+        width: int,
+        device: torch.device,
+        block: int = 100,
+    ):
+        self.seed, self.rank, self.batch_size, self.width = seed, rank, batch_size, width
+        self.device, self.block = device, block
+        self._index, self._values = -1, torch.empty(0)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        index, position = divmod(step, self.block)
+        if index != self._index:
+            generator = _generator(self.seed, self.rank, index, device=self.device)
+            shape = (self.block, self.batch_size, self.width)
+            self._index = index
+            self._values = torch.rand(shape, generator=generator, device=self.device)
+        return self._values[position]
+
+
 def distort(
     images: torch.Tensor,
+    noise: torch.Tensor,
     crop_padding: int,
     flip: bool,
     distortion: float,
-    generator: torch.Generator,
 ) -> torch.Tensor:
     """A training batch of uint8 images -> float in [0, 1], distorted on its device.
 
     Random crop (zero-pad by `crop_padding`, cut the original size back out at a random
     offset), random horizontal flip, then the photometric distortion: brightness and
     contrast each scaled by a factor drawn per image from [1 - distortion, 1 + distortion].
+    `noise` holds DISTORTION_NOISE uniform numbers in [0, 1) per image, in that order.
     """
     x = images.float().div_(255)
     batch, _, size, _ = x.shape
     device = x.device
-
-    def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, device=device)
-
     if crop_padding:
         padded = F.pad(x, (crop_padding,) * 4)
-        offsets = torch.randint(
-            0, 2 * crop_padding + 1, (2, batch, 1), generator=generator, device=device
-        )
+        span = 2 * crop_padding + 1
+        offsets = (noise[:, :2].T * span).long().clamp_(max=span - 1).unsqueeze(-1)
         rows = (offsets[0] + torch.arange(size, device=device))[:, :, None]
         cols = (offsets[1] + torch.arange(size, device=device))[:, None, :]
         # Indexing (batch, rows, cols) around the channel slice gives (N, H, W, C).
         x = padded[torch.arange(batch, device=device)[:, None, None], :, rows, cols]
         x = x.permute(0, 3, 1, 2).contiguous()
     if flip:
-        flipped = uniform(batch, 1, 1, 1) < 0.5
+        flipped = (noise[:, 2] < 0.5).view(batch, 1, 1, 1)
         x = torch.where(flipped, x.flip(-1), x)
     if distortion:
-        brightness, contrast = 1 + distortion * (2 * uniform(2, batch, 1, 1, 1) - 1)
+        factors = 1 + distortion * (2 * noise[:, 3:5] - 1)
+        brightness, contrast = factors.T.reshape(2, batch, 1, 1, 1)
         x = x * brightness
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = ((x - mean) * contrast + mean).clamp_(0, 1)
@@ -519,40 +563,30 @@ def all_finite(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
     return torch.stack(checks).all()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], autocast: Callable
 ) -> float:
     """Accuracy over `batches`, BN using its inference statistics."""
     model.eval()
-    correct = total = 0
+    correct = torch.zeros((), dtype=torch.long, device=next(model.parameters()).device)
+    total = 0
     for x, y in batches:
         with autocast():
-            correct += (model(x).argmax(1) == y).sum().item()
+            correct += (model(x).argmax(1) == y).sum()
         total += len(y)
     model.train()
-    return correct / total
+    return correct.item() / total
 
 
-def graphed(model: nn.Module, example: torch.Tensor, autocast: Callable) -> nn.Module:
-    """The model with its training forward and backward replayed as CUDA graphs.
-
-    PyTorch's partial-network capture (`torch.cuda.make_graphed_callables`): the optimizer step
-    stays eager, so the learning rate may change every step. The capture's warm-up passes
-    would move the BN running statistics; they are put back. (They draw dropout masks, so a
-    graphed run's random numbers differ from an eager run's.)
-    """
-    saved = [b.detach().clone() for b in model.buffers()]
-    with autocast():
-        model = torch.cuda.make_graphed_callables(model, (example,))
-    with torch.no_grad():
-        for buffer, value in zip(model.buffers(), saved, strict=True):
-            buffer.copy_(value)
-    return model
-
-
-Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+StepInputs = Callable[[int], tuple[torch.Tensor, ...]]
+MakeBatch = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 EvalBatches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+PROXY_EVAL_BATCH = {"cpu": 500, "cuda": 10_000}
+"""Held-out images per forward pass when evaluating on a proxy. On a GPU the whole set in one
+pass (inference keeps no activations; the pass is bound by kernel launches, not arithmetic); on
+the CPU 500, which runs faster per image than both 100 and 2,500 (cache)."""
 
 
 def proxy_pipeline(
@@ -560,33 +594,38 @@ def proxy_pipeline(
     cfg: DictConfig,
     settings: Settings,
     order: BatchOrder,
-    generator: torch.Generator,
+    noise: StepNoise,
     memory_format: torch.memory_format,
-) -> tuple[Batches, EvalBatches]:
-    """Training batches of step `step` (indexed and distorted on the device) and the held-out
-    batches, both normalized with the training set's pixel mean and std."""
+) -> tuple[StepInputs, MakeBatch, EvalBatches]:
+    """A proxy's training step reads two device tensors: the batch's example indices and
+    the step's uniform numbers (`StepNoise`). `make_batch` turns them into the normalized,
+    distorted images, their labels and the dropout mask, on the device and inside the step
+    (a CUDA graph captures it). The held-out set is normalized once and kept on the device."""
+    crop_padding, flip = cfg.data.crop_padding, cfg.data.flip
+    distortion, dropout = settings.distortion, settings.dropout
 
     def normalize(x: torch.Tensor) -> torch.Tensor:
         return ((x - data.mean) / data.std).contiguous(memory_format=memory_format)
 
-    crop_padding, flip = cfg.data.crop_padding, cfg.data.flip
+    def step_inputs(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return order.batch(step), noise(step)
 
-    def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = order.batch(step).to(data.x_train.device)
-        x = distort(
-            data.x_train[index],
-            crop_padding,
-            flip,
-            settings.distortion,
-            generator,
-        )
-        return normalize(x), data.y_train[index]
+    def make_batch(index: torch.Tensor, uniform: torch.Tensor):
+        images = data.x_train.index_select(0, index)
+        x = distort(images, uniform[:, :DISTORTION_NOISE], crop_padding, flip, distortion)
+        keep = None
+        if dropout:
+            keep = (uniform[:, DISTORTION_NOISE:] >= dropout).float().div_(1 - dropout)
+        return normalize(x), data.y_train.index_select(0, index), keep
+
+    x_test = normalize(data.x_test.float().div_(255))
+    chunk = PROXY_EVAL_BATCH.get(x_test.device.type, PROXY_EVAL_BATCH["cpu"])
 
     def eval_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(0, len(data.x_test), 1000):
-            yield normalize(data.x_test[i : i + 1000].float().div_(255)), data.y_test[i : i + 1000]
+        for i in range(0, len(x_test), chunk):
+            yield x_test[i : i + chunk], data.y_test[i : i + chunk]
 
-    return next_batch, eval_batches
+    return step_inputs, make_batch, eval_batches
 
 
 def imagenet_pipeline(
@@ -597,9 +636,9 @@ def imagenet_pipeline(
     start_step: int,
     device: torch.device,
     memory_format: torch.memory_format,
-) -> tuple[Batches, EvalBatches]:
+) -> tuple[StepInputs, MakeBatch, EvalBatches]:
     """ImageNet through DataLoaders with worker processes: the batches of steps
-    start_step.. in `order`, and the validation set."""
+    start_step.. in `order`, and the validation set. Dropout draws its own mask."""
     options = {
         "num_workers": cfg.data.workers,
         "pin_memory": device.type == "cuda",
@@ -611,16 +650,19 @@ def imagenet_pipeline(
         val_set, batch_size=cfg.data.eval_batch_size, **options
     )
 
-    def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def step_inputs(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = next(train_batches)
         x = x.to(device, non_blocking=True, memory_format=memory_format)
         return x, y.to(device, non_blocking=True)
+
+    def make_batch(x: torch.Tensor, y: torch.Tensor):
+        return x, y, None
 
     def eval_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in val_loader:
             yield x.to(device, memory_format=memory_format), y.to(device)
 
-    return next_batch, eval_batches
+    return step_inputs, make_batch, eval_batches
 
 
 def amp_autocast(cfg: DictConfig, device: torch.device) -> Callable:
@@ -636,11 +678,12 @@ def amp_autocast(cfg: DictConfig, device: torch.device) -> Callable:
 
 def build_training(
     cfg: DictConfig, settings: Settings, replicas: Replicas, state: dict[str, Any] | None
-) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator]:
-    """The model, optimizer and distortion generator, restored from `state` when resuming.
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor]:
+    """The model, its optimizer and the learning-rate tensor the optimizer reads, restored
+    from `state` when resuming.
 
-    DDP starts every replica from rank 0's weights (seeded by the run's seed); dropout and the
-    distortions draw different numbers on each replica.
+    DDP starts every replica from rank 0's weights (seeded by the run's seed); each replica's
+    torch generators (ImageNet's dropout) are seeded apart.
     """
     seed, rank, device = int(cfg.seeds[0]), replicas.rank, replicas.device
     torch.manual_seed(seed)
@@ -649,17 +692,18 @@ def build_training(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
-    optimizer = make_optimizer(model, cfg, settings)
-    distortion_rng = torch.Generator(device).manual_seed(seed + 1_000_003 * rank)
+    lr = torch.tensor(settings.lr, device=device)
+    optimizer = make_optimizer(model, cfg, settings, lr)
     torch.manual_seed(seed + 1_000_003 * rank)
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        distortion_rng.set_state(state["distortion_rng"][rank])
+        for group in optimizer.param_groups:  # loading replaced the tensor with its saved copy
+            group["lr"] = lr
         torch.set_rng_state(state["torch_rng"][rank])
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
-    return model, optimizer, distortion_rng
+    return model, optimizer, lr
 
 
 def load_data(cfg: DictConfig, settings: Settings, device: torch.device) -> Any:
@@ -675,48 +719,49 @@ def pipeline(
     settings: Settings,
     replicas: Replicas,
     start_step: int,
-    distortion_rng: torch.Generator,
-) -> tuple[Batches, EvalBatches]:
-    """The training batches of each step (in the order of Section 4.2.1's shuffling) and the
-    held-out batches."""
+    features: int,
+) -> tuple[StepInputs, MakeBatch, EvalBatches]:
+    """The training step's inputs at each step (in the order of Section 4.2.1's shuffling),
+    what the step makes of them, and the held-out batches. `features` is the width of the
+    classifier's input, which dropout masks."""
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     imagenet = cfg.data.name == "imagenet"
     n_train = len(data[0]) if imagenet else len(data.x_train)
+    seed, device = int(cfg.seeds[0]), replicas.device
     order = BatchOrder(
         n_train,
         cfg.batch_size,
         settings.shuffle,
         cfg.data.shards,
-        int(cfg.seeds[0]),
+        seed,
         cfg.data.storage_seed,
         replicas.rank,
         replicas.world_size,
+        device="cpu" if imagenet else device,
     )
     if imagenet:
         train_set, val_set = data
-        return imagenet_pipeline(
-            train_set, val_set, cfg, order, start_step, replicas.device, memory_format
-        )
-    return proxy_pipeline(data, cfg, settings, order, distortion_rng, memory_format)
+        return imagenet_pipeline(train_set, val_set, cfg, order, start_step, device, memory_format)
+    width = DISTORTION_NOISE + (features if settings.dropout else 0)
+    noise = StepNoise(seed, replicas.rank, cfg.batch_size, width, device)
+    return proxy_pipeline(data, cfg, settings, order, noise, memory_format)
 
 
-def training_model(
-    model: nn.Module, cfg: DictConfig, data: Any, replicas: Replicas, autocast: Callable
-) -> tuple[nn.Module, bool]:
-    """The module the training step calls (CUDA-graphed on one GPU with a proxy, wrapped in
-    DistributedDataParallel under torchrun), and whether it is graphed."""
-    device = replicas.device
-    use_graph = cfg.cuda_graph and device.type == "cuda" and replicas.world_size == 1
-    use_graph = use_graph and cfg.data.name != "imagenet"
-    if use_graph:
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        example = torch.zeros_like(data.x_train[: cfg.batch_size], dtype=torch.float)
-        model = graphed(model, example.contiguous(memory_format=memory_format), autocast)
-    if replicas.world_size > 1:
-        model = DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
-        )
-    return model, use_graph
+def make_train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, make_batch: MakeBatch, autocast: Callable
+) -> Callable[..., torch.Tensor]:
+    """One SGD step on the step's inputs; returns the mini-batch's mean loss (float32)."""
+
+    def train_step(*inputs: torch.Tensor) -> torch.Tensor:
+        x, y, keep = make_batch(*inputs)
+        with autocast():
+            loss = F.cross_entropy(model(x, keep), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach().float()
+
+    return train_step
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -724,6 +769,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     With `resume=true` and a checkpoint in `run_dir`, training continues from it; on the proxy
     datasets it ends with the same files as an uninterrupted run, byte for byte.
+
+    On one GPU with a proxy dataset (and `cuda_graph=true`, the default) the whole step, from
+    the batch's indices to the optimizer's update, is replayed as one CUDA graph
+    (bnrepro.graphs); it computes what the eager step computes on the same inputs.
     """
     cfg = validate(cfg)
     settings = recipe_settings(cfg)
@@ -744,32 +793,29 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 f"replicas (now {replicas.world_size}). Nothing was changed. Fix: resume with "
                 f"--nproc-per-node={state['world_size']}, or train in a new directory."
             )
-        model, optimizer, distortion_rng = build_training(cfg, settings, replicas, state)
-        next_batch, eval_batches = pipeline(
-            data, cfg, settings, replicas, run.start_step, distortion_rng
+        model, optimizer, lr = build_training(cfg, settings, replicas, state)
+        step_inputs, make_batch, eval_batches = pipeline(
+            data, cfg, settings, replicas, run.start_step, model.fc.in_features
         )
         autocast = amp_autocast(cfg, device)
-        train_model, use_graph = training_model(model, cfg, data, replicas, autocast)
+        train_model = model
+        if replicas.world_size > 1:
+            train_model = DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None
+            )
+        train_step = make_train_step(train_model, optimizer, make_batch, autocast)
+        use_graph = cfg.cuda_graph and device.type == "cuda" and replicas.world_size == 1
+        use_graph = use_graph and cfg.data.name != "imagenet"
+        if use_graph:
+            train_step = cuda_graphed(model, optimizer, train_step, step_inputs(run.start_step))
         loss_sum, loss_count = torch.zeros((), device=device), 0
         if state:
             loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
 
-        def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            with autocast():
-                loss = F.cross_entropy(train_model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss.detach().float()
-
         def trainer_state() -> dict[str, Any]:
-            """Weights, optimizer, the pending loss sum, and every replica's generators."""
+            """Weights, optimizer, the pending loss sum, and every replica's torch generators."""
             cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-            rng = {
-                "distortion_rng": distortion_rng.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": cuda_rng,
-            }
+            rng = {"torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng}
             gathered = replicas.gather(rng)
             return {
                 "world_size": replicas.world_size,
@@ -827,9 +873,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             if run.start_step == 0:
                 log(0)
             for step in run.steps():
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step - 1)
-                loss_sum = loss_sum + train_step(*next_batch(step - 1))
+                lr.fill_(lr_at(step - 1))
+                loss_sum += train_step(*step_inputs(step - 1))
                 loss_count += 1
                 progress.update(1)
                 if run.due(step, log_every, eval_every):

@@ -24,6 +24,7 @@ from bnrepro import nn as paper_nn
 from bnrepro.config import MLPConfig, check, select_device, typed, validate_run
 from bnrepro.data import load_mnist
 from bnrepro.errors import ConfigError
+from bnrepro.graphs import cuda_graphed
 from bnrepro.lifecycle import Run
 from bnrepro.models.mlp import ACTIVATIONS, MLP
 
@@ -251,57 +252,6 @@ def make_train_step(
     return train_step
 
 
-def cuda_graphed(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    step: Callable[[torch.Tensor], torch.Tensor],
-    example_index: torch.Tensor,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Captures `step` as one CUDA graph; the returned function copies the index in and replays.
-
-    Follows PyTorch's whole-network capture recipe: warm-up steps on a side stream (which
-    allocate gradients and optimizer state), then the capture. The model and optimizer are
-    then put back, in place, to their state before the warm-up, so no step is taken twice;
-    optimizer state that the warm-up created is zeroed, and a zero momentum buffer makes the
-    first replayed step equal to SGD's first step (no dampening).
-    """
-    state = [*model.parameters(), *model.buffers()]
-    saved = [t.detach().clone() for t in state]
-    saved_optimizer = {
-        id(param): {k: v.clone() for k, v in param_state.items() if torch.is_tensor(v)}
-        for param, param_state in optimizer.state.items()
-    }
-    static_index = example_index.clone()
-    try:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                step(static_index)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_loss = step(static_index)
-    finally:
-        with torch.no_grad():
-            for t, s in zip(state, saved, strict=True):
-                t.copy_(s)
-            for param, param_state in optimizer.state.items():
-                before = saved_optimizer.get(id(param), {})
-                for key, value in param_state.items():
-                    if torch.is_tensor(value) and key in before:
-                        value.copy_(before[key])
-                    elif torch.is_tensor(value):
-                        value.zero_()
-
-    def replay(index: torch.Tensor) -> torch.Tensor:
-        static_index.copy_(index)
-        graph.replay()
-        return static_loss
-
-    return replay
-
-
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Trains every seed of `cfg` for cfg.steps steps, logging into `run_dir`; returns run info.
 
@@ -343,7 +293,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if use_graph:
             example_index = torch.zeros(len(seeds), cfg.batch_size, dtype=torch.long, device=device)
             try:
-                train_step = cuda_graphed(model, optimizer, train_step, example_index)
+                train_step = cuda_graphed(model, optimizer, train_step, (example_index,))
             except RuntimeError as error:  # the model and optimizer are back as they were
                 use_graph = False
                 print(

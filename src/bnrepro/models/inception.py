@@ -323,10 +323,17 @@ class Inception(nn.Module):
                 nn.init.normal_(module.weight, std=0.01)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of `x`. `keep`, when given, replaces the dropout layer's own draw: a mask of
+        shape (N, features) holding 0 for a dropped unit and 1 / (1 - p) for a kept one.
+
+        A trainer that draws its random numbers outside the step (so that an eager step and a
+        CUDA-graph replay of it see the same ones) passes its mask here.
+        """
         x = self.blocks(self.stem(x))
         x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(self.dropout(x))
+        x = self.dropout(x) if keep is None else x * keep
+        return self.fc(x)
 
 
 def count_parameters(model: nn.Module) -> int:
