@@ -17,7 +17,7 @@ QUICK_FLAG := $(if $(filter 1,$(QUICK)),--quick)
 
 .PHONY: help venv data reproduce-figure1 reproduce-claims figures verify test test-slow
 .PHONY: test-integration
-.PHONY: browser bench lint format
+.PHONY: browser bench gpu-check lint format
 
 help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
@@ -31,6 +31,7 @@ help:
 	@echo "make test-integration   multi-process, DDP, browser and notebook tests (CI runs them second)"
 	@echo "make browser            install Debian's chromium (as root) for the dashboard's browser test"
 	@echo "make bench              steps/s of the harness against a conventional PyTorch loop"
+	@echo "make gpu-check          on a GPU: CUDA tests, graphed vs eager steps, 224 px throughput (one JSON)"
 	@echo "make lint               ruff check and format check"
 	@echo "make dashboard          TensorBoard on the runs under $(RUNS)/: http://127.0.0.1:$(PORT)/"
 	@echo "make wandb-sync         upload the offline wandb runs under $(RUNS)/ (needs wandb login)"
@@ -91,6 +92,14 @@ browser:
 bench: data
 	$(PY) experiments/bench.py
 	$(PY) experiments/bench_norm.py
+	$(FETCH) fashion_mnist
+	$(PY) experiments/bench_inception.py --device cpu --thread-split
+
+# On a GPU machine (about 2 minutes on one H200): the CUDA tests, the MLP and the Inception
+# proxy step graphed vs eager, 224 px BN-Inception vs GoogLeNet; one JSON in results/gpu-check/.
+gpu-check: data
+	$(FETCH) fashion_mnist
+	$(PY) experiments/bench_inception.py --device cuda --cuda-tests --json results/gpu-check/gpu-check.json
 
 lint: venv
 	$(VENV)/bin/ruff check .
