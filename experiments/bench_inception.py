@@ -11,8 +11,8 @@ noisy, so only same-run ratios compare.
   in, distortion, forward, backward, fused SGD update) at the size of figure2.py's preset for
   the device (cpu: width 1/8, 16 px; cuda: width 1/4, 32 px; batch 32), BN-x5 and plain
   Inception. On the CPU: contiguous vs channels-last memory, and the held-out evaluation.
-  On a GPU: eager vs one CUDA graph (bnrepro.graphs), contiguous vs channels-last, and the
-  evaluation of the 10,000 held-out images.
+  On a GPU: eager vs one CUDA graph (bnrepro.graphs), and the evaluation of the 10,000
+  held-out images in one inference pass.
 - imagenet (GPU only): training images/s at 224 px, batch 256, bf16 autocast and
   channels-last, of BN-Inception and torchvision's GoogLeNet in the same run, and each
   per multiply-add (BN-Inception has 1.29x GoogLeNet's multiply-adds).
