@@ -806,10 +806,17 @@ def seed_spread(r) -> str:
     return f"{r.seed_steps_min:,.0f}–{r.seed_steps_max:,.0f}"
 
 
-def ladder_cell(r) -> str:
-    """One rung of the ladder in words: diverged, or how high and how fast it trained."""
+def at_chance(max_acc: float, chance: float) -> bool:
+    return max_acc <= chance + CHANCE_MARGIN
+
+
+def ladder_cell(r, chance: float) -> str:
+    """One rung of the ladder in words: diverged, stuck at chance (the loss stayed finite but
+    nothing was learned), or how high and how fast it trained."""
     if r.status == "diverged":
         return f"diverged at step {r.diverged_at_step:,.0f} (maximum before: {r.max_acc:.4f})"
+    if at_chance(r.max_acc, chance):
+        return f"fails to train: at chance (maximum {r.max_acc:.4f})"
     reached = (
         "not reached"
         if missing(r.steps_to_target)
@@ -923,8 +930,18 @@ def readme(
             "it and the speed-ups depend on the run's length."
         )
     base_lr = f" ({optim['lr']})" if "lr" in optim else ""
-    diverged = {
-        family: ", ".join(f"x{m}" for m in rows[rows.status == "diverged"].multiplier.unique())
+    chance = results.chance_acc.iloc[0]
+
+    def rungs(rows: pd.DataFrame) -> str:
+        return ", ".join(f"x{m}" for m in rows.multiplier.unique()) or "no rate"
+
+    failed = {
+        family: (
+            rungs(rows[rows.status == "diverged"]),
+            rungs(
+                rows[(rows.status != "diverged") & rows.max_acc.map(lambda a: at_chance(a, chance))]
+            ),
+        )
         for family, rows in ladder.groupby("family")
     }
     lines += [
@@ -938,8 +955,9 @@ def readme(
         "rung, BN-x30 its x30). Inception x1 and x5 and the BN recipe's x5 and x30 are the main",
         "sweep's runs (`ladder_summary.csv`, column `source`). The target and the speed-up are",
         "those of the Figure 3 analogue, against Inception's mean curve (`ladder_table.csv`).",
-        f"Diverged: Inception at {diverged.get('inception') or 'no rate'}; the BN recipe at "
-        f"{diverged.get('bn_recipe') or 'no rate'}.",
+        f"Diverged (non-finite loss or weights): Inception at {failed['inception'][0]}; the BN "
+        f"recipe at {failed['bn_recipe'][0]}. Stuck at chance (finite, nothing learned): "
+        f"Inception at {failed['inception'][1]}; the BN recipe at {failed['bn_recipe'][1]}.",
         "",
         "![Learning-rate ladder](ladder.png)",
         "",
@@ -947,7 +965,7 @@ def readme(
         "|---|---|---|---|",
     ]
     for (multiplier, seed), rows in ladder.groupby(["multiplier", "seed"]):
-        cells = {r.family: ladder_cell(r) for r in rows.itertuples()}
+        cells = {r.family: ladder_cell(r, chance) for r in rows.itertuples()}
         lines.append(f"| x{multiplier} | {seed} | {cells['inception']} | {cells['bn_recipe']} |")
     runs = seeds.merge(summary[["variant", "seed", "diverged_at_step", "steps"]])
     lines += [

@@ -180,6 +180,19 @@ def test_ladder_table_marks_diverged_rungs() -> None:
     assert rungs.speedup[("bn_recipe", 10)] == pytest.approx(1000 / 120)
 
 
+def test_a_rung_that_learns_nothing_without_diverging_is_not_called_training() -> None:
+    """A rate can leave the loss finite and the accuracy at chance (a collapsed network): the
+    ladder says so instead of "trains"."""
+    rung = pd.Series(
+        {"status": "completed", "max_acc": 0.1095, "step_of_max": 400, "steps_to_target": None,
+         "speedup": None, "diverged_at_step": None}
+    )  # fmt: skip
+    assert figure2.ladder_cell(rung, chance=0.1).startswith("fails to train: at chance")
+    learned = rung.copy()
+    learned["max_acc"] = 0.7
+    assert figure2.ladder_cell(learned, chance=0.1).startswith("trains: maximum 0.7000")
+
+
 def test_train_runs_the_ladders_missing_rungs_after_the_sweep(monkeypatch, tmp_path) -> None:
     calls = []
     monkeypatch.setattr(figure2.subprocess, "run", lambda command, **_: calls.append(command))
