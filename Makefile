@@ -125,7 +125,7 @@ wandb-sync: venv
 .PHONY: reproduce-figure2
 PRESET ?= cpu
 
-# Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (18-28 min on 2 cores) or gpu (1 GPU).
+# Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (37 min on 2 cores) or gpu (1 GPU).
 reproduce-figure2: venv
 	$(FETCH) fashion_mnist
 	$(PY) experiments/figure2.py run $(if $(QUICK_FLAG),--quick,--preset $(PRESET))

@@ -51,9 +51,9 @@ need `++` (e.g. `++log_every=10`), as Hydra checks overrides before applying an 
 
 Presets (the proxy's size and length; everything else is the recipes' configs):
 - cpu: width 1/8, 16x16 inputs, channels-last, 2,000 steps, 3 seeds, 2,000 held-out images
-  every 100 steps, two runs at a time on one thread each (two one-thread runs make 2.0x the
-  steps of one two-thread run on 2 cores: experiments/bench_inception.py --thread-split); sized
-  for 45 minutes on this project's 2-core machine, the ladder included (results/figure2/).
+  every 100 steps, two runs at a time on one thread each (two one-thread runs make 1.8x the
+  steps of one two-thread run on 2 cores: experiments/bench_inception.py --thread-split); 37
+  minutes on this project's 2-core machine, the ladder included (results/figure2/).
 - gpu: width 1/4, 32x32 inputs, 2,000 steps, 3 seeds, all 10,000 held-out images every 200
   steps, four runs at a time on one GPU; sized from the H200's measured graphed step (5.5 ms)
   and evaluation (0.17 s) for about 6 minutes of GPU time, the ladder included.
