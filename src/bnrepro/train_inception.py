@@ -7,6 +7,10 @@ out what its recipe (the seven changes of Section 4.2.1) makes of the base value
 train with momentum SGD and exponential learning-rate decay, evaluating on held-out data every
 `eval_every` steps. A run trains one seed; `-m seeds=[0],[1]` sweeps seeds.
 
+On a proxy the training step reads only device tensors (the batch's indices and the step's
+random numbers, `StepNoise`), so on one GPU it is replayed as one CUDA graph (bnrepro.graphs)
+that computes what the eager step computes.
+
 Under `torchrun --nproc-per-node=N -m bnrepro.train ...` it trains with DistributedDataParallel:
 each replica draws its own `batch_size` examples per step, BN normalizes with each replica's own
 batch unless `model.sync_bn=true`, and rank 0 alone evaluates, logs and checkpoints.
