@@ -61,8 +61,13 @@ reproduce-figure1: venv
 reproduce-claims: data
 	$(PY) experiments/claims.py run $(QUICK_FLAG)
 
+# Figure 1 also under the public reproduction's protocol (figure1_momentum) and with binary
+# input: redrawn here, not rerun by `make verify` (which reruns results/figure1/).
 figures: venv
 	$(PY) experiments/figure1.py draw
+	$(PY) experiments/figure1.py draw --out results/figure1_momentum
+	$(PY) experiments/figure1.py draw --out results/figure1_binary
+	$(PY) experiments/figure1.py draw --out results/figure1_momentum_binary
 	$(PY) experiments/figure2.py draw
 	$(PY) experiments/claims.py draw
 
