@@ -29,23 +29,27 @@ from bnrepro.train_mlp import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-def harness_config(model: str, seeds: list[int], steps: int, data_root: str, device: str):
+def run_config(overrides: list[str]):
+    """The config `python -m bnrepro.train <overrides>` would train, wandb off, without the
+    `hydra` node (a trainer called directly needs none)."""
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                "experiment=figure1",
-                f"model={model}",
-                f"seeds=[{','.join(map(str, seeds))}]",
-                f"steps={steps}",
-                f"data.root={data_root}",
-                f"device={device}",
-                "logger.wandb.mode=disabled",
-            ],
-        )
+        cfg = compose(config_name="train", overrides=[*overrides, "logger.wandb.mode=disabled"])
     with open_dict(cfg):
         cfg.pop("hydra", None)
     return cfg
+
+
+def harness_config(model: str, seeds: list[int], steps: int, data_root: str, device: str):
+    return run_config(
+        [
+            "experiment=figure1",
+            f"model={model}",
+            f"seeds=[{','.join(map(str, seeds))}]",
+            f"steps={steps}",
+            f"data.root={data_root}",
+            f"device={device}",
+        ]
+    )
 
 
 def harness_steps_per_s(model: str, seeds: list[int], steps: int, data_root: str, device: str):

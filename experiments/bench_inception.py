@@ -37,7 +37,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from bnrepro import train_inception as ti
@@ -48,7 +47,7 @@ from bnrepro.train_mlp import train as train_mlp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
-from bench import harness_config  # noqa: E402
+from bench import harness_config, run_config  # noqa: E402
 from figure2 import PRESETS  # noqa: E402
 
 PRESET_KEYS = ("model.width", "data.size", "data.resize", "data.eval_size")
@@ -58,20 +57,15 @@ def proxy_config(experiment: str, device: str, channels_last: bool, threads: int
     """The figure2.py preset's size for `device`, one seed, loggers off."""
     preset = PRESETS["gpu" if device == "cuda" else "cpu"]["overrides"]
     sizes = [o for o in preset if o.split("=")[0] in PRESET_KEYS]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                f"experiment={experiment}",
-                *sizes,
-                f"device={device}",
-                f"channels_last={str(channels_last).lower()}",
-                f"threads={threads or 'null'}",
-                "logger.wandb.mode=disabled",
-            ],
-        )
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
+    cfg = run_config(
+        [
+            f"experiment={experiment}",
+            *sizes,
+            f"device={device}",
+            f"channels_last={str(channels_last).lower()}",
+            f"threads={threads or 'null'}",
+        ]
+    )
     return ti.validate(cfg)
 
 
@@ -138,7 +132,7 @@ def bench_proxy(device: str, steps: int, threads: int | None) -> dict[str, float
                 results[f"{key}/eval_ms"] = 1e3 * timed(evaluation, dev, 3, 1)
                 print(
                     f"{key:40s} step {results[f'{key}/step_ms']:7.2f} ms   "
-                    f"evaluation ({len(range(0, cfg.data.eval_size or 10000))} images) "
+                    f"evaluation ({cfg.data.eval_size or 10_000} images) "
                     f"{results[f'{key}/eval_ms']:8.1f} ms",
                     flush=True,
                 )
