@@ -239,3 +239,84 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             layer.bias = nn.Parameter(bias.to(layer.weight.dtype))
             seq[i] = nn.Identity()
     return model
+
+
+class NoisyBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BN followed by a random per-channel scale and shift that change every training step.
+
+    The "noisy BatchNorm" of Santurkar, Tsipras, Ilyas and Madry (2018, Section 2.1), which
+    injects covariate shift on purpose after BN: in training mode each channel's output is
+
+        y = scale * BN(x) + shift,   scale ~ U(scale_min, scale_max),   shift ~ U(-shift, shift),
+
+    so every unit's input has a non-zero mean and a non-unit variance that differ from one step
+    to the next. In eval mode it is plain BN with the running statistics (no noise).
+
+    The noise lives in the buffers `noise_scale` and `noise_shift` and changes only when
+    `resample` is called, once per training step by the trainer: every forward in between
+    (the step itself, a probe, a diagnostic's repeated forwards) sees the same noise. Draws
+    come from the given CPU generators and are copied into the buffers in place, so a captured
+    CUDA graph reads the new values. With several generators the channels are split into as
+    many equal contiguous groups, one generator each: in `bnrepro.models.mlp.EnsembleNorm`,
+    whose channels are members * features member-major, each member draws its own noise.
+
+    Accepts (N, C) and (N, C, *spatial) inputs, like bnrepro.nn.BatchNorm.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        scale_min: float,
+        scale_max: float,
+        shift: float,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ):
+        if not 0 < scale_min <= scale_max or shift < 0:
+            raise ValueError(
+                f"NoisyBatchNorm needs 0 < scale_min <= scale_max and shift >= 0, got "
+                f"scale_min={scale_min}, scale_max={scale_max}, shift={shift}."
+            )
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.scale_min, self.scale_max, self.shift = scale_min, scale_max, shift
+        self.register_buffer("noise_scale", torch.ones(num_features))
+        self.register_buffer("noise_shift", torch.zeros(num_features))
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(
+                f"NoisyBatchNorm({self.num_features}) expects input of shape (N, C) or "
+                f"(N, C, ...), got {tuple(x.shape)}"
+            )
+
+    @torch.no_grad()
+    def resample(self, generators: list[torch.Generator]) -> None:
+        """Draws a new scale and shift for every channel, group g from generators[g]."""
+        groups = len(generators)
+        if groups == 0 or self.num_features % groups:
+            raise ValueError(
+                f"NoisyBatchNorm({self.num_features}) cannot split its channels into "
+                f"{groups} equal groups; pass one generator per member."
+            )
+        size = self.num_features // groups
+        scales, shifts = [], []
+        for generator in generators:
+            scales.append(
+                torch.empty(size).uniform_(self.scale_min, self.scale_max, generator=generator)
+            )
+            shifts.append(torch.empty(size).uniform_(-self.shift, self.shift, generator=generator))
+        self.noise_scale.copy_(torch.cat(scales))
+        self.noise_shift.copy_(torch.cat(shifts))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        if not self.training:
+            return y
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        return y * self.noise_scale.reshape(shape) + self.noise_shift.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, scale~U({self.scale_min}, {self.scale_max}), "
+            f"shift~U(-{self.shift}, {self.shift})"
+        )

@@ -1,0 +1,289 @@
+"""Santurkar et al.'s diagnostics (bnrepro.ics) and noisy BN (bnrepro.nn.NoisyBatchNorm)
+against cases with a known answer."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnrepro import ics
+from bnrepro.models.mlp import MLP
+from bnrepro.nn import NoisyBatchNorm
+
+# --------------------------------------------------------------------------- noisy BN
+
+
+def generators(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def test_noisy_bn_output_has_the_drawn_mean_and_scale_per_channel():
+    torch.manual_seed(0)
+    bn = NoisyBatchNorm(6, scale_min=0.5, scale_max=3.0, shift=2.0, eps=1e-9)
+    bn.resample(generators(1))
+    x = torch.randn(4096, 6) * 5 + 3
+    y = bn(x)
+    torch.testing.assert_close(y.mean(0), bn.noise_shift, atol=1e-4, rtol=0)
+    torch.testing.assert_close(y.std(0, correction=0), bn.noise_scale, atol=1e-4, rtol=1e-4)
+    assert bn.noise_scale.min() >= 0.5 and bn.noise_scale.max() <= 3.0
+    assert bn.noise_shift.abs().max() <= 2.0
+    assert (bn.noise_shift != 0).all() and (bn.noise_scale != 1).all()
+
+
+def test_noisy_bn_draws_follow_their_distribution():
+    bn = NoisyBatchNorm(20_000, scale_min=0.5, scale_max=2.5, shift=1.0)
+    bn.resample(generators(3))
+    # U(a, b): mean (a + b) / 2, std (b - a) / sqrt(12); 20,000 draws: the means within 0.02
+    assert bn.noise_scale.mean().item() == pytest.approx(1.5, abs=0.02)
+    assert bn.noise_scale.std().item() == pytest.approx(2.0 / math.sqrt(12), abs=0.02)
+    assert bn.noise_shift.mean().item() == pytest.approx(0.0, abs=0.02)
+    assert bn.noise_shift.std().item() == pytest.approx(2.0 / math.sqrt(12), abs=0.02)
+
+
+def test_noisy_bn_noise_changes_only_on_resample_and_each_group_has_its_own_stream():
+    bn = NoisyBatchNorm(6, scale_min=0.5, scale_max=2.0, shift=1.0)
+    gens = generators(0, 1)
+    bn.resample(gens)
+    x = torch.randn(32, 6)
+    assert torch.equal(bn(x), bn(x))  # held fixed between resamples
+    first = bn.noise_scale.clone()
+    bn.resample(gens)
+    assert not torch.equal(first, bn.noise_scale)  # a new step, new noise
+    # group 1 (channels 3..5) drew from its own generator: the same as alone with seed 1
+    alone = NoisyBatchNorm(3, scale_min=0.5, scale_max=2.0, shift=1.0)
+    solo = generators(1)
+    alone.resample(solo)
+    alone.resample(solo)
+    torch.testing.assert_close(bn.noise_scale[3:], alone.noise_scale, rtol=0, atol=0)
+    torch.testing.assert_close(bn.noise_shift[3:], alone.noise_shift, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="equal groups"):
+        bn.resample(generators(0, 1, 2, 3))
+
+
+@pytest.mark.parametrize("shape", [(16, 4), (8, 4, 5, 3)])
+def test_noisy_bn_is_bn_in_eval_and_keeps_bn_running_statistics(shape):
+    torch.manual_seed(0)
+    reference = nn.BatchNorm2d(4) if len(shape) == 4 else nn.BatchNorm1d(4)
+    noisy = NoisyBatchNorm(4, scale_min=0.2, scale_max=4.0, shift=3.0)
+    with torch.no_grad():
+        for bn in (reference, noisy):
+            bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5, -1.0]))
+            bn.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 0.3]))
+    noisy.resample(generators(5))
+    for _ in range(3):
+        x = torch.randn(shape) * 2 + 1
+        y_ref, y_noisy = reference(x), noisy(x)
+        assert not torch.allclose(y_ref, y_noisy)  # training: the noise is there
+        channel = [1, -1] + [1] * (len(shape) - 2)
+        expected = y_ref * noisy.noise_scale.reshape(channel) + noisy.noise_shift.reshape(channel)
+        torch.testing.assert_close(y_noisy, expected)
+    torch.testing.assert_close(noisy.running_mean, reference.running_mean)
+    torch.testing.assert_close(noisy.running_var, reference.running_var)
+    reference.eval(), noisy.eval()
+    x = torch.randn(shape)
+    torch.testing.assert_close(noisy(x), reference(x), rtol=0, atol=0)
+
+
+def test_noisy_bn_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="scale_min"):
+        NoisyBatchNorm(3, scale_min=2.0, scale_max=1.0, shift=0.0)
+    with pytest.raises(ValueError, match="shift"):
+        NoisyBatchNorm(3, scale_min=1.0, scale_max=1.0, shift=-1.0)
+
+
+# --------------------------------------------------------------------------- landscape
+
+
+class Quadratic(nn.Module):
+    """loss = 0.5 w^T A w per member, w of shape (members, d)."""
+
+    def __init__(self, a: torch.Tensor, w: torch.Tensor):
+        super().__init__()
+        self.register_buffer("a", a)
+        self.w = nn.Parameter(w.clone())
+
+    def forward(self, _inputs) -> torch.Tensor:
+        return 0.5 * torch.einsum("md,de,me->m", self.w, self.a, self.w)
+
+
+def quadratic_loss(model: nn.Module, inputs) -> torch.Tensor:
+    return model(inputs)
+
+
+def test_beta_smoothness_of_a_quadratic_is_its_top_hessian_eigenvalue():
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
+    eigenvalues = torch.tensor([4.0, 2.5, 1.0, 0.5, 0.1], dtype=torch.float64)
+    a = q @ torch.diag(eigenvalues) @ q.T
+    # member 0 starts on the top eigenvector: beta is exactly lambda_max; member 1 anywhere:
+    # the ratio ||A g|| / ||g|| lies between the smallest and the largest eigenvalue
+    w = torch.stack([3.0 * q[:, 0], torch.randn(5, dtype=torch.float64)])
+    model = Quadratic(a, w)
+    loss = ics.functional_loss(model, quadratic_loss, None)
+    lr = torch.tensor([0.1, 0.05], dtype=torch.float64)
+    result = ics.landscape(loss, ics.current_params(model), lr, members=2)
+    assert result.beta[0].item() == pytest.approx(4.0, rel=1e-12)
+    assert 0.1 <= result.beta[1].item() <= 4.0 + 1e-12
+    g = w[1] @ a
+    assert result.beta[1].item() == pytest.approx(((g @ a).norm() / g.norm()).item(), rel=1e-12)
+    # gradient predictiveness: the largest step's change, eta_max ||A g||
+    eta = lr * max(ics.STEP_MULTIPLIERS)
+    assert result.grad_change[0].item() == pytest.approx(eta[0].item() * 4.0 * 4.0 * 3.0, rel=1e-12)
+    # loss range on member 0: L(eta) = 0.5 lambda (1 - eta lambda)^2 |w|^2 over the points
+    values = [0.5 * 4.0 * (1 - m * 0.1 * 4.0) ** 2 * 9.0 for m in ics.STEP_MULTIPLIERS]
+    assert result.loss_range[0].item() == pytest.approx(max(values) - min(values), rel=1e-12)
+
+
+# --------------------------------------------------------------------------- ICS
+
+
+class ScalarChain(nn.Module):
+    """Two scalar layers: loss = 0.5 (w2 * w1 * x - y)^2."""
+
+    def __init__(self, w1: float, w2: float):
+        super().__init__()
+        self.first = nn.Linear(1, 1, bias=False)
+        self.second = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            self.first.weight.fill_(w1)
+            self.second.weight.fill_(w2)
+
+    def forward(self, x):
+        return self.second(self.first(x))
+
+
+def chain_loss(model, batch):
+    x, y = batch
+    return (0.5 * (model(x) - y) ** 2).sum().reshape(1)
+
+
+def test_ics_of_a_two_layer_chain_matches_the_hand_computed_gradients():
+    w1, w2, x, y, lr = 0.8, -1.5, 2.0, 1.0, 0.1
+    model = ScalarChain(w1, w2).double()
+    batch = (torch.tensor([[x]], dtype=torch.float64), torch.tensor([[y]], dtype=torch.float64))
+    loss = ics.functional_loss(model, chain_loss, batch)
+    order = ics.forward_order(model, lambda: model(batch[0]))
+    assert order == ["first.weight", "second.weight"]
+    shifts = ics.internal_covariate_shift(
+        loss, ics.current_params(model), order, order, lr=lr, members=1
+    )
+    residual = w2 * w1 * x - y
+    g2 = residual * w1 * x
+    w1_after = w1 - lr * residual * w2 * x
+    g2_after = (w2 * w1_after * x - y) * w1_after * x
+    assert shifts["second.weight"].l2.item() == pytest.approx(abs(g2 - g2_after) / abs(g2))
+    assert shifts["second.weight"].cosine.item() == pytest.approx(math.copysign(1, g2 * g2_after))
+    # the first layer has nothing below it
+    assert shifts["first.weight"].l2.item() == 0.0
+    assert shifts["first.weight"].cosine.item() == pytest.approx(1.0)
+
+
+def test_ics_of_a_single_layer_net_is_zero():
+    torch.manual_seed(0)
+    model = nn.Linear(10, 3)
+    x, y = torch.randn(32, 10), torch.randint(0, 3, (32,))
+    loss = ics.functional_loss(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), (x, y))
+    order = ics.forward_order(model, lambda: model(x))
+    shifts = ics.internal_covariate_shift(
+        loss, ics.current_params(model), order, ["weight"], lr=0.5
+    )
+    assert shifts["weight"].l2.item() == 0.0
+    assert shifts["weight"].cosine.item() == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- the MLP, members
+
+
+def mlp(norm, members=2, seeds=(0, 1)) -> MLP:
+    model = MLP(members, [20, 8, 8, 3], "sigmoid", norm)
+    model.init_gaussian(0.5, list(seeds))
+    return model
+
+
+def noisy(channels: int) -> NoisyBatchNorm:
+    return NoisyBatchNorm(channels, scale_min=0.5, scale_max=2.0, shift=1.0)
+
+
+def mlp_loss(model, batch):
+    x, y = batch
+    logits = model(x)
+    return (
+        F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        .view(len(x), -1)
+        .mean(1)
+    )
+
+
+def weight_names(model: MLP) -> list[str]:
+    return [f"hidden.{i}.weight" for i in range(len(model.hidden))] + ["classifier.weight"]
+
+
+def measure(model, batch, lr):
+    loss = ics.functional_loss(model, mlp_loss, batch)
+    params = ics.current_params(model)
+    order = ics.forward_order(model, lambda: model(batch[0]))
+    shifts = ics.internal_covariate_shift(loss, params, order, weight_names(model), lr, 2)
+    return shifts, ics.landscape(loss, params, lr, 2)
+
+
+@pytest.mark.parametrize("norm", [None, nn.BatchNorm1d, noisy])
+def test_diagnostics_leave_weights_buffers_gradients_and_optimizer_unchanged(norm):
+    torch.manual_seed(0)
+    model = mlp(norm)
+    if norm is noisy:
+        for module in model.modules():
+            if isinstance(module, NoisyBatchNorm):
+                module.resample(generators(0, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(2, 16, 20), torch.randint(0, 3, (2, 16))
+    mlp_loss(model, (x, y)).sum().backward()
+    optimizer.step()  # momentum buffers and .grad exist
+    state = copy.deepcopy(model.state_dict())
+    grads = [p.grad.clone() for p in model.parameters()]
+    momentum = copy.deepcopy(optimizer.state_dict())
+    shifts, result = measure(model, (x, y), torch.tensor([0.1, 0.3]))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
+    after = optimizer.state_dict()["state"]
+    for key, value in momentum["state"].items():
+        assert torch.equal(after[key]["momentum_buffer"], value["momentum_buffer"])
+    assert model.training
+    for shift in shifts.values():
+        assert shift.l2.shape == (2,) and torch.isfinite(shift.l2).all()
+    assert (shifts["hidden.0.weight"].l2 == 0).all()  # nothing below the first layer
+    assert (shifts["classifier.weight"].l2 > 0).all()
+    for value in (result.loss_range, result.grad_change, result.beta):
+        assert value.shape == (2,) and (value > 0).all()
+
+
+@pytest.mark.parametrize("norm", [None, nn.BatchNorm1d, noisy])
+def test_each_members_diagnostics_equal_its_own_single_member_net(norm):
+    """Member 1 of a two-member net measures what the net of its seed alone measures."""
+    torch.manual_seed(0)
+    pair, solo = mlp(norm), mlp(norm, members=1, seeds=(1,))
+    if norm is noisy:
+        for module in pair.modules():
+            if isinstance(module, NoisyBatchNorm):
+                module.resample(generators(0, 1))
+        for module in solo.modules():
+            if isinstance(module, NoisyBatchNorm):
+                module.resample(generators(1))
+    x, y = torch.randn(2, 16, 20), torch.randint(0, 3, (2, 16))
+    lr = torch.tensor([0.1, 0.3])
+    shifts, result = measure(pair, (x, y), lr)
+    loss = ics.functional_loss(solo, mlp_loss, (x[1:], y[1:]))
+    order = ics.forward_order(solo, lambda: solo(x[1:]))
+    params = ics.current_params(solo)
+    solo_shifts = ics.internal_covariate_shift(loss, params, order, weight_names(solo), 0.3, 1)
+    solo_result = ics.landscape(loss, params, 0.3, 1)
+    for name, shift in shifts.items():
+        torch.testing.assert_close(shift.l2[1:], solo_shifts[name].l2, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(shift.cosine[1:], solo_shifts[name].cosine)
+    for field in ("loss_range", "grad_change", "beta"):
+        torch.testing.assert_close(
+            getattr(result, field)[1:], getattr(solo_result, field), rtol=1e-4, atol=1e-6
+        )
