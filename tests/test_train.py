@@ -11,7 +11,7 @@ from conftest import REPO
 
 from bnrepro.errors import ConfigError
 from bnrepro.train import train
-from bnrepro.train_mlp import METRIC_COLUMNS
+from bnrepro.train_mlp import GRID_COLUMNS, METRIC_COLUMNS
 
 
 def test_run_writes_metrics_config_and_run_info(small_cfg, tmp_path) -> None:
@@ -69,12 +69,60 @@ def test_nonfinite_loss_is_recorded_as_diverged(small_cfg, tmp_path) -> None:
     assert pd.read_csv(tmp_path / "metrics.csv").step.max() == run["steps"]
 
 
+@pytest.mark.parametrize(("model", "optim"), [("mlp", "sgd"), ("mlp_bn", "momentum_mlp")])
+def test_grid_member_equals_the_single_run_with_its_seed_rate_and_std(
+    small_cfg, tmp_path, model, optim
+) -> None:
+    """Members of a grid differ in seed, learning rate and init std; each follows the run of
+    its settings alone, to float rounding (the members' matrix products are batched)."""
+    grid = small_cfg(
+        f"model={model}",
+        f"optim={optim}",
+        "optim.lr=0.05",
+        "seeds=[3,7]",
+        "grid.lr=[0.05,0.4]",
+        "grid.init_std=[0.02,0.3]",
+    )
+    info = train(grid, tmp_path / "grid")
+    members = pd.read_csv(tmp_path / "grid" / "metrics.csv")
+    assert list(members.columns) == list(GRID_COLUMNS)
+    assert [(m["lr"], m["init_std"], m["seed"]) for m in info["members"]] == [
+        (lr, std, seed) for lr in (0.05, 0.4) for std in (0.02, 0.3) for seed in (3, 7)
+    ]
+    # At optim.lr the loss scale is 1; at 0.4 it is 8, and the gradients round differently.
+    for lr, std, seed, atol in [(0.05, 0.3, 7, 1e-5), (0.4, 0.02, 3, 1e-4)]:
+        name = f"lr{lr}_std{std}_seed{seed}"
+        single = small_cfg(
+            f"model={model}", f"optim={optim}", f"optim.lr={lr}", f"model.init_std={std}",
+            f"seeds=[{seed}]",
+        )  # fmt: skip
+        train(single, tmp_path / name)
+        alone = pd.read_csv(tmp_path / name / "metrics.csv")
+        rows = members[(members.lr == lr) & (members.init_std == std) & (members.seed == seed)]
+        member = rows[list(METRIC_COLUMNS)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(member, alone, check_exact=False, atol=atol, rtol=0)
+        assert (member.test_acc - alone.test_acc).abs().max() <= 2e-4  # two test images
+
+
+def test_a_diverged_grid_member_is_recorded_and_the_others_go_on(small_cfg, tmp_path) -> None:
+    cfg = small_cfg("model=mlp", "model.activation=relu", "grid.lr=[0.1,1e6]")
+    info = train(cfg, tmp_path)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert info["status"] == run["status"] == "diverged" and run["steps"] == 300
+    steady, diverged = run["members"]
+    assert steady["status"] == "completed" and steady["final_step"] == 300
+    assert steady["final_test_acc"] > 0.5
+    assert diverged["status"] == "diverged" and diverged["diverged_at_step"] is not None
+
+
 @pytest.mark.parametrize(
     ("override", "named"),
     [
         ("batch_size=1", "batch_size=1"),
         ("optim.lr=-0.1", "optim.lr=-0.1"),
         ("seeds=[1,1]", "seeds"),
+        ("grid.lr=[0.1,-1.0]", "grid.lr"),
+        ("grid.init_std=[]", "grid.init_std"),
     ],
 )
 def test_bad_values_are_named_in_the_error(small_cfg, tmp_path, override, named) -> None:

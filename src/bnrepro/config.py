@@ -99,6 +99,12 @@ class Probe:
 
 
 @dataclass
+class MemberGrid:
+    lr: list[float] | None = MISSING
+    init_std: list[float] | None = MISSING
+
+
+@dataclass
 class MLPConfig(RunConfig):
     """bnrepro.train_mlp: the paper's MNIST net (Section 4.1, Figure 1)."""
 
@@ -106,6 +112,7 @@ class MLPConfig(RunConfig):
     model: MLPModel = field(default_factory=MLPModel)
     optim: SGDOptim = field(default_factory=SGDOptim)
     probe: Probe = field(default_factory=Probe)
+    grid: MemberGrid = field(default_factory=MemberGrid)
 
 
 # --------------------------------------------------------------------------- Inception

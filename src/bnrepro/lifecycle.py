@@ -169,11 +169,16 @@ class Run:
         broadcast: Callable[[Any], Any] | None = None,
         sync_stop: Callable[[bool], bool] | None = None,
         stop_every: int = 1,
+        members: Sequence[dict[str, Any]] | None = None,
     ):
         self.dir, self.cfg, self.columns = Path(run_dir), cfg, columns
         self.resume_keys, self.main = resume_keys, main_process
         self.broadcast, self.sync_stop, self.stop_every = broadcast, sync_stop, stop_every
-        self.seeds = list(cfg.seeds)
+        # What a row's status is kept by: its seed, or with `members` (a trainer whose members
+        # differ in more than the seed; each a dict with its "member" index) its member.
+        self.members = list(members) if members is not None else None
+        self.key = "seed" if members is None else "member"
+        self.keys = list(cfg.seeds) if members is None else [m["member"] for m in members]
         # Plain ints for the per-step checks: reading an OmegaConf node costs microseconds.
         self.total_steps, self.checkpoint_every = int(cfg.steps), int(cfg.checkpoint_every)
         self.checkpoint: dict[str, Any] | None = None
@@ -360,7 +365,7 @@ class Run:
         step and logs what is due at `step`. Between two steps, the due checkpoint is written,
         and the run stops after a signal or once every seed has diverged."""
         every = self.checkpoint_every
-        while self.step < self.total_steps and len(self.diverged_at) < len(self.seeds):
+        while self.step < self.total_steps and len(self.diverged_at) < len(self.keys):
             if every and self.step > self.start_step and self.step % every == 0:
                 self.save_checkpoint()
             if self._stop_requested():
@@ -374,19 +379,20 @@ class Run:
         return step == self.total_steps or any(step % e == 0 for e in every)
 
     def log(self, rows: list[dict[str, Any]]) -> None:
-        """Logs one row per seed of a step; a seed whose train_loss is non-finite diverged."""
+        """Logs one row per seed (or member) of a step; one whose train_loss is non-finite
+        diverged."""
         for row in rows:
             loss = row.get("train_loss")
             if loss is not None and not math.isfinite(loss):
-                self.diverged_at.setdefault(row["seed"], row["step"])
+                self.diverged_at.setdefault(row[self.key], row["step"])
         if self.logger is not None:
             self.logger.log(rows)
         for row in rows:
-            if row.get("test_acc") is not None and row["seed"] not in self.diverged_at:
-                self.last_rows[row["seed"]] = row
+            if row.get("test_acc") is not None and row[self.key] not in self.diverged_at:
+                self.last_rows[row[self.key]] = row
 
-    def mark_diverged(self, seed: int, step: int) -> None:
-        self.diverged_at.setdefault(seed, step)
+    def mark_diverged(self, key: int, step: int) -> None:
+        self.diverged_at.setdefault(key, step)
 
     def wall_s(self) -> float:
         return self._wall_before + time.time() - (self._started_at or time.time())
@@ -456,22 +462,26 @@ class Run:
 
     def _end(self, status: str, error: str | None = None) -> None:
         wall_s = self.wall_s()
+        described = self.members or [{"seed": seed} for seed in self.keys]
+        outcomes = [
+            {
+                **description,
+                "status": "diverged"
+                if key in self.diverged_at
+                else ("completed" if status == "diverged" else status),
+                "diverged_at_step": self.diverged_at.get(key),
+                "final_step": self.last_rows.get(key, {}).get("step"),
+                "final_test_acc": self.last_rows.get(key, {}).get("test_acc"),
+            }
+            for key, description in zip(self.keys, described, strict=True)
+        ]
         self.info.update(
             status=status,
             steps=self.step,
             wall_s=round(wall_s, 3),
             steps_per_s=round(self.step / wall_s, 2) if wall_s > 0 else None,
             ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            seeds=[
-                {
-                    "seed": seed,
-                    "status": "diverged" if seed in self.diverged_at else status,
-                    "diverged_at_step": self.diverged_at.get(seed),
-                    "final_step": self.last_rows.get(seed, {}).get("step"),
-                    "final_test_acc": self.last_rows.get(seed, {}).get("test_acc"),
-                }
-                for seed in self.seeds
-            ],
+            **{"seeds" if self.members is None else "members": outcomes},
         )
         if error is not None:
             self.info["error"] = error

@@ -73,11 +73,20 @@ def check_wandb(mode: str) -> None:
         )
 
 
+# The columns that say which curve a row belongs to rather than hold a metric.
+ROW_LABELS = ("step", "seed", "member", "lr", "init_std")
+
+
+def curve_name(row: dict[str, Any]) -> str:
+    return f"member_{row['member']}" if "member" in row else f"seed_{row['seed']}"
+
+
 class RunLogger:
     """Sends each metrics row (one per seed and logged step) to every enabled sink.
 
     In wandb and TensorBoard a metric of seed s is named `<metric>/seed_<s>`, so one run
-    of several seeds shows one curve per seed.
+    of several seeds shows one curve per seed; rows of a member grid (with a `member` column,
+    whose lr and init_std are in metrics.csv) are named `<metric>/member_<m>`.
     """
 
     def __init__(
@@ -132,10 +141,10 @@ class RunLogger:
             return
         step = rows[0]["step"]
         scalars = {
-            f"{key}/seed_{row['seed']}": value
+            f"{key}/{curve_name(row)}": value
             for row in rows
             for key, value in row.items()
-            if key not in ("step", "seed") and value is not None
+            if key not in ROW_LABELS and value is not None
         }
         if self.wandb_run is not None:
             self.wandb_run.log(scalars, step=step)

@@ -41,7 +41,7 @@ def load_runs(root: str | Path) -> pd.DataFrame:
             "error": info.get("error"),
             **{f"config.{k}": v for k, v in config.items()},
         }
-        for seed_info in info.get("seeds") or [{}]:
+        for seed_info in info.get("seeds") or info.get("members") or [{}]:
             records.append(
                 {
                     **base,

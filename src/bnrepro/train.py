@@ -57,6 +57,13 @@ def main(cfg: DictConfig) -> None:
         record_failed_start(run_dir, cfg, error)
         traceback.print_exc()
         return
+    if "members" in info:
+        diverged = sum(m["status"] == "diverged" for m in info["members"])
+        print(
+            f"{info['status']} in {info['wall_s']:.1f} s; {len(info['members'])} members, "
+            f"{diverged} diverged (run.json lists each member's final test accuracy)"
+        )
+        return
     seeds = ", ".join(f"{s['seed']}: {s['final_test_acc']}" for s in info["seeds"])
     print(f"{info['status']} in {info['wall_s']:.1f} s; final test accuracy by seed {seeds}")
 

@@ -8,6 +8,7 @@ writes are listed in the README.
 """
 
 import contextlib
+import itertools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ from bnrepro.lifecycle import Run
 from bnrepro.models.mlp import ACTIVATIONS, MLP
 
 METRIC_COLUMNS = ("step", "seed", "train_loss", "test_acc", "p15", "p50", "p85")
+# With a member grid (grid.lr / grid.init_std): which member a row is, and its settings.
+GRID_COLUMNS = ("step", "member", "seed", "lr", "init_std", *METRIC_COLUMNS[2:])
 PERCENTILES = (0.15, 0.50, 0.85)
 # What a checkpoint must agree on with the config that resumes it.
 RESUME_KEYS = (
@@ -40,6 +43,7 @@ RESUME_KEYS = (
     "batch_size",
     "eval_every",
     "probe",
+    "grid",
 )
 MNIST_TRAIN_SIZE = 60_000
 
@@ -87,6 +91,21 @@ def validate(cfg: DictConfig) -> DictConfig:
         "layer, e.g. model.sizes=[784,100,100,100,10].",
     )
     check(m.init_std > 0, "model.init_std", m.init_std, "Use a positive std, e.g. 0.1.")
+    for key in ("lr", "init_std"):
+        values = cfg.grid[key]
+        check(
+            values is None or (len(values) > 0 and min(values) > 0),
+            f"grid.{key}",
+            None if values is None else list(values),
+            f"Give a list of positive values, e.g. grid.{key}=[0.01,0.1,1.0], or null.",
+        )
+    check(
+        cfg.grid.lr is None or o.weight_decay == 0,
+        "optim.weight_decay",
+        o.weight_decay,
+        "A member's rate scales its loss, which would not scale weight decay: use "
+        "optim.weight_decay=0 with grid.lr.",
+    )
     check(
         m.activation in ACTIVATIONS,
         "model.activation",
@@ -124,7 +143,24 @@ def validate(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def build_model(cfg: DictConfig, device: torch.device) -> MLP:
+def grid_members(cfg: DictConfig) -> list[dict[str, Any]] | None:
+    """The members of a grid run, in order: every (lr, init_std) for every seed, seeds
+    innermost; None without a grid (the members are the seeds, at optim.lr and model.init_std)."""
+    if cfg.grid.lr is None and cfg.grid.init_std is None:
+        return None
+    rates = list(cfg.grid.lr) if cfg.grid.lr is not None else [cfg.optim.lr]
+    stds = list(cfg.grid.init_std) if cfg.grid.init_std is not None else [cfg.model.init_std]
+    combinations = itertools.product(rates, stds, cfg.seeds)
+    return [
+        {"member": i, "seed": seed, "lr": lr, "init_std": std}
+        for i, (lr, std, seed) in enumerate(combinations)
+    ]
+
+
+def build_model(
+    cfg: DictConfig, device: torch.device, members: list[dict[str, Any]] | None = None
+) -> MLP:
+    """The vectorized net: one member per seed, or per grid member (`grid_members`)."""
     m = cfg.model
 
     def make_norm(channels: int) -> nn.Module:
@@ -135,8 +171,10 @@ def build_model(cfg: DictConfig, device: torch.device) -> MLP:
         return nn.BatchNorm1d(channels, eps=m.bn_eps, momentum=m.bn_momentum)
 
     norm = make_norm if m.batch_norm else None
-    model = MLP(len(cfg.seeds), m.sizes, m.activation, norm, m.bn_position)
-    model.init_gaussian(m.init_std, list(cfg.seeds))
+    seeds = [member["seed"] for member in members] if members else list(cfg.seeds)
+    stds = [member["init_std"] for member in members] if members else m.init_std
+    model = MLP(len(seeds), m.sizes, m.activation, norm, m.bn_position)
+    model.init_gaussian(stds, seeds)
     return model.to(device)
 
 
@@ -231,11 +269,21 @@ def sigmoid_input_percentiles(model: MLP, x_probe: torch.Tensor, unit: int) -> l
 
 
 def make_train_step(
-    model: MLP, optimizer: torch.optim.Optimizer, x_train: torch.Tensor, y_train: torch.Tensor, cfg
+    model: MLP,
+    optimizer: torch.optim.Optimizer,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    cfg,
+    lr_scale: torch.Tensor | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """One SGD step on the mini-batches picked by `index` (members, batch); returns each
-    member's mean loss. The loss summed over members gives each member its own gradient."""
-    members, input_mode = len(cfg.seeds), cfg.data.input
+    member's mean loss. The loss summed over members gives each member its own gradient.
+
+    `lr_scale` (members,) multiplies each member's loss before the sum: its gradient, and so
+    its update and momentum, scale by the same factor, which is a per-member learning rate
+    (optim.lr * lr_scale) without a per-member optimizer; a factor of 1 changes nothing.
+    """
+    members, input_mode = model.members, cfg.data.input
 
     def train_step(index: torch.Tensor) -> torch.Tensor:
         flat = index.reshape(-1)
@@ -245,7 +293,7 @@ def make_train_step(
         losses = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none")
         member_loss = losses.view(members, -1).mean(1)
         optimizer.zero_grad(set_to_none=True)
-        member_loss.sum().backward()
+        (member_loss if lr_scale is None else member_loss * lr_scale).sum().backward()
         optimizer.step()
         return member_loss.detach()
 
@@ -262,7 +310,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     device = select_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seeds = list(cfg.seeds)
+    members = grid_members(cfg)
+    seeds = [member["seed"] for member in members] if members else list(cfg.seeds)
     # Data: the whole set lives on the device as uint8; batches are drawn by index.
     train_images, train_labels = load_mnist(cfg.data.root, "train")
     test_images, test_labels = load_mnist(cfg.data.root, "test")
@@ -272,8 +321,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     y_test = test_labels.to(device)
     x_probe = x_test[: cfg.probe.size]
 
-    with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS) as run:
-        model = build_model(cfg, device)
+    columns = METRIC_COLUMNS if members is None else GRID_COLUMNS
+    with Run(run_dir, cfg, columns, RESUME_KEYS, members=members) as run:
+        model = build_model(cfg, device, members)
         optimizer = torch.optim.SGD(
             model.parameters(),
             lr=cfg.optim.lr,
@@ -288,7 +338,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             optimizer.load_state_dict(state["optimizer"])
             sampler.load_state_dict(state["sampler"])
             torch.set_rng_state(state["torch_rng"])
-        train_step = make_train_step(model, optimizer, x_train, y_train, cfg)
+        lr_scale = None
+        if cfg.grid.lr is not None:
+            rates = [member["lr"] / cfg.optim.lr for member in members]
+            lr_scale = torch.tensor(rates, dtype=torch.float32, device=device)
+        train_step = make_train_step(model, optimizer, x_train, y_train, cfg, lr_scale)
         use_graph = device.type == "cuda" and cfg.cuda_graph
         if use_graph:
             example_index = torch.zeros(len(seeds), cfg.batch_size, dtype=torch.long, device=device)
@@ -321,7 +375,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 [
                     {
                         "step": step,
-                        "seed": seed,
+                        **(members[member] if members else {"seed": seed}),
                         "train_loss": losses[member],
                         "test_acc": accuracy[member] if accuracy else None,
                         "p15": percentiles[member][0],

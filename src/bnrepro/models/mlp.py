@@ -89,20 +89,24 @@ class MLP(nn.Module):
         self.classifier = EnsembleLinear(members, *pairs[-1], bias=True)
 
     @torch.no_grad()
-    def init_gaussian(self, std: float, seeds: Sequence[int]) -> None:
+    def init_gaussian(self, std: float | Sequence[float], seeds: Sequence[int]) -> None:
         """Draws every member's weights from N(0, std^2) with that member's own seed.
 
-        Weights are drawn on the CPU, layer by layer, from one generator per seed, so a
-        member's initial weights depend only on its seed (not on `members` or the device).
+        `std` is one value for all members or one per member. Weights are drawn on the CPU,
+        layer by layer, from one generator per member seeded with its seed, so a member's
+        initial weights depend only on its seed and std (not on `members` or the device).
         Biases start at zero; norm layers keep their own initialization (gamma=1, beta=0).
         """
-        if len(seeds) != self.members:
-            raise ValueError(f"{len(seeds)} seeds given for {self.members} members.")
+        stds = [std] * len(seeds) if isinstance(std, int | float) else list(std)
+        if len(seeds) != self.members or len(stds) != self.members:
+            raise ValueError(
+                f"{len(seeds)} seeds and {len(stds)} stds given for {self.members} members."
+            )
         layers = [*self.hidden, self.classifier]
-        for member, seed in enumerate(seeds):
+        for member, (seed, member_std) in enumerate(zip(seeds, stds, strict=True)):
             generator = torch.Generator().manual_seed(seed)
             for layer in layers:
-                w = torch.randn(layer.weight.shape[1:], generator=generator) * std
+                w = torch.randn(layer.weight.shape[1:], generator=generator) * member_std
                 layer.weight[member].copy_(w)
                 if layer.bias is not None:
                     layer.bias[member].zero_()
