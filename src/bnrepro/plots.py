@@ -1,13 +1,17 @@
 """The paper's figures, drawn from logged curves (never from anything else)."""
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 from bnrepro.atomic import atomic_open  # noqa: E402
 
@@ -284,3 +288,83 @@ def claim_population_statistics(frame: pd.DataFrame, out_dir: Path) -> list[Path
     ax.set_title("Inference statistics of the trained BN net")
     fig.tight_layout()
     return save_figure(fig, out_dir, "claim6_population_statistics")
+
+
+# ---------------------------------------------------------------- Figure 1's sensitivity map
+
+
+@dataclass(frozen=True)
+class HeatmapPanel:
+    """One quantity of the sensitivity map: a title, a value and a text per cell (in the order
+    of the cells' rows), and its scale: `difference` (diverging around 0) or `ratio`
+    (logarithmic, diverging around 1). Cells without a finite value (or a ratio's positive one)
+    are drawn grey with their text only."""
+
+    title: str
+    values: pd.Series
+    texts: Sequence[str]
+    scale: str
+
+
+def sensitivity_heatmaps(
+    cells: pd.DataFrame,
+    optimizers: Mapping[str, str],
+    panels: Sequence[HeatmapPanel],
+    out_dir: Path,
+    caption: str = "",
+) -> list[Path]:
+    """The BN advantage over (learning rate, init std), from `cells` (optimizer, lr, init_std:
+    one row per cell) and `panels`: one row of heatmaps per optimizer of `optimizers` (config
+    name -> name shown), one column per panel; red where BN is ahead, blue where it is behind;
+    `caption` below them."""
+    lrs, stds = sorted(set(cells.lr)), sorted(set(cells.init_std))
+    fig, axes = plt.subplots(
+        len(optimizers),
+        len(panels),
+        figsize=(3.6 * len(panels), 2.6 * len(optimizers) + 0.6),
+        squeeze=False,
+    )
+    for column, panel in enumerate(panels):
+        values = pd.Series(panel.values.to_numpy(dtype=float), index=cells.index)
+        finite = values[np.isfinite(values)]
+        if panel.scale == "ratio":
+            finite = finite[finite > 0]
+            extent = float(np.abs(np.log10(finite)).max()) if len(finite) else 1.0
+            extent = max(extent, 0.1)
+            norm = LogNorm(vmin=10**-extent, vmax=10**extent)
+        else:
+            extent = float(finite.abs().max()) if len(finite) else 1.0
+            norm = Normalize(vmin=-max(extent, 1e-9), vmax=max(extent, 1e-9))
+        for row, (optimizer, name) in enumerate(optimizers.items()):
+            ax = axes[row][column]
+            grid = np.full((len(stds), len(lrs)), np.nan)
+            texts = {}
+            for index in cells.index[cells.optimizer == optimizer]:
+                i, j = stds.index(cells.at[index, "init_std"]), lrs.index(cells.at[index, "lr"])
+                value = values[index]
+                if np.isfinite(value) and (panel.scale != "ratio" or value > 0):
+                    grid[i, j] = value
+                texts[i, j] = panel.texts[cells.index.get_loc(index)]
+            cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+            image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="lower")
+            for (i, j), text in texts.items():
+                dark = np.isfinite(grid[i, j]) and abs(float(norm(grid[i, j])) - 0.5) > 0.3
+                color = "white" if dark else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=color)
+            ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+            ax.set_yticks(range(len(stds)), [f"{std:g}" for std in stds])
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel(f"{name}\ninit std")
+            if row == 0:
+                ax.set_title(panel.title, fontsize=8)
+            colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
+            if panel.scale == "ratio":
+                powers = range(-int(extent / np.log10(2)), int(extent / np.log10(2)) + 1)
+                colorbar.set_ticks([2.0**k for k in powers])
+            colorbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
+            colorbar.ax.tick_params(labelsize=7)
+    if caption:
+        fig.text(0.5, 0, caption, ha="center", va="top", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "sensitivity")
