@@ -4,12 +4,17 @@ decides each claim in a cell, refusals of incomplete input, and the quick protoc
 import importlib.util
 import itertools
 import math
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, compose_train
+from omegaconf import open_dict
+
+from bnrepro.errors import BnreproError
+from bnrepro.train import train
 
 
 def load_driver():
@@ -175,3 +180,86 @@ def test_collect_refuses_a_folder_without_runs(tmp_path) -> None:
     result = run_driver("collect", "--runs", str(tmp_path), "--out", str(tmp_path / "out"))
     assert_refused(result, "holds no runs")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, mnist_root):
+    """The four runs of a tiny grid, trained in this process: lr 0.1 trains, lr 1e20 makes every
+    net's loss non-finite within the first steps."""
+    runs = tmp_path_factory.mktemp("runs")
+    for optimizer, (model, net) in itertools.product(driver.OPTIMIZERS, driver.NETS.items()):
+        cfg = compose_train(
+            ["experiment=figure1", "name=sensitivity", f"model={model}",
+             f"optim={optimizer}", "seeds=[0]", "grid.lr=[0.1,1e20]", "grid.init_std=[0.1,1.0]",
+             "steps=200", "eval_every=50", "probe.every=25", "probe.size=200", "device=cpu",
+             f"data.root={mnist_root}", "logger.wandb.mode=disabled"]
+        )  # fmt: skip
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        train(cfg, runs / optimizer / net)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory, sweep):
+    out = tmp_path_factory.mktemp("sensitivity")
+    driver.collect(sweep, out, "python experiments/sensitivity.py run --quick --jobs 4")
+    driver.draw(out)
+    return out
+
+
+def test_collect_and_draw_a_real_sweep(collected) -> None:
+    members = pd.read_csv(collected / "members.csv")
+    assert list(members.columns) == list(driver.MEMBER_COLUMNS)
+    assert len(members) == 2 * 2 * 2 * 2 * 1, "one row per net, optimizer, lr, init std, seed"
+    assert not members.duplicated(list(driver.MEMBER_KEYS)).any()
+    trained, diverged = members[members.lr == 0.1], members[members.lr == 1e20]
+    assert not trained.diverged.any() and trained.final_acc.notna().all()
+    assert diverged.diverged.all() and diverged.diverged_at_step.notna().all()
+    assert diverged.final_acc.isna().all() and diverged.drift.isna().all()
+    assert (trained.drift > 0).all()
+    for name in ("sensitivity.png", "sensitivity.pdf", "README.md", "provenance.json"):
+        assert (collected / name).is_file()
+    readme = (collected / "README.md").read_text()
+    assert "| bn | momentum_mlp | 1e+20 | 0.1 | 0 |" in readme
+    assert "- command: `python experiments/sensitivity.py run --quick`" in readme
+    provenance = driver.read_json(collected / "provenance.json", "")
+    assert set(provenance["wall_s"]) == {"sgd/plain", "sgd/bn", "momentum_mlp/plain",
+                                         "momentum_mlp/bn"}  # fmt: skip
+
+
+def test_collect_refuses_a_sweep_without_one_run(sweep, tmp_path) -> None:
+    partial = tmp_path / "runs"
+    shutil.copytree(sweep, partial, ignore=shutil.ignore_patterns("wandb"))
+    shutil.rmtree(partial / "momentum_mlp" / "bn")
+    with pytest.raises(BnreproError, match="incomplete: no run of bn with momentum_mlp"):
+        driver.collect(partial, tmp_path / "out", "test")
+    assert not (tmp_path / "out").exists()
+
+
+def test_collect_refuses_a_curve_cut_short(sweep, tmp_path) -> None:
+    partial = tmp_path / "runs"
+    shutil.copytree(sweep, partial, ignore=shutil.ignore_patterns("wandb"))
+    metrics = partial / "sgd" / "bn" / "metrics.csv"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(lines[: len(lines) // 2]))
+    with pytest.raises(BnreproError, match="do not end at their last step"):
+        driver.collect(partial, tmp_path / "out", "test")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration
+def test_run_quick_end_to_end(tmp_path, mnist_root) -> None:
+    """`run --quick`: four processes, then members.csv, the heatmaps and the README."""
+    result = run_driver(
+        "run", "--quick", "--jobs", "4", "--out", str(tmp_path / "out"),
+        "--runs", str(tmp_path / "runs"), f"data.root={mnist_root}", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    members = pd.read_csv(tmp_path / "out" / "members.csv")
+    quick = driver.QUICK
+    assert len(members) == 4 * len(quick["lrs"]) * len(quick["init_stds"]) * len(quick["seeds"])
+    assert (members.steps == quick["steps"]).all()
+    sweep = driver.read_json(tmp_path / "runs" / "sweep.json", "")
+    assert sweep["jobs"] == 4 and len(sweep["wall_s"]) == 4
+    assert (tmp_path / "out" / "sensitivity.png").is_file()
