@@ -189,7 +189,7 @@ def bench_mlp(steps: int) -> dict[str, float]:
     and as one CUDA graph."""
     results = {}
     for graph in (False, True):
-        cfg = harness_config("mlp_bn", [0], steps, str(REPO / "data"), "cuda")
+        cfg = harness_config("mlp_bn", steps, str(REPO / "data"), "cuda", [])
         with open_dict(cfg):
             cfg.cuda_graph = graph
         with tempfile.TemporaryDirectory() as run_dir:
