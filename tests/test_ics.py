@@ -4,14 +4,20 @@ against cases with a known answer."""
 import copy
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bnrepro import ics
+from bnrepro.errors import ConfigError
 from bnrepro.models.mlp import MLP
 from bnrepro.nn import NoisyBatchNorm
+from bnrepro.train import train
+from bnrepro.train_mlp import METRIC_COLUMNS, diagnostic_columns
+
+MULTIPLIERS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
 
 # --------------------------------------------------------------------------- noisy BN
 
@@ -124,16 +130,16 @@ def test_beta_smoothness_of_a_quadratic_is_its_top_hessian_eigenvalue():
     model = Quadratic(a, w)
     loss = ics.functional_loss(model, quadratic_loss, None)
     lr = torch.tensor([0.1, 0.05], dtype=torch.float64)
-    result = ics.landscape(loss, ics.current_params(model), lr, members=2)
+    result = ics.landscape(loss, ics.current_params(model), lr, MULTIPLIERS, members=2)
     assert result.beta[0].item() == pytest.approx(4.0, rel=1e-12)
     assert 0.1 <= result.beta[1].item() <= 4.0 + 1e-12
     g = w[1] @ a
     assert result.beta[1].item() == pytest.approx(((g @ a).norm() / g.norm()).item(), rel=1e-12)
     # gradient predictiveness: the largest step's change, eta_max ||A g||
-    eta = lr * max(ics.STEP_MULTIPLIERS)
+    eta = lr * max(MULTIPLIERS)
     assert result.grad_change[0].item() == pytest.approx(eta[0].item() * 4.0 * 4.0 * 3.0, rel=1e-12)
     # loss range on member 0: L(eta) = 0.5 lambda (1 - eta lambda)^2 |w|^2 over the points
-    values = [0.5 * 4.0 * (1 - m * 0.1 * 4.0) ** 2 * 9.0 for m in ics.STEP_MULTIPLIERS]
+    values = [0.5 * 4.0 * (1 - m * 0.1 * 4.0) ** 2 * 9.0 for m in MULTIPLIERS]
     assert result.loss_range[0].item() == pytest.approx(max(values) - min(values), rel=1e-12)
 
 
@@ -226,7 +232,7 @@ def measure(model, batch, lr):
     params = ics.current_params(model)
     order = ics.forward_order(model, lambda: model(batch[0]))
     shifts = ics.internal_covariate_shift(loss, params, order, weight_names(model), lr, 2)
-    return shifts, ics.landscape(loss, params, lr, 2)
+    return shifts, ics.landscape(loss, params, lr, MULTIPLIERS, 2)
 
 
 @pytest.mark.parametrize("norm", [None, nn.BatchNorm1d, noisy])
@@ -279,7 +285,7 @@ def test_each_members_diagnostics_equal_its_own_single_member_net(norm):
     order = ics.forward_order(solo, lambda: solo(x[1:]))
     params = ics.current_params(solo)
     solo_shifts = ics.internal_covariate_shift(loss, params, order, weight_names(solo), 0.3, 1)
-    solo_result = ics.landscape(loss, params, 0.3, 1)
+    solo_result = ics.landscape(loss, params, 0.3, MULTIPLIERS, 1)
     for name, shift in shifts.items():
         torch.testing.assert_close(shift.l2[1:], solo_shifts[name].l2, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(shift.cosine[1:], solo_shifts[name].cosine)
@@ -287,3 +293,88 @@ def test_each_members_diagnostics_equal_its_own_single_member_net(norm):
         torch.testing.assert_close(
             getattr(result, field)[1:], getattr(solo_result, field), rtol=1e-4, atol=1e-6
         )
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+def diagnosed_run(small_cfg, tmp_path, *overrides: str) -> pd.DataFrame:
+    train(small_cfg(*overrides), tmp_path)
+    return pd.read_csv(tmp_path / "metrics.csv")
+
+
+@pytest.mark.parametrize("model", ["mlp", "mlp_noisy"])
+def test_trainer_logs_diagnostics_without_changing_the_training(small_cfg, tmp_path, model):
+    """diagnostics.every=100 adds the columns, filled at its steps only, and every other
+    column is the run without diagnostics, byte for byte."""
+    with_them = diagnosed_run(
+        small_cfg, tmp_path / "on", f"model={model}", "seeds=[0,1]", "diagnostics.every=100"
+    )
+    without = diagnosed_run(small_cfg, tmp_path / "off", f"model={model}", "seeds=[0,1]")
+    cfg = small_cfg(f"model={model}", "diagnostics.every=100")
+    columns = diagnostic_columns(cfg)
+    assert columns == (
+        "ics_l2_2", "ics_l2_3", "ics_l2_4", "ics_cos_2", "ics_cos_3", "ics_cos_4",
+        "loss_range", "grad_change", "beta",
+    )  # fmt: skip
+    assert list(with_them.columns) == [*METRIC_COLUMNS, *columns]
+    assert list(without.columns) == list(METRIC_COLUMNS)
+    pd.testing.assert_frame_equal(with_them[list(METRIC_COLUMNS)], without, check_exact=True)
+    filled = with_them.dropna(subset=list(columns), how="all")
+    assert filled[list(columns)].notna().all().all()
+    assert sorted(set(filled.step)) == [100, 200, 300]
+    assert (filled[[c for c in columns if c.startswith("ics_l2")]] > 0).all().all()
+    assert (filled[[c for c in columns if c.startswith("ics_cos")]].abs() <= 1 + 1e-6).all().all()
+    assert (filled[["loss_range", "grad_change", "beta"]] > 0).all().all()
+
+
+def test_noisy_member_equals_its_single_seed_run_and_is_less_stable_than_bn(small_cfg, tmp_path):
+    """Each member draws its own noise: member 8 of three is the run of seed 8 alone. Its
+    probed sigmoid input moves further between probes than the BN net's."""
+    together = diagnosed_run(small_cfg, tmp_path / "together", "model=mlp_noisy", "seeds=[5,8,13]")
+    alone = diagnosed_run(small_cfg, tmp_path / "alone", "model=mlp_noisy", "seeds=[8]")
+    member = together[together.seed == 8].reset_index(drop=True)
+    pd.testing.assert_frame_equal(member, alone, check_exact=False, atol=1e-5, rtol=0)
+    bn = diagnosed_run(small_cfg, tmp_path / "bn", "model=mlp_bn", "seeds=[8]")
+
+    def drift(metrics: pd.DataFrame) -> float:
+        return metrics[["p15", "p50", "p85"]].diff().abs().mean().mean()
+
+    assert drift(alone) > 3 * drift(bn)
+
+
+def test_noisy_run_with_diagnostics_resumes_to_the_same_bytes(small_cfg, tmp_path):
+    overrides = ("model=mlp_noisy", "seeds=[0,1]", "diagnostics.every=100")
+    train(small_cfg(*overrides, "steps=200"), tmp_path / "resumed")
+    train(small_cfg(*overrides, "steps=300", "resume=true"), tmp_path / "resumed")
+    train(small_cfg(*overrides, "steps=300"), tmp_path / "straight")
+    resumed = (tmp_path / "resumed" / "metrics.csv").read_bytes()
+    assert resumed == (tmp_path / "straight" / "metrics.csv").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("diagnostics.every=-1", "diagnostics.every"),
+        ("diagnostics.multipliers=[]", "diagnostics.multipliers"),
+        ("model.norm=noisy", "model.norm"),
+        ("model.noise.shift=-1", "model.noise.shift"),
+    ],
+)
+def test_bad_diagnostics_and_noise_values_are_named(small_cfg, tmp_path, override, named):
+    model = "model=mlp_noisy" if override.startswith("model.noise") else "model=mlp_bn"
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        train(small_cfg(model, override), tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphed_noisy_run_with_diagnostics_follows_the_eager_run(small_cfg, tmp_path):
+    """The noise is copied into the graph's buffers between replays; the diagnostics run
+    eagerly beside the graph."""
+    overrides = ("model=mlp_noisy", "seeds=[0,1]", "device=cuda", "diagnostics.every=100")
+    runs = {}
+    for graph in (False, True):
+        info = train(small_cfg(*overrides, f"cuda_graph={graph}"), tmp_path / str(graph))
+        assert info["cuda_graph"] == graph and info["status"] == "completed"
+        runs[graph] = pd.read_csv(tmp_path / str(graph) / "metrics.csv")
+    pd.testing.assert_frame_equal(runs[True], runs[False], check_exact=False, rtol=1e-3, atol=1e-4)

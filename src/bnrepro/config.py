@@ -69,6 +69,16 @@ class MNISTData:
 
 
 @dataclass
+class BNNoise:
+    """Noisy BN's draws each step (bnrepro.nn.NoisyBatchNorm): a scale from
+    U(scale_min, scale_max) and a shift from U(-shift, shift) per unit."""
+
+    scale_min: float = MISSING
+    scale_max: float = MISSING
+    shift: float = MISSING
+
+
+@dataclass
 class MLPModel:
     name: str = MISSING
     variant: str = MISSING
@@ -81,6 +91,9 @@ class MLPModel:
     bn_position: str = MISSING
     bn_stats_backprop: bool = MISSING
     init_std: float = MISSING
+    # Noisy BN's noise (model=mlp_noisy, model.norm=noisy); null for the other nets, whose
+    # YAML files do not name it.
+    noise: BNNoise | None = None
 
 
 @dataclass
@@ -105,6 +118,14 @@ class MemberGrid:
 
 
 @dataclass
+class Diagnostics:
+    """Santurkar et al.'s ICS and landscape measurements (bnrepro.ics) during training."""
+
+    every: int = MISSING
+    multipliers: list[float] = MISSING
+
+
+@dataclass
 class MLPConfig(RunConfig):
     """bnrepro.train_mlp: the paper's MNIST net (Section 4.1, Figure 1)."""
 
@@ -113,6 +134,7 @@ class MLPConfig(RunConfig):
     optim: SGDOptim = field(default_factory=SGDOptim)
     probe: Probe = field(default_factory=Probe)
     grid: MemberGrid = field(default_factory=MemberGrid)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
 
 # --------------------------------------------------------------------------- Inception
@@ -227,6 +249,9 @@ def _field_type(schema: type, key: str) -> Any:
     """The annotated type of the dotted `key` in the dataclass `schema`, or None."""
     node: Any = schema
     for part in key.split("."):
+        optional = [a for a in typing.get_args(node) if a is not type(None)]
+        if type(None) in typing.get_args(node) and len(optional) == 1:
+            node = optional[0]  # a nullable section, e.g. model.noise
         if not dataclasses.is_dataclass(node):
             return None
         hints = typing.get_type_hints(node)

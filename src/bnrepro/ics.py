@@ -32,11 +32,6 @@ Params = dict[str, Tensor]
 LossFn = Callable[[Params], Tensor]
 """Loss of each member, shape (members,), for the parameters given (a full set)."""
 
-STEP_MULTIPLIERS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
-"""Step sizes along the gradient, in multiples of the learning rate (Figure 4 uses a range
-of step sizes; the points are our choice)."""
-
-
 class _Bound(nn.Module):
     """`loss_of(model, inputs)` as a module, so that functional_call can swap `model`'s state."""
 
@@ -200,8 +195,8 @@ def landscape(
     loss: LossFn,
     params: Params,
     lr: float | Tensor,
+    multipliers: Sequence[float],
     members: int = 1,
-    multipliers: Sequence[float] = STEP_MULTIPLIERS,
 ) -> Landscape:
     """Santurkar et al.'s Figure 4 measurements at `params`, along the loss's gradient with
     respect to every parameter, at w - m lr g for each multiplier m (see the module docstring)."""

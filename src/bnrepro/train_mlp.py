@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from bnrepro import ics
 from bnrepro import nn as paper_nn
 from bnrepro.config import MLPConfig, check, select_device, typed, validate_run
 from bnrepro.data import load_mnist
@@ -44,6 +45,7 @@ RESUME_KEYS = (
     "eval_every",
     "probe",
     "grid",
+    "diagnostics",
 )
 MNIST_TRAIN_SIZE = 60_000
 
@@ -118,7 +120,33 @@ def validate(cfg: DictConfig) -> DictConfig:
         m.bn_position,
         "Use before (the paper's) or after.",
     )
-    check(m.norm in ("torch", "paper"), "model.norm", m.norm, "Use torch or paper.")
+    check(
+        m.norm in ("torch", "paper", "noisy"),
+        "model.norm",
+        m.norm,
+        "Use torch, paper, or noisy (model=mlp_noisy).",
+    )
+    check(
+        (m.norm == "noisy") == (m.noise is not None),
+        "model.noise" if m.noise is not None else "model.norm",
+        OmegaConf.to_container(m.noise) if m.noise is not None else m.norm,
+        "Noisy BN needs its noise and the noise needs noisy BN: use model=mlp_noisy.",
+    )
+    if m.noise is not None:
+        noise = m.noise
+        check(
+            0 < noise.scale_min <= noise.scale_max,
+            "model.noise.scale_min",
+            noise.scale_min,
+            "Use 0 < model.noise.scale_min <= model.noise.scale_max, e.g. 0.5 and 2.0.",
+        )
+        check(noise.shift >= 0, "model.noise.shift", noise.shift, "Use a shift >= 0, e.g. 1.0.")
+        check(
+            m.batch_norm and m.bn_stats_backprop,
+            "model.batch_norm",
+            m.batch_norm,
+            "Noisy BN is BN with noise after it: use model=mlp_noisy.",
+        )
     check(
         m.bn_stats_backprop or m.norm == "paper",
         "model.bn_stats_backprop",
@@ -139,6 +167,19 @@ def validate(cfg: DictConfig) -> DictConfig:
         "probe.unit",
         cfg.probe.unit,
         f"Pick a unit in 0..{sizes[-2] - 1}.",
+    )
+    d = cfg.diagnostics
+    check(
+        d.every >= 0,
+        "diagnostics.every",
+        d.every,
+        "Use 0 (no diagnostics) or a step count, e.g. 500.",
+    )
+    check(
+        len(d.multipliers) > 0 and min(d.multipliers) > 0,
+        "diagnostics.multipliers",
+        list(d.multipliers),
+        "Give positive step sizes in multiples of the learning rate, e.g. [0.5,1.0,2.0].",
     )
     return cfg
 
@@ -168,6 +209,11 @@ def build_model(
             return paper_nn.BatchNorm(
                 channels, eps=m.bn_eps, momentum=m.bn_momentum, stats_backprop=m.bn_stats_backprop
             )
+        if m.norm == "noisy":
+            n = m.noise
+            return paper_nn.NoisyBatchNorm(
+                channels, n.scale_min, n.scale_max, n.shift, eps=m.bn_eps, momentum=m.bn_momentum
+            )
         return nn.BatchNorm1d(channels, eps=m.bn_eps, momentum=m.bn_momentum)
 
     norm = make_norm if m.batch_norm else None
@@ -188,6 +234,27 @@ def to_input(images: torch.Tensor, mode: str) -> torch.Tensor:
 def data_seed(seed: int) -> int:
     """A seed for the data order of `seed`, independent of the weight-initialization stream."""
     return int(np.random.SeedSequence(seed).spawn(2)[1].generate_state(1, np.uint64)[0] >> 1)
+
+
+def noise_seed(seed: int) -> int:
+    """A seed for noisy BN's noise of `seed`: the seed's third SeedSequence child, independent
+    of its weights and its data order."""
+    return int(np.random.SeedSequence(seed).spawn(3)[2].generate_state(1, np.uint64)[0] >> 1)
+
+
+def diagnostic_columns(cfg: DictConfig) -> tuple[str, ...]:
+    """metrics.csv's columns for bnrepro.ics's measurements (none when diagnostics are off):
+    ICS of every layer with a layer below it (k = 2 .. the output layer), then the landscape."""
+    if cfg.diagnostics.every == 0:
+        return ()
+    layers = range(2, len(cfg.model.sizes))
+    return (
+        *(f"ics_l2_{k}" for k in layers),
+        *(f"ics_cos_{k}" for k in layers),
+        "loss_range",
+        "grad_change",
+        "beta",
+    )
 
 
 class EpochSampler:
@@ -268,6 +335,49 @@ def sigmoid_input_percentiles(model: MLP, x_probe: torch.Tensor, unit: int) -> l
     return torch.quantile(pre[:, :, unit], q, dim=1).T.tolist()
 
 
+def batch_of(
+    index: torch.Tensor, x_train: torch.Tensor, y_train: torch.Tensor, input_mode: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network input (members, batch, 784) and labels (members * batch,) of `index`."""
+    flat = index.reshape(-1)
+    x = to_input(x_train.index_select(0, flat), input_mode).view(*index.shape, x_train.shape[1])
+    return x, y_train.index_select(0, flat)
+
+
+def member_losses(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Each member's mean cross-entropy on its own mini-batch, shape (members,)."""
+    x, labels = batch
+    losses = F.cross_entropy(model(x).flatten(0, 1), labels, reduction="none")
+    return losses.view(x.shape[0], -1).mean(1)
+
+
+def make_diagnostics(
+    model: MLP, x_probe: torch.Tensor, lr: torch.Tensor, multipliers: list[float]
+) -> Callable[[tuple[torch.Tensor, torch.Tensor]], list[dict[str, float]]]:
+    """Santurkar et al.'s measurements (bnrepro.ics) at the current weights on a batch, one
+    dict of diagnostic_columns per member. The step they take is plain SGD at each member's
+    learning rate `lr` (members,); weights, buffers and the optimizer are left as they were."""
+    weights = [f"hidden.{i}.weight" for i in range(len(model.hidden))] + ["classifier.weight"]
+    order = ics.forward_order(model, lambda: model(x_probe[:2]))
+
+    def measure(batch: tuple[torch.Tensor, torch.Tensor]) -> list[dict[str, float]]:
+        loss = ics.functional_loss(model, member_losses, batch)
+        params = ics.current_params(model)
+        shifts = ics.internal_covariate_shift(loss, params, order, weights, lr, model.members)
+        shape = ics.landscape(loss, params, lr, multipliers, model.members)
+        columns = {}
+        for k, weight in enumerate(weights[1:], start=2):
+            columns[f"ics_l2_{k}"] = shifts[weight].l2.tolist()
+        for k, weight in enumerate(weights[1:], start=2):
+            columns[f"ics_cos_{k}"] = shifts[weight].cosine.tolist()
+        columns["loss_range"] = shape.loss_range.tolist()
+        columns["grad_change"] = shape.grad_change.tolist()
+        columns["beta"] = shape.beta.tolist()
+        return [{name: values[i] for name, values in columns.items()} for i in range(model.members)]
+
+    return measure
+
+
 def make_train_step(
     model: MLP,
     optimizer: torch.optim.Optimizer,
@@ -283,15 +393,10 @@ def make_train_step(
     its update and momentum, scale by the same factor, which is a per-member learning rate
     (optim.lr * lr_scale) without a per-member optimizer; a factor of 1 changes nothing.
     """
-    members, input_mode = model.members, cfg.data.input
+    input_mode = cfg.data.input
 
     def train_step(index: torch.Tensor) -> torch.Tensor:
-        flat = index.reshape(-1)
-        x = to_input(x_train.index_select(0, flat), input_mode).view(members, -1, x_train.shape[1])
-        logits = model(x)
-        labels = y_train.index_select(0, flat)
-        losses = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none")
-        member_loss = losses.view(members, -1).mean(1)
+        member_loss = member_losses(model, batch_of(index, x_train, y_train, input_mode))
         optimizer.zero_grad(set_to_none=True)
         (member_loss if lr_scale is None else member_loss * lr_scale).sum().backward()
         optimizer.step()
@@ -321,9 +426,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     y_test = test_labels.to(device)
     x_probe = x_test[: cfg.probe.size]
 
-    columns = METRIC_COLUMNS if members is None else GRID_COLUMNS
+    columns = (*(METRIC_COLUMNS if members is None else GRID_COLUMNS), *diagnostic_columns(cfg))
     with Run(run_dir, cfg, columns, RESUME_KEYS, members=members) as run:
         model = build_model(cfg, device, members)
+        # Noisy BN: each member draws its layers' noise from its own generator, once per step.
+        noisy_layers = [m for m in model.modules() if isinstance(m, paper_nn.NoisyBatchNorm)]
+        noise = [torch.Generator().manual_seed(noise_seed(seed)) for seed in seeds]
         optimizer = torch.optim.SGD(
             model.parameters(),
             lr=cfg.optim.lr,
@@ -338,11 +446,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             optimizer.load_state_dict(state["optimizer"])
             sampler.load_state_dict(state["sampler"])
             torch.set_rng_state(state["torch_rng"])
+            if noisy_layers:
+                for generator, generator_state in zip(noise, state["noise"], strict=True):
+                    generator.set_state(generator_state)
         lr_scale = None
         if cfg.grid.lr is not None:
             rates = [member["lr"] / cfg.optim.lr for member in members]
             lr_scale = torch.tensor(rates, dtype=torch.float32, device=device)
         train_step = make_train_step(model, optimizer, x_train, y_train, cfg, lr_scale)
+        diagnostics_every = cfg.diagnostics.every
+        if diagnostics_every:
+            rates = [member["lr"] for member in members] if members else [cfg.optim.lr] * len(seeds)
+            measure = make_diagnostics(
+                model,
+                x_probe,
+                torch.tensor(rates, device=device),
+                list(cfg.diagnostics.multipliers),
+            )
+        diagnosed: list[dict[str, float]] | None = None
         use_graph = device.type == "cuda" and cfg.cuda_graph
         if use_graph:
             example_index = torch.zeros(len(seeds), cfg.batch_size, dtype=torch.long, device=device)
@@ -357,12 +478,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 )
 
         def trainer_state() -> dict[str, Any]:
-            return {
+            state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "sampler": sampler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
             }
+            if noisy_layers:
+                state["noise"] = [generator.get_state() for generator in noise]
+            return state
 
         def log(step: int) -> None:
             """Percentiles of the probed unit, and test accuracy when due, one row per seed."""
@@ -381,6 +505,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                         "p15": percentiles[member][0],
                         "p50": percentiles[member][1],
                         "p85": percentiles[member][2],
+                        **(diagnosed[member] if diagnosed else {}),
                     }
                     for member, seed in enumerate(seeds)
                 ]
@@ -397,8 +522,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             if run.start_step == 0:
                 log(0)
             for step in run.steps():
-                loss = train_step(sampler.batch(step - 1))
+                index = sampler.batch(step - 1)
+                for layer in noisy_layers:
+                    layer.resample(noise)
+                # Measured on this step's batch and noise, at the weights before its update.
+                due = diagnostics_every and step % diagnostics_every == 0
+                diagnosed = (
+                    measure(batch_of(index, x_train, y_train, cfg.data.input)) if due else None
+                )
+                loss = train_step(index)
                 progress.update(1)
-                if run.due(step, probe_every, eval_every):
+                if due or run.due(step, probe_every, eval_every):
                     log(step)
         return run.finish(model.state_dict())
