@@ -23,6 +23,8 @@ help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
 	@echo "make reproduce-figure2  Figures 2 and 3 on the Fashion-MNIST proxy (PRESET=cpu|gpu): results/figure2/"
 	@echo "make reproduce-claims   measure claims about the transform (scale invariance, ...): results/claims/"
+	@echo "make reproduce-ics      internal covariate shift vs smoothness (Santurkar et al.) on the MNIST MLP:"
+	@echo "                        plain, BN, noisy BN (3 seeds, 50k steps, JOBS=2 processes): results/ics/"
 	@echo "make figures            redraw every figure under results/ from its logged CSV files"
 	@echo "make verify             rerun every artifact under results/ and compare with the committed CSVs"
 	@echo "                        QUICK=1: the tiny protocols of results/reference/ (about a minute)"
@@ -70,6 +72,7 @@ figures: venv
 	$(PY) experiments/figure1.py draw --out results/figure1_momentum_binary
 	$(PY) experiments/figure2.py draw
 	$(PY) experiments/claims.py draw
+	$(PY) experiments/ics.py draw
 
 # Reruns every artifact under results/ (QUICK=1: results/reference/) into runs/verify/<time>/
 # and compares the CSV files; exits non-zero when one differs.
@@ -134,3 +137,12 @@ PRESET ?= cpu
 reproduce-figure2: venv
 	$(FETCH) fashion_mnist
 	$(PY) experiments/figure2.py run $(if $(QUICK_FLAG),--quick,--preset $(PRESET))
+
+.PHONY: reproduce-ics
+
+# Santurkar et al.'s diagnostics on the MNIST MLP: the plain, BN and noisy-BN nets with Figure 1's
+# protocol, one process per net, JOBS at a time (default 2); STEPS=N a shorter protocol.
+reproduce-ics: venv
+	$(FETCH) mnist
+	$(PY) experiments/ics.py run $(QUICK_FLAG) $(if $(JOBS),--jobs $(JOBS)) \
+		$(if $(DEVICE),--device $(DEVICE)) $(if $(STEPS),--steps $(STEPS))

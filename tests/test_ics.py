@@ -2,12 +2,17 @@
 against cases with a known answer."""
 
 import copy
+import importlib.util
 import math
+import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO
 from torch import nn
 
 from bnrepro import ics
@@ -378,3 +383,128 @@ def test_cuda_graphed_noisy_run_with_diagnostics_follows_the_eager_run(small_cfg
         assert info["cuda_graph"] == graph and info["status"] == "completed"
         runs[graph] = pd.read_csv(tmp_path / str(graph) / "metrics.csv")
     pd.testing.assert_frame_equal(runs[True], runs[False], check_exact=False, rtol=1e-3, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def load_driver():
+    spec = importlib.util.spec_from_file_location("ics_driver", REPO / "experiments/ics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_driver(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "experiments/ics.py", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ics_csvs(tmp_path_factory, mnist_root):
+    """Short real runs of the three nets with diagnostics, collected and drawn."""
+    from conftest import compose_train
+    from omegaconf import open_dict
+
+    runs = tmp_path_factory.mktemp("runs")
+    for variant, model in load_driver().MODELS.items():
+        cfg = compose_train(
+            ["experiment=figure1", f"model={model}", "seeds=[0,1]", "steps=200", "eval_every=100",
+             "probe.every=50", "probe.size=200", "diagnostics.every=50", "device=cpu",
+             f"data.root={mnist_root}", "logger.wandb.mode=disabled"]
+        )  # fmt: skip
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        train(cfg, runs / variant)
+    out = tmp_path_factory.mktemp("ics")
+    driver = load_driver()
+    driver.collect(runs, out, "python experiments/ics.py run --out /elsewhere")
+    driver.draw(out)
+    return out
+
+
+def test_collect_and_draw_write_every_file_with_its_columns(ics_csvs):
+    diagnostics = pd.read_csv(ics_csvs / "diagnostics.csv")
+    assert list(diagnostics.columns[:3]) == ["variant", "seed", "step"]
+    assert sorted(set(diagnostics.step)) == [50, 100, 150, 200]
+    assert set(diagnostics.variant) == {"plain", "bn", "noisy"}
+    assert diagnostics.notna().all().all()
+    claims = pd.read_csv(ics_csvs / "claims.csv")
+    assert list(claims.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]
+    assert len(claims) == 7 and set(claims.verdict) <= {"pass", "fail", "inconclusive"}
+    assert claims.claim.str.contains("test accuracy at step 200").any()
+    for stem in ("accuracy", "percentiles", "ics", "smoothness"):
+        assert (ics_csvs / f"{stem}.png").stat().st_size > 10_000
+        assert (ics_csvs / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+    readme = (ics_csvs / "README.md").read_text()
+    assert "## What the data supports" in readme and "On this net the data supports" in readme
+    assert "- command: `python experiments/ics.py run`" in readme and "/elsewhere" not in readme
+    assert "scaled by U(0.5, 2) and shifted by U(-1, 1)" in readme
+
+
+def test_draw_from_the_csv_files_alone_is_byte_identical(ics_csvs, tmp_path):
+    for name in ("curves.csv", "diagnostics.csv", "summary.csv", "provenance.json"):
+        shutil.copy(ics_csvs / name, tmp_path / name)
+    result = run_driver("draw", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for name in ("claims.csv", "README.md", "ics.pdf", "smoothness.pdf"):
+        assert (tmp_path / name).read_bytes() == (ics_csvs / name).read_bytes(), name
+
+
+def test_draw_refuses_a_truncated_diagnostics_csv_and_writes_nothing(ics_csvs, tmp_path):
+    for name in ("curves.csv", "diagnostics.csv", "summary.csv", "provenance.json"):
+        shutil.copy(ics_csvs / name, tmp_path / name)
+    with open(tmp_path / "diagnostics.csv", "r+b") as f:
+        f.truncate(f.seek(0, 2) - 3)
+    result = run_driver("draw", "--out", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "diagnostics.csv ends in the middle of a line" in result.stderr
+    assert "Fix: " in result.stderr and not (tmp_path / "claims.csv").exists()
+
+
+def test_collect_refuses_runs_without_diagnostics(small_cfg, tmp_path):
+    for variant, model in load_driver().MODELS.items():
+        train(small_cfg(f"model={model}", "steps=20", "eval_every=10"), tmp_path / variant)
+    result = run_driver("collect", "--runs", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "logged no diagnostics" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("values", "relation", "verdict"),
+    [((0.5, 0.7, 0.9), "<", "pass"), ((1.2, 1.0), "<", "fail"), ((0.8, 1.3), "<", "inconclusive")],
+)
+def test_a_claim_passes_when_every_seed_meets_it_and_is_inconclusive_when_seeds_disagree(
+    values, relation, verdict
+):
+    driver = load_driver()
+    assert driver.THRESHOLDS["beta"] == (relation, 1.0)
+    claim = driver.Claim("beta", "beta", pd.Series(values))
+    assert claim.verdict() == verdict
+    assert claim.row()["threshold"] == "< 1" and claim.row()["threshold_fixed"] == "before the runs"
+
+
+def claim_set(driver, ics_ratio: float, smooth_ratio: float) -> list:
+    per_seed = {
+        "accuracy": -0.001, "drift_bn": 5.0, "drift_plain": 5.0, "ics": ics_ratio,
+        "loss_range": smooth_ratio, "grad_change": smooth_ratio, "beta": smooth_ratio,
+    }  # fmt: skip
+    return [driver.Claim(key, key, pd.Series([value] * 3)) for key, value in per_seed.items()]
+
+
+@pytest.mark.parametrize(
+    ("ics_ratio", "smooth_ratio", "supported"),
+    [
+        (2.0, 0.5, "the smoothness explanation, not the paper's ICS hypothesis"),
+        (0.5, 0.5, "both explanations"),
+        (0.5, 2.0, "the paper's ICS hypothesis, not the smoothness explanation"),
+        (2.0, 2.0, "neither explanation decisively"),
+    ],
+)
+def test_the_conclusion_names_what_the_verdicts_support(ics_ratio, smooth_ratio, supported):
+    driver = load_driver()
+    lines = driver.conclusion(claim_set(driver, ics_ratio, smooth_ratio))
+    assert lines[0].startswith("Over 3 seeds")
+    assert lines[-1] == f"On this net the data supports {supported}."

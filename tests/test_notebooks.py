@@ -72,10 +72,24 @@ def check_figure2(notebook: nbformat.NotebookNode) -> None:
     assert len(images) == 2, "Figure 2 and the ladder are shown once each"
 
 
+def check_ics(notebook: nbformat.NotebookNode) -> None:
+    """Every claim's verdict is printed and the four figures are drawn inline, once
+    results/ics/ exists (`make reproduce-ics`)."""
+    path = REPO / "results" / "ics" / "claims.csv"
+    if not path.exists():
+        pytest.skip("results/ics has not been generated in this checkout")
+    printed = stdout(notebook)
+    for row in pd.read_csv(path).itertuples():
+        assert f"{row.verdict:12s} {row.claim}: {row.measured}" in printed, row.claim
+    images = [o.data["image/png"] for o in outputs(notebook) if "image/png" in o.get("data", {})]
+    assert len(images) == 4, "accuracy, percentiles, ICS and smoothness once each"
+
+
 CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
     "figure1.ipynb": check_figure1,
     "claims.ipynb": check_claims,
     "figure2.ipynb": check_figure2,
+    "ics.ipynb": check_ics,
 }
 
 
