@@ -32,6 +32,7 @@ Params = dict[str, Tensor]
 LossFn = Callable[[Params], Tensor]
 """Loss of each member, shape (members,), for the parameters given (a full set)."""
 
+
 class _Bound(nn.Module):
     """`loss_of(model, inputs)` as a module, so that functional_call can swap `model`'s state."""
 
