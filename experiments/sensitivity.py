@@ -151,7 +151,9 @@ def train(
     output in runs_dir/<optimizer>-<net>.log; writes each process's wall time and the
     sweep's into runs_dir/sweep.json. A run that diverged ends its process with status 0."""
     runs_dir.mkdir(parents=True, exist_ok=True)
-    queue = [(optimizer, model) for optimizer in OPTIMIZERS for model in NETS]
+    # The BN runs first: they take longer, so with two jobs each slot trains one BN and one
+    # plain run and the sweep ends after about the sum of one of each.
+    queue = [(optimizer, model) for model in sorted(NETS, reverse=True) for optimizer in OPTIMIZERS]
     running: dict[tuple[str, str], tuple[subprocess.Popen, float, Path]] = {}
     wall, failed = {}, []
     started = time.time()

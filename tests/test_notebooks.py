@@ -85,11 +85,32 @@ def check_ics(notebook: nbformat.NotebookNode) -> None:
     assert len(images) == 4, "accuracy, percentiles, ICS and smoothness once each"
 
 
+def check_sensitivity(notebook: nbformat.NotebookNode) -> None:
+    """Every cell of the map is printed with its three verdicts, and the heatmaps are drawn
+    once."""
+    members = pd.read_csv(REPO / "results" / "sensitivity" / "members.csv")
+    cells = members.groupby(["optimizer", "lr", "init_std"]).size().index
+    printed = [line.split() for line in stdout(notebook).splitlines()]
+    for optimizer, lr, init_std in cells:
+        assert any(
+            fields[0] == optimizer
+            and float(fields[1]) == pytest.approx(lr)
+            and float(fields[2]) == pytest.approx(init_std)
+            and all(verdict in VERDICTS for verdict in fields[-3:])
+            for fields in printed
+            if len(fields) == 10
+        ), f"no row for the cell {optimizer}, lr {lr}, init std {init_std}"
+    images = [o.data["image/png"] for o in outputs(notebook) if "image/png" in o.get("data", {})]
+    assert len(images) == 1, "the heatmaps are shown exactly once"
+
+
+VERDICTS = {"holds", "reversed", "mixed", "undefined", "diverged"}
 CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
     "figure1.ipynb": check_figure1,
     "claims.ipynb": check_claims,
     "figure2.ipynb": check_figure2,
     "ics.ipynb": check_ics,
+    "sensitivity.ipynb": check_sensitivity,
 }
 
 

@@ -359,8 +359,9 @@ def sensitivity_heatmaps(
                 ax.set_title(panel.title, fontsize=8)
             colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
             if panel.scale == "ratio":
-                powers = range(-int(extent / np.log10(2)), int(extent / np.log10(2)) + 1)
-                colorbar.set_ticks([2.0**k for k in powers])
+                base = 10.0 if extent > 1 else 2.0
+                top = int(extent / np.log10(base))
+                colorbar.set_ticks([base**k for k in range(-top, top + 1)])
             colorbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
             colorbar.ax.tick_params(labelsize=7)
