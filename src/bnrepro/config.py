@@ -189,6 +189,8 @@ class InceptionModel:
     lrn: bool = MISSING
     width: float = MISSING
     stem: str = MISSING
+    # Noisy BN's noise (model.norm=noisy, experiment=bn_baseline_noisy); null for the other nets.
+    noise: BNNoise | None = None
 
 
 @dataclass
@@ -226,6 +228,8 @@ class InceptionConfig(RunConfig):
     amp: bool = MISSING
     channels_last: bool = MISSING
     recipe: Recipe = field(default_factory=Recipe)
+    late_probe: Probe = field(default_factory=Probe)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
 
 @dataclass

@@ -15,10 +15,16 @@ Under `torchrun --nproc-per-node=N -m bnrepro.train ...` it trains with Distribu
 each replica draws its own `batch_size` examples per step, BN normalizes with each replica's own
 batch unless `model.sync_bn=true`, and rank 0 alone evaluates, logs and checkpoints.
 
+`model.norm=noisy` (experiment=bn_baseline_noisy) is Santurkar et al.'s noisy BN: BN, then a
+per-channel scale and shift redrawn before every step from (seed, step) alone (`BNNoiseDraws`).
+Two measurements watch a run on its logged steps: `late_probe` (the percentiles of one late ReLU's
+input, Figure 1(b, c) on the proxy) and `diagnostics` (bnrepro.ics: internal covariate shift
+and the loss landscape along the gradient).
+
 The run directory (claim, resume, checkpoints, statuses) is bnrepro.lifecycle's; metrics.csv
-has `step,seed,train_loss,lr,test_acc` and run.json records the recipe's effective values. A
-non-finite loss or parameter ends the run with status `diverged` and a normal exit, so a sweep
-goes on.
+has `step,seed,train_loss,lr,test_acc`, then the probe's and the diagnostics' columns when they
+are on (`metric_columns`), and run.json records the recipe's effective values. A non-finite
+loss or parameter ends the run with status `diverged` and a normal exit, so a sweep goes on.
 """
 
 import contextlib
@@ -33,11 +39,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from bnrepro import ics
 from bnrepro import nn as paper_nn
 from bnrepro.config import (
     InceptionConfig,
@@ -51,14 +58,52 @@ from bnrepro.data import DATASET_NAMES, load_dataset
 from bnrepro.errors import ConfigError, ResumeError
 from bnrepro.graphs import cuda_graphed
 from bnrepro.lifecycle import Run
-from bnrepro.models.inception import ACTIVATIONS, STEMS, Inception, count_parameters
+from bnrepro.models.inception import (
+    ACTIVATIONS,
+    INCEPTION_BLOCKS,
+    STEMS,
+    Inception,
+    count_parameters,
+)
 
 METRIC_COLUMNS = ("step", "seed", "train_loss", "lr", "test_acc")
 SHUFFLES = ("fixed_shards", "within_shard", "full")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PROBE_COLUMNS = ("p15", "p50", "p85")
+PERCENTILES = (0.15, 0.50, 0.85)
+PROBED_MODULE = "5b"
+"""The probe watches channel `late_probe.unit` of this module's 1x1 branch: the last module's."""
+ICS_LAYERS = {
+    "conv2": "stem.conv2.0",
+    "3a": "blocks.inception3a.branch1x1.0",
+    "4a": "blocks.inception4a.branch1x1.0",
+    "5b": "blocks.inception5b.branch1x1.0",
+    "fc": "fc",
+}
+"""The layers whose internal covariate shift the diagnostics measure (column label -> module),
+from the stem to the classifier. Each is the first layer of its module to run, so the
+parameters that run before it (those `bnrepro.ics` moves) are exactly the layers below it."""
+DIAGNOSTIC_COLUMNS = (
+    *(f"ics_l2_{label}" for label in ICS_LAYERS),
+    *(f"ics_cos_{label}" for label in ICS_LAYERS),
+    "loss_range",
+    "grad_change",
+    "beta",
+)
 # What a checkpoint must agree on with the config that resumes it.
-RESUME_KEYS = ("data", "model", "optim", "recipe", "seeds", "batch_size", "eval_every", "log_every")
+RESUME_KEYS = (
+    "data",
+    "model",
+    "optim",
+    "recipe",
+    "seeds",
+    "batch_size",
+    "eval_every",
+    "log_every",
+    "late_probe",
+    "diagnostics",
+)
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -99,7 +144,32 @@ def validate(cfg: DictConfig) -> DictConfig:
     check(m.stem in STEMS, "model.stem", m.stem, f"Use one of {list(STEMS)}.")
     check(m.width > 0, "model.width", m.width, "Use a positive width multiplier, e.g. 0.25.")
     check(0 <= m.dropout < 1, "model.dropout", m.dropout, "Use 0 <= dropout < 1.")
-    check(m.norm in ("torch", "paper"), "model.norm", m.norm, "Use torch or paper.")
+    check(
+        m.norm in ("torch", "paper", "noisy"),
+        "model.norm",
+        m.norm,
+        "Use torch, paper, or noisy (experiment=bn_baseline_noisy).",
+    )
+    check(
+        (m.norm == "noisy") == (m.noise is not None),
+        "model.noise" if m.noise is not None else "model.norm",
+        OmegaConf.to_container(m.noise) if m.noise is not None else m.norm,
+        "Noisy BN needs its noise and the noise needs noisy BN: use experiment=bn_baseline_noisy.",
+    )
+    if m.noise is not None:
+        check(
+            0 < m.noise.scale_min <= m.noise.scale_max,
+            "model.noise.scale_min",
+            m.noise.scale_min,
+            "Use 0 < model.noise.scale_min <= model.noise.scale_max, e.g. 0.5 and 2.0.",
+        )
+        check(m.noise.shift >= 0, "model.noise.shift", m.noise.shift, "Use a shift >= 0, e.g. 1.0.")
+        check(
+            m.batch_norm,
+            "model.batch_norm",
+            m.batch_norm,
+            "Noisy BN is BN with noise after it: use experiment=bn_baseline_noisy.",
+        )
     check(m.bn_eps > 0, "model.bn_eps", m.bn_eps, "Use a small positive eps, e.g. 1e-5.")
     check(0 <= m.bn_momentum <= 1, "model.bn_momentum", m.bn_momentum, "Use a rate in [0, 1].")
     check(
@@ -107,6 +177,24 @@ def validate(cfg: DictConfig) -> DictConfig:
         "model.sync_bn",
         True,
         "SyncBatchNorm needs model.batch_norm=true and model.norm=torch.",
+    )
+    p, g = cfg.late_probe, cfg.diagnostics
+    check(p.every >= 0, "late_probe.every", p.every, "Use 0 (no probe) or a step count, e.g. 50.")
+    check(p.size >= 2, "late_probe.size", p.size, "Use at least 2 held-out images, e.g. 256.")
+    channels = INCEPTION_BLOCKS[PROBED_MODULE].scaled(m.width).n1x1
+    check(
+        0 <= p.unit < channels,
+        "late_probe.unit",
+        p.unit,
+        f"Pick a channel in 0..{channels - 1} (module {PROBED_MODULE}'s 1x1 branch at width "
+        f"{m.width}).",
+    )
+    check(g.every >= 0, "diagnostics.every", g.every, "Use 0 (off) or a step count, e.g. 500.")
+    check(
+        len(g.multipliers) > 0 and min(g.multipliers) > 0,
+        "diagnostics.multipliers",
+        list(g.multipliers),
+        "Give positive step sizes in multiples of the learning rate, e.g. [0.5,1.0,2.0].",
     )
     for key in ("shuffle", "shuffle_thorough"):
         check(d[key] in SHUFFLES, f"data.{key}", d[key], f"Use one of {list(SHUFFLES)}.")
@@ -177,6 +265,14 @@ def build_model(cfg: DictConfig, settings: Settings) -> Inception:
 
         def norm_layer(channels: int) -> nn.Module:
             return paper_nn.BatchNorm(channels, eps=m.bn_eps, momentum=m.bn_momentum)
+
+    elif m.batch_norm and m.norm == "noisy":
+        n = m.noise
+
+        def norm_layer(channels: int) -> nn.Module:
+            return paper_nn.NoisyBatchNorm(
+                channels, n.scale_min, n.scale_max, n.shift, eps=m.bn_eps, momentum=m.bn_momentum
+            )
 
     elif m.batch_norm:
 
@@ -432,6 +528,131 @@ def distort(
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = ((x - mean) * contrast + mean).clamp_(0, 1)
     return x
+
+
+BN_NOISE_KEY = (0, 1)
+"""Appended to (seed, step) to seed noisy BN's generator of a step: no other stream's key,
+(seed, epoch) or (seed, rank, block), equals it (SeedSequence reads trailing zeros as absent,
+hence the final 1)."""
+
+
+class BNNoiseDraws:
+    """Noisy BN's noise for each training step (bnrepro.nn.NoisyBatchNorm), a function of
+    (seed, step) alone, so a resumed run draws what an uninterrupted one draws with no
+    generator state to save, and every replica of a DDP run draws the same.
+
+    `resample(step)` draws every noisy layer's scale and shift from one CPU generator seeded by
+    (seed, step, *BN_NOISE_KEY), layer after layer in the model's order, through each layer's
+    own `resample`. The draws are made into CPU copies of the layers and moved to the device in
+    one copy, then copied into the layers' buffers in place: a CUDA graph of the step reads
+    them there, and a step costs one host-to-device transfer, not two per layer.
+    """
+
+    def __init__(self, model: nn.Module, seed: int):
+        self.layers = [m for m in model.modules() if isinstance(m, paper_nn.NoisyBatchNorm)]
+        self.host = [
+            paper_nn.NoisyBatchNorm(m.num_features, m.scale_min, m.scale_max, m.shift)
+            for m in self.layers
+        ]
+        self.seed = seed
+
+    def __bool__(self) -> bool:
+        return bool(self.layers)
+
+    @torch.no_grad()
+    def resample(self, step: int) -> None:
+        generator = _generator(self.seed, step, *BN_NOISE_KEY)
+        for host in self.host:
+            host.resample([generator])
+        values = [t for host in self.host for t in (host.noise_scale, host.noise_shift)]
+        buffers = [t for layer in self.layers for t in (layer.noise_scale, layer.noise_shift)]
+        drawn = torch.cat(values).to(buffers[0].device)
+        for buffer, value in zip(buffers, drawn.split([len(v) for v in values]), strict=True):
+            buffer.copy_(value)
+
+
+# --------------------------------------------------------------------------- watching a run
+
+
+def metric_columns(cfg: DictConfig) -> tuple[str, ...]:
+    """metrics.csv's columns: the probe's and the diagnostics' only when they are on, so a
+    run without them writes what it always wrote."""
+    return (
+        *METRIC_COLUMNS,
+        *(PROBE_COLUMNS if cfg.late_probe.every else ()),
+        *(DIAGNOSTIC_COLUMNS if cfg.diagnostics.every else ()),
+    )
+
+
+def probe_images(eval_batches: "EvalBatches", size: int) -> torch.Tensor:
+    """The first `size` held-out images, as the network sees them."""
+    images, count = [], 0
+    for x, _ in eval_batches():
+        images.append(x)
+        count += len(x)
+        if count >= size:
+            break
+    return torch.cat(images)[:size]
+
+
+@torch.no_grad()
+def late_input_percentiles(model: Inception, images: torch.Tensor, unit: int) -> list[float]:
+    """The PERCENTILES of the input to one late ReLU: channel `unit` of the last module's 1x1
+    branch, over `images` and every pixel, the network in training mode (BN normalizes with the
+    probe's own statistics and noisy BN applies the current step's noise, as Figure 1(c) shows
+    the training network). BN's running statistics are left as they were; dropout and the
+    classifier are not run."""
+    block = getattr(model.blocks, f"inception{PROBED_MODULE}").branch1x1
+    captured = []
+
+    def capture(_module: nn.Module, inputs: tuple[torch.Tensor]) -> None:
+        captured.append(inputs[0][:, unit].float().flatten().clone())  # before the in-place ReLU
+
+    saved = [b.clone() for b in model.buffers()]
+    hook = block[-1].register_forward_pre_hook(capture)
+    try:
+        model.blocks(model.stem(images))
+    finally:
+        hook.remove()
+        for b, s in zip(model.buffers(), saved, strict=True):
+            b.copy_(s)
+    q = torch.tensor(PERCENTILES, device=captured[0].device)
+    return torch.quantile(captured[0], q).tolist()
+
+
+def make_diagnostics(
+    model: Inception, images: torch.Tensor, multipliers: list[float], autocast: Callable
+) -> Callable[[tuple[torch.Tensor, ...], float], dict[str, float]]:
+    """Santurkar et al.'s measurements (bnrepro.ics, one member) at the current weights on a
+    step's batch (what `make_batch` made of its inputs), at learning rate `lr`: the ICS of each
+    of ICS_LAYERS and the landscape along the gradient, as DIAGNOSTIC_COLUMNS. Weights,
+    buffers and the optimizer are left as they were."""
+    model.eval()  # the order only: no dropout draw, no statistics
+    order = ics.forward_order(model, lambda: model(images[:2]))
+    model.train()
+    weights = [f"{module}.weight" for module in ICS_LAYERS.values()]
+
+    def loss_of(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x, y, keep = batch
+        with autocast():
+            return F.cross_entropy(net(x, keep), y).float().reshape(1)
+
+    def measure(batch: tuple[torch.Tensor, ...], lr: float) -> dict[str, float]:
+        loss = ics.functional_loss(model, loss_of, batch)
+        params = ics.current_params(model)
+        shifts = ics.internal_covariate_shift(loss, params, order, weights, lr)
+        shape = ics.landscape(loss, params, lr, multipliers=multipliers)
+        columns = {}
+        for label, weight in zip(ICS_LAYERS, weights, strict=True):
+            columns[f"ics_l2_{label}"] = shifts[weight].l2.item()
+        for label, weight in zip(ICS_LAYERS, weights, strict=True):
+            columns[f"ics_cos_{label}"] = shifts[weight].cosine.item()
+        columns["loss_range"] = shape.loss_range.item()
+        columns["grad_change"] = shape.grad_change.item()
+        columns["beta"] = shape.beta.item()
+        return columns
+
+    return measure
 
 
 # --------------------------------------------------------------------------- ImageNet data
@@ -789,7 +1010,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(replicas.broadcast(str(run_dir)))  # Hydra's may differ by a second per rank
     data = load_data(cfg, settings, device)
     options = replicas.run_options(stop_every=cfg.log_every)
-    with Run(run_dir, cfg, METRIC_COLUMNS, RESUME_KEYS, **options) as run:
+    with Run(run_dir, cfg, metric_columns(cfg), RESUME_KEYS, **options) as run:
         state = run.checkpoint["trainer"] if run.checkpoint else None
         if state and state["world_size"] != replicas.world_size:
             raise ResumeError(
@@ -802,6 +1023,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             data, cfg, settings, replicas, run.start_step, model.fc.in_features
         )
         autocast = amp_autocast(cfg, device)
+        bn_noise = BNNoiseDraws(model, seed)
+        probe_every, diagnostics_every = cfg.late_probe.every, cfg.diagnostics.every
+        if probe_every or diagnostics_every:
+            images = probe_images(eval_batches, cfg.late_probe.size)
+        if diagnostics_every:
+            multipliers = list(cfg.diagnostics.multipliers)
+            measure = make_diagnostics(model, images, multipliers, autocast)
+        diagnosed: dict[str, float] = {}
         train_model = model
         if replicas.world_size > 1:
             train_model = DistributedDataParallel(
@@ -837,7 +1066,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
         def log(step: int) -> None:
             """The mean loss since the last log (non-finite if any step's was, or if any
-            parameter is), and held-out accuracy when due; rank 0 evaluates and logs."""
+            parameter is), held-out accuracy, the probe's percentiles and the diagnostics
+            when due; rank 0 evaluates and logs."""
             mean_loss = loss_sum / max(loss_count, 1)
             mean, finite = replicas.loss_check(mean_loss, all_finite(model, mean_loss).float())
             if not finite:
@@ -846,17 +1076,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             if replicas.main and run.due(step, cfg.eval_every) and seed not in run.diverged_at:
                 accuracy = evaluate(model, eval_batches(), autocast)
                 progress.set_postfix(test_acc=f"{accuracy:.4f}")
-            run.log(
-                [
-                    {
-                        "step": step,
-                        "seed": seed,
-                        "train_loss": mean if loss_count else None,
-                        "lr": lr_at(step),
-                        "test_acc": accuracy,
-                    }
-                ]
-            )
+            row = {
+                "step": step,
+                "seed": seed,
+                "train_loss": mean if loss_count else None,
+                "lr": lr_at(step),
+                "test_acc": accuracy,
+            }
+            if replicas.main and probe_every and run.due(step, probe_every):
+                percentiles = late_input_percentiles(model, images, cfg.late_probe.unit)
+                row.update(zip(PROBE_COLUMNS, percentiles, strict=True))
+            run.log([row | diagnosed])
 
         run.start(
             trainer_state,
@@ -872,18 +1102,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             unit="step",
             disable=not (replicas.main and sys.stderr.isatty()),
         )
-        log_every, eval_every = cfg.log_every, cfg.eval_every
+        cadences = [c for c in (cfg.log_every, cfg.eval_every, probe_every, diagnostics_every) if c]
         with progress:
             if run.start_step == 0:
                 log(0)
             for step in run.steps():
                 lr.fill_(lr_at(step - 1))
-                loss_sum += train_step(*step_inputs(step - 1))
+                inputs = step_inputs(step - 1)
+                if bn_noise:
+                    bn_noise.resample(step - 1)
+                # Measured on this step's batch and noise, at the weights before its update.
+                if replicas.main and diagnostics_every and step % diagnostics_every == 0:
+                    diagnosed = measure(make_batch(*inputs), lr_at(step - 1))
+                loss_sum += train_step(*inputs)
                 loss_count += 1
                 progress.update(1)
-                if run.due(step, log_every, eval_every):
+                if run.due(step, *cadences):
                     log(step)
-                    loss_sum, loss_count = torch.zeros((), device=device), 0
+                    loss_sum, loss_count, diagnosed = torch.zeros((), device=device), 0, {}
         info = run.finish(model.state_dict())
     if replicas.world_size > 1:
         dist.destroy_process_group()

@@ -1,0 +1,240 @@
+"""Noisy BN, the late-layer probe and Santurkar et al.'s diagnostics in the Inception trainer,
+and experiments/ics_proxy.py on real tiny runs."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, compose_train, data_root
+from omegaconf import DictConfig, open_dict
+
+from bnrepro import nn as paper_nn
+from bnrepro import train_inception as ti
+from bnrepro.errors import ConfigError
+
+spec = importlib.util.spec_from_file_location("ics_proxy_driver", REPO / "experiments/ics_proxy.py")
+ics_proxy = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ics_proxy)
+
+MEASURED = ("late_probe.every=2", "diagnostics.every=2", "diagnostics.multipliers=[0.5,2.0]")
+
+
+@pytest.fixture(scope="module")
+def fashion_root():
+    raw = data_root() / "FashionMNIST" / "raw"
+    if not (raw / "t10k-labels-idx1-ubyte").exists():
+        pytest.skip(f"Fashion-MNIST is not in {raw}; run `make data` to fetch it")
+    return data_root()
+
+
+def tiny(experiment: str, *overrides: str) -> DictConfig:
+    """`experiment` at a toy size on CPU: width 1/16, 16x16 inputs, 4 steps, 200 held-out."""
+    cfg = compose_train(
+        [
+            f"experiment={experiment}", "data.size=16", "data.resize=bilinear",
+            "model.width=0.0625", "data.eval_size=200", "steps=4", "eval_every=2",
+            "log_every=2", "checkpoint_every=0", "device=cpu", "threads=1",
+            "logger.wandb.mode=disabled", f"data.root={data_root()}", "late_probe.size=64",
+            *overrides,
+        ]
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def sweep(fashion_root, tmp_path_factory):
+    """The driver's three recipes, seed 0, probed and diagnosed every 2 steps, laid out as its
+    multirun lays them out."""
+    root = tmp_path_factory.mktemp("ics_proxy_sweep")
+    for variant in ics_proxy.VARIANTS:
+        info = ti.train(tiny(variant, *MEASURED), root / f"{variant}_seed0")
+        assert info["status"] == "completed"
+    return root
+
+
+def test_noisy_bn_trains_and_logs_the_probe_and_the_diagnostics(sweep) -> None:
+    metrics = pd.read_csv(sweep / "bn_baseline_noisy_seed0" / "metrics.csv")
+    assert list(metrics.columns) == [
+        *ti.METRIC_COLUMNS, *ti.PROBE_COLUMNS, *ti.DIAGNOSTIC_COLUMNS,
+    ]  # fmt: skip
+    assert list(metrics.step) == [0, 2, 4]
+    probe = metrics[list(ti.PROBE_COLUMNS)].to_numpy()
+    assert np.isfinite(probe).all() and (np.diff(probe, axis=1) >= 0).all()
+    # Step 0 is diagnosed by no step; every later row is, with cosines in [-1, 1].
+    diagnosed = metrics.loc[1:, list(ti.DIAGNOSTIC_COLUMNS)]
+    assert metrics.loc[0, list(ti.DIAGNOSTIC_COLUMNS)].isna().all()
+    assert np.isfinite(diagnosed.to_numpy()).all()
+    cosines = diagnosed.filter(like="ics_cos_").to_numpy()
+    assert (np.abs(cosines) <= 1 + 1e-6).all()
+    assert (diagnosed.filter(like="ics_l2_").to_numpy() >= 0).all()
+    assert metrics.train_loss.dropna().map(np.isfinite).all()
+    # Evaluation is plain BN: the noise is in training mode only, and it moved the probe.
+    bn = pd.read_csv(sweep / "bn_baseline_seed0" / "metrics.csv")
+    assert metrics.loc[0, "p50"] == bn.loc[0, "p50"]  # no step yet, no noise yet
+    assert metrics.loc[1, "p50"] != bn.loc[1, "p50"]
+    weights = torch.load(sweep / "bn_baseline_noisy_seed0" / "model.pt", weights_only=True)
+    scales = [v for k, v in weights.items() if k.endswith("noise_scale")]
+    assert scales and all(((s >= 0.5) & (s <= 2.0)).all() for s in scales)
+    assert not all(torch.equal(s, torch.ones_like(s)) for s in scales)
+
+
+def test_a_run_without_measurements_writes_what_it_always_wrote(sweep, tmp_path) -> None:
+    """Off by default: no extra column. On, the diagnostics change nothing the run logs."""
+    ti.train(tiny("bn_baseline_noisy", "late_probe.every=2"), tmp_path / "probed")
+    probed = pd.read_csv(tmp_path / "probed" / "metrics.csv")
+    assert list(probed.columns) == [*ti.METRIC_COLUMNS, *ti.PROBE_COLUMNS]
+    diagnosed = pd.read_csv(sweep / "bn_baseline_noisy_seed0" / "metrics.csv")
+    pd.testing.assert_frame_equal(probed, diagnosed[probed.columns])
+    cfg = tiny("bn_baseline")
+    assert ti.metric_columns(cfg) == ti.METRIC_COLUMNS
+
+
+def test_noise_depends_on_seed_and_step_only_and_lands_in_place() -> None:
+    cfg = tiny("bn_baseline_noisy")
+    settings = ti.recipe_settings(cfg)
+
+    def drawn(seed: int, step: int, model=None) -> list[torch.Tensor]:
+        model = model or ti.build_model(cfg, settings)
+        ti.BNNoiseDraws(model, seed).resample(step)
+        return [b.clone() for name, b in model.named_buffers() if "noise" in name]
+
+    model = ti.build_model(cfg, settings)
+    layers = [m for m in model.modules() if isinstance(m, paper_nn.NoisyBatchNorm)]
+    assert len(layers) > 50  # every BN of the net is noisy
+    addresses = [m.noise_scale.data_ptr() for m in layers]
+    first = drawn(0, 7, model)
+    assert [m.noise_scale.data_ptr() for m in layers] == addresses
+    assert all(torch.equal(a, b) for a, b in zip(first, drawn(0, 7), strict=True))
+    assert not torch.equal(torch.cat(first), torch.cat(drawn(0, 8)))
+    assert not torch.equal(torch.cat(first), torch.cat(drawn(1, 7)))
+    scales, shifts = torch.cat(first[0::2]), torch.cat(first[1::2])
+    assert scales.min() >= 0.5 and scales.max() <= 2.0 and shifts.abs().max() <= 1.0
+    assert scales.std() > 0.2 and shifts.std() > 0.3
+    assert not ti.BNNoiseDraws(ti.build_model(tiny("bn_baseline"), settings), 0)
+
+
+def test_resume_draws_the_same_noise(fashion_root, tmp_path, monkeypatch) -> None:
+    """The probe reads every step's noise: a run that crashes after its checkpoint at step 3
+    and resumes logs the uninterrupted run's bytes."""
+    overrides = (
+        "steps=6",
+        "checkpoint_every=3",
+        "log_every=1",
+        "eval_every=3",
+        "late_probe.every=1",
+    )
+    ti.train(tiny("bn_baseline_noisy", *overrides), tmp_path / "straight")
+    distort, calls = ti.distort, []
+
+    def crash_at_step_5(*args):
+        calls.append(1)
+        if len(calls) > 4:
+            raise RuntimeError("simulated crash")
+        return distort(*args)
+
+    monkeypatch.setattr(ti, "distort", crash_at_step_5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ti.train(tiny("bn_baseline_noisy", *overrides), tmp_path / "split")
+    monkeypatch.setattr(ti, "distort", distort)
+    info = ti.train(tiny("bn_baseline_noisy", *overrides, "resume=true"), tmp_path / "split")
+    assert info["resumed_from_step"] == 3 and info["status"] == "completed"
+    straight = (tmp_path / "straight" / "metrics.csv").read_bytes()
+    assert (tmp_path / "split" / "metrics.csv").read_bytes() == straight
+    p50 = pd.read_csv(tmp_path / "straight" / "metrics.csv").p50
+    assert p50.diff().abs()[1:].min() > 0  # new noise every step
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (("model.norm=noisy",), "model.norm='noisy'"),
+        (("experiment=bn_baseline_noisy", "model.norm=torch"), "model.noise"),
+        (("experiment=bn_baseline_noisy", "model.batch_norm=false"), "model.batch_norm"),
+        (("experiment=bn_baseline_noisy", "model.noise.scale_min=3"), "scale_min"),
+        (("late_probe.unit=22",), r"late_probe.unit=22\. Pick a channel in 0\.\.21"),
+        (("diagnostics.multipliers=[0.0]",), "diagnostics.multipliers"),
+    ],
+)
+def test_bad_values_are_refused(overrides, match) -> None:
+    experiment = "bn_baseline"
+    rest = [o for o in overrides if not o.startswith("experiment=")]
+    experiment = next((o[11:] for o in overrides if o.startswith("experiment=")), experiment)
+    with pytest.raises(ConfigError, match=match):
+        ti.validate(tiny(experiment, *rest))
+
+
+def test_the_driver_collects_and_draws_the_runs(sweep, tmp_path) -> None:
+    ics_proxy.collect(sweep, tmp_path, "test", "quick")
+    ics_proxy.draw(tmp_path)
+    for stem in ("accuracy", "percentiles", "ics", "smoothness"):
+        assert (tmp_path / f"{stem}.png").stat().st_size > 0
+    claims = pd.read_csv(tmp_path / "claims.csv")
+    assert list(claims.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]
+    assert len(claims) == len(ics_proxy.THRESHOLDS)
+    assert set(claims.verdict) <= {"pass", "fail", "inconclusive"}
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert set(curves.variant) == set(ics_proxy.VARIANTS) and curves.p50.notna().all()
+    diagnostics = pd.read_csv(tmp_path / "diagnostics.csv")
+    assert list(diagnostics.step.unique()) == [2, 4]
+    readme = (tmp_path / "README.md").read_text()
+    assert "## What the data supports" in readme and "U(0.5, 2.0)" in readme
+    assert "wall" not in (tmp_path / "summary.csv").read_text()
+
+
+def test_the_driver_refuses_runs_that_were_not_diagnosed(sweep, tmp_path) -> None:
+    shutil.copytree(sweep, tmp_path / "runs")
+    path = tmp_path / "runs" / "bn_baseline_noisy_seed0" / "metrics.csv"
+    metrics = pd.read_csv(path)
+    metrics[list(ti.DIAGNOSTIC_COLUMNS)] = np.nan
+    path.write_text(metrics.to_csv(index=False))
+    with pytest.raises(ics_proxy.BnreproError, match="diagnostics.every > 0"):
+        ics_proxy.collect(tmp_path / "runs", tmp_path / "out", "test", "quick")
+    assert not (tmp_path / "out").exists()
+
+
+def test_presets_are_figure2s_sizes_with_the_measurements() -> None:
+    seeds, overrides = ics_proxy.protocol("gpu")
+    figure2_sizes = [o for o in ics_proxy.PRESETS["gpu"]["overrides"] if "launcher" not in o]
+    assert seeds == "0,1,2" and set(figure2_sizes) <= set(overrides)
+    assert "hydra.launcher.n_jobs=1" in overrides and "device=cuda" in overrides
+    assert "++late_probe.every=50" in overrides and "diagnostics.every=500" in overrides
+
+
+@pytest.mark.integration
+def test_run_quick_end_to_end(fashion_root, tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "experiments/ics_proxy.py", "run", "--quick", "--out",
+         str(tmp_path / "out"), "--runs", str(tmp_path / "runs")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "s wall" in result.stdout
+    assert pd.read_csv(tmp_path / "out" / "claims.csv").shape[0] == len(ics_proxy.THRESHOLDS)
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["preset"] == "quick" and len(provenance["wall_s"]) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_replays_read_each_steps_noise(fashion_root, tmp_path) -> None:
+    """Noisy BN under a CUDA graph: the noise copied into the buffers before each replay is the
+    noise the replay uses, so the graphed run follows the eager one (as the plain recipes do,
+    tests/test_inception_train.py) and its probe moves every step."""
+    overrides = ("device=cuda", "steps=120", "eval_every=40", "log_every=10", "late_probe.every=10")
+    runs = {}
+    for name, graph in (("eager", False), ("eager_again", False), ("graphed", True)):
+        cfg = tiny("bn_baseline_noisy", *overrides, f"cuda_graph={graph}")
+        info = ti.train(cfg, tmp_path / name)
+        assert info["cuda_graph"] == graph and info["status"] == "completed"
+        runs[name] = pd.read_csv(tmp_path / name / "metrics.csv")
+    eager, graphed = runs["eager"].train_loss[1:], runs["graphed"].train_loss[1:]
+    noise = (eager - runs["eager_again"].train_loss[1:]).abs().div(eager.abs()).max()
+    np.testing.assert_allclose(graphed, eager, rtol=max(1e-4, 4 * noise))
+    assert runs["graphed"].p50.diff().abs()[1:].min() > 0
