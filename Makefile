@@ -160,3 +160,4 @@ reproduce-ics: venv
 	$(FETCH) mnist
 	$(PY) experiments/ics.py run $(QUICK_FLAG) $(if $(JOBS),--jobs $(JOBS)) \
 		$(if $(DEVICE),--device $(DEVICE)) $(if $(STEPS),--steps $(STEPS))
+	$(FETCH) fashion_mnist && $(PY) experiments/ics_proxy.py run $(if $(QUICK_FLAG),--quick,--preset $(PRESET))
