@@ -543,9 +543,10 @@ class BNNoiseDraws:
 
     `resample(step)` draws every noisy layer's scale and shift from one CPU generator seeded by
     (seed, step, *BN_NOISE_KEY), layer after layer in the model's order, through each layer's
-    own `resample`. The draws are made into CPU copies of the layers and moved to the device in
-    one copy, then copied into the layers' buffers in place: a CUDA graph of the step reads
-    them there, and a step costs one host-to-device transfer, not two per layer.
+    own `resample`. The draws are made into CPU copies of the layers, moved to the device in
+    one transfer, then copied into the layers' buffers in place, where a CUDA graph of the step
+    reads them. On a GPU the transfer is from pinned memory and does not wait for the device,
+    so the draws of step s overlap the device's work on step s - 1.
     """
 
     def __init__(self, model: nn.Module, seed: int):
@@ -554,6 +555,7 @@ class BNNoiseDraws:
             paper_nn.NoisyBatchNorm(m.num_features, m.scale_min, m.scale_max, m.shift)
             for m in self.layers
         ]
+        self.buffers = [t for m in self.layers for t in (m.noise_scale, m.noise_shift)]
         self.seed = seed
 
     def __bool__(self) -> bool:
@@ -565,9 +567,10 @@ class BNNoiseDraws:
         for host in self.host:
             host.resample([generator])
         values = [t for host in self.host for t in (host.noise_scale, host.noise_shift)]
-        buffers = [t for layer in self.layers for t in (layer.noise_scale, layer.noise_shift)]
-        drawn = torch.cat(values).to(buffers[0].device)
-        for buffer, value in zip(buffers, drawn.split([len(v) for v in values]), strict=True):
+        drawn = torch.cat(values)
+        if self.buffers[0].is_cuda:
+            drawn = drawn.pin_memory().to(self.buffers[0].device, non_blocking=True)
+        for buffer, value in zip(self.buffers, drawn.split([len(v) for v in values]), strict=True):
             buffer.copy_(value)
 
 
