@@ -350,7 +350,7 @@ def conclusion(found: list[Claim]) -> list[str]:
         (False, False): "neither explanation decisively",
     }[(verdict["ics"] == "fail", smooth == {"pass"})]
     return [
-        f"Over {seeds} seeds, {ics_text}, and {smooth_text}.",
+        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics_text}, and {smooth_text}.",
         "Noisy BN trained about as fast as BN while its late layer's input moved more than BN's, "
         "so a stable input was not what made BN train fast."
         if noisy
