@@ -472,7 +472,7 @@ def protocol_lines(summary: pd.DataFrame, provenance: dict) -> list[str]:
         f"- noisy BN: every step, each channel's BN output is scaled by "
         f"U({noise.get('scale_min', '?')}, {noise.get('scale_max', '?')}) and shifted by "
         f"U(-{noise.get('shift', '?')}, {noise.get('shift', '?')}) "
-        "(`configs/experiment/bn_baseline_noisy.yaml`; our choice, the MNIST net's)",
+        "(`configs/experiment/bn_baseline_noisy.yaml`, which says how it was chosen)",
         f"- probe: every {probe.get('every', '?')} steps, channel {probe.get('unit', '?')} of "
         "module 5b's 1x1 branch, the input to its ReLU (the BN or noisy-BN output; without BN "
         f"the convolution's), over the first {probe.get('size', '?')} held-out images and every "
