@@ -161,9 +161,11 @@ def validate(cfg: DictConfig) -> DictConfig:
             0 < m.noise.scale_min <= m.noise.scale_max,
             "model.noise.scale_min",
             m.noise.scale_min,
-            "Use 0 < model.noise.scale_min <= model.noise.scale_max, e.g. 0.5 and 2.0.",
+            "Use 0 < model.noise.scale_min <= model.noise.scale_max, e.g. 0.75 and 1.25.",
         )
-        check(m.noise.shift >= 0, "model.noise.shift", m.noise.shift, "Use a shift >= 0, e.g. 1.0.")
+        check(
+            m.noise.shift >= 0, "model.noise.shift", m.noise.shift, "Use a shift >= 0, e.g. 0.25."
+        )
         check(
             m.batch_norm,
             "model.batch_norm",
@@ -1028,6 +1030,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         autocast = amp_autocast(cfg, device)
         bn_noise = BNNoiseDraws(model, seed)
         probe_every, diagnostics_every = cfg.late_probe.every, cfg.diagnostics.every
+        probe_unit = cfg.late_probe.unit
         if probe_every or diagnostics_every:
             images = probe_images(eval_batches, cfg.late_probe.size)
         if diagnostics_every:
@@ -1087,7 +1090,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "test_acc": accuracy,
             }
             if replicas.main and probe_every and run.due(step, probe_every):
-                percentiles = late_input_percentiles(model, images, cfg.late_probe.unit)
+                percentiles = late_input_percentiles(model, images, probe_unit)
                 row.update(zip(PROBE_COLUMNS, percentiles, strict=True))
             run.log([row | diagnosed])
 
