@@ -68,9 +68,28 @@ def test_members_have_their_own_bn_statistics() -> None:
 
 
 def test_ensemble_linear_matches_per_member_matmul() -> None:
-    layer = EnsembleLinear(4, 5, 3, bias=True)
+    for bias in (True, False):
+        layer = EnsembleLinear(4, 5, 3, bias=bias)
+        nn.init.normal_(layer.weight)
+        offset = nn.init.normal_(layer.bias) if bias else torch.zeros(4, 1, 3)
+        x = torch.randn(4, 7, 5)  # a batch per member
+        expected = torch.stack([x[i] @ layer.weight[i] + offset[i] for i in range(4)])
+        assert torch.allclose(layer(x), expected, atol=1e-6)
+        shared = torch.randn(7, 5)  # one batch for every member
+        expected = torch.stack([shared @ layer.weight[i] + offset[i] for i in range(4)])
+        assert torch.allclose(layer(shared), expected, atol=1e-6)
+
+
+def test_ensemble_linear_gradients_are_each_members_own() -> None:
+    """The batched product's backward gives each member the gradient of its own map."""
+    layer = EnsembleLinear(3, 5, 4, bias=True)
     nn.init.normal_(layer.weight)
-    nn.init.normal_(layer.bias)
-    x = torch.randn(4, 7, 5)
-    expected = torch.stack([x[i] @ layer.weight[i] + layer.bias[i] for i in range(4)])
-    assert torch.allclose(layer(x), expected, atol=1e-6)
+    x = torch.randn(3, 6, 5)
+    target = torch.randn(3, 6, 4)
+    ((layer(x) - target) ** 2).sum().backward()
+    for i in range(3):
+        w = layer.weight[i].detach().requires_grad_()
+        b = layer.bias[i].detach().requires_grad_()
+        ((x[i] @ w + b - target[i]) ** 2).sum().backward()
+        assert torch.allclose(layer.weight.grad[i], w.grad, atol=1e-5)
+        assert torch.allclose(layer.bias.grad[i], b.grad, atol=1e-5)

@@ -311,8 +311,15 @@ def preserved_buffers(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def test_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 5000) -> list[float]:
-    """Accuracy of each member on (x, y), BN using its inference statistics."""
+def test_accuracy(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None
+) -> list[float]:
+    """Accuracy of each member on (x, y), BN using its inference statistics.
+
+    On a CPU in chunks of 500 images, whose activations for every member (48 members: 10 MB a
+    layer) stay in the processor's cache: a 48-member evaluation is about 2.8x faster than in
+    chunks of 5,000 (96 MB a layer), a single member's no slower. On a GPU, chunks of 5,000."""
+    chunk = chunk or (500 if x.device.type == "cpu" else 5000)
     model.eval()
     correct = sum(
         (model(x[i : i + chunk]).argmax(-1) == y[i : i + chunk]).sum(-1)

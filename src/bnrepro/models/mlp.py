@@ -21,7 +21,12 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 class EnsembleLinear(nn.Module):
-    """`members` independent linear maps: (E, B, in) or shared (B, in) -> (E, B, out)."""
+    """`members` independent linear maps: (E, B, in) or shared (B, in) -> (E, B, out).
+
+    A batch per member is one batched product with the bias added in it (`baddbmm`): one
+    operator forward and one autograd node backward instead of matmul's broadcasting views
+    and a separate addition, which on a CPU is a measurable part of a small network's step.
+    """
 
     def __init__(self, members: int, in_features: int, out_features: int, bias: bool):
         super().__init__()
@@ -29,6 +34,10 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(members, 1, out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3 and self.bias is not None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        if x.dim() == 3:
+            return torch.bmm(x, self.weight)
         y = torch.matmul(x, self.weight)
         return y if self.bias is None else y + self.bias
 
