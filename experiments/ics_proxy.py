@@ -26,9 +26,11 @@ meets it, `fail` when none does, `inconclusive` when the seeds disagree) and REA
 
 Presets (sizes from experiments/figure2.py's PRESETS, imported; the launcher is this driver's):
 - gpu: width 1/4, 32x32, 2,000 steps, 3 seeds, all 10,000 held-out images every 200 steps, the
-  nine runs one after another (runs side by side on one GPU each run slower, README "Speed").
+  nine runs one after another (runs side by side on one GPU each run slower, README "Speed");
+  sized from the H200's graphed step (5.5 ms) for about 4 minutes, within 6.
 - cpu: width 1/8, 16x16, 2,000 steps, 3 seeds, 2,000 held-out images every 100 steps, two
-  one-thread runs at a time.
+  one-thread runs at a time; about 15 minutes on a quiet 2-core machine (figure2's runs of
+  these sizes take 150-170 s each, two at a time; the probe and the diagnostics add 3-10%).
 - quick (`--quick`): figure2's quick sizes (width 1/16, 16x16, 40 steps, 1 seed), the probe
   every 10 steps and the diagnostics every 20; into runs/ics-proxy-quick/ (any action: `--out`
   names another folder), never over results/.
