@@ -86,6 +86,7 @@ figures: venv
 	$(PY) experiments/figure2.py draw
 	$(PY) experiments/claims.py draw
 	$(PY) experiments/ics.py draw
+	$(PY) experiments/ics_proxy.py draw
 	$(PY) experiments/sensitivity.py draw
 
 # Reruns every artifact under results/ (QUICK=1: results/reference/) into runs/verify/<time>/
