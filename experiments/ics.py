@@ -99,18 +99,19 @@ DEFAULT_EVERY = 500
 QUICK = {"seeds": "0,1", "steps": 600, "every": 100}
 PERCENTILES = ("p15", "p50", "p85")
 # Absolute tolerances (CSV file -> column -> tolerance) for `make verify` on another CPU model or
-# a GPU; on the same CPU model a rerun is identical. Not yet measured across machines: Figure 1's
-# for the curves, and for the diagnostics about ten times the last digits a float32 gradient
-# keeps at their sizes (ICS 0.001-0.1, cosines near 1, loss ranges 0.01-1, gradient changes
-# and beta 0.1-10).
+# a GPU; on the same CPU model a rerun is identical. Measured: the full protocol on one H200
+# against the committed 2-core AMD EPYC run differed by at most 4.5e-5 (ICS l2), 7.7e-5
+# (cosines), 2e-6 (loss range), 6.7e-5 (gradient change), 4.5e-3 (beta), 1e-4 (test accuracy,
+# one image) and 6.4e-5 (percentiles); the tolerances are about three times those. claims.csv
+# is compared as text: there a GPU rerun's seed range may differ in its last shown digit.
 TOLERANCES: dict[str, dict[str, float]] = {
-    "curves.csv": {"train_loss": 1e-4, "test_acc": 5e-4, "p15": 1e-4, "p50": 1e-4, "p85": 1e-4},
+    "curves.csv": {"train_loss": 1e-4, "test_acc": 5e-4, "p15": 2e-4, "p50": 2e-4, "p85": 2e-4},
     "diagnostics.csv": {
-        **{f"ics_l2_{k}": 1e-4 for k in (2, 3, 4)},
-        **{f"ics_cos_{k}": 1e-5 for k in (2, 3, 4)},
-        "loss_range": 1e-4,
-        "grad_change": 1e-3,
-        "beta": 1e-3,
+        **{f"ics_l2_{k}": 2e-4 for k in (2, 3, 4)},
+        **{f"ics_cos_{k}": 3e-4 for k in (2, 3, 4)},
+        "loss_range": 1e-5,
+        "grad_change": 3e-4,
+        "beta": 2e-2,
     },
     "summary.csv": {"final_test_acc": 5e-4},
 }
