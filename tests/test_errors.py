@@ -103,6 +103,7 @@ def test_unwritable_output_dir_is_refused_before_anything_runs(tmp_path) -> None
     assert blocker.read_text() == "keep me"
 
 
+@pytest.mark.integration
 def test_a_sweep_with_a_bad_job_goes_on_and_exits_non_zero(tmp_path, mnist_root) -> None:
     result = cli(
         "-m", "optim.lr=0.1,-1", "steps=20", "eval_every=10", "probe.every=10",

@@ -425,6 +425,7 @@ def ics_csvs(tmp_path_factory, mnist_root):
     return out
 
 
+@pytest.mark.integration
 def test_collect_and_draw_write_every_file_with_its_columns(ics_csvs):
     diagnostics = pd.read_csv(ics_csvs / "diagnostics.csv")
     assert list(diagnostics.columns[:3]) == ["variant", "seed", "step"]
@@ -444,6 +445,7 @@ def test_collect_and_draw_write_every_file_with_its_columns(ics_csvs):
     assert "scaled by U(0.5, 2) and shifted by U(-1, 1)" in readme
 
 
+@pytest.mark.integration
 def test_draw_from_the_csv_files_alone_is_byte_identical(ics_csvs, tmp_path):
     for name in ("curves.csv", "diagnostics.csv", "summary.csv", "provenance.json"):
         shutil.copy(ics_csvs / name, tmp_path / name)
@@ -453,6 +455,7 @@ def test_draw_from_the_csv_files_alone_is_byte_identical(ics_csvs, tmp_path):
         assert (tmp_path / name).read_bytes() == (ics_csvs / name).read_bytes(), name
 
 
+@pytest.mark.integration
 def test_draw_refuses_a_truncated_diagnostics_csv_and_writes_nothing(ics_csvs, tmp_path):
     for name in ("curves.csv", "diagnostics.csv", "summary.csv", "provenance.json"):
         shutil.copy(ics_csvs / name, tmp_path / name)
@@ -464,6 +467,7 @@ def test_draw_refuses_a_truncated_diagnostics_csv_and_writes_nothing(ics_csvs, t
     assert "Fix: " in result.stderr and not (tmp_path / "claims.csv").exists()
 
 
+@pytest.mark.integration
 def test_collect_refuses_runs_without_diagnostics(small_cfg, tmp_path):
     for variant, model in load_driver().MODELS.items():
         train(small_cfg(f"model={model}", "steps=20", "eval_every=10"), tmp_path / variant)

@@ -171,6 +171,7 @@ def test_bad_values_are_refused(overrides, match) -> None:
         ti.validate(tiny(experiment, *rest))
 
 
+@pytest.mark.integration
 def test_the_driver_collects_and_draws_the_runs(sweep, tmp_path) -> None:
     ics_proxy.collect(sweep, tmp_path, "test", "quick")
     ics_proxy.draw(tmp_path)
@@ -189,6 +190,7 @@ def test_the_driver_collects_and_draws_the_runs(sweep, tmp_path) -> None:
     assert "wall" not in (tmp_path / "summary.csv").read_text()
 
 
+@pytest.mark.integration
 def test_the_driver_refuses_runs_that_were_not_diagnosed(sweep, tmp_path) -> None:
     shutil.copytree(sweep, tmp_path / "runs")
     path = tmp_path / "runs" / "bn_baseline_noisy_seed0" / "metrics.csv"

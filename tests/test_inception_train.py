@@ -98,6 +98,7 @@ def test_one_seed_per_run() -> None:
         ti.validate(tiny("bn_x5", "seeds=[0,1]"))
 
 
+@pytest.mark.integration
 def test_an_absurd_rate_diverges_cleanly_and_the_sweep_goes_on(fashion_root, tmp_path) -> None:
     """The x5 control is not forced: this forces divergence with lr 1e6 to test the mechanism."""
     command = [

@@ -208,6 +208,7 @@ def collected(tmp_path_factory, sweep):
     return out
 
 
+@pytest.mark.integration
 def test_collect_and_draw_a_real_sweep(collected) -> None:
     members = pd.read_csv(collected / "members.csv")
     assert list(members.columns) == list(driver.MEMBER_COLUMNS)
@@ -228,6 +229,7 @@ def test_collect_and_draw_a_real_sweep(collected) -> None:
                                          "momentum_mlp/bn"}  # fmt: skip
 
 
+@pytest.mark.integration
 def test_collect_refuses_a_sweep_without_one_run(sweep, tmp_path) -> None:
     partial = tmp_path / "runs"
     shutil.copytree(sweep, partial, ignore=shutil.ignore_patterns("wandb"))
@@ -237,6 +239,7 @@ def test_collect_refuses_a_sweep_without_one_run(sweep, tmp_path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
 def test_collect_refuses_a_curve_cut_short(sweep, tmp_path) -> None:
     partial = tmp_path / "runs"
     shutil.copytree(sweep, partial, ignore=shutil.ignore_patterns("wandb"))

@@ -149,6 +149,7 @@ def test_command_line_run_and_bad_override(mnist_root, tmp_path) -> None:
     assert not list((tmp_path / "bad").iterdir()), "a failed start writes nothing"
 
 
+@pytest.mark.integration
 def test_wandb_offline_gives_each_sweep_job_its_own_finished_run(mnist_root, tmp_path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = subprocess.run(
