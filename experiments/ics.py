@@ -43,6 +43,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import matplotlib
 
@@ -233,14 +234,16 @@ def accuracy_step(curves: pd.DataFrame) -> int:
 
 
 def drift(curves: pd.DataFrame) -> pd.Series:
-    """Per (variant, seed): how far the probed sigmoid's input moves between two probes, the
-    mean over consecutive probes of the mean |change| of its 15th, 50th and 85th percentiles."""
+    """Per (variant, seed): how far the probed input moves between two probes, the mean over
+    consecutive probes of the mean |change| of its 15th, 50th and 85th percentiles (rows
+    without a probe, as the proxy's evaluations between probes, are left out)."""
+    probed = curves.dropna(subset=list(PERCENTILES))
 
     def one(rows: pd.DataFrame) -> float:
         values = rows.sort_values("step")[list(PERCENTILES)].to_numpy()
         return float(np.abs(np.diff(values, axis=0)).mean())
 
-    return curves.groupby(["variant", "seed"]).apply(one, include_groups=False)
+    return probed.groupby(["variant", "seed"]).apply(one, include_groups=False)
 
 
 def medians(diagnostics: pd.DataFrame) -> pd.DataFrame:
@@ -255,19 +258,21 @@ def medians(diagnostics: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim: a number per seed, judged against a threshold fixed before the runs."""
+    """One claim: a number per seed, judged against its threshold in `thresholds`, fixed
+    before the runs (experiments/ics_proxy.py's claims are this class with its own)."""
 
+    thresholds: ClassVar[dict[str, tuple[str, float]]] = THRESHOLDS
     key: str
     text: str
     per_seed: pd.Series
 
     @property
     def relation(self) -> str:
-        return THRESHOLDS[self.key][0]
+        return self.thresholds[self.key][0]
 
     @property
     def threshold(self) -> float:
-        return THRESHOLDS[self.key][1]
+        return self.thresholds[self.key][1]
 
     def verdict(self) -> str:
         meets = {RELATIONS[self.relation](v, self.threshold) for v in self.per_seed}
@@ -379,13 +384,15 @@ def conclusion(found: list[Claim]) -> list[str]:
 # ---------------------------------------------------------------- figures
 
 
-def band(ax, frame: pd.DataFrame, column: str, variant: str, seeds: bool = True) -> None:
+def band(
+    ax, frame: pd.DataFrame, column: str, variant: str, seeds: bool = True, styles: dict = STYLE
+) -> None:
     """`column` against steps: the median over seeds with a band from min to max."""
     per_step = frame[frame.variant == variant].dropna(subset=[column]).groupby("step")[column]
     if per_step.ngroups == 0:
         return
     n_seeds = frame[frame.variant == variant].seed.nunique()
-    style = STYLE[variant]
+    style = styles[variant]
     label = f"{style['label']} ({n_seeds} seeds)" if seeds else style["label"]
     middle = per_step.median()
     ax.plot(middle.index, middle.values, **{**style, "label": label})
@@ -441,15 +448,18 @@ def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "ics")
 
 
-def smoothness_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
+def smoothness_figure(
+    diagnostics: pd.DataFrame, out_dir: Path, styles: dict = STYLE, legend_size: int | None = None
+) -> list[Path]:
+    """Each landscape measure against steps, one curve per net (in the order of `styles`)."""
     fig, axes = plt.subplots(1, len(LANDSCAPE), figsize=(13, 3.6))
     for ax, (column, label) in zip(axes, LANDSCAPE.items(), strict=True):
-        for variant in VARIANTS:
-            band(ax, diagnostics, column, variant, seeds=False)
+        for variant in styles:
+            band(ax, diagnostics, column, variant, seeds=False, styles=styles)
         ax.set_yscale("log")
         ax.set_xlabel("training steps")
         ax.set_ylabel(label)
-    axes[0].legend()
+    axes[0].legend(fontsize=legend_size)
     fig.tight_layout()
     return save_figure(fig, out_dir, "smoothness")
 

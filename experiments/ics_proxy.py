@@ -47,14 +47,12 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -77,6 +75,7 @@ from bnrepro.train_inception import DIAGNOSTIC_COLUMNS, ICS_LAYERS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
+import ics  # noqa: E402
 from figure2 import PRESETS, QUICK  # noqa: E402
 
 VARIANTS = ("inception", "bn_baseline", "bn_baseline_noisy")
@@ -87,11 +86,6 @@ STYLE = {
     "bn_baseline_noisy": {"label": "noisy BN-Baseline", "color": "tab:green", "linestyle": "-."},
 }
 PERCENTILE_COLUMNS = ("p15", "p50", "p85")
-LANDSCAPE = {
-    "loss_range": "loss range",
-    "grad_change": "gradient predictiveness\nmax ||g - g'||",
-    "beta": "effective beta-smoothness\nmax ||g - g'|| / ||w - w'||",
-}
 METRIC_COLUMNS = {
     "step": "int", "seed": "int", "train_loss": "float", "lr": "float", "test_acc": "float",
     **{column: "float" for column in (*PERCENTILE_COLUMNS, *DIAGNOSTIC_COLUMNS)},
@@ -127,8 +121,6 @@ THRESHOLDS = {
     "grad_change": ("<", 1.0),
     "beta": ("<", 1.0),
 }
-FIXED = "before the runs"
-RELATIONS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 SWEEP_FIX = (
     "give --runs the sweep directory that `python experiments/ics_proxy.py run` trained into "
     "(runs/ics_proxy/<time>)"
@@ -238,56 +230,14 @@ def mean_accuracy(curves: pd.DataFrame) -> pd.Series:
     return evaluated.groupby(["variant", "seed"]).test_acc.mean()
 
 
-def drift(curves: pd.DataFrame) -> pd.Series:
-    """Per (variant, seed): how far the probed input moves between two probes, the mean over
-    consecutive probes of the mean |change| of its 15th, 50th and 85th percentiles."""
-    probed = curves.dropna(subset=list(PERCENTILE_COLUMNS))
+class Claim(ics.Claim):
+    """One claim of the proxy: ics.Claim judged against this driver's THRESHOLDS."""
 
-    def one(rows: pd.DataFrame) -> float:
-        values = rows.sort_values("step")[list(PERCENTILE_COLUMNS)].to_numpy()
-        return float(np.abs(np.diff(values, axis=0)).mean())
-
-    return probed.groupby(["variant", "seed"]).apply(one, include_groups=False)
-
-
-def medians(diagnostics: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, seed): the median over logged steps of each landscape measure, and of the
-    relative l2 ICS over logged steps and layers (`ics`)."""
-    l2 = [f"ics_l2_{label}" for label in ICS_LAYERS]
-    grouped = diagnostics.groupby(["variant", "seed"])
-    frame = grouped[list(LANDSCAPE)].median()
-    frame["ics"] = grouped[l2].apply(lambda rows: float(np.nanmedian(rows.to_numpy())))
-    return frame
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim: a number per seed, judged against its threshold in THRESHOLDS."""
-
-    key: str
-    text: str
-    per_seed: pd.Series
-
-    def verdict(self) -> str:
-        relation, threshold = THRESHOLDS[self.key]
-        meets = {bool(RELATIONS[relation](v, threshold)) for v in self.per_seed}
-        return "pass" if meets == {True} else "fail" if meets == {False} else "inconclusive"
-
-    def row(self) -> dict[str, str]:
-        relation, threshold = THRESHOLDS[self.key]
-        values = self.per_seed
-        spread = f" (seeds {values.min():.4g} to {values.max():.4g})" if len(values) > 1 else ""
-        return {
-            "claim": self.text,
-            "measured": f"{values.mean():.4g}{spread}",
-            "threshold": f"{relation} {threshold:g}",
-            "verdict": self.verdict(),
-            "threshold_fixed": FIXED,
-        }
+    thresholds = THRESHOLDS
 
 
 def claims(curves: pd.DataFrame, diagnostics: pd.DataFrame) -> list[Claim]:
-    accuracy, moves, measures = mean_accuracy(curves), drift(curves), medians(diagnostics)
+    accuracy, moves, measures = mean_accuracy(curves), ics.drift(curves), ics.medians(diagnostics)
 
     def ratio(table: pd.Series, variant: str, reference: str) -> pd.Series:
         return table.xs(variant) / table.xs(reference)
@@ -332,7 +282,7 @@ def conclusion(found: list[Claim]) -> list[str]:
     """What the verdicts support, in a few lines."""
     verdict = {claim.key: claim.verdict() for claim in found}
     seeds = len(found[0].per_seed)
-    smooth = {verdict[k] for k in LANDSCAPE}
+    smooth = {verdict[k] for k in ics.LANDSCAPE}
     ics_text = {
         "fail": "BN reduced ICS in every seed, as the paper's hypothesis predicts",
         "pass": "BN did not reduce ICS in any seed, against the paper's hypothesis",
@@ -365,28 +315,10 @@ def conclusion(found: list[Claim]) -> list[str]:
 # ---------------------------------------------------------------- figures
 
 
-def band(ax, frame: pd.DataFrame, column: str, variant: str, label: bool = True) -> None:
-    """`column` against steps: the median over seeds with a band from min to max."""
-    per_step = frame[frame.variant == variant].dropna(subset=[column]).groupby("step")[column]
-    if per_step.ngroups == 0:
-        return
-    style = STYLE[variant]
-    seeds = frame[frame.variant == variant].seed.nunique()
-    middle = per_step.median()
-    ax.plot(
-        middle.index,
-        middle.values,
-        **{**style, "label": f"{style['label']} ({seeds} seeds)" if label else style["label"]},
-    )
-    ax.fill_between(
-        middle.index, per_step.min().values, per_step.max().values, color=style["color"], alpha=0.2
-    )
-
-
 def accuracy_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for variant in VARIANTS:
-        band(ax, curves, "test_acc", variant)
+        ics.band(ax, curves, "test_acc", variant, styles=STYLE)
     ax.set_xlabel("training steps")
     ax.set_ylabel("held-out accuracy")
     ax.legend(loc="lower right")
@@ -416,8 +348,8 @@ def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(2, len(ICS_LAYERS), figsize=(3.2 * len(ICS_LAYERS), 5.6))
     for column, label in enumerate(ICS_LAYERS):
         for variant in VARIANTS:
-            band(axes[0, column], diagnostics, f"ics_l2_{label}", variant, label=False)
-            band(axes[1, column], diagnostics, f"ics_cos_{label}", variant, label=False)
+            ics.band(axes[0, column], diagnostics, f"ics_l2_{label}", variant, False, STYLE)
+            ics.band(axes[1, column], diagnostics, f"ics_cos_{label}", variant, False, STYLE)
         axes[0, column].set_yscale("log")
         axes[0, column].set_title(f"layer {label}")
         axes[1, column].set_xlabel("training steps")
@@ -428,35 +360,7 @@ def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "ics")
 
 
-def smoothness_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
-    fig, axes = plt.subplots(1, len(LANDSCAPE), figsize=(13, 3.6))
-    for ax, (column, label) in zip(axes, LANDSCAPE.items(), strict=True):
-        for variant in VARIANTS:
-            band(ax, diagnostics, column, variant, label=False)
-        ax.set_yscale("log")
-        ax.set_xlabel("training steps")
-        ax.set_ylabel(label)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, out_dir, "smoothness")
-
-
 # ---------------------------------------------------------------- README and drawing
-
-
-def per_seed_table(found: list[Claim]) -> list[str]:
-    seeds = list(found[0].per_seed.index)
-    lines = [
-        "| claim | " + " | ".join(f"seed {s}" for s in seeds) + " | threshold | verdict |",
-        "|---|" + "---|" * (len(seeds) + 2),
-    ]
-    for claim in found:
-        relation, threshold = THRESHOLDS[claim.key]
-        values = " | ".join(f"{claim.per_seed[s]:.4g}" for s in seeds)
-        lines.append(
-            f"| {claim.text} | {values} | {relation} {threshold:g} | **{claim.verdict()}** |"
-        )
-    return lines
 
 
 def protocol_lines(summary: pd.DataFrame, provenance: dict) -> list[str]:
@@ -519,7 +423,7 @@ def readme(
         "A verdict is `pass` when every seed meets the threshold, `fail` when none does and",
         "`inconclusive` when the seeds disagree. Per seed:",
         "",
-        *per_seed_table(found),
+        *ics.per_seed_table(found),
         "",
         "## Figures",
         "",
@@ -577,7 +481,7 @@ def draw(out_dir: Path) -> None:
         *accuracy_figure(curves, out_dir),
         *percentiles_figure(curves, out_dir),
         *ics_figure(diagnostics, out_dir),
-        *smoothness_figure(diagnostics, out_dir),
+        *ics.smoothness_figure(diagnostics, out_dir, STYLE, legend_size=7),
     ]
     table = pd.DataFrame([claim.row() for claim in claims(curves, diagnostics)])
     atomic_write_text(out_dir / "claims.csv", table.to_csv(index=False))
