@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 from bnrepro.atomic import atomic_write_text, write_json
 from bnrepro.errors import BnreproError
 from bnrepro.plots import figure1
+from bnrepro.runinfo import stable_command
 from bnrepro.tables import check_curves, check_runs, load_curves, load_sweep, read_csv, read_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,18 +155,6 @@ def protocol(provenance: dict) -> tuple[str, str]:
         }
     )
     return provenance.get("experiment", DEFAULT_EXPERIMENT), "+".join(inputs) or DEFAULT_INPUT
-
-
-def stable_command(command: str) -> str:
-    """`command` without the options that only name folders (--out, --runs): the same for
-    every faithful run of one protocol, wherever it writes."""
-    words, kept = shlex.split(command), []
-    for word in words:
-        if kept and kept[-1] in ("--out", "--runs"):
-            kept.pop()
-        elif not word.startswith(("--out=", "--runs=")):
-            kept.append(word)
-    return shlex.join(kept)
 
 
 def every(steps: pd.Series) -> int:

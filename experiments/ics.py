@@ -56,6 +56,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
 from bnrepro.errors import BnreproError  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
+from bnrepro.runinfo import stable_command  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
     check_columns,
     check_curves,
@@ -577,18 +578,6 @@ def readme(
         "",
     ]
     return "\n".join(lines)
-
-
-def stable_command(command: str) -> str:
-    """`command` without the options that only name folders (--out, --runs): the same for
-    every faithful run of one protocol, wherever it writes."""
-    kept: list[str] = []
-    for word in shlex.split(command):
-        if kept and kept[-1] in ("--out", "--runs"):
-            kept.pop()
-        elif not word.startswith(("--out=", "--runs=")):
-            kept.append(word)
-    return shlex.join(kept)
 
 
 def provenance_batch(provenance: dict) -> str:

@@ -46,6 +46,7 @@ from omegaconf import OmegaConf
 from bnrepro.atomic import atomic_write_text, write_json
 from bnrepro.errors import BnreproError
 from bnrepro.plots import HeatmapPanel, sensitivity_heatmaps
+from bnrepro.runinfo import stable_command
 from bnrepro.tables import (
     check_final_steps,
     check_groups,
@@ -90,6 +91,9 @@ PERCENTILES = ("p15", "p50", "p85")
 # out the first moves away from the initialization); `drift` is the mean of the three ranges.
 DRIFT_FROM = 0.02
 MEMBER_KEYS = ("net", "optimizer", "lr", "init_std", "seed")
+# Options that only name folders or share out the work: left out of the command the README
+# shows, which is then the same for every faithful run of the protocol.
+FOLDER_AND_SHARING_OPTIONS = ("--out", "--runs", "--jobs", "--device")
 # Absolute tolerances within which `make verify` takes a rerun on another machine as the same
 # map (members.csv column -> tolerance): Figure 1's for accuracies (five test images), one
 # evaluation (500 steps) for the steps to a target, and twice Figure 1's percentile tolerance
@@ -581,13 +585,16 @@ def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
     config = next(iter(provenance.get("config", {}).values()), {})
     eval_every = config.get("eval_every")
     probe_every = config.get("probe", {}).get("every")
+    command = provenance.get("command")
+    shown_command = (
+        stable_command(command, FOLDER_AND_SHARING_OPTIONS) if command else "not recorded"
+    )
     early_steps = {"acc_5k": "5,000", "acc_1k": "1,000"}.get(early)
     length = (
         "Figure 1's full 50,000 steps"
         if steps == 50_000
         else f"{steps:,} steps, shorter than Figure 1's 50,000 (a quick look)"
     )
-    command = provenance.get("command")
     diverged = members[members.diverged]
     lines = [
         "# Figure 1 across learning rate, init std and optimizer",
@@ -670,7 +677,7 @@ def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
         "- members.csv: one row per member; the accuracies at steps 1,000, 5,000 and 10,000, the",
         "  first evaluated step at 0.95 and 0.97, and everything of a diverged member from the",
         "  step it diverged on are empty where there is no such value",
-        f"- command: `{stable_command(command) if command else 'not recorded'}`",
+        f"- command: `{shown_command}`",
         "- the machine, the code's commit, the date and each run's wall time: `provenance.json`",
         "",
     ]
@@ -679,19 +686,6 @@ def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
 
 def every(steps: int | None) -> str:
     return f"{steps:,} steps" if steps else "(not recorded) steps"
-
-
-def stable_command(command: str) -> str:
-    """`command` without the options that only name folders or share out the work (--out,
-    --runs, --jobs, --device): the same for every faithful run of one protocol."""
-    words, kept = shlex.split(command), []
-    dropped = ("--out", "--runs", "--jobs", "--device")
-    for word in words:
-        if kept and kept[-1] in dropped:
-            kept.pop()
-        elif not word.startswith(tuple(f"{option}=" for option in dropped)):
-            kept.append(word)
-    return shlex.join(kept)
 
 
 def check_members(members: pd.DataFrame, path: Path) -> None:

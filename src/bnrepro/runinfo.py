@@ -1,7 +1,8 @@
-"""What a run records about itself: the code version and the hardware."""
+"""What a run records about itself: the code version, the hardware, the command."""
 
 import os
 import platform
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,15 @@ def hardware(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def stable_command(command: str, dropped: tuple[str, ...] = ("--out", "--runs")) -> str:
+    """`command` without the options in `dropped` (by default those that only name folders):
+    the same for every faithful run of one protocol, wherever it writes."""
+    kept: list[str] = []
+    for word in shlex.split(command):
+        if kept and kept[-1] in dropped:
+            kept.pop()
+        elif not word.startswith(tuple(f"{option}=" for option in dropped)):
+            kept.append(word)
+    return shlex.join(kept)
