@@ -468,6 +468,34 @@ def smoothness_figure(
 # ---------------------------------------------------------------- README and drawing
 
 
+def claims_and_figures(found: list[Claim]) -> list[str]:
+    """A results README's claims table, its per-seed table and its four figures (Markdown)."""
+    return [
+        "| claim | measured (mean over seeds) | threshold | verdict | threshold fixed |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['claim']} | {r['measured']} | {r['threshold']} | **{r['verdict']}** | "
+            f"{r['threshold_fixed']} |"
+            for r in (claim.row() for claim in found)
+        ],
+        "",
+        "A verdict is `pass` when every seed meets the threshold, `fail` when none does and",
+        "`inconclusive` when the seeds disagree. Per seed:",
+        "",
+        *per_seed_table(found),
+        "",
+        "## Figures",
+        "",
+        "![accuracy](accuracy.png)",
+        "",
+        "![percentiles](percentiles.png)",
+        "",
+        "![ICS](ics.png)",
+        "",
+        "![smoothness](smoothness.png)",
+    ]
+
+
 def per_seed_table(found: list[Claim]) -> list[str]:
     seeds = list(found[0].per_seed.index)
     lines = [
@@ -517,28 +545,7 @@ def readme(
         "",
         *conclusion(found),
         "",
-        "| claim | measured (mean over seeds) | threshold | verdict | threshold fixed |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {r['claim']} | {r['measured']} | {r['threshold']} | **{r['verdict']}** | "
-            f"{r['threshold_fixed']} |"
-            for r in (claim.row() for claim in found)
-        ],
-        "",
-        "A verdict is `pass` when every seed meets the threshold, `fail` when none does and",
-        "`inconclusive` when the seeds disagree. Per seed:",
-        "",
-        *per_seed_table(found),
-        "",
-        "## Figures",
-        "",
-        "![accuracy](accuracy.png)",
-        "",
-        "![percentiles](percentiles.png)",
-        "",
-        "![ICS](ics.png)",
-        "",
-        "![smoothness](smoothness.png)",
+        *claims_and_figures(found),
         "",
         "## Final test accuracy",
         "",
