@@ -1,0 +1,465 @@
+"""The frame every experiment driver shares: its command line, option checks, sweeps and records.
+
+A driver (one module of bnrepro.experiments, started as `python experiments/<name>.py`)
+declares a `Driver`: its name, where its results go, the options it takes beyond the common
+ones with their committed-protocol and `--quick` values, its TOLERANCES for `make verify`,
+and its actions:
+- run(invocation): train into `invocation.runs` (through `multirun`, or in-process);
+- collect(invocation): gather the finished runs under `invocation.runs` into CSV files in
+  `invocation.out` (a driver whose `run` writes its CSV files itself has none);
+- draw(out): figures and README.md from the CSV files in `out`, and nothing else.
+`run` is followed by `collect` and `draw`, `collect` by `draw`.
+
+The frame owns everything around them. One parser takes the common options (action,
+`--quick`, `--out`, `--runs`) and the driver's; every value is checked before anything
+starts, and a bad one (`--steps 0`, `--jobs -1`, a seed given twice, an option the action does
+not take, a misspelt option) is refused with one paragraph naming it and the fix, exit status
+2, nothing written. While an action runs, a `BnreproError` (a bad input found later: a sweep
+that is not whole, a damaged CSV file) ends it the same way, and `SweepFailed` (jobs of a sweep
+failed) names each failed job with the first line of its error and exits with status 1.
+Words that are not options go to every training run as Hydra overrides.
+"""
+
+import argparse
+import json
+import math
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pandas as pd
+
+from bnrepro.atomic import atomic_write_text
+from bnrepro.errors import BnreproError
+
+REPO = Path(__file__).resolve().parents[2]
+# The drivers, in the order `make verify` reruns them: module bnrepro.experiments.<name>.
+DRIVERS = ("claims", "figure1", "figure2", "ics", "ics_proxy", "sensitivity")
+ACTIONS = ("run", "collect", "draw")
+
+
+class UsageError(BnreproError):
+    """A bad option value on a driver's command line, found before anything started."""
+
+
+class SweepFailed(BnreproError):
+    """Jobs of a sweep failed; the message names each and the first line of its error."""
+
+
+# ---------------------------------------------------------------- option values
+
+
+def positive_int(flag: str, what: str, example: int) -> Callable[[str], int]:
+    """The parser of an option that takes a whole number above 0 (`what` it counts)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < 1:
+            raise UsageError(
+                f"{flag} {text} is not a number of {what}: it takes a whole number above 0. "
+                f"Nothing was run or written. Fix: e.g. {flag} {example}, or leave {flag} out "
+                "for the protocol's own value."
+            )
+        return value
+
+    return parse
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """`--seeds 0,1,2`: distinct whole numbers from 0 up, comma-separated."""
+    words = [word.strip() for word in text.split(",")]
+    if not all(re.fullmatch(r"\d+", word) for word in words):
+        raise UsageError(
+            f"--seeds {text!r} is not a list of seeds: it takes whole numbers from 0 up, "
+            "separated by commas. Nothing was run or written. Fix: e.g. --seeds 0,1,2."
+        )
+    seeds = tuple(int(word) for word in words)
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(
+            f"--seeds {text} names a seed twice: each seed is one run, and a second one would "
+            "train the same run again. Nothing was run or written. Fix: name each seed once, "
+            f"e.g. --seeds {','.join(map(str, sorted(set(seeds))))}."
+        )
+    return seeds
+
+
+def value_list(flag: str, example: str) -> Callable[[str], tuple[float, ...]]:
+    """The parser of an option that takes distinct finite numbers above 0, comma-separated."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(word) for word in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or not all(math.isfinite(v) and v > 0 for v in values):
+            raise UsageError(
+                f"{flag} {text!r} is not a list of finite numbers above 0, separated by "
+                f"commas. Nothing was run or written. Fix: e.g. {flag} {example}."
+            )
+        if len(set(values)) != len(values):
+            raise UsageError(
+                f"{flag} {text} names a value twice: each value is one cell of the grid. "
+                f"Nothing was run or written. Fix: name each value once, e.g. {flag} {example}."
+            )
+        return values
+
+    return parse
+
+
+def device_name(text: str) -> str:
+    """`--device`: auto, cpu, cuda or cuda:N, passed on to every run as device=."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise UsageError(
+            f"--device {text!r} is not a device this suite trains on. Nothing was run or "
+            "written. Fix: give auto, cpu, cuda or cuda:N (e.g. --device cuda:0)."
+        )
+    return text
+
+
+def hydra_list(values: Iterable) -> str:
+    """`values` as a Hydra list override's value: [0,1,2]."""
+    return "[" + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + "]"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a driver beyond the common ones.
+
+    `parse` turns the text into its value or raises UsageError; `default` is the committed
+    protocol's value and `quick` the `--quick` protocol's (None: the default's); `actions` are
+    the actions that take it. A `choices` option takes one of those words."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] = str
+    default: Any = None
+    quick: Any = None
+    actions: tuple[str, ...] = ("run",)
+    choices: tuple[str, ...] = ()
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def seeds_option(default: Sequence[int], quick: Sequence[int] | None = None) -> Option:
+    return Option(
+        "--seeds",
+        f"comma-separated seeds (default {','.join(map(str, default))})",
+        seed_list,
+        tuple(default),
+        None if quick is None else tuple(quick),
+    )
+
+
+def steps_option(default: int | None, quick: int | None, protocol: str) -> Option:
+    return Option(
+        "--steps",
+        f"training steps of every run (default: {protocol})",
+        positive_int("--steps", "training steps", 1000),
+        default,
+        quick,
+    )
+
+
+def jobs_option(default: int, quick: int | None = None) -> Option:
+    return Option(
+        "--jobs",
+        f"training processes at a time (default {default})",
+        positive_int("--jobs", "processes at a time", 2),
+        default,
+        quick,
+    )
+
+
+def device_option(default: str | None = None) -> Option:
+    return Option(
+        "--device",
+        "device of every run: auto, cpu, cuda or cuda:N (default: the protocol's)",
+        device_name,
+        default,
+    )
+
+
+def preset_option(default: str) -> Option:
+    """`--preset NAME`: configs/preset/NAME.yaml, the proxy's size and length."""
+    names = tuple(sorted(p.stem for p in (REPO / "configs" / "preset").glob("*.yaml")))
+    return Option(
+        "--preset",
+        f"the proxy's size and length, configs/preset/<name>.yaml (default {default})",
+        default=default,
+        choices=tuple(name for name in names if name != "quick"),
+    )
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@dataclass
+class Invocation:
+    """What an action is given: the options' values (the protocol's where not given), the
+    Hydra overrides, the results folder, the runs folder and the command as typed."""
+
+    action: str
+    quick: bool
+    options: dict[str, Any]
+    overrides: list[str]
+    out: Path
+    runs: Path
+    command: str
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["options"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as UsageError, which the frame prints as one paragraph."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(
+            f"{message}. Nothing was run or written. Fix: see `{self.prog} --help` for the "
+            "actions and options."
+        )
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One experiment: see the module docstring for what each field is for."""
+
+    name: str
+    doc: str
+    draw: Callable[[Path], None]
+    run: Callable[[Invocation], None]
+    collect: Callable[[Invocation], None] | None = None
+    options: tuple[Option, ...] = ()
+    tolerances: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # The folder of its results under results/, of its `--quick` results (runs/<folder>-quick)
+    # and of its training runs (runs/<folder>/<time>): the driver's name unless it names
+    # another, or a function of the options that names it (figure1's --experiment).
+    folder: str | Callable[[dict[str, Any]], str] = ""
+
+    def folder_of(self, options: Mapping[str, Any]) -> str:
+        if callable(self.folder):
+            return self.folder(options)
+        return self.folder or self.name
+
+    @property
+    def results_dir(self) -> Path:
+        """The committed results: results/<folder> with the protocol's default options."""
+        return REPO / "results" / self.folder_of({o.dest: o.default for o in self.options})
+
+    @property
+    def script(self) -> str:
+        return f"experiments/{self.name}.py"
+
+    def parser(self) -> Parser:
+        parser = Parser(
+            prog=f"python {self.script}",
+            description=self.doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        actions = [a for a in ACTIONS if a != "collect" or self.collect]
+        parser.add_argument("action", choices=actions)
+        parser.add_argument(
+            "--quick",
+            action="store_true",
+            help=f"run: the short protocol; --out defaults to runs/{self.folder_of({})}-quick",
+        )
+        parser.add_argument(
+            "--out",
+            type=Path,
+            help=f"results folder (default {self.results_dir.relative_to(REPO)})",
+        )
+        parser.add_argument(
+            "--runs", type=Path, help="training runs' folder (default runs/<results folder>/<time>)"
+        )
+        for option in self.options:
+            kind = {"choices": option.choices} if option.choices else {}
+            parser.add_argument(
+                option.flag, help=f"{'/'.join(option.actions)}: {option.help}", **kind
+            )
+        return parser
+
+    def invocation(self, argv: Sequence[str]) -> Invocation:
+        """The checked command line: every value valid, or UsageError before anything runs."""
+        parser = self.parser()
+        args, overrides = parser.parse_known_args(argv)
+        stray = [word for word in overrides if word.startswith("-")]
+        if stray:
+            raise UsageError(
+                f"{' '.join(stray)} is not an option of {self.script} {args.action}. Nothing "
+                f"was run or written. Fix: see `python {self.script} --help`; anything else is "
+                "a Hydra override for every run, written key=value (e.g. data.input=binary)."
+            )
+        given = {o.dest for o in self.options if getattr(args, o.dest) is not None}
+        given |= {"quick"} if args.quick else set()
+        given |= {"overrides"} if overrides else set()
+        given |= {"runs"} if args.runs else set()
+        allowed = {o.dest for o in self.options if args.action in o.actions} | {"quick"}
+        allowed |= {"overrides"} if args.action == "run" else set()
+        allowed |= {"runs"} if args.action != "draw" else set()
+        wrong = sorted(given - allowed)
+        if wrong:
+            named = ", ".join(
+                "Hydra overrides " + " ".join(overrides)
+                if w == "overrides"
+                else f"--{w.replace('_', '-')}"
+                for w in wrong
+            )
+            raise UsageError(
+                f"{named}: not taken by `{args.action}`, which "
+                + (
+                    "redraws the figures and README from the CSV files in --out"
+                    if args.action == "draw"
+                    else "gathers the runs in --runs into CSV files"
+                )
+                + ". Nothing was run or written. Fix: drop them, or use `run` to train."
+            )
+        protocols = [o.flag for o in self.options if o.choices and o.dest in given]
+        if args.quick and protocols:
+            raise UsageError(
+                f"--quick is a protocol of its own and {protocols[0]} names another. Nothing "
+                f"was run or written. Fix: drop {protocols[0]} or --quick."
+            )
+        if args.action == "collect" and args.runs is None:
+            raise UsageError(
+                f"collect needs the runs to gather. Nothing was written. Fix: give --runs the "
+                f"folder that `python {self.script} run` trained into (runs/{self.name}/<time>)."
+            )
+        options = {}
+        for option in self.options:
+            text = getattr(args, option.dest)
+            if text is not None:
+                options[option.dest] = option.parse(text)
+            elif args.quick and option.quick is not None:
+                options[option.dest] = option.quick
+            else:
+                options[option.dest] = option.default
+        out = args.out or (REPO / "runs" / self.quick_name if args.quick else self.results_dir)
+        runs = args.runs or REPO / "runs" / self.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+        return Invocation(
+            action=args.action,
+            quick=args.quick,
+            options=options,
+            overrides=overrides,
+            out=out.resolve(),
+            runs=runs.resolve(),
+            command=shlex.join(["python", self.script, *argv]),
+        )
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        """The driver's command line: parse, check, then the action and what follows it."""
+        argv = list(sys.argv[1:] if argv is None else argv)
+        try:
+            invocation = self.invocation(argv)
+            if invocation.action == "run":
+                self.run(invocation)
+            if invocation.action in ("run", "collect") and self.collect:
+                self.collect(invocation)
+            self.draw(invocation.out)
+        except SweepFailed as error:
+            print(f"bnrepro: {error}", file=sys.stderr)
+            sys.exit(1)
+        except BnreproError as error:
+            print(f"bnrepro: {error}", file=sys.stderr)
+            sys.exit(2)
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def failed_jobs(sweep_dir: Path) -> list[str]:
+    """Each job under `sweep_dir` that ended neither completed nor diverged, with the first
+    line of its error: '<dir>: <status> - <error>'."""
+    from bnrepro.results import load_runs
+
+    runs = load_runs(sweep_dir) if sweep_dir.exists() else pd.DataFrame()
+    if runs.empty:
+        return []
+    jobs = runs.groupby("run_dir", sort=True).first()
+    bad = jobs[~jobs.status.isin(["completed", "diverged"])]
+    lines = []
+    for run_dir, job in bad.iterrows():
+        error = str(job.error).strip().splitlines()[0] if isinstance(job.error, str) else ""
+        where = Path(run_dir).relative_to(sweep_dir)
+        lines.append(f"{where}: {job.status}" + (f" - {error}" if error else ""))
+    return lines
+
+
+def multirun(
+    overrides: Sequence[str], sweep_dir: Path, subdir: str, jobs: int, log: Path | None = None
+) -> None:
+    """`python -m bnrepro.train -m <overrides>` into `sweep_dir`/`subdir`, `jobs` runs at a
+    time through Hydra's joblib launcher (every driver launches this one way). Raises
+    SweepFailed naming each failed job, or BnreproError when Hydra refused the sweep before
+    any job started (its own message is printed above)."""
+    command = [
+        sys.executable, "-m", "bnrepro.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.subdir={subdir}", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
+    ]  # fmt: skip
+    print("+", shlex.join(command), flush=True)
+    if log is None:
+        code = subprocess.run(command, cwd=REPO).returncode
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as output:
+            code = subprocess.run(
+                command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT
+            ).returncode
+    if code == 0:
+        return
+    failed = failed_jobs(sweep_dir)
+    if failed:
+        raise SweepFailed(
+            f"{len(failed)} job(s) of the sweep in {sweep_dir} failed: {'; '.join(failed)}. "
+            "Nothing was collected. Fix: the cause is in each job's run.json (error) and its "
+            "output above; once fixed, rerun the sweep."
+        )
+    raise BnreproError(
+        f"The sweep into {sweep_dir} stopped with exit status {code} before any job recorded "
+        "a result; Hydra's or the trainer's message is printed above"
+        + (f" and in {log}" if log else "")
+        + ". Nothing was collected. Fix: correct the override it names and run again."
+    )
+
+
+# ---------------------------------------------------------------- records
+
+
+def relative(path: Path) -> str:
+    """`path` relative to the repository where it lies inside it."""
+    path = Path(path)
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
+def provenance(run_dir: Path, runs_dir: Path, command: str, **fields: Any) -> dict[str, Any]:
+    """What changes from one faithful run to the next: the command as typed, the runs'
+    folder, the code's commit and the machine (from `run_dir`'s run.json), the date, and
+    the driver's own `fields` (wall times, configs)."""
+    first = json.loads((Path(run_dir) / "run.json").read_text())
+    return {
+        "command": command,
+        "runs_dir": relative(runs_dir),
+        "git": first["git"],
+        "hardware": first["hardware"],
+        "date": time.strftime("%Y-%m-%d"),
+        **fields,
+    }
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """`frame` as `path` (no index), atomically."""
+    atomic_write_text(path, frame.to_csv(index=False))
+    print(f"wrote {path}", flush=True)

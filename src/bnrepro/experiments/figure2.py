@@ -1,0 +1,1117 @@
+"""Figures 2 and 3 of the paper (Inception and its BN variants, Section 4.2) on a proxy dataset.
+
+    python experiments/figure2.py run [--preset cpu|gpu] [--seeds 0,1] [hydra overrides ...]
+    python experiments/figure2.py run --quick   # a 1-minute protocol into runs/figure2-quick/
+    python experiments/figure2.py collect --runs runs/figure2/<time>   # gather finished runs
+    python experiments/figure2.py draw          # redraw from results/figure2/*.csv only
+
+`run` trains the five variants and the two controls of Section 4.2.2 (one run per recipe and
+seed) in one Hydra multirun, `python -m bnrepro.train -m experiment=inception,bn_baseline,...
+seeds=[0],[1]`, on Fashion-MNIST; a diverging run ends with status `diverged` and the sweep goes
+on. It then trains the learning-rate ladder, the stability boundary: plain Inception
+(`experiment=inception`) and BN-Inception with the recipe changes (`experiment=bn_x5`) at x1,
+x2, x5, x10 and x30 the base learning rate (`recipe.lr_multiplier`), for the sweep's first seed.
+The main sweep already holds four rungs (Inception x1 and x5, the BN recipe x5 and x30); the
+six others are two more multiruns, one per family, into <sweep dir>/ladder/<family>/, where a
+diverged run is a result like any other. `run` collects the logged metrics into
+results/figure2/ (curves.csv, summary.csv; ladder.csv, ladder_summary.csv), then does what
+`draw` does:
+- figure2.png/.pdf: held-out accuracy against steps, like the paper's Figure 2;
+- table.csv: the Figure 3 analogue, steps to reach plain Inception's maximum accuracy, maximum
+  accuracy and speed-up of the mean curve over seeds, each with a 95% bootstrap interval over
+  seeds and the per-seed spread, beside the paper's numbers; the controls' outcomes;
+- seeds.csv: each seed's steps to that target, maximum and final accuracy;
+- checks.csv: whether plain Inception's mean curve had plateaued, so that its maximum is a fair
+  target;
+- ladder_table.csv and ladder.png/.pdf: which rates diverge, which train, and how fast;
+- README.md: all of the above, with each of the paper's relations judged yes, no or unresolved.
+Its default, the cpu preset, is the protocol of the committed results/figure2/; `--quick` is a
+short protocol whose results go to runs/figure2-quick/ (any action: `--out` names another
+folder), never over results/.
+
+Intervals: a percentile bootstrap over seeds. Each of BOOTSTRAP_RESAMPLES resamples draws every
+variant's seeds with replacement, independently per variant and Inception's too, recomputes
+the mean curves, the target (the resampled Inception's maximum) and each variant's steps to it;
+the 2.5th and 97.5th percentiles over resamples are the interval. A resample whose mean curve
+never reaches the target has speed-up 0 (`reach_fraction` counts the others). With one seed
+there is nothing to resample: every interval is the point itself.
+
+The CSV files and README.md hold results only; what changes from one faithful run to the next
+(wall times, date, machine, commit, the commands as typed, the runs' directory) is written to
+provenance.json alone.
+
+`collect` and `draw` write nothing unless their inputs are whole (bnrepro.tables): every
+variant for every seed and every rung of the ladder, each run `completed` (the control
+Inception x5 and any rung of the ladder may also be `diverged`), each curve logged to its run's
+last step. Otherwise they print one paragraph naming the file or run and the fix, and exit with
+status 2.
+
+Extra arguments are Hydra overrides for every run; keys that only the experiment files define
+need `++` (e.g. `++log_every=10`), as Hydra checks overrides before applying an experiment.
+
+Presets (the proxy's size and length; everything else is the recipes' configs):
+- cpu: width 1/8, 16x16 inputs, channels-last, 2,000 steps, 3 seeds, 2,000 held-out images
+  every 100 steps, two runs at a time on one thread each (two one-thread runs make 1.8x the
+  steps of one two-thread run on 2 cores: experiments/bench_inception.py --thread-split); 37
+  minutes on this project's 2-core machine, the ladder included (results/figure2/).
+- gpu: width 1/4, 32x32 inputs, 2,000 steps, 3 seeds, all 10,000 held-out images every 200
+  steps, four runs at a time on one GPU; sized from the H200's measured graphed step (5.5 ms)
+  and evaluation (0.17 s) for about 6 minutes of GPU time, the ladder included.
+- quick (`--quick`): width 1/16, 16x16 inputs, 40 steps, 1 seed, 500 held-out images, two runs
+  at a time on one thread each, wandb off: every variant and rung runs, none learns much; it
+  exists to check that a rerun reproduces the reference in results/reference/figure2/
+  (experiments/verify.py).
+"""
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
+from bnrepro.errors import BnreproError  # noqa: E402
+from bnrepro.plots import save_figure  # noqa: E402
+from bnrepro.runinfo import stable_command  # noqa: E402
+from bnrepro.tables import (  # noqa: E402
+    check_curves,
+    check_final_steps,
+    check_groups,
+    check_runs,
+    check_unique,
+    describe,
+    fail,
+    listing,
+    load_curves,
+    load_sweep,
+    read_csv,
+    read_json,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+# The controls first: the diverging one ends early and frees its slot for the next run.
+VARIANTS = [
+    "inception_x5",
+    "inception",
+    "bn_baseline",
+    "bn_x5",
+    "bn_x30",
+    "bn_x5_sigmoid",
+    "inception_sigmoid",
+]
+MAIN = ["inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid"]
+CONTROLS = ["inception_x5", "inception_sigmoid"]
+LABELS = {
+    "inception": "Inception",
+    "bn_baseline": "BN-Baseline",
+    "bn_x5": "BN-x5",
+    "bn_x30": "BN-x30",
+    "bn_x5_sigmoid": "BN-x5-Sigmoid",
+    "inception_x5": "control: Inception x5",
+    "inception_sigmoid": "control: Inception-Sigmoid",
+}
+STYLES = {
+    "inception": {"color": "tab:blue", "linestyle": "-"},
+    "bn_baseline": {"color": "tab:orange", "linestyle": "-"},
+    "bn_x5": {"color": "tab:green", "linestyle": "-"},
+    "bn_x30": {"color": "tab:red", "linestyle": "-"},
+    "bn_x5_sigmoid": {"color": "tab:purple", "linestyle": "-"},
+    "inception_x5": {"color": "tab:gray", "linestyle": "--"},
+    "inception_sigmoid": {"color": "tab:brown", "linestyle": ":"},
+}
+# Figure 3 of the paper: steps to 72.2% (Inception's maximum) and maximum accuracy on ImageNet.
+PAPER = {
+    "inception": (31.0e6, 0.722),
+    "bn_baseline": (13.3e6, 0.727),
+    "bn_x5": (2.1e6, 0.730),
+    "bn_x30": (2.7e6, 0.748),
+    "bn_x5_sigmoid": (None, 0.698),
+}
+PAPER_CONTROLS = {
+    "inception_x5": "diverged (parameters reached machine infinity)",
+    "inception_sigmoid": "never above chance (0.1% on 1000 classes)",
+}
+CHANCE_MARGIN = 0.05  # "at chance": maximum accuracy within 5 points of 1 / classes
+# Figure 3's intervals: a percentile bootstrap over seeds (see the module docstring). The numpy
+# seed is fixed so that a redraw of the same CSV files writes the same bytes.
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+INTERVAL = (2.5, 97.5)  # percentiles of the resamples: a 95% interval
+# A curve reaches the target once it is within REACH_ROUNDING of it: the target is a mean over
+# seeds, which can round an ulp above accuracies that all equal it (0.8 three times: 0.8 + 2e-16).
+REACH_ROUNDING = 1e-9
+# Inception's maximum is a fair target only once its curve has levelled off: the mean curve's
+# best over the last PLATEAU_TAIL of the run's steps may exceed its best before by less than
+# PLATEAU_TOLERANCE (held-out accuracy). Otherwise longer training would raise the target and
+# every speed-up with it.
+PLATEAU_TOLERANCE = 0.005
+PLATEAU_TAIL = 0.2
+# The learning-rate ladder (the stability boundary): multiples of the base learning rate, for
+# two families, each an experiment that `recipe.lr_multiplier` rescales.
+LADDER_MULTIPLIERS = (1, 2, 5, 10, 30)
+LADDER_FAMILIES = {"inception": "inception", "bn_recipe": "bn_x5"}  # family -> experiment
+LADDER_LABELS = {
+    "inception": "Inception (no BN)",
+    "bn_recipe": "BN-Inception with the recipe changes",
+}
+# The rungs the main sweep trains anyway, seed for seed: (family, multiplier) -> its variant.
+LADDER_REUSED = {
+    ("inception", 1): "inception",
+    ("inception", 5): "inception_x5",
+    ("bn_recipe", 5): "bn_x5",
+    ("bn_recipe", 30): "bn_x30",
+}
+LADDER_DIR = "ladder"  # the ladder's sweeps, inside the main sweep's directory
+LADDER_STATUSES = {"completed", "diverged"}  # where training diverges is what the ladder finds
+PRESETS = {
+    "cpu": {
+        "seeds": "0,1,2",
+        "overrides": [
+            "model.width=0.125", "data.size=16", "data.resize=bilinear", "steps=2000",
+            "optim.decay_steps=20", "eval_every=100", "data.eval_size=2000", "threads=1",
+            "channels_last=true", "device=cpu", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        ],
+    },
+    "gpu": {
+        "seeds": "0,1,2",
+        "overrides": [
+            "model.width=0.25", "data.size=32", "data.resize=pad", "steps=2000",
+            "optim.decay_steps=20", "eval_every=200", "device=cuda",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
+        ],
+    },
+}  # fmt: skip
+QUICK = {
+    "seeds": "0",
+    "overrides": [
+        "model.width=0.0625", "data.size=16", "data.resize=bilinear", "steps=40",
+        "optim.decay_steps=0.4", "eval_every=20", "log_every=10", "data.eval_size=500",
+        "threads=1", "device=cpu", "logger.wandb.mode=disabled", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ],
+}  # fmt: skip
+# The statuses each variant may end with: only the control at 5x Inception's rate may diverge.
+ACCEPTED = {variant: {"completed"} for variant in VARIANTS} | {
+    "inception_x5": {"completed", "diverged"}
+}
+METRIC_COLUMNS = {
+    "step": "int", "seed": "int", "train_loss": "float", "lr": "float", "test_acc": "float",
+}  # fmt: skip
+CURVE_COLUMNS = {
+    "variant": "str", "seed": "int", "step": "int", "train_loss": "float", "lr": "float",
+    "test_acc": "float",
+}  # fmt: skip
+SUMMARY_COLUMNS = {
+    "variant": "str", "seed": "int", "status": "str", "diverged_at_step": "float", "steps": "int",
+}  # fmt: skip
+LADDER_COLUMNS = {
+    "family": "str", "multiplier": "int", "seed": "int", "step": "int", "train_loss": "float",
+    "lr": "float", "test_acc": "float",
+}  # fmt: skip
+# source: the main sweep's variant a reused rung comes from, or "ladder".
+LADDER_SUMMARY_COLUMNS = {
+    "family": "str", "multiplier": "int", "seed": "int", "source": "str", "status": "str",
+    "diverged_at_step": "float", "steps": "int",
+}  # fmt: skip
+LADDER_KEYS = ["family", "multiplier", "seed"]
+# Absolute tolerances (CSV file -> column -> tolerance) within which a rerun on another CPU
+# model or on a GPU still reproduces the committed results; every other column must match
+# exactly. Training is chaotic here: Inception and BN-x5 rerun with the cpu preset on an AMD
+# EPYC started from the same step-0 accuracy as the committed Intel Xeon runs, but their
+# training losses differed from step 50 on, by up to 0.088, and their held-out accuracies by
+# up to 0.049 (0.011 in maximum accuracy); the learning rates were identical. The tolerances
+# allow about 1.25 times those gaps, to every accuracy and to the plateau check's gain (a
+# difference of two maxima). The step counts and speed-ups (steps to the target, step of the
+# maximum, the speed-ups' intervals, the per-seed steps, the fraction of resamples reaching
+# the target) jump by whole evaluations when a curve moves this much, and a rung of the ladder
+# may diverge a few steps earlier or later, so they are not given a tolerance: such a rerun
+# reports them as differing. No GPU rerun has been measured.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "curves.csv": {"train_loss": 0.11, "test_acc": 0.06},
+    "table.csv": {"max_acc": 0.06, "max_acc_low": 0.06, "max_acc_high": 0.06, "target_acc": 0.06},
+    "seeds.csv": {"max_acc": 0.06, "final_acc": 0.06},
+    "checks.csv": {"best_before": 0.06, "best_after": 0.06, "gain": 0.06},
+    "ladder.csv": {"train_loss": 0.11, "test_acc": 0.06},
+    "ladder_table.csv": {"max_acc": 0.06, "final_acc": 0.06},
+}
+SWEEP_FIX = (
+    "give --runs the sweep directory that `python experiments/figure2.py run` trained into "
+    "(runs/figure2/<time>)"
+)
+LADDER_FIX = (
+    "train the learning-rate ladder into <sweep dir>/ladder/ (`python experiments/figure2.py "
+    "run` trains it after the main sweep, and prints its two commands), then collect again"
+)
+DRAW_FIX = (
+    "rebuild the CSV files with `python experiments/figure2.py collect --runs <sweep dir>`, or "
+    "restore the committed ones with `git checkout -- results/figure2`"
+)
+
+
+def multirun(
+    experiments: list[str], seeds: list[str], sweep_dir: Path, subdir: str, overrides: list[str]
+) -> None:
+    """Trains `experiments` x `seeds` in one Hydra multirun into `sweep_dir`/`subdir`."""
+    command = [
+        sys.executable, "-m", "bnrepro.train", "-m", f"experiment={','.join(experiments)}",
+        # The groups the experiments select, named so that Hydra can compose the sweep's base.
+        "model=inception_proxy", "data=fashion_mnist", "optim=momentum_proxy",
+        f"seeds={','.join(f'[{s}]' for s in seeds)}", f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.subdir={subdir}", *overrides,
+    ]  # fmt: skip
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=REPO)
+
+
+def ladder_rungs(family: str) -> list[int]:
+    """The multipliers of `family` that the ladder trains: those the main sweep does not."""
+    return [m for m in LADDER_MULTIPLIERS if (family, m) not in LADDER_REUSED]
+
+
+def rung_name(family: str, multiplier: float) -> str:
+    return f"{family}_x{multiplier:g}"
+
+
+def train(settings: dict, seeds: str | None, overrides: list[str], runs_dir: Path) -> None:
+    """The main sweep into `runs_dir`, then the ladder's other rungs for its first seed, one
+    multirun per family (Hydra sweeps whole products; the families' rungs differ)."""
+    seeds = (seeds or settings["seeds"]).split(",")
+    overrides = [*settings["overrides"], *overrides]
+    multirun(VARIANTS, seeds, runs_dir, "${model.variant}_seed${seeds[0]}", overrides)
+    for family, experiment in LADDER_FAMILIES.items():
+        multipliers = ",".join(str(m) for m in ladder_rungs(family))
+        multirun(
+            [experiment],
+            seeds[:1],
+            runs_dir / LADDER_DIR / family,
+            "x${recipe.lr_multiplier}_seed${seeds[0]}",
+            [f"recipe.lr_multiplier={multipliers}", *overrides],
+        )
+
+
+def sweep_command(sweep_dir: Path) -> str | None:
+    """The command that trained the multirun in `sweep_dir`, from Hydra's multirun.yaml."""
+    sweep = sweep_dir / "multirun.yaml"
+    if not sweep.exists():
+        return None
+    overrides = OmegaConf.load(sweep).hydra.overrides
+    # Hydra stores the subdir as one job resolved it, and its own mode: not what was typed.
+    skip = ("hydra.sweep.subdir", "hydra.mode")
+    typed = [o for o in overrides.hydra if not o.startswith(skip)]
+    return " ".join(["python -m bnrepro.train -m", *overrides.task, *typed])
+
+
+def collect_ladder(
+    ladder_dir: Path, curves: pd.DataFrame, summary: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The ladder's runs under `ladder_dir`, checked whole (every rung it trains, for the same
+    seeds, each completed or diverged), and its curves and summary (LADDER_COLUMNS,
+    LADDER_SUMMARY_COLUMNS): its own rungs and those of the main sweep (`curves`, `summary`)
+    for the same seeds."""
+    runs = load_sweep(ladder_dir, LADDER_FIX)
+    families = {experiment: family for family, experiment in LADDER_FAMILIES.items()}
+    multipliers = runs.get("config.recipe.lr_multiplier", pd.Series(math.nan, index=runs.index))
+    runs["variant"] = [
+        rung_name(families.get(variant, variant), m)
+        for variant, m in zip(runs.variant, multipliers, strict=True)
+    ]
+    rungs = {rung_name(f, m): (f, m) for f in LADDER_FAMILIES for m in ladder_rungs(f)}
+    check_runs(runs, ladder_dir, {rung: LADDER_STATUSES for rung in rungs})
+    seeds = sorted(set(runs.seed))
+    absent = sorted(set(seeds) - set(summary.seed))
+    if absent:
+        fail(
+            f"The ladder in {ladder_dir} was trained with seed(s) {absent}, which the main "
+            "sweep lacks; its other rungs are the main sweep's runs of the same seed.",
+            "train the ladder with a seed of the main sweep (`run` uses its first)",
+        )
+    own = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    own_summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
+    family = {rung: f for rung, (f, _) in rungs.items()}
+    multiplier = {rung: m for rung, (_, m) in rungs.items()}
+
+    def with_rung(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(
+            family=frame.variant.map(family), multiplier=frame.variant.map(multiplier)
+        )
+
+    parts = [with_rung(own)]
+    summaries = [with_rung(own_summary).assign(source="ladder")]
+    for (rung_family, rung_multiplier), variant in LADDER_REUSED.items():
+        reused = {"family": rung_family, "multiplier": rung_multiplier}
+        parts.append(curves[(curves.variant == variant) & curves.seed.isin(seeds)].assign(**reused))
+        rows = summary[(summary.variant == variant) & summary.seed.isin(seeds)]
+        summaries.append(rows.assign(source=variant, **reused))
+    ladder = pd.concat(parts).sort_values([*LADDER_KEYS, "step"])[list(LADDER_COLUMNS)]
+    ladder_summary = pd.concat(summaries).sort_values(LADDER_KEYS)[list(LADDER_SUMMARY_COLUMNS)]
+    return runs, ladder, ladder_summary
+
+
+def collect(runs_dir: Path, out_dir: Path, command: str, preset: str | None) -> None:
+    """Writes curves.csv, summary.csv, ladder.csv, ladder_summary.csv and provenance.json of
+    the runs under `runs_dir`, once they are known to be the whole sweep and ladder (every
+    variant, seed and rung), finished."""
+    ladder_dir = runs_dir / LADDER_DIR
+    runs = load_sweep(runs_dir, SWEEP_FIX, skip=ladder_dir)
+    check_runs(runs, runs_dir, ACCEPTED)
+    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
+    summary = summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
+    ladder_runs, ladder, ladder_summary = collect_ladder(ladder_dir, curves, summary)
+    first = json.loads((Path(runs.run_dir.iloc[0]) / "run.json").read_text())
+    configs = {
+        variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
+        for variant, run_dir in runs.groupby("variant").run_dir.first().items()
+    }
+    atomic_write_text(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)].to_csv(index=False))
+    atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out_dir / "ladder.csv", ladder.to_csv(index=False))
+    atomic_write_text(out_dir / "ladder_summary.csv", ladder_summary.to_csv(index=False))
+    wall = {f"{r.variant}_seed{r.seed}": r.wall_s for r in runs.itertuples()}
+    wall |= {f"{LADDER_DIR}/{r.variant}_seed{r.seed}": r.wall_s for r in ladder_runs.itertuples()}
+    spans = []
+    for run_dir in [*runs.run_dir.unique(), *ladder_runs.run_dir.unique()]:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+        start = datetime.strptime(info["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        spans.append((start, start + info["wall_s"]))
+    write_json(
+        out_dir / "provenance.json",
+        {
+            "command": command,
+            "sweep_command": sweep_command(runs_dir),
+            "ladder_sweep_commands": {
+                family: sweep_command(ladder_dir / family) for family in LADDER_FAMILIES
+            },
+            "preset": preset,
+            "runs_dir": str(
+                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
+            ),
+            "git": first["git"],
+            "hardware": first["hardware"],
+            "sweep_wall_s": round(max(end for _, end in spans) - min(s for s, _ in spans)),
+            "wall_s": wall,
+            "date": time.strftime("%Y-%m-%d"),
+            "config": configs,
+        },
+    )
+
+
+# ---------------------------------------------------------------- Figure 3 with intervals
+
+
+def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """Held-out accuracy per variant and step, mean over seeds (steps every seed reached)."""
+    accuracy = curves.dropna(subset=["test_acc"])
+    seeds = curves.groupby("variant").seed.nunique()
+    grouped = accuracy.groupby(["variant", "step"]).test_acc.agg(["mean", "min", "max", "count"])
+    grouped = grouped.reset_index()
+    return grouped[grouped["count"] == grouped.variant.map(seeds)]
+
+
+def accuracy_matrix(curves: pd.DataFrame, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """The steps at which every seed of `variant` was evaluated (a diverged seed stops early),
+    and the held-out accuracies there: one row per seed, in the order of the seeds."""
+    wide = curves[curves.variant == variant].pivot(index="seed", columns="step", values="test_acc")
+    wide = wide.dropna(axis=1)
+    return wide.columns.to_numpy(), wide.to_numpy()
+
+
+def resampled_means(accuracy: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """One mean curve per row of `picks`, over the rows (seeds) of `accuracy` it names. The
+    point estimate is the row of every seed once: one code path for it and the resamples, so
+    that identical seeds give an interval equal to the point, to the last bit."""
+    return accuracy[picks].mean(axis=1)
+
+
+def point_means(accuracy: np.ndarray) -> np.ndarray:
+    return resampled_means(accuracy, np.arange(len(accuracy))[None, :])
+
+
+def bootstrap_means(accuracy: dict[str, np.ndarray], resamples: int) -> dict[str, np.ndarray]:
+    """`resamples` mean curves per variant, each over the variant's seeds drawn with replacement,
+    independently per variant, from a generator seeded with BOOTSTRAP_SEED (the variants in
+    the order of `accuracy`, so the same inputs draw the same resamples)."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    return {
+        variant: resampled_means(seeds, rng.integers(0, len(seeds), (resamples, len(seeds))))
+        for variant, seeds in accuracy.items()
+    }
+
+
+def first_reaching(means: np.ndarray, steps: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """For each row of `means` (curves at `steps`), the first step at which it reaches the
+    row's `target`; NaN where it never does."""
+    if not steps.size:
+        return np.full(len(means), math.nan)
+    reached = means >= target[:, None] - REACH_ROUNDING
+    return np.where(reached.any(axis=1), steps[reached.argmax(axis=1)], math.nan)
+
+
+def measures(
+    means: dict[str, np.ndarray], steps: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """The target and, per variant, steps to it, speed-up and maximum of mean curves. `means`
+    holds one curve per row for each variant (at its `steps`), row i of every variant drawn
+    together (the point estimate: one row; the bootstrap: a row per resample); row i's target
+    is Inception's maximum in row i. Speed-up: Inception's steps over the variant's, 0 where
+    the variant never reaches the target, NaN where either is at it from step 0 (before any
+    training: toy protocols only)."""
+    target = means["inception"].max(axis=1)
+    baseline = first_reaching(means["inception"], steps["inception"], target)
+    found = {}
+    for variant, curves in means.items():
+        reached = first_reaching(curves, steps[variant], target)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            speedup = np.where(np.isnan(reached), 0.0, baseline / reached)
+        speedup[(baseline == 0) | (reached == 0)] = math.nan
+        best = curves.max(axis=1) if steps[variant].size else np.full(len(curves), math.nan)
+        found[variant] = {"steps": reached, "speedup": speedup, "max": best}
+    return target, found
+
+
+def interval(values: np.ndarray) -> tuple[float, float]:
+    """The INTERVAL percentiles of `values`, NaN left out; (NaN, NaN) when nothing is left."""
+    kept = values[~np.isnan(values)]
+    if not kept.size:
+        return math.nan, math.nan
+    low, high = np.percentile(kept, INTERVAL)
+    return float(low), float(high)
+
+
+def against_target(curve: pd.DataFrame, target: float) -> dict:
+    """One run's held-out accuracy (`curve`: step, test_acc, evaluated rows in step order)
+    against `target`: the first step at which it reaches it (NaN: never), its maximum and
+    the step of it, and its last accuracy (a diverged run's last before it diverged)."""
+    reached = curve.step[curve.test_acc >= target - REACH_ROUNDING]
+    return {
+        "steps_to_target": float(reached.min()) if len(reached) else math.nan,
+        "max_acc": curve.test_acc.max(),
+        "step_of_max": curve.step[curve.test_acc.idxmax()],
+        "final_acc": curve.test_acc.iloc[-1],
+    }
+
+
+def per_seed(curves: pd.DataFrame, summary: pd.DataFrame, target: float) -> pd.DataFrame:
+    """seeds.csv: every run's own curve against the target of the table (the maximum of
+    Inception's mean curve), in the order of VARIANTS and seeds."""
+    accuracy = curves.dropna(subset=["test_acc"]).sort_values("step")
+    runs = summary.assign(order=summary.variant.map(VARIANTS.index))
+    rows = []
+    for r in runs.sort_values(["order", "seed"]).itertuples():
+        curve = accuracy[(accuracy.variant == r.variant) & (accuracy.seed == r.seed)]
+        rows.append(
+            {"variant": r.variant, "seed": r.seed, "status": r.status}
+            | against_target(curve, target)
+        )
+    return pd.DataFrame(rows)
+
+
+def table(curves: pd.DataFrame, summary: pd.DataFrame, num_classes: int) -> pd.DataFrame:
+    """Figure 3's table on the proxy (table.csv): steps to Inception's maximum, maximum
+    accuracy and speed-up of the mean curves over seeds, their bootstrap intervals over seeds,
+    and the spread of the seeds' own steps to the target."""
+    matrices = {variant: accuracy_matrix(curves, variant) for variant in VARIANTS}
+    steps = {variant: s for variant, (s, _) in matrices.items()}
+    accuracy = {variant: a for variant, (_, a) in matrices.items()}
+    means = {variant: point_means(a) for variant, a in accuracy.items()}
+    target, point = measures(means, steps)
+    _, resampled = measures(bootstrap_means(accuracy, BOOTSTRAP_RESAMPLES), steps)
+    target = float(target[0])
+    seeds = per_seed(curves, summary, target)
+    rows = []
+    for variant in VARIANTS:
+        runs = summary[summary.variant == variant]
+        diverged = runs[runs.status == "diverged"]
+        reached = seeds[seeds.variant == variant].steps_to_target.dropna()
+        ours, spread, mean = point[variant], resampled[variant], means[variant][0]
+        speedup = ours["speedup"][0] if variant in MAIN else math.nan
+        speedup_low, speedup_high = (
+            interval(spread["speedup"]) if variant in MAIN else (math.nan,) * 2
+        )
+        max_low, max_high = interval(spread["max"])
+        paper_steps, paper_max = PAPER.get(variant, (None, None))
+        rows.append(
+            {
+                "variant": variant,
+                "seeds": len(runs),
+                "status": "diverged" if len(diverged) else ",".join(sorted(set(runs.status))),
+                "diverged_seeds": len(diverged),
+                "diverged_at_step": diverged.diverged_at_step.min() if len(diverged) else None,
+                "steps_to_target": ours["steps"][0],
+                "seeds_reaching": len(reached),
+                "seed_steps_min": reached.min() if len(reached) else None,
+                "seed_steps_max": reached.max() if len(reached) == len(runs) else None,
+                "max_acc": ours["max"][0],
+                "max_acc_low": max_low,
+                "max_acc_high": max_high,
+                "step_of_max": steps[variant][mean.argmax()] if mean.size else None,
+                "speedup": math.nan if np.isnan(ours["steps"][0]) else speedup,
+                "speedup_low": speedup_low,
+                "speedup_high": speedup_high,
+                "reach_fraction": float(np.mean(~np.isnan(spread["steps"]))),
+                "target_acc": target,
+                "chance_acc": 1 / num_classes,
+                "paper_steps_to_target": paper_steps,
+                "paper_max_acc": paper_max,
+                "paper_speedup": PAPER["inception"][0] / paper_steps if paper_steps else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plateau(curves: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """checks.csv: whether plain Inception's mean curve had levelled off, its best over the
+    last PLATEAU_TAIL of the run's steps exceeding its best before by less than
+    PLATEAU_TOLERANCE, and the step of its maximum."""
+    steps, accuracy = accuracy_matrix(curves, "inception")
+    mean = point_means(accuracy)[0]
+    cutoff = (1 - PLATEAU_TAIL) * summary[summary.variant == "inception"].steps.max()
+    before, after = mean[steps < cutoff].max(), mean[steps >= cutoff].max()
+    return pd.DataFrame(
+        [
+            {
+                "check": "inception_plateau",
+                "cutoff_step": cutoff,
+                "best_before": before,
+                "best_after": after,
+                "gain": after - before,
+                "tolerance": PLATEAU_TOLERANCE,
+                "step_of_max": steps[mean.argmax()],
+                "plateaued": bool(after - before < PLATEAU_TOLERANCE),
+            }
+        ]
+    )
+
+
+def ladder_table(
+    ladder: pd.DataFrame, ladder_summary: pd.DataFrame, target: float, inception_steps: float
+) -> pd.DataFrame:
+    """ladder_table.csv: per rung of the ladder, how it ended, its held-out accuracy against
+    the table's target (plain Inception's maximum) and its speed-up over Inception's mean
+    curve (`inception_steps` to the target)."""
+    accuracy = ladder.dropna(subset=["test_acc"]).sort_values("step")
+    rows = []
+    for r in ladder_summary.sort_values(LADDER_KEYS).itertuples(index=False):
+        rung = (accuracy.family == r.family) & (accuracy.multiplier == r.multiplier)
+        found = against_target(accuracy[rung & (accuracy.seed == r.seed)], target)
+        steps = found["steps_to_target"]
+        speedup = inception_steps / steps if steps and inception_steps else math.nan
+        rows.append(r._asdict() | found | {"speedup": speedup})
+    return pd.DataFrame(rows)
+
+
+def figure2(curves: pd.DataFrame, results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """(a) held-out accuracy of every run against steps, mean over seeds with a min-max band;
+    (b) the same near the top for the five variants, with Inception's maximum as the target."""
+    means = mean_curves(curves)
+    target = results.target_acc.iloc[0]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, variants in zip(axes, (VARIANTS, MAIN), strict=True):
+        for variant in variants:
+            curve = means[means.variant == variant]
+            if curve.empty:
+                continue
+            seeds = curves[curves.variant == variant].seed.nunique()
+            label = f"{LABELS[variant]} ({seeds} seed{'s' * (seeds > 1)})"
+            ax.plot(curve.step, curve["mean"], label=label, **STYLES[variant])
+            if seeds > 1:
+                ax.fill_between(
+                    curve.step,
+                    curve["min"],
+                    curve["max"],
+                    color=STYLES[variant]["color"],
+                    alpha=0.15,
+                )
+            row = results[results.variant == variant].iloc[0]
+            if row.status == "diverged":
+                ax.plot(curve.step.iloc[-1], curve["mean"].iloc[-1], "x", color="k", markersize=8)
+            if variant in MAIN and not pd.isna(row.steps_to_target):
+                ax.plot(row.steps_to_target, target, "o", color=STYLES[variant]["color"])
+        ax.axhline(target, color="k", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("held-out accuracy")
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title("(a) every run (x: diverged)")
+    axes[0].legend(loc="center right", fontsize=8)
+    top = means[means.variant.isin(MAIN)]["mean"].max()
+    axes[1].set_ylim(max(0.0, target - 0.15), min(1.0, top + 0.02))
+    axes[1].set_title(f"(b) the five variants; dotted: Inception's max {target:.3f}")
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "figure2")
+
+
+def missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def fmt(value, spec: str, suffix: str = "", none: str = "—") -> str:
+    """`value` formatted with `spec` and `suffix`, or `none` when it is missing (None, NaN, inf)."""
+    return none if missing(value) else f"{value:{spec}}{suffix}"
+
+
+def with_interval(point, low, high, spec: str) -> str:
+    """`point [low, high]`, each formatted with `spec`."""
+    return f"{fmt(point, spec)} [{fmt(low, spec)}, {fmt(high, spec)}]"
+
+
+def speedup_text(r) -> str:
+    """A row's speed-up and its interval: "not reached" where the mean curve never reaches
+    the target, "—" where the speed-up is undefined (at the target from step 0)."""
+    point = "not reached" if missing(r.steps_to_target) else fmt(r.speedup, ".1f", "x")
+    return f"{point} [{fmt(r.speedup_low, '.1f', 'x')}, {fmt(r.speedup_high, '.1f', 'x')}]"
+
+
+YES, NO, UNRESOLVED = "yes", "no", "unresolved"
+
+
+def side(low: float, high: float, threshold: float, above: bool = True) -> str:
+    """yes when the interval [low, high] lies entirely on the claimed side of `threshold`
+    (above it; below it where not `above`), no when it lies entirely on the other side (a
+    tie counts as the other side), unresolved when it straddles `threshold` or is missing."""
+    if above:
+        return YES if low > threshold else NO if high <= threshold else UNRESOLVED
+    return YES if high < threshold else NO if low >= threshold else UNRESOLVED
+
+
+def verdicts(results: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """The paper's relations (Section 4.2.2), each judged on the proxy from the bootstrap
+    intervals of table.csv: (relation, paper, ours, yes / no / unresolved)."""
+    row = {r.variant: r for r in results.itertuples()}
+
+    def speedup(v: str) -> str:
+        return speedup_text(row[v])
+
+    def accuracy(v: str) -> str:
+        r = row[v]
+        return with_interval(r.max_acc, r.max_acc_low, r.max_acc_high, ".4f")
+
+    def paper_speedup(v: str) -> str:
+        return f"{PAPER['inception'][0] / PAPER[v][0]:.1f}x"
+
+    def point(v: str) -> float:
+        """The speed-up of the mean curve; 0 where it never reaches the target."""
+        value = row[v].speedup
+        return 0.0 if missing(value) else value
+
+    base, x5, x30 = row["bn_baseline"], row["bn_x5"], row["bn_x30"]
+    far = max(1.0, point("bn_baseline"))
+    others = [v for v in MAIN if v != "bn_x30"]
+    best_other = max(others, key=lambda v: row[v].max_acc)
+    if x30.max_acc_low > max(row[v].max_acc_high for v in others):
+        highest = YES
+    elif any(row[v].max_acc_low > x30.max_acc_high for v in others):
+        highest = NO
+    else:
+        highest = UNRESOLVED
+    claims = [
+        (
+            "BN-Baseline reaches the target in fewer steps than Inception (speed-up above 1)",
+            paper_speedup("bn_baseline"),
+            speedup("bn_baseline"),
+            side(base.speedup_low, base.speedup_high, 1.0),
+        ),
+        (
+            "BN-x5 reaches it in far fewer steps: its speed-up above BN-Baseline's and above 1",
+            f"{paper_speedup('bn_x5')} vs {paper_speedup('bn_baseline')}",
+            f"{speedup('bn_x5')} vs {far:.1f}x",
+            side(x5.speedup_low, x5.speedup_high, far),
+        ),
+        (
+            "BN-x30 reaches it in fewer steps than Inception (speed-up above 1)",
+            paper_speedup("bn_x30"),
+            speedup("bn_x30"),
+            side(x30.speedup_low, x30.speedup_high, 1.0),
+        ),
+        (
+            "BN-x30 is slower to it than BN-x5: its speed-up below BN-x5's",
+            f"{paper_speedup('bn_x30')} vs {paper_speedup('bn_x5')}",
+            f"{speedup('bn_x30')} vs {point('bn_x5'):.1f}x",
+            side(x30.speedup_low, x30.speedup_high, point("bn_x5"), above=False),
+        ),
+        (
+            "BN-x30 ends with the highest maximum accuracy of the five",
+            f"{PAPER['bn_x30'][1]:.1%} vs {PAPER['bn_x5'][1]:.1%} (BN-x5)",
+            f"{accuracy('bn_x30')} vs {accuracy(best_other)} ({LABELS[best_other]})",
+            highest,
+        ),
+    ]
+    for variant, claim, paper, above in (
+        ("bn_x5_sigmoid", "BN-x5-Sigmoid trains (maximum well above chance)", "69.8%", True),
+        (
+            "inception_sigmoid",
+            "Inception-Sigmoid stays at chance (control)",
+            "never above chance (0.1%)",
+            False,
+        ),
+    ):
+        r = row[variant]
+        threshold = r.chance_acc + CHANCE_MARGIN
+        ours = f"maximum {accuracy(variant)}, chance {r.chance_acc:.2f}"
+        claims.append((claim, paper, ours, side(r.max_acc_low, r.max_acc_high, threshold, above)))
+    r = row["inception_x5"]
+    ours = f"{r.diverged_seeds} of {r.seeds} seeds diverged" + (
+        f", the first at step {r.diverged_at_step:,.0f}" if r.diverged_seeds else ""
+    )
+    diverges = YES if r.diverged_seeds == r.seeds else NO if not r.diverged_seeds else UNRESOLVED
+    claims.append(("Inception at 5x its rate diverges (control)", "diverged", ours, diverges))
+    return claims
+
+
+def ladder_figure(
+    ladder: pd.DataFrame, rungs: pd.DataFrame, target: float, out_dir: Path
+) -> list[Path]:
+    """Held-out accuracy against steps for every rung of the ladder, one panel per family,
+    one colour per learning-rate multiplier; x: the last evaluation of a diverged run."""
+    colors = dict(zip(LADDER_MULTIPLIERS, plt.cm.viridis(np.linspace(0, 0.9, 5)), strict=True))
+    accuracy = ladder.dropna(subset=["test_acc"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, (letter, family) in zip(axes, enumerate(LADDER_FAMILIES), strict=True):
+        for r in rungs[rungs.family == family].itertuples():
+            run = (accuracy.family == family) & (accuracy.multiplier == r.multiplier)
+            curve = accuracy[run & (accuracy.seed == r.seed)]
+            label = f"x{r.multiplier}" + (
+                f", diverged at step {r.diverged_at_step:,.0f}" if r.status == "diverged" else ""
+            )
+            ax.plot(curve.step, curve.test_acc, color=colors[r.multiplier], label=label)
+            if r.status == "diverged":
+                ax.plot(curve.step.iloc[-1], curve.test_acc.iloc[-1], "x", color="k")
+        ax.axhline(target, color="k", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("training steps")
+        ax.set_title(f"({'ab'[letter]}) {LADDER_LABELS[family]}")
+        ax.legend(loc="lower right", fontsize=8, title="learning rate")
+    axes[0].set_ylim(0, 1)
+    axes[0].set_ylabel("held-out accuracy")
+    fig.suptitle(f"Learning-rate ladder; dotted: Inception's maximum {target:.3f}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "ladder")
+
+
+def seed_spread(r) -> str:
+    """The fewest and most steps one seed's own curve took to the target."""
+    if not r.seeds_reaching:
+        return "none reached"
+    if r.seeds_reaching < r.seeds:
+        return f"{r.seed_steps_min:,.0f} at best; {r.seeds_reaching} of {r.seeds} reached"
+    return f"{r.seed_steps_min:,.0f}–{r.seed_steps_max:,.0f}"
+
+
+def at_chance(max_acc: float, chance: float) -> bool:
+    return max_acc <= chance + CHANCE_MARGIN
+
+
+def ladder_cell(r, chance: float) -> str:
+    """One rung of the ladder in words: diverged, stuck at chance (the loss stayed finite but
+    nothing was learned), or how high and how fast it trained."""
+    if r.status == "diverged":
+        return f"diverged at step {r.diverged_at_step:,.0f} (maximum before: {r.max_acc:.4f})"
+    if at_chance(r.max_acc, chance):
+        return f"fails to train: at chance (maximum {r.max_acc:.4f})"
+    reached = (
+        "not reached"
+        if missing(r.steps_to_target)
+        else f"at step {r.steps_to_target:,.0f} ({fmt(r.speedup, '.1f', 'x')})"
+    )
+    return f"trains: maximum {r.max_acc:.4f} at step {r.step_of_max:,}; target {reached}"
+
+
+def readme(
+    results: pd.DataFrame,
+    seeds: pd.DataFrame,
+    checks: pd.DataFrame,
+    ladder: pd.DataFrame,
+    summary: pd.DataFrame,
+    provenance: dict,
+) -> str:
+    """README.md: the Figure 3 analogue with intervals, the verdicts, the plateau check and
+    the ladder, from the tables `draw` writes."""
+    config = provenance.get("config", {}).get("inception", {})
+    model, data, optim = config.get("model", {}), config.get("data", {}), config.get("optim", {})
+    target = results.target_acc.iloc[0]
+    n_seeds = int(results.set_index("variant").seeds["inception"])
+    lines = [
+        "# Figures 2 and 3: Inception and its batch-normalized variants, on a proxy",
+        "",
+        "Regenerated by `make reproduce-figure2` (training) or `make figures` (drawing only) from",
+        "`curves.csv`, `summary.csv`, `ladder.csv` and `ladder_summary.csv` in this folder; do",
+        "not edit by hand.",
+        "",
+        "![Figure 2](figure2.png)",
+        "",
+        "## Figure 3 analogue",
+        "",
+        f"Target: plain Inception's maximum held-out accuracy, {target:.4f}, the maximum of its "
+        f"mean curve over {n_seeds} seed{'s' * (n_seeds > 1)} (the paper's 72.2%).",
+        "Steps, maxima and speed-ups are of the mean curves over seeds (`table.csv`), with their",
+        f"95% bootstrap intervals over seeds in brackets ({BOOTSTRAP_RESAMPLES:,} resamples);",
+        "per seed: the fewest and the most steps one seed's own curve took to the target",
+        "(`seeds.csv`). The paper's steps are in millions of ImageNet steps; only the ratios and",
+        "orderings compare.",
+        "",
+        "| model | steps to target | per seed | max accuracy [95%] | speed-up [95%] "
+        "| resamples reaching it | paper: steps | paper: max | paper: speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results[results.variant.isin(MAIN)].itertuples():
+        paper_steps = None if missing(r.paper_steps_to_target) else r.paper_steps_to_target / 1e6
+        accuracy = with_interval(r.max_acc, r.max_acc_low, r.max_acc_high, ".4f")
+        lines.append(
+            f"| {LABELS[r.variant]} | {fmt(r.steps_to_target, ',.0f', none='not reached')} | "
+            f"{seed_spread(r)} | {accuracy} | {speedup_text(r)} | {r.reach_fraction:.1%} | "
+            f"{fmt(paper_steps, '.1f', 'M', none='not reached')} | {r.paper_max_acc:.1%} | "
+            f"{fmt(r.paper_speedup, '.1f', 'x')} |"
+        )
+    lines += [
+        "",
+        "Intervals: each resample draws every variant's seeds with replacement, independently",
+        "per variant and Inception's too, and recomputes the mean curves, the target (that",
+        "resample's Inception maximum) and the steps to it; the interval runs from the 2.5th to",
+        "the 97.5th percentile. A resample whose mean curve never reaches the target counts as",
+        "speed-up 0; the share that does reach it is in the table.",
+    ]
+    if n_seeds == 1:
+        lines.append("With one seed there is nothing to resample: every interval is the point.")
+    lines += ["", "## Controls", "", "| control | ours | paper |", "|---|---|---|"]
+    for r in results[results.variant.isin(CONTROLS)].itertuples():
+        if r.status == "diverged":
+            ours = (
+                f"diverged at step {r.diverged_at_step:,.0f} "
+                f"({r.diverged_seeds} of {r.seeds} seeds)"
+            )
+        else:
+            ours = (
+                f"{r.status}; maximum accuracy {fmt(r.max_acc, '.4f')} (chance {r.chance_acc:.2f})"
+            )
+        lines.append(f"| {LABELS[r.variant]} | {ours} | {PAPER_CONTROLS[r.variant]} |")
+    lines += [
+        "",
+        "## The paper's relations, checked",
+        "",
+        "Each relation is judged on the 95% interval of its number: `yes` when the interval lies",
+        "entirely on the paper's side of the threshold, `no` when it lies entirely on the other",
+        "side (a tie counts as the other side), `unresolved` when it straddles the threshold.",
+        "BN-x5's \"far fewer steps\" needs its speed-up interval above both 1 and BN-Baseline's",
+        'speed-up (of the mean curves); BN-x30\'s "slower than BN-x5" needs its interval below',
+        "BN-x5's speed-up; \"highest maximum\" needs BN-x30's interval of maximum accuracy above",
+        "every other variant's interval (`no`: another's lies entirely above BN-x30's). A",
+        "variant that never reaches the target has speed-up 0. Inception x5 diverges: `yes` when",
+        "every seed diverged, `no` when none did.",
+        "",
+        "| relation (Section 4.2.2) | paper | ours | verdict |",
+        "|---|---|---|---|",
+        *[f"| {c} | {p} | {o} | {v} |" for c, p, o, v in verdicts(results)],
+        "",
+        f'"At chance": a maximum accuracy less than {CHANCE_MARGIN:.2f} above 1/classes.',
+    ]
+    c = checks.iloc[0]
+    lines += [
+        "",
+        "## Plateau check",
+        "",
+        f"Plain Inception's mean curve is at its maximum at step {c.step_of_max:,}. Its best "
+        f"from step {c.cutoff_step:,.0f} on (the last {PLATEAU_TAIL:.0%} of its steps) is "
+        f"{c.best_after:.4f}, against {c.best_before:.4f} before: a gain of {c.gain:+.4f}, "
+        f"{'less' if c.plateaued else 'not less'} than the tolerance {PLATEAU_TOLERANCE}: "
+        f"**{'plateaued' if c.plateaued else 'not plateaued'}** (`checks.csv`).",
+    ]
+    if not c.plateaued:
+        lines.append(
+            "Inception was still improving: a longer run would raise the target, so the steps to "
+            "it and the speed-ups depend on the run's length."
+        )
+    base_lr = f" ({optim['lr']})" if "lr" in optim else ""
+    chance = results.chance_acc.iloc[0]
+
+    def rungs(rows: pd.DataFrame) -> str:
+        return ", ".join(f"x{m}" for m in rows.multiplier.unique()) or "no rate"
+
+    failed = {
+        family: (
+            rungs(rows[rows.status == "diverged"]),
+            rungs(
+                rows[(rows.status != "diverged") & rows.max_acc.map(lambda a: at_chance(a, chance))]
+            ),
+        )
+        for family, rows in ladder.groupby("family")
+    }
+    lines += [
+        "",
+        "## The stability boundary: a learning-rate ladder",
+        "",
+        f"Each rung trains one family at a multiple of the base learning rate{base_lr}, seed "
+        f"{', '.join(str(s) for s in sorted(set(ladder.seed)))} only: Inception as it is",
+        "(`experiment=inception recipe.lr_multiplier=M`) and BN-Inception with the other six",
+        "changes of Section 4.2.1 (`experiment=bn_x5 recipe.lr_multiplier=M`: BN-x5 is its x5",
+        "rung, BN-x30 its x30). Inception x1 and x5 and the BN recipe's x5 and x30 are the main",
+        "sweep's runs (`ladder_summary.csv`, column `source`). The target and the speed-up are",
+        "those of the Figure 3 analogue, against Inception's mean curve (`ladder_table.csv`).",
+        f"Diverged (non-finite loss or weights): Inception at {failed['inception'][0]}; the BN "
+        f"recipe at {failed['bn_recipe'][0]}. Stuck at chance (finite, nothing learned): "
+        f"Inception at {failed['inception'][1]}; the BN recipe at {failed['bn_recipe'][1]}.",
+        "",
+        "![Learning-rate ladder](ladder.png)",
+        "",
+        f"| rate | seed | {LADDER_LABELS['inception']} | {LADDER_LABELS['bn_recipe']} |",
+        "|---|---|---|---|",
+    ]
+    for (multiplier, seed), rows in ladder.groupby(["multiplier", "seed"]):
+        cells = {r.family: ladder_cell(r, chance) for r in rows.itertuples()}
+        lines.append(f"| x{multiplier} | {seed} | {cells['inception']} | {cells['bn_recipe']} |")
+    runs = seeds.merge(summary[["variant", "seed", "diverged_at_step", "steps"]])
+    lines += [
+        "",
+        "## Per run",
+        "",
+        "| variant | seed | status | diverged at step | steps | steps to target | max accuracy |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {r.variant} | {r.seed} | {r.status} | {fmt(r.diverged_at_step, ',.0f')} | "
+            f"{r.steps:,} | {fmt(r.steps_to_target, ',.0f', none='not reached')} | "
+            f"{r.max_acc:.4f} |"
+            for r in runs.itertuples()
+        ],
+    ]
+    if not provenance:
+        return "\n".join([*lines, ""])
+    command = provenance.get("command")
+    lines += [
+        "",
+        "## How these numbers were made",
+        "",
+        f"- preset: `{provenance.get('preset') or 'not recorded'}`; "
+        f"command: `{stable_command(command) if command else 'not recorded'}`",
+        f"- proxy: {data.get('name')} at {data.get('size')}x{data.get('size')} "
+        f"({data.get('resize')}), {data.get('eval_size') or 'all'} held-out images per "
+        f"evaluation every {config.get('eval_every')} steps; Inception width {model.get('width')} "
+        f"with the `{model.get('stem')}` stem; {config.get('steps')} steps of "
+        f"{config.get('batch_size')}",
+        f"- base optimizer: momentum {optim.get('momentum')}, lr {optim.get('lr')}, "
+        f"L2 {optim.get('weight_decay')}, lr x {optim.get('decay_rate')} every "
+        f"{optim.get('decay_steps')} steps (the recipes change these as Section 4.2.1 says)",
+        "- the machine, the code's commit, the date, each run's wall time and the commands of "
+        "the sweep and the ladder's two sweeps as typed: `provenance.json`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def check_ladder(
+    ladder: pd.DataFrame, ladder_path: Path, summary: pd.DataFrame, summary_path: Path
+) -> None:
+    """The collected ladder is whole: `summary` has one row for each rung (family and
+    multiplier) and seed, each completed or diverged, and `ladder` one curve for each, logged
+    once per step up to the run's last step."""
+    if summary.empty:
+        fail(f"{summary_path} holds no runs.", DRAW_FIX)
+    bad = [
+        f"{describe(LADDER_KEYS, (r.family, r.multiplier, r.seed))}: {r.status}"
+        for r in summary.itertuples()
+        if r.status not in LADDER_STATUSES
+    ]
+    if bad:
+        fail(
+            f"{summary_path} lists runs that did not finish as expected: {listing(bad)}.", DRAW_FIX
+        )
+    seeds = sorted(set(summary.seed))
+    rungs = [(f, m, s) for f in LADDER_FAMILIES for m in LADDER_MULTIPLIERS for s in seeds]
+    check_groups(summary, summary_path, LADDER_KEYS, rungs, DRAW_FIX)
+    check_unique(summary, summary_path, LADDER_KEYS, DRAW_FIX)
+    check_groups(ladder, ladder_path, LADDER_KEYS, rungs, DRAW_FIX)
+    check_unique(ladder, ladder_path, [*LADDER_KEYS, "step"], DRAW_FIX)
+    steps = summary.set_index(LADDER_KEYS).steps
+    check_final_steps(ladder, ladder_path, LADDER_KEYS, steps, DRAW_FIX)
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+    print(f"wrote {path}")
+
+
+def draw(out_dir: Path) -> None:
+    """table.csv, seeds.csv, checks.csv, ladder_table.csv, figure2.png/.pdf, ladder.png/.pdf
+    and README.md from the files in `out_dir`, once they are known whole."""
+    curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
+    ladder_path, ladder_summary_path = out_dir / "ladder.csv", out_dir / "ladder_summary.csv"
+    curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
+    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX, optional=("diverged_at_step",))
+    ladder = read_csv(ladder_path, LADDER_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
+    ladder_summary = read_csv(
+        ladder_summary_path, LADDER_SUMMARY_COLUMNS, DRAW_FIX, optional=("diverged_at_step",)
+    )
+    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
+    check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
+    check_ladder(ladder, ladder_path, ladder_summary, ladder_summary_path)
+    num_classes = provenance.get("config", {}).get("inception", {}).get("data", {})
+    results = table(curves, summary, num_classes.get("num_classes", 10))
+    target = results.target_acc.iloc[0]
+    inception_steps = results.set_index("variant").steps_to_target["inception"]
+    seeds = per_seed(curves, summary, target)
+    checks = plateau(curves, summary)
+    rungs = ladder_table(ladder, ladder_summary, target, inception_steps)
+    write_csv(out_dir / "table.csv", results)
+    write_csv(out_dir / "seeds.csv", seeds)
+    write_csv(out_dir / "checks.csv", checks)
+    write_csv(out_dir / "ladder_table.csv", rungs)
+    for path in [
+        *figure2(curves, results, out_dir),
+        *ladder_figure(ladder, rungs, target, out_dir),
+    ]:
+        print(f"wrote {path}")
+    atomic_write_text(
+        out_dir / "README.md", readme(results, seeds, checks, rungs, summary, provenance)
+    )
+    print(f"wrote {out_dir / 'README.md'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["run", "collect", "draw"])
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="run: default cpu")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="run: the quick protocol instead of a preset (about a minute on 2 cores); --out "
+        "defaults to runs/figure2-quick",
+    )
+    parser.add_argument("--out", type=Path, help="results folder (default results/figure2)")
+    parser.add_argument(
+        "--runs", type=Path, default=None, help="sweep dir (default runs/figure2/<time>)"
+    )
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: preset's)")
+    args, overrides = parser.parse_known_args()
+    command = shlex.join(["python", "experiments/figure2.py", *sys.argv[1:]])
+    if args.action == "collect" and args.runs is None:
+        parser.error("collect needs --runs <sweep dir>")
+    if args.quick and args.preset:
+        parser.error(f"--quick is a protocol of its own; drop --preset {args.preset}")
+    out = args.out or REPO / ("runs/figure2-quick" if args.quick else "results/figure2")
+    preset = "quick" if args.quick else args.preset
+    try:
+        if args.action == "run":
+            runs_dir = args.runs or REPO / "runs" / "figure2" / time.strftime("%Y-%m-%d_%H-%M-%S")
+            preset = preset or "cpu"
+            train(QUICK if args.quick else PRESETS[preset], args.seeds, overrides, runs_dir)
+            collect(runs_dir, out, command, preset)
+        elif args.action == "collect":
+            collect(args.runs.resolve(), out, command, preset)
+        draw(out)
+    except BnreproError as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

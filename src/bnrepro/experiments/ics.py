@@ -1,0 +1,670 @@
+"""Internal covariate shift put to the test on the MNIST MLP (Santurkar et al. 2018's diagnostics).
+
+    python experiments/ics.py run [--seeds 0,1,2] [--steps 50000] [--jobs 2] [--device cpu]
+    python experiments/ics.py run --quick   # 2 seeds x 600 steps into runs/ics-quick/
+    python experiments/ics.py collect --runs runs/ics/<time>   # gather finished runs
+    python experiments/ics.py draw          # redraw from results/ics/*.csv only
+
+The paper explains BN's benefit by a reduction of internal covariate shift (ICS); Santurkar,
+Tsipras, Ilyas and Madry ("How Does Batch Normalization Help Optimization?", NeurIPS 2018,
+arXiv:1805.11604) argue that BN does not reduce ICS and that a smoother loss landscape explains
+its benefit. `run` trains three nets with Figure 1's protocol (50,000 steps of 60, seeds 0, 1,
+2, one vectorized model per net): without BN (`model=mlp`), with BN (`model=mlp_bn`) and with
+noisy BN (`model=mlp_noisy`: BN, then a random per-unit scale and shift redrawn every step,
+bnrepro.nn.NoisyBatchNorm), one process per net (`--jobs` at a time), with
+`diagnostics.every=500`: at every 500th step the trainer measures, on that step's batch before
+its update, each layer's ICS (Santurkar et al.'s Definition 2.1) and the loss landscape along
+the gradient (their Figure 4), per seed (bnrepro.ics). It collects the logged metrics into
+results/ics/ (curves.csv, diagnostics.csv, summary.csv), then does what `draw` does:
+- accuracy.png/.pdf: test accuracy against steps for the three nets;
+- percentiles.png/.pdf: the 15/50/85th percentiles of a last-hidden-layer sigmoid's input for
+  the three nets, laid out as the paper's Figure 1(b, c);
+- ics.png/.pdf: ICS (relative l2 distance and cosine) per layer over training;
+- smoothness.png/.pdf: loss range, gradient predictiveness and effective beta-smoothness;
+- claims.csv: each claim's measured number against a threshold fixed in THRESHOLDS before any
+  run, with a verdict over seeds: pass (every seed meets it), fail (none does) or
+  inconclusive (the seeds disagree);
+- README.md: the tables, and what the data supports.
+Its defaults are the protocol of results/ics/; `--quick` is a short protocol whose results go
+to runs/ics-quick/ (any action: `--out` names another folder), never over results/.
+
+The CSV files and README.md hold results only; wall times, date, machine, commit, the command
+and the runs' directory go to provenance.json alone. `collect` and `draw` write nothing unless
+their inputs are whole (bnrepro.tables): the three nets for every seed, each run `completed`,
+each curve logged to its last step. Otherwise they print one paragraph naming the file or run
+and the fix, and exit with status 2. Extra arguments are Hydra overrides for every run.
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
+from bnrepro.errors import BnreproError  # noqa: E402
+from bnrepro.plots import save_figure  # noqa: E402
+from bnrepro.runinfo import stable_command  # noqa: E402
+from bnrepro.tables import (  # noqa: E402
+    check_columns,
+    check_curves,
+    check_groups,
+    check_runs,
+    check_unique,
+    fail,
+    load_curves,
+    load_sweep,
+    read_csv,
+    read_json,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("plain", "bn", "noisy")
+MODELS = {"plain": "mlp", "bn": "mlp_bn", "noisy": "mlp_noisy"}
+ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
+STYLE = {
+    "plain": {"label": "Without BN", "color": "tab:blue", "linestyle": "--"},
+    "bn": {"label": "With BN", "color": "tab:red", "linestyle": "-"},
+    "noisy": {"label": "Noisy BN", "color": "tab:green", "linestyle": "-."},
+}
+METRIC_COLUMNS = {
+    "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
+    "p15": "float", "p50": "float", "p85": "float",
+}  # fmt: skip
+CURVE_COLUMNS = {
+    "variant": "str", "seed": "int", "step": "int", "train_loss": "float", "test_acc": "float",
+    "p15": "float", "p50": "float", "p85": "float",
+}  # fmt: skip
+SUMMARY_COLUMNS = {
+    "variant": "str", "seed": "int", "final_test_acc": "float", "steps": "int", "status": "str",
+}  # fmt: skip
+LANDSCAPE = {
+    "loss_range": "loss range",
+    "grad_change": "gradient predictiveness\nmax ||g - g'||",
+    "beta": "effective beta-smoothness\nmax ||g - g'|| / ||w - w'||",
+}
+ICS_PREFIXES = ("ics_l2_", "ics_cos_")
+DEFAULT_SEEDS = "0,1,2"
+DEFAULT_EVERY = 500
+QUICK = {"seeds": "0,1", "steps": 600, "every": 100}
+PERCENTILES = ("p15", "p50", "p85")
+# Absolute tolerances (CSV file -> column -> tolerance) for `make verify` on another CPU model or
+# a GPU; on the same CPU model a rerun is identical. Measured: the full protocol on one H200
+# against the committed 2-core AMD EPYC run differed by at most 4.5e-5 (ICS l2), 7.7e-5
+# (cosines), 2e-6 (loss range), 6.7e-5 (gradient change), 4.5e-3 (beta), 1e-4 (test accuracy,
+# one image) and 6.4e-5 (percentiles); the tolerances are about three times those. claims.csv
+# is compared as text: there a GPU rerun's seed range may differ in its last shown digit.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "curves.csv": {"train_loss": 1e-4, "test_acc": 5e-4, "p15": 2e-4, "p50": 2e-4, "p85": 2e-4},
+    "diagnostics.csv": {
+        **{f"ics_l2_{k}": 2e-4 for k in (2, 3, 4)},
+        **{f"ics_cos_{k}": 3e-4 for k in (2, 3, 4)},
+        "loss_range": 1e-5,
+        "grad_change": 3e-4,
+        "beta": 2e-2,
+    },
+    "summary.csv": {"final_test_acc": 5e-4},
+}
+
+# The claims and their thresholds, written before any full-length run. Each is checked per
+# seed (noisy or BN against plain of the same seed).
+ACCURACY_STEP = 5000  # "trains about as fast": test accuracy this early (or the last step)
+THRESHOLDS = {
+    # (a) noisy BN trains about as fast as BN: accuracy at ACCURACY_STEP, noisy minus BN
+    "accuracy": (">=", -0.01),
+    # (a) ... although its layer inputs are less stable: percentile drift, noisy / BN and plain
+    "drift_bn": (">", 1.0),
+    "drift_plain": (">", 1.0),
+    # (b) BN does not reduce ICS (Santurkar et al.): median relative l2 ICS, BN / plain
+    "ics": (">=", 1.0),
+    # (c) BN makes the landscape smoother: median of each measure, BN / plain
+    "loss_range": ("<", 1.0),
+    "grad_change": ("<", 1.0),
+    "beta": ("<", 1.0),
+}
+FIXED = "before the runs"
+RELATIONS = {
+    "<": lambda x, t: x < t,
+    "<=": lambda x, t: x <= t,
+    ">": lambda x, t: x > t,
+    ">=": lambda x, t: x >= t,
+}
+SWEEP_FIX = (
+    "give --runs the sweep directory that `python experiments/ics.py run` trained into "
+    "(runs/ics/<time>)"
+)
+DRAW_FIX = (
+    "rebuild the CSV files with `python experiments/ics.py collect --runs <sweep dir>`, or "
+    "restore the committed ones with `git checkout -- results/ics`"
+)
+
+
+# ---------------------------------------------------------------- training and collecting
+
+
+def train(
+    seeds: str, steps: int | None, every: int, jobs: int, overrides: list[str], runs_dir: Path
+) -> None:
+    command = [
+        sys.executable, "-m", "bnrepro.train", "-m", "experiment=figure1", "name=ics",
+        f"model={','.join(MODELS.values())}", f"seeds=[{seeds}]", f"diagnostics.every={every}",
+        f"hydra.sweep.dir={runs_dir}", "hydra.sweep.subdir=${model.variant}",
+        "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
+        *([f"steps={steps}"] if steps else []), *overrides,
+    ]  # fmt: skip
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=REPO)
+
+
+def diagnostic_columns(columns) -> list[str]:
+    """The ICS and landscape columns of a metrics.csv or diagnostics.csv, in file order."""
+    return [c for c in columns if c.startswith(ICS_PREFIXES) or c in LANDSCAPE]
+
+
+def layers(columns) -> list[int]:
+    """The layers (1-based) whose ICS the columns hold."""
+    return sorted(int(c.rpartition("_")[2]) for c in columns if c.startswith(ICS_PREFIXES[0]))
+
+
+def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
+    """Writes curves.csv, diagnostics.csv, summary.csv and provenance.json of the runs under
+    `runs_dir`, once they are known to be the whole sweep (three nets, every seed), finished
+    and measured."""
+    runs = load_sweep(runs_dir, SWEEP_FIX)
+    check_runs(runs, runs_dir, ACCEPTED)
+    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    measured = diagnostic_columns(curves.columns)
+    if not layers(measured) or not set(LANDSCAPE) <= set(measured):
+        fail(
+            f"The runs in {runs_dir} logged no diagnostics (metrics.csv has no ics_l2_* and "
+            "landscape columns).",
+            "train with diagnostics.every > 0, as `python experiments/ics.py run` does",
+        )
+    check_columns(curves, runs_dir, {c: "float" for c in measured}, SWEEP_FIX, optional=measured)
+    diagnostics = curves.dropna(subset=measured, how="all")
+    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
+    first = json.loads((Path(runs["run_dir"].iloc[0]) / "run.json").read_text())
+    configs = {
+        variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
+        for run_dir, variant in runs.groupby("run_dir").variant.first().items()
+    }
+    write_csv(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)])
+    write_csv(out_dir / "diagnostics.csv", diagnostics[["variant", "seed", "step", *measured]])
+    write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
+    write_json(
+        out_dir / "provenance.json",
+        {
+            "command": command,
+            "runs_dir": str(
+                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
+            ),
+            "git": first["git"],
+            "hardware": first["hardware"],
+            "date": time.strftime("%Y-%m-%d"),
+            "wall_s": runs.groupby("variant").wall_s.max().to_dict(),
+            "config": configs,
+        },
+    )
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+# ---------------------------------------------------------------- measures and claims
+
+
+def accuracy_step(curves: pd.DataFrame) -> int:
+    """ACCURACY_STEP, or the last step every curve evaluated at before it (short runs)."""
+    evaluated = curves.dropna(subset=["test_acc"])
+    common = set.intersection(*(set(g.step) for _, g in evaluated.groupby(["variant", "seed"])))
+    return max(s for s in common if s <= ACCURACY_STEP)
+
+
+def drift(curves: pd.DataFrame) -> pd.Series:
+    """Per (variant, seed): how far the probed input moves between two probes, the mean over
+    consecutive probes of the mean |change| of its 15th, 50th and 85th percentiles (rows
+    without a probe, as the proxy's evaluations between probes, are left out)."""
+    probed = curves.dropna(subset=list(PERCENTILES))
+
+    def one(rows: pd.DataFrame) -> float:
+        values = rows.sort_values("step")[list(PERCENTILES)].to_numpy()
+        return float(np.abs(np.diff(values, axis=0)).mean())
+
+    return probed.groupby(["variant", "seed"]).apply(one, include_groups=False)
+
+
+def medians(diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Per (variant, seed): the median over logged steps of each landscape measure, and of the
+    relative l2 ICS over logged steps and layers (`ics`)."""
+    l2 = [c for c in diagnostics.columns if c.startswith(ICS_PREFIXES[0])]
+    grouped = diagnostics.groupby(["variant", "seed"])
+    frame = grouped[list(LANDSCAPE)].median()
+    frame["ics"] = grouped[l2].apply(lambda rows: float(np.nanmedian(rows.to_numpy())))
+    return frame
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim: a number per seed, judged against its threshold in `thresholds`, fixed
+    before the runs (experiments/ics_proxy.py's claims are this class with its own)."""
+
+    thresholds: ClassVar[dict[str, tuple[str, float]]] = THRESHOLDS
+    key: str
+    text: str
+    per_seed: pd.Series
+
+    @property
+    def relation(self) -> str:
+        return self.thresholds[self.key][0]
+
+    @property
+    def threshold(self) -> float:
+        return self.thresholds[self.key][1]
+
+    def verdict(self) -> str:
+        meets = {RELATIONS[self.relation](v, self.threshold) for v in self.per_seed}
+        return "pass" if meets == {True} else "fail" if meets == {False} else "inconclusive"
+
+    def measured(self) -> str:
+        values = self.per_seed
+        spread = f" (seeds {values.min():.4g} to {values.max():.4g})" if len(values) > 1 else ""
+        return f"{values.mean():.4g}{spread}"
+
+    def row(self) -> dict:
+        return {
+            "claim": self.text,
+            "measured": self.measured(),
+            "threshold": f"{self.relation} {self.threshold:g}",
+            "verdict": self.verdict(),
+            "threshold_fixed": FIXED,
+        }
+
+
+def ratio(table: pd.Series, variant: str, reference: str) -> pd.Series:
+    """`table` (indexed by variant, seed) of `variant` over `reference`, seed by seed."""
+    return table.xs(variant) / table.xs(reference)
+
+
+def claims(curves: pd.DataFrame, diagnostics: pd.DataFrame) -> list[Claim]:
+    step = accuracy_step(curves)
+    at = curves[(curves.step == step)].dropna(subset=["test_acc"])
+    accuracy = at.set_index(["variant", "seed"]).test_acc
+    moves, measures = drift(curves), medians(diagnostics)
+    return [
+        Claim(
+            "accuracy",
+            f"(a) noisy BN trains about as fast as BN: test accuracy at step {step:,}, "
+            "noisy BN minus BN",
+            accuracy.xs("noisy") - accuracy.xs("bn"),
+        ),
+        Claim(
+            "drift_bn",
+            "(a) ... while its sigmoid inputs are less stable: percentile drift, noisy BN / BN",
+            ratio(moves, "noisy", "bn"),
+        ),
+        Claim(
+            "drift_plain",
+            "(a) ... and less stable than without BN: percentile drift, noisy BN / no BN",
+            ratio(moves, "noisy", "plain"),
+        ),
+        Claim(
+            "ics",
+            "(b) BN does not reduce ICS (Santurkar et al.; the paper predicts it does): "
+            "median relative l2 ICS, BN / no BN",
+            ratio(measures.ics, "bn", "plain"),
+        ),
+        *[
+            Claim(key, f"(c) BN makes the landscape smoother: median {name}, BN / no BN", ratio(
+                measures[key], "bn", "plain"
+            ))
+            for key, name in (
+                ("loss_range", "loss range"),
+                ("grad_change", "gradient predictiveness"),
+                ("beta", "effective beta-smoothness"),
+            )
+        ],
+    ]  # fmt: skip
+
+
+def conclusion(found: list[Claim]) -> list[str]:
+    """A few lines on what the verdicts support: the paper's ICS hypothesis, the smoothness
+    explanation, neither or both, and how firmly."""
+    verdict = {claim.key: claim.verdict() for claim in found}
+    seeds = len(found[0].per_seed)
+    smooth = {verdict[k] for k in ("loss_range", "grad_change", "beta")}
+    lines = []
+    if verdict["ics"] == "fail":
+        ics_text = "BN reduced ICS in every seed, as the paper's hypothesis predicts"
+    elif verdict["ics"] == "pass":
+        ics_text = "BN did not reduce ICS in any seed, against the paper's hypothesis"
+    else:
+        ics_text = "the seeds disagree on whether BN reduces ICS"
+    if smooth == {"pass"}:
+        smooth_text = "BN made all three landscape measures smaller in every seed"
+    elif smooth == {"fail"}:
+        smooth_text = "BN made none of the three landscape measures smaller in any seed"
+    else:
+        smooth_text = "the landscape measures do not all agree across seeds"
+    noisy = verdict["accuracy"] == "pass" and verdict["drift_bn"] == "pass"
+    lines.append(f"Over {seeds} seeds, {ics_text}, and {smooth_text}.")
+    lines.append(
+        "Noisy BN trained about as fast as BN while its sigmoid inputs moved more than BN's, "
+        "so stable layer inputs were not what made BN train fast."
+        if noisy
+        else "Noisy BN did not both train about as fast as BN and have less stable inputs, so "
+        "this experiment does not separate BN's speed from the stability of its inputs."
+    )
+    supports_ics = verdict["ics"] == "fail"
+    supports_smooth = smooth == {"pass"}
+    if supports_ics and supports_smooth:
+        what = "both explanations"
+    elif supports_smooth:
+        what = "the smoothness explanation, not the paper's ICS hypothesis"
+    elif supports_ics:
+        what = "the paper's ICS hypothesis, not the smoothness explanation"
+    else:
+        what = "neither explanation decisively"
+    lines.append(f"On this net the data supports {what}.")
+    return lines
+
+
+# ---------------------------------------------------------------- figures
+
+
+def band(
+    ax, frame: pd.DataFrame, column: str, variant: str, seeds: bool = True, styles: dict = STYLE
+) -> None:
+    """`column` against steps: the median over seeds with a band from min to max."""
+    per_step = frame[frame.variant == variant].dropna(subset=[column]).groupby("step")[column]
+    if per_step.ngroups == 0:
+        return
+    n_seeds = frame[frame.variant == variant].seed.nunique()
+    style = styles[variant]
+    label = f"{style['label']} ({n_seeds} seeds)" if seeds else style["label"]
+    middle = per_step.median()
+    ax.plot(middle.index, middle.values, **{**style, "label": label})
+    ax.fill_between(
+        middle.index, per_step.min().values, per_step.max().values, color=style["color"], alpha=0.2
+    )
+
+
+def accuracy_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for variant in VARIANTS:
+        band(ax, curves, "test_acc", variant)
+    ax.set_ylim(0.7, 1.0)
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("test accuracy")
+    ax.legend(loc="lower right")
+    ax.set_title("test accuracy (median over seeds, band: min to max)")
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "accuracy")
+
+
+def percentiles_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """The 15/50/85th percentiles of the probed sigmoid's input, lowest seed, one panel per
+    net with a shared scale, as the paper's Figure 1(b, c)."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
+    for ax, variant in zip(axes, VARIANTS, strict=True):
+        rows = curves[curves.variant == variant]
+        rows = rows[rows.seed == rows.seed.min()].sort_values("step")
+        for column in PERCENTILES:
+            ax.plot(rows.step, rows[column], color="k", linewidth=0.8)
+        ax.set_xlabel("training steps")
+        ax.set_title(STYLE[variant]["label"])
+    axes[0].set_ylabel("input to a last-layer sigmoid\n(15th, 50th, 85th percentiles)")
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "percentiles")
+
+
+def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Per layer with layers below it: ||G - G'|| / ||G|| (top) and cos(G, G') (bottom)."""
+    found = layers(diagnostics.columns)
+    fig, axes = plt.subplots(2, len(found), figsize=(4 * len(found), 6), squeeze=False)
+    for column, layer in enumerate(found):
+        for variant in VARIANTS:
+            band(axes[0, column], diagnostics, f"ics_l2_{layer}", variant, seeds=False)
+            band(axes[1, column], diagnostics, f"ics_cos_{layer}", variant, seeds=False)
+        axes[0, column].set_yscale("log")
+        axes[0, column].set_title(f"layer {layer}")
+        axes[1, column].set_xlabel("training steps")
+    axes[0, 0].set_ylabel("ICS: ||G - G'|| / ||G||")
+    axes[1, 0].set_ylabel("ICS: cos(G, G')")
+    axes[0, 0].legend()
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "ics")
+
+
+def smoothness_figure(
+    diagnostics: pd.DataFrame, out_dir: Path, styles: dict = STYLE, legend_size: int | None = None
+) -> list[Path]:
+    """Each landscape measure against steps, one curve per net (in the order of `styles`)."""
+    fig, axes = plt.subplots(1, len(LANDSCAPE), figsize=(13, 3.6))
+    for ax, (column, label) in zip(axes, LANDSCAPE.items(), strict=True):
+        for variant in styles:
+            band(ax, diagnostics, column, variant, seeds=False, styles=styles)
+        ax.set_yscale("log")
+        ax.set_xlabel("training steps")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=legend_size)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "smoothness")
+
+
+# ---------------------------------------------------------------- README and drawing
+
+
+def claims_and_figures(found: list[Claim]) -> list[str]:
+    """A results README's claims table, its per-seed table and its four figures (Markdown)."""
+    return [
+        "| claim | measured (mean over seeds) | threshold | verdict | threshold fixed |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['claim']} | {r['measured']} | {r['threshold']} | **{r['verdict']}** | "
+            f"{r['threshold_fixed']} |"
+            for r in (claim.row() for claim in found)
+        ],
+        "",
+        "A verdict is `pass` when every seed meets the threshold, `fail` when none does and",
+        "`inconclusive` when the seeds disagree. Per seed:",
+        "",
+        *per_seed_table(found),
+        "",
+        "## Figures",
+        "",
+        "![accuracy](accuracy.png)",
+        "",
+        "![percentiles](percentiles.png)",
+        "",
+        "![ICS](ics.png)",
+        "",
+        "![smoothness](smoothness.png)",
+    ]
+
+
+def per_seed_table(found: list[Claim]) -> list[str]:
+    seeds = list(found[0].per_seed.index)
+    lines = [
+        "| claim | " + " | ".join(f"seed {s}" for s in seeds) + " | threshold | verdict |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    for claim in found:
+        values = " | ".join(f"{claim.per_seed[s]:.4g}" for s in seeds)
+        lines.append(
+            f"| {claim.text} | {values} | {claim.relation} {claim.threshold:g} | "
+            f"**{claim.verdict()}** |"
+        )
+    return lines
+
+
+def noise_text(provenance: dict) -> str:
+    noise = provenance.get("config", {}).get("noisy", {}).get("model", {}).get("noise")
+    if not noise:
+        return "the noise distribution is in `provenance.json`"
+    return (
+        f"every step, each unit's BN output is scaled by U({noise['scale_min']:g}, "
+        f"{noise['scale_max']:g}) and shifted by U(-{noise['shift']:g}, {noise['shift']:g}) "
+        "(`configs/model/mlp_noisy.yaml`)"
+    )
+
+
+def readme(
+    curves: pd.DataFrame, diagnostics: pd.DataFrame, summary: pd.DataFrame, provenance: dict
+) -> str:
+    found = claims(curves, diagnostics)
+    seeds = sorted(set(summary.seed))
+    steps = int(summary.steps.max())
+    every = int(pd.Series(sorted(set(diagnostics.step))).diff().min()) if len(
+        set(diagnostics.step)
+    ) > 1 else steps  # fmt: skip
+    command = provenance.get("command")
+    lines = [
+        "# Internal covariate shift put to the test (MNIST MLP)",
+        "",
+        "Regenerated by `make reproduce-ics` (training) or `make figures` (drawing only) from",
+        "the CSV files in this folder; do not edit by hand. The diagnostics are those of",
+        "Santurkar, Tsipras, Ilyas and Madry, *How Does Batch Normalization Help Optimization?*",
+        "(NeurIPS 2018, arXiv:1805.11604), measured on the paper's MNIST net trained with",
+        "Figure 1's protocol, without BN, with BN and with noisy BN.",
+        "",
+        "## What the data supports",
+        "",
+        *conclusion(found),
+        "",
+        *claims_and_figures(found),
+        "",
+        "## Final test accuracy",
+        "",
+        "| net | mean | min – max | seeds |",
+        "|---|---|---|---|",
+    ]
+    for variant in VARIANTS:
+        acc = summary[summary.variant == variant].final_test_acc
+        lines.append(
+            f"| {STYLE[variant]['label']} | {acc.mean():.4f} | {acc.min():.4f} – "
+            f"{acc.max():.4f} | {len(acc)} |"
+        )
+    lines += [
+        "",
+        "## How these numbers were made",
+        "",
+        f"- protocol: {steps:,} steps of {provenance_batch(provenance)} for each of the seeds "
+        f"{', '.join(map(str, seeds))}; diagnostics every {every:,} steps, on that step's batch "
+        "before its update; percentiles of the probed unit every "
+        f"{int(pd.Series(sorted(set(curves.step))).diff().min()):,} steps",
+        f"- noisy BN: {noise_text(provenance)}",
+        "- ICS of layer k (Santurkar et al.'s Definition 2.1): G, the gradient of the loss with "
+        "respect to W_k, against G', the same gradient after every layer below k (weights and BN "
+        "parameters) took the batch's SGD step; relative l2 distance ||G - G'|| / ||G|| and "
+        "cosine. Layer 1 has nothing below it and is not shown",
+        "- landscape (their Figure 4): from the weights along the gradient g to w - m lr g for m "
+        "in the trainer's `diagnostics.multipliers`; loss range (max - min over those points), "
+        "gradient predictiveness max ||g - g'||, effective beta-smoothness max ||g - g'|| / "
+        "||w - w'||",
+        "- percentile drift: the mean over consecutive probes of the mean |change| of the "
+        "probed unit's 15th, 50th and 85th percentiles",
+        "- the claims' medians run over every logged diagnostic step (and, for ICS, every "
+        "layer); figures show the median over seeds with a band from min to max",
+        f"- command: `{stable_command(command) if command else 'not recorded'}`; machine, "
+        "commit, date and wall times: "
+        "`provenance.json`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def provenance_batch(provenance: dict) -> str:
+    batch = {c.get("batch_size") for c in provenance.get("config", {}).values()}
+    return str(batch.pop()) if len(batch) == 1 else "the configured batch size"
+
+
+def draw(out_dir: Path) -> None:
+    """Figures, claims.csv and README.md from the files in `out_dir`, once known whole."""
+    curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
+    diagnostics_path = out_dir / "diagnostics.csv"
+    curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
+    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX)
+    diagnostics = read_csv(
+        diagnostics_path, {"variant": "str", "seed": "int", "step": "int"}, DRAW_FIX
+    )
+    measured = diagnostic_columns(diagnostics.columns)
+    if not layers(measured) or not set(LANDSCAPE) <= set(measured):
+        fail(f"{diagnostics_path} holds no ICS or landscape columns.", DRAW_FIX)
+    check_columns(diagnostics, diagnostics_path, {c: "float" for c in measured}, DRAW_FIX)
+    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
+    check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
+    groups = [(v, s) for v in VARIANTS for s in sorted(set(summary.seed))]
+    check_groups(diagnostics, diagnostics_path, ["variant", "seed"], groups, DRAW_FIX)
+    check_unique(diagnostics, diagnostics_path, ["variant", "seed", "step"], DRAW_FIX)
+    paths = [
+        *accuracy_figure(curves, out_dir),
+        *percentiles_figure(curves, out_dir),
+        *ics_figure(diagnostics, out_dir),
+        *smoothness_figure(diagnostics, out_dir),
+    ]
+    table = pd.DataFrame([claim.row() for claim in claims(curves, diagnostics)])
+    atomic_write_text(out_dir / "claims.csv", table.to_csv(index=False))
+    atomic_write_text(out_dir / "README.md", readme(curves, diagnostics, summary, provenance))
+    for path in [*paths, out_dir / "claims.csv", out_dir / "README.md"]:
+        print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["run", "collect", "draw"])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"run: seeds {QUICK['seeds']} x {QUICK['steps']:,} steps, diagnostics every "
+        f"{QUICK['every']}; --out defaults to runs/ics-quick",
+    )
+    parser.add_argument("--out", type=Path, help="results folder (default results/ics)")
+    parser.add_argument("--runs", type=Path, help="sweep dir (default runs/ics/<time>)")
+    parser.add_argument("--seeds", help=f"comma-separated seeds (default {DEFAULT_SEEDS})")
+    parser.add_argument("--steps", type=int, help="override Figure 1's 50,000 steps")
+    parser.add_argument(
+        "--every", type=int, help=f"diagnostics every this many steps (default {DEFAULT_EVERY})"
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="nets trained at a time (default 2)")
+    parser.add_argument("--device", help="device for every run (default: the config's, auto)")
+    args, overrides = parser.parse_known_args()
+    command = shlex.join(["python", "experiments/ics.py", *sys.argv[1:]])
+    out = args.out or REPO / ("runs/ics-quick" if args.quick else "results/ics")
+    seeds = args.seeds or (QUICK["seeds"] if args.quick else DEFAULT_SEEDS)
+    steps = args.steps or (QUICK["steps"] if args.quick else None)
+    every = args.every or (QUICK["every"] if args.quick else DEFAULT_EVERY)
+    if args.device:
+        overrides = [*overrides, f"device={args.device}"]
+    if args.action == "collect" and args.runs is None:
+        parser.error("collect needs --runs <sweep dir>")
+    try:
+        if args.action == "run":
+            runs_dir = args.runs or REPO / "runs" / "ics" / time.strftime("%Y-%m-%d_%H-%M-%S")
+            train(seeds, steps, every, args.jobs, overrides, runs_dir)
+            collect(runs_dir, out, command)
+        elif args.action == "collect":
+            collect(args.runs.resolve(), out, command)
+        draw(out)
+    except BnreproError as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,515 @@
+"""Internal covariate shift put to the test on the Inception proxy (Santurkar et al. 2018).
+
+    python experiments/ics_proxy.py run [--preset cpu|gpu] [--device cuda] [hydra overrides ...]
+    python experiments/ics_proxy.py run --quick   # a tiny protocol into runs/ics-proxy-quick/
+    python experiments/ics_proxy.py collect --runs runs/ics_proxy/<time>
+    python experiments/ics_proxy.py draw          # redraw from results/ics/proxy/*.csv only
+
+The Inception half of results/ics/ (experiments/ics.py is the MNIST half). `run` trains plain
+Inception (`experiment=inception`), BN-Baseline (`experiment=bn_baseline`) and BN-Baseline with
+noisy BN (`experiment=bn_baseline_noisy`: after every BN a random per-channel scale and shift,
+redrawn every step, bnrepro.nn.NoisyBatchNorm) on the Fashion-MNIST proxy, one run per recipe
+and seed in one Hydra multirun, at the sizes of experiments/figure2.py's presets. Every run
+logs two measurements (bnrepro.train_inception):
+- `late_probe.every=PROBE_EVERY`: the 15th, 50th and 85th percentiles of the input to one
+  late ReLU (one channel of the last Inception module's 1x1 branch) over held-out images, in
+  training mode;
+- `diagnostics.every=DIAGNOSTICS_EVERY`: on that step's batch before its update, the internal
+  covariate shift of five layers (Santurkar et al.'s Definition 2.1) and the loss landscape
+  along the gradient (their Figure 4), bnrepro.ics.
+It collects the logged metrics into results/ics/proxy/ (curves.csv, diagnostics.csv,
+summary.csv), then does what `draw` does: accuracy.png (held-out accuracy against steps for the
+three), percentiles.png (the percentiles laid out as the paper's Figure 1(b, c), one panel per
+net), ics.png and smoothness.png (the diagnostics over training), claims.csv (each claim's
+number against a threshold fixed in THRESHOLDS before any run; verdict `pass` when every seed
+meets it, `fail` when none does, `inconclusive` when the seeds disagree) and README.md.
+
+Presets (sizes from experiments/figure2.py's PRESETS, imported; the launcher is this driver's):
+- gpu: width 1/4, 32x32, 2,000 steps, 3 seeds, all 10,000 held-out images every 200 steps, the
+  nine runs one after another (runs side by side on one GPU each run slower, README "Speed");
+  sized from the H200's graphed step (5.5 ms) for about 4 minutes, within 6.
+- cpu: width 1/8, 16x16, 2,000 steps, 3 seeds, 2,000 held-out images every 100 steps, two
+  one-thread runs at a time; about 15 minutes on a quiet 2-core machine (figure2's runs of
+  these sizes take 150-170 s each, two at a time; the probe and the diagnostics add 3-10%).
+- quick (`--quick`): figure2's quick sizes (width 1/16, 16x16, 40 steps, 1 seed), the probe
+  every 10 steps and the diagnostics every 20; into runs/ics-proxy-quick/ (any action: `--out`
+  names another folder), never over results/.
+`run` prints its wall time. The CSV files and README.md hold results only; wall times, date,
+machine, commit and the command go to provenance.json. `collect` and `draw` write nothing
+unless their inputs are whole (bnrepro.tables): every recipe for every seed, completed, each
+curve logged to its last step; otherwise one paragraph naming the file or run and the fix, and
+exit status 2. Extra arguments are Hydra overrides for every run.
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
+from bnrepro.errors import BnreproError  # noqa: E402
+from bnrepro.plots import save_figure  # noqa: E402
+from bnrepro.tables import (  # noqa: E402
+    check_columns,
+    check_curves,
+    check_groups,
+    check_runs,
+    check_unique,
+    fail,
+    load_curves,
+    load_sweep,
+    read_csv,
+    read_json,
+)
+from bnrepro.train_inception import DIAGNOSTIC_COLUMNS, ICS_LAYERS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import ics  # noqa: E402
+from figure2 import PRESETS, QUICK  # noqa: E402
+
+VARIANTS = ("inception", "bn_baseline", "bn_baseline_noisy")
+ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
+STYLE = {
+    "inception": {"label": "Inception (no BN)", "color": "tab:blue", "linestyle": "--"},
+    "bn_baseline": {"label": "BN-Baseline", "color": "tab:red", "linestyle": "-"},
+    "bn_baseline_noisy": {"label": "noisy BN-Baseline", "color": "tab:green", "linestyle": "-."},
+}
+PERCENTILE_COLUMNS = ("p15", "p50", "p85")
+METRIC_COLUMNS = {
+    "step": "int", "seed": "int", "train_loss": "float", "lr": "float", "test_acc": "float",
+    **{column: "float" for column in (*PERCENTILE_COLUMNS, *DIAGNOSTIC_COLUMNS)},
+}  # fmt: skip
+OPTIONAL = ("train_loss", "test_acc", *PERCENTILE_COLUMNS, *DIAGNOSTIC_COLUMNS)
+CURVE_COLUMNS = {
+    "variant": "str", "seed": "int", "step": "int", "train_loss": "float", "test_acc": "float",
+    **{column: "float" for column in PERCENTILE_COLUMNS},
+}  # fmt: skip
+SUMMARY_COLUMNS = {
+    "variant": "str", "seed": "int", "final_test_acc": "float", "steps": "int", "status": "str",
+}  # fmt: skip
+PROBE_EVERY = 50
+DIAGNOSTICS_EVERY = 500
+QUICK_EVERY = {"probe": 10, "diagnostics": 20}
+JOBS = {"gpu": 1, "cpu": 2, "quick": 2}
+LAUNCHER = ("hydra/launcher", "hydra.launcher")  # figure2's presets' launcher, replaced here
+
+# The claims and their thresholds, fixed before any run. Each is judged seed by seed (noisy BN
+# or BN against the run of the same seed it is compared with).
+THRESHOLDS = {
+    # (a) noisy BN trains about as fast as BN: held-out accuracy averaged over every evaluation
+    # after step 0 (the area under the curve per step), noisy BN minus BN, within 2 points
+    "accuracy": (">=", -0.02),
+    # (a) ... although its late layer's input is less stable: percentile drift, noisy / BN ...
+    "drift_bn": (">", 1.0),
+    # ... and noisy / no BN
+    "drift_plain": (">", 1.0),
+    # (b) BN does not reduce ICS (Santurkar et al.): median relative l2 ICS, BN / no BN
+    "ics": (">=", 1.0),
+    # (c) BN makes the landscape smoother: median of each measure, BN / no BN
+    "loss_range": ("<", 1.0),
+    "grad_change": ("<", 1.0),
+    "beta": ("<", 1.0),
+}
+SWEEP_FIX = (
+    "give --runs the sweep directory that `python experiments/ics_proxy.py run` trained into "
+    "(runs/ics_proxy/<time>)"
+)
+DRAW_FIX = (
+    "rebuild the CSV files with `python experiments/ics_proxy.py collect --runs <sweep dir>`, "
+    "or restore the committed ones with `git checkout -- results/ics/proxy`"
+)
+
+
+# ---------------------------------------------------------------- training and collecting
+
+
+def protocol(preset: str) -> tuple[str, list[str]]:
+    """The seeds and Hydra overrides of `preset` (cpu, gpu or quick): figure2's sizes, this
+    driver's launcher and measurement cadences."""
+    sizes = QUICK if preset == "quick" else PRESETS[preset]
+    every = (
+        QUICK_EVERY
+        if preset == "quick"
+        else {"probe": PROBE_EVERY, "diagnostics": DIAGNOSTICS_EVERY}
+    )
+    overrides = [o for o in sizes["overrides"] if not o.startswith(LAUNCHER)]
+    return sizes["seeds"], [
+        *overrides, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={JOBS[preset]}",
+        f"++late_probe.every={every['probe']}", f"diagnostics.every={every['diagnostics']}",
+    ]  # fmt: skip
+
+
+def train(preset: str, seeds: str | None, overrides: list[str], runs_dir: Path) -> None:
+    """The three recipes x seeds in one Hydra multirun into `runs_dir`."""
+    preset_seeds, preset_overrides = protocol(preset)
+    seeds = (seeds or preset_seeds).split(",")
+    command = [
+        sys.executable, "-m", "bnrepro.train", "-m", f"experiment={','.join(VARIANTS)}",
+        # The groups the experiments select, named so that Hydra can compose the sweep's base.
+        "model=inception_proxy", "data=fashion_mnist", "optim=momentum_proxy", "name=ics_proxy",
+        f"seeds={','.join(f'[{s}]' for s in seeds)}", f"hydra.sweep.dir={runs_dir}",
+        "hydra.sweep.subdir=${model.variant}_seed${seeds[0]}", *preset_overrides, *overrides,
+    ]  # fmt: skip
+    print("+", shlex.join(command), flush=True)
+    subprocess.run(command, check=True, cwd=REPO)
+
+
+def collect(runs_dir: Path, out_dir: Path, command: str, preset: str | None) -> None:
+    """curves.csv, diagnostics.csv, summary.csv and provenance.json of the runs under
+    `runs_dir`, once they are known to be the whole sweep, finished and measured."""
+    runs = load_sweep(runs_dir, SWEEP_FIX)
+    check_runs(runs, runs_dir, ACCEPTED)
+    curves = load_curves(runs, METRIC_COLUMNS, optional=OPTIONAL)
+    diagnostics = curves.dropna(subset=list(DIAGNOSTIC_COLUMNS), how="all")
+    runs_of = {(v, s) for v, s in zip(curves.variant, curves.seed, strict=True)}
+    diagnosed = {(v, s) for v, s in zip(diagnostics.variant, diagnostics.seed, strict=True)}
+    undiagnosed = sorted(runs_of - diagnosed)
+    if undiagnosed:
+        names = ", ".join(f"{v} seed {s}" for v, s in undiagnosed)
+        fail(
+            f"The runs of {names} in {runs_dir} logged no diagnostics.",
+            "train with diagnostics.every > 0 (at most the run's steps), as `python "
+            "experiments/ics_proxy.py run` does",
+        )
+    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
+    first = json.loads((Path(runs["run_dir"].iloc[0]) / "run.json").read_text())
+    configs = {
+        variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
+        for run_dir, variant in runs.groupby("run_dir").variant.first().items()
+    }
+    write_csv(
+        out_dir / "curves.csv",
+        curves.dropna(subset=["test_acc", "p50"], how="all")[list(CURVE_COLUMNS)],
+    )
+    write_csv(
+        out_dir / "diagnostics.csv", diagnostics[["variant", "seed", "step", *DIAGNOSTIC_COLUMNS]]
+    )
+    write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
+    write_json(
+        out_dir / "provenance.json",
+        {
+            "command": command,
+            "preset": preset,
+            "runs_dir": str(
+                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
+            ),
+            "git": first["git"],
+            "hardware": first["hardware"],
+            "date": time.strftime("%Y-%m-%d"),
+            "wall_s": {
+                f"{r.variant}_seed{r.seed}": round(float(r.wall_s), 1) for r in summary.itertuples()
+            },
+            "config": configs,
+        },
+    )
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = [key for key in ("variant", "seed", "step") if key in frame]
+    atomic_write_text(path, frame.sort_values(keys).to_csv(index=False))
+
+
+# ---------------------------------------------------------------- measures and claims
+
+
+def mean_accuracy(curves: pd.DataFrame) -> pd.Series:
+    """Per (variant, seed): held-out accuracy averaged over every evaluation after step 0."""
+    evaluated = curves[curves.step > 0].dropna(subset=["test_acc"])
+    return evaluated.groupby(["variant", "seed"]).test_acc.mean()
+
+
+class Claim(ics.Claim):
+    """One claim of the proxy: ics.Claim judged against this driver's THRESHOLDS."""
+
+    thresholds = THRESHOLDS
+
+
+def claims(curves: pd.DataFrame, diagnostics: pd.DataFrame) -> list[Claim]:
+    accuracy, moves, measures = mean_accuracy(curves), ics.drift(curves), ics.medians(diagnostics)
+
+    def ratio(table: pd.Series, variant: str, reference: str) -> pd.Series:
+        return table.xs(variant) / table.xs(reference)
+
+    return [
+        Claim(
+            "accuracy",
+            "(a) noisy BN trains about as fast as BN: held-out accuracy averaged over the run's "
+            "evaluations, noisy BN minus BN",
+            accuracy.xs("bn_baseline_noisy") - accuracy.xs("bn_baseline"),
+        ),
+        Claim(
+            "drift_bn",
+            "(a) ... although its late layer's input is less stable: percentile drift, "
+            "noisy BN / BN",
+            ratio(moves, "bn_baseline_noisy", "bn_baseline"),
+        ),
+        Claim(
+            "drift_plain",
+            "(a) ... and less stable than without BN: percentile drift, noisy BN / no BN",
+            ratio(moves, "bn_baseline_noisy", "inception"),
+        ),
+        Claim(
+            "ics",
+            "(b) BN does not reduce ICS (Santurkar et al.; the paper predicts it does): median "
+            "relative l2 ICS over layers and steps, BN / no BN",
+            ratio(measures.ics, "bn_baseline", "inception"),
+        ),
+        *[
+            Claim(key, f"(c) BN makes the landscape smoother: median {name}, BN / no BN",
+                  ratio(measures[key], "bn_baseline", "inception"))
+            for key, name in (
+                ("loss_range", "loss range"),
+                ("grad_change", "gradient predictiveness"),
+                ("beta", "effective beta-smoothness"),
+            )
+        ],
+    ]  # fmt: skip
+
+
+def conclusion(found: list[Claim]) -> list[str]:
+    """What the verdicts support, in a few lines."""
+    verdict = {claim.key: claim.verdict() for claim in found}
+    seeds = len(found[0].per_seed)
+    smooth = {verdict[k] for k in ics.LANDSCAPE}
+    ics_text = {
+        "fail": "BN reduced ICS in every seed, as the paper's hypothesis predicts",
+        "pass": "BN did not reduce ICS in any seed, against the paper's hypothesis",
+    }.get(verdict["ics"], "the seeds disagree on whether BN reduces ICS")
+    smooth_text = (
+        "BN made all three landscape measures smaller in every seed"
+        if smooth == {"pass"}
+        else "BN made none of the three landscape measures smaller in any seed"
+        if smooth == {"fail"}
+        else "the landscape measures do not all agree across seeds"
+    )
+    noisy = verdict["accuracy"] == "pass" and verdict["drift_bn"] == "pass"
+    supports = {
+        (True, True): "both explanations",
+        (False, True): "the smoothness explanation, not the paper's ICS hypothesis",
+        (True, False): "the paper's ICS hypothesis, not the smoothness explanation",
+        (False, False): "neither explanation decisively",
+    }[(verdict["ics"] == "fail", smooth == {"pass"})]
+    return [
+        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics_text}, and {smooth_text}.",
+        "Noisy BN trained about as fast as BN while its late layer's input moved more than BN's, "
+        "so a stable input was not what made BN train fast."
+        if noisy
+        else "Noisy BN did not both train about as fast as BN and have a less stable late-layer "
+        "input, so this experiment does not separate BN's speed from the stability of its inputs.",
+        f"On this proxy the data supports {supports}.",
+    ]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def accuracy_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for variant in VARIANTS:
+        ics.band(ax, curves, "test_acc", variant, styles=STYLE)
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("held-out accuracy")
+    ax.legend(loc="lower right")
+    ax.set_title("Fashion-MNIST proxy (median over seeds, band: min to max)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "accuracy")
+
+
+def percentiles_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """The 15/50/85th percentiles of the probed input, lowest seed, one panel per net with a
+    shared scale, laid out as the paper's Figure 1(b, c)."""
+    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(12, 3.4), sharey=True)
+    for ax, variant in zip(axes, VARIANTS, strict=True):
+        rows = curves[curves.variant == variant].dropna(subset=list(PERCENTILE_COLUMNS))
+        rows = rows[rows.seed == rows.seed.min()].sort_values("step")
+        for column in PERCENTILE_COLUMNS:
+            ax.plot(rows.step, rows[column], color="k", linewidth=0.8)
+        ax.set_xlabel("training steps")
+        ax.set_title(STYLE[variant]["label"])
+    axes[0].set_ylabel("input to a ReLU of module 5b\n(15th, 50th, 85th percentiles)")
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "percentiles")
+
+
+def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Per measured layer: ||G - G'|| / ||G|| (top) and cos(G, G') (bottom)."""
+    fig, axes = plt.subplots(2, len(ICS_LAYERS), figsize=(3.2 * len(ICS_LAYERS), 5.6))
+    for column, label in enumerate(ICS_LAYERS):
+        for variant in VARIANTS:
+            ics.band(axes[0, column], diagnostics, f"ics_l2_{label}", variant, False, STYLE)
+            ics.band(axes[1, column], diagnostics, f"ics_cos_{label}", variant, False, STYLE)
+        axes[0, column].set_yscale("log")
+        axes[0, column].set_title(f"layer {label}")
+        axes[1, column].set_xlabel("training steps")
+    axes[0, 0].set_ylabel("ICS: ||G - G'|| / ||G||")
+    axes[1, 0].set_ylabel("ICS: cos(G, G')")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "ics")
+
+
+# ---------------------------------------------------------------- README and drawing
+
+
+def protocol_lines(summary: pd.DataFrame, provenance: dict) -> list[str]:
+    config = provenance.get("config", {}).get("bn_baseline_noisy", {})
+    model, data = config.get("model", {}), config.get("data", {})
+    noise, probe = model.get("noise") or {}, config.get("late_probe", {})
+    diagnostics = config.get("diagnostics", {})
+    seeds = ", ".join(str(s) for s in sorted(set(summary.seed)))
+    return [
+        f"- protocol: preset `{provenance.get('preset') or 'not recorded'}`, "
+        f"{int(summary.steps.max()):,} steps of {config.get('batch_size', '?')} per run, seeds "
+        f"{seeds}; width {model.get('width', '?')}, {data.get('size', '?')}x"
+        f"{data.get('size', '?')} Fashion-MNIST, BN-Baseline's recipe (experiments/figure2.py's "
+        "presets)",
+        f"- noisy BN: every step, each channel's BN output is scaled by "
+        f"U({noise.get('scale_min', '?')}, {noise.get('scale_max', '?')}) and shifted by "
+        f"U(-{noise.get('shift', '?')}, {noise.get('shift', '?')}) "
+        "(`configs/experiment/bn_baseline_noisy.yaml`, which says how it was chosen)",
+        f"- probe: every {probe.get('every', '?')} steps, channel {probe.get('unit', '?')} of "
+        "module 5b's 1x1 branch, the input to its ReLU (the BN or noisy-BN output; without BN "
+        f"the convolution's), over the first {probe.get('size', '?')} held-out images and every "
+        "pixel, the network in training mode; percentile drift is the mean over consecutive "
+        "probes of the mean |change| of the three percentiles",
+        f"- diagnostics: every {diagnostics.get('every', '?')} steps, on that step's batch "
+        "before its update: the ICS of layers " + ", ".join(ICS_LAYERS) + " (Definition 2.1: "
+        "the gradient of the loss w.r.t. the layer's weights before and after every layer below "
+        "took the batch's plain SGD step at the step's learning rate; relative l2 distance and "
+        "cosine) and the landscape along the gradient at w - m lr g for m in "
+        f"{diagnostics.get('multipliers', '?')}; the claims take medians over logged steps (and "
+        "layers, for ICS); figures show the median over seeds with a band from min to max",
+        f"- command: `{provenance.get('command') or 'not recorded'}`; machine, commit, date "
+        "and wall times: `provenance.json`",
+    ]
+
+
+def readme(
+    curves: pd.DataFrame, diagnostics: pd.DataFrame, summary: pd.DataFrame, provenance: dict
+) -> str:
+    found = claims(curves, diagnostics)
+    lines = [
+        "# Internal covariate shift put to the test (Inception proxy)",
+        "",
+        "Regenerated by `python experiments/ics_proxy.py run` (training) or `draw` (drawing",
+        "only) from the CSV files in this folder; do not edit by hand. Santurkar, Tsipras, Ilyas",
+        "and Madry's diagnostics (*How Does Batch Normalization Help Optimization?*, NeurIPS",
+        "2018) on the Fashion-MNIST proxy of Inception, BN-Baseline and BN-Baseline with noisy BN.",
+        "",
+        "## What the data supports",
+        "",
+        *conclusion(found),
+        "",
+        *ics.claims_and_figures(found),
+        "",
+        "## Final held-out accuracy",
+        "",
+        "| net | mean | min – max | seeds |",
+        "|---|---|---|---|",
+    ]
+    for variant in VARIANTS:
+        acc = summary[summary.variant == variant].final_test_acc
+        lines.append(
+            f"| {STYLE[variant]['label']} | {acc.mean():.4f} | {acc.min():.4f} – "
+            f"{acc.max():.4f} | {len(acc)} |"
+        )
+    lines += [
+        "",
+        "## How these numbers were made",
+        "",
+        *protocol_lines(summary, provenance),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def draw(out_dir: Path) -> None:
+    """Figures, claims.csv and README.md from the files in `out_dir`, once known whole."""
+    curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
+    diagnostics_path = out_dir / "diagnostics.csv"
+    optional = ("train_loss", "test_acc", *PERCENTILE_COLUMNS)
+    curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=optional)
+    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX)
+    diagnostic_types = {"variant": "str", "seed": "int", "step": "int"} | {
+        column: "float" for column in DIAGNOSTIC_COLUMNS
+    }
+    diagnostics = read_csv(
+        diagnostics_path, diagnostic_types, DRAW_FIX, optional=DIAGNOSTIC_COLUMNS
+    )
+    check_columns(
+        diagnostics, diagnostics_path, diagnostic_types, DRAW_FIX, optional=DIAGNOSTIC_COLUMNS
+    )
+    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
+    check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
+    groups = [(v, s) for v in VARIANTS for s in sorted(set(summary.seed))]
+    check_groups(diagnostics, diagnostics_path, ["variant", "seed"], groups, DRAW_FIX)
+    check_unique(diagnostics, diagnostics_path, ["variant", "seed", "step"], DRAW_FIX)
+    paths = [
+        *accuracy_figure(curves, out_dir),
+        *percentiles_figure(curves, out_dir),
+        *ics_figure(diagnostics, out_dir),
+        *ics.smoothness_figure(diagnostics, out_dir, STYLE, legend_size=7),
+    ]
+    table = pd.DataFrame([claim.row() for claim in claims(curves, diagnostics)])
+    atomic_write_text(out_dir / "claims.csv", table.to_csv(index=False))
+    atomic_write_text(out_dir / "README.md", readme(curves, diagnostics, summary, provenance))
+    for path in [*paths, out_dir / "claims.csv", out_dir / "README.md"]:
+        print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["run", "collect", "draw"])
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="run: default cpu")
+    parser.add_argument(
+        "--quick", action="store_true", help="run: the tiny protocol; --out runs/ics-proxy-quick"
+    )
+    parser.add_argument("--out", type=Path, help="results folder (default results/ics/proxy)")
+    parser.add_argument("--runs", type=Path, help="sweep dir (default runs/ics_proxy/<time>)")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
+    parser.add_argument("--device", help="device for every run (default: the preset's)")
+    args, overrides = parser.parse_known_args()
+    if args.quick and args.preset:
+        parser.error(f"--quick is a protocol of its own; drop --preset {args.preset}")
+    if args.action == "collect" and args.runs is None:
+        parser.error("collect needs --runs <sweep dir>")
+    command = shlex.join(["python", "experiments/ics_proxy.py", *sys.argv[1:]])
+    out = (
+        args.out or REPO / ("runs/ics-proxy-quick" if args.quick else "results/ics/proxy")
+    ).resolve()
+    preset = "quick" if args.quick else args.preset
+    if args.device:
+        overrides = [*overrides, f"device={args.device}"]
+    started = time.time()
+    try:
+        if args.action == "run":
+            preset = preset or "cpu"
+            runs_dir = args.runs or REPO / "runs" / "ics_proxy" / time.strftime("%Y-%m-%d_%H-%M-%S")
+            train(preset, args.seeds, overrides, runs_dir)
+            collect(runs_dir, out, command, preset)
+        elif args.action == "collect":
+            collect(args.runs.resolve(), out, command, preset)
+        draw(out)
+    except BnreproError as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(2)
+    if args.action == "run":
+        print(f"ics_proxy: {args.action} took {time.time() - started:.0f} s wall")
+
+
+if __name__ == "__main__":
+    main()
