@@ -13,6 +13,9 @@ PORT ?= 6006
 TORCH_INDEX ?=
 # QUICK=1: reproduce-* and verify run their short protocols (results under runs/, not results/).
 QUICK ?=
+ifneq ($(filter-out 0 1,$(QUICK)),)
+$(error QUICK=$(QUICK) is neither 1 nor 0. Nothing was run. Fix: QUICK=1 for the short protocols, or leave QUICK out)
+endif
 QUICK_FLAG := $(if $(filter 1,$(QUICK)),--quick)
 
 .PHONY: help venv data reproduce-figure1 reproduce-claims reproduce-sensitivity figures verify

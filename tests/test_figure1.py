@@ -1,6 +1,5 @@
 """Figure 1 end to end: short runs of both nets -> curves/summary CSVs -> figure and README."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -11,14 +10,9 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
+from bnrepro.experiments import figure1
+from bnrepro.runinfo import stable_command
 from bnrepro.train import train
-
-
-def load_driver():
-    spec = importlib.util.spec_from_file_location("figure1_driver", REPO / "experiments/figure1.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,9 @@ def figure1_runs(tmp_path_factory, mnist_root):
 def figure1_csvs(tmp_path_factory, figure1_runs):
     """curves.csv and summary.csv collected from `figure1_runs`."""
     out = tmp_path_factory.mktemp("figure1")
-    load_driver().collect(figure1_runs, out, "test")
+    figure1.collect(
+        figure1.DRIVER.invocation(["collect", "--runs", str(figure1_runs), "--out", str(out)])
+    )
     return out
 
 
@@ -114,17 +110,16 @@ def test_volatile_values_are_in_provenance_only(figure1_csvs, tmp_path) -> None:
     ],
 )
 def test_stable_command_drops_the_folders(command, stable) -> None:
-    assert load_driver().stable_command(command) == stable
+    assert stable_command(command) == stable
 
 
 def test_the_default_protocol_is_the_committed_one() -> None:
     """`python experiments/figure1.py run` trains what results/figure1/ was made with."""
     provenance = json.loads((REPO / "results" / "figure1" / "provenance.json").read_text())
-    driver = load_driver()
     for config in provenance["config"].values():
-        assert config["seeds"] == [int(s) for s in driver.DEFAULT_SEEDS.split(",")]
+        assert config["seeds"] == list(figure1.DEFAULT_SEEDS)
         assert config["steps"] == 50000
-    assert driver.stable_command(provenance["command"]) == "python experiments/figure1.py run"
+    assert stable_command(provenance["command"]) == "python experiments/figure1.py run"
     experiment = (REPO / "configs" / "experiment" / "figure1.yaml").read_text()
     assert "\nsteps: 50000\n" in experiment
 
@@ -262,20 +257,16 @@ def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(
 @pytest.mark.parametrize(
     ("args", "seeds", "steps", "out"),
     [
-        ([], "0,1,2", None, REPO / "results" / "figure1"),
-        (["--quick"], "0,1", 1000, REPO / "runs" / "figure1-quick"),
-        (["--quick", "--out", "elsewhere", "--seeds", "3"], "3", 1000, Path("elsewhere")),
+        ([], (0, 1, 2), None, REPO / "results" / "figure1"),
+        (["--quick"], (0, 1), 1000, REPO / "runs" / "figure1-quick"),
+        (["--quick", "--out", "elsewhere", "--seeds", "3"], (3,), 1000, Path("elsewhere")),
     ],
     ids=["committed protocol", "quick", "quick elsewhere"],
 )
-def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, seeds, steps, out) -> None:
+def test_run_trains_the_protocol_it_is_asked_for(args, seeds, steps, out) -> None:
     """`run` alone is the committed protocol, into results/figure1/; `--quick` writes its
     results under runs/figure1-quick/ unless `--out` says otherwise."""
-    driver, calls = load_driver(), {}
-    monkeypatch.setattr(driver, "train", lambda *a: calls.update(train=a))
-    monkeypatch.setattr(driver, "collect", lambda *a: calls.update(collect=a))
-    monkeypatch.setattr(driver, "draw", lambda *a: calls.update(draw=a))
-    monkeypatch.setattr(sys, "argv", ["experiments/figure1.py", "run", *args])
-    driver.main()
-    assert calls["train"][:2] == (seeds, steps)
-    assert calls["collect"][1] == calls["draw"][0] == out
+    invocation = figure1.DRIVER.invocation(["run", *args])
+    assert (invocation.seeds, invocation.steps) == (seeds, steps)
+    assert invocation.out == out.resolve()
+    assert invocation.runs.parent == REPO / "runs" / "figure1"

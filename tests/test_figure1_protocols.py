@@ -2,14 +2,14 @@
 figure1_momentum experiment (a public reproduction's choices) and binary input. No training:
 compose, argument passing, and the README generated from committed CSV files."""
 
-import importlib.util
 import json
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from conftest import REPO, compose_train
+
+from bnrepro.experiments import figure1 as driver
 
 # The committed folders `make figures` redraws: (folder, experiment, input).
 PROTOCOLS = [
@@ -19,11 +19,6 @@ PROTOCOLS = [
 ]
 
 
-def load_driver():
-    spec = importlib.util.spec_from_file_location("figure1_driver", REPO / "experiments/figure1.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("model", ["mlp", "mlp_bn"])
@@ -62,12 +57,15 @@ def test_binary_input_is_a_data_override() -> None:
     ids=["default", "momentum", "momentum binary elsewhere"],
 )
 def test_run_passes_the_experiment_to_the_sweep(monkeypatch, args, experiment, out) -> None:
-    driver, calls = load_driver(), {}
-    monkeypatch.setattr(subprocess, "run", lambda command, **kw: calls.update(command=command))
-    monkeypatch.setattr(driver, "collect", lambda *a: calls.update(collect=a))
-    monkeypatch.setattr(driver, "draw", lambda *a: calls.update(draw=a))
-    monkeypatch.setattr(sys, "argv", ["experiments/figure1.py", "run", *args])
-    driver.main()
+    calls = {}
+
+    def sweep(command, **kw):
+        calls.update(command=command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", sweep)
+    invocation = driver.DRIVER.invocation(["run", *args])
+    driver.run(invocation)
     command = calls["command"]
     assert f"experiment={experiment}" in command and "model=mlp,mlp_bn" in command
     assert [word for word in command if word.startswith("experiment=")] == [
@@ -75,12 +73,11 @@ def test_run_passes_the_experiment_to_the_sweep(monkeypatch, args, experiment, o
     ]
     assert ("data.input=binary" in command) == ("data.input=binary" in args)
     expected = REPO / "results" / experiment if out is None else out
-    assert str(calls["collect"][1]) == str(expected) and calls["draw"][0] == calls["collect"][1]
-    assert calls["collect"][0].parent == REPO / "runs" / experiment
+    assert invocation.out == expected.resolve()
+    assert invocation.runs.parent == REPO / "runs" / experiment
 
 
 def test_the_readme_names_the_protocol_from_provenance() -> None:
-    driver = load_driver()
     summary = pd.DataFrame(
         {
             "variant": ["bn", "plain"],
@@ -119,7 +116,6 @@ def test_committed_protocols_match_their_readme(folder, experiment, data_input) 
     committed = REPO / "results" / folder
     if not (committed / "summary.csv").exists():
         pytest.skip(f"results/{folder} has not been generated in this checkout")
-    driver = load_driver()
     provenance = json.loads((committed / "provenance.json").read_text())
     assert driver.protocol(provenance) == (experiment, data_input)
     for config in provenance["config"].values():

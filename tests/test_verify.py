@@ -1,7 +1,7 @@
-"""experiments/verify.py: the CSV comparison on small hand-made files, and the quick mode of
-figure1 end to end (rerun, collect, and a reference that no longer matches)."""
+"""bnrepro.verify: the CSV comparison on small hand-made files, the artifacts it finds, and
+the quick mode of figure1 end to end (rerun, collect, and a reference that no longer
+matches)."""
 
-import importlib.util
 import json
 import re
 import shutil
@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-spec = importlib.util.spec_from_file_location("verify", REPO / "experiments" / "verify.py")
-verify = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(verify)
+from bnrepro import verify
+from bnrepro.driver import DRIVERS
 
 CURVES = "variant,seed,step,test_acc,p50\nbn,0,0,0.1,0.5\nbn,0,100,0.9,0.25\nplain,0,0,0.1,-1.5\n"
 TOLERANCES = {"curves.csv": {"test_acc": 1e-3, "p50": 1e-4}}
@@ -121,14 +120,60 @@ def test_a_file_only_one_side_has(tmp_path) -> None:
     ]
 
 
+def test_a_computed_number_is_not_a_key_and_may_differ_in_its_last_digits(tmp_path) -> None:
+    """scale_invariance.csv's first column `a` is computed (10 ** x): a faithful rerun may
+    write its last digit differently; its rows are matched by position, not reported
+    missing, and the values count as the same within ROUNDING."""
+    committed = "a,eps,out_dev\n0.1,0.0,1e-16\n0.11220184543019636,0.0,2e-16\n"
+    rerun = "a,eps,out_dev\n0.1,0.0,1e-16\n0.11220184543019634,0.0,2e-16\n"
+    result = compare(tmp_path, committed, rerun, {"curves.csv": {"out_dev": 1e-14}})
+    assert result.status == "within tolerance", result.differences
+    assert "curves.csv a up to 1.4e-17 (rounding, 1e-12 relative)" in result.summary(
+        {"curves.csv": {"out_dev": 1e-14}}
+    )
+    result = compare(tmp_path, committed, rerun.replace("0.11220184543019634", "0.1123"), {})
+    assert result.differences == ["curves.csv line 3: a 0.11220184543019636 vs 0.1123"]
+
+
+@pytest.mark.parametrize(
+    ("damaged", "reason"),
+    [
+        (CURVES[:-7], "truncated: its last line has no line end"),
+        (CURVES.replace("0.25", "0.2\0\0"), "NUL bytes from byte"),
+        (CURVES.replace("bn,0,100,0.9,0.25", "bn,0,100"), "line 3 has 3 fields, the header 5"),
+        ("", "empty"),
+    ],
+    ids=["truncated", "NUL bytes", "short row", "empty"],
+)
+def test_a_damaged_committed_file_is_named_as_damaged(tmp_path, damaged, reason) -> None:
+    result = compare(tmp_path, damaged, CURVES)
+    assert result.status == "differs"
+    [difference] = result.differences
+    assert difference.startswith("curves.csv: the committed file is damaged (")
+    assert reason in difference and "git checkout -- " in difference
+    assert "\0" not in difference and "0.2" not in difference
+
+
 def test_every_driver_states_tolerances_for_its_own_columns() -> None:
     """TOLERANCES name CSV files the committed artifact holds and columns those files have."""
-    for name in ("figure1", "figure2"):
-        tolerances = verify.load_driver(name).TOLERANCES
-        for file, columns in tolerances.items():
-            header = (REPO / "results" / name / file).read_text().splitlines()[0].split(",")
+    found = verify.artifacts(verify.RESULTS)
+    assert {"figure1", "figure1_momentum", "figure2", "claims", "ics", "sensitivity"} <= set(found)
+    for name, artifact in found.items():
+        for file, columns in artifact.driver.tolerances.items():
+            header = (artifact.folder / file).read_text().splitlines()[0].split(",")
             assert set(columns) <= set(header), (name, file)
-            assert all(0 < t < 1 for t in columns.values()), (name, file)
+            assert all(0 < t <= 500 for t in columns.values()), (name, file)
+
+
+def test_every_reference_is_an_artifact_of_a_declared_driver() -> None:
+    """Each folder of results/reference/ names the driver that made it: make verify QUICK=1
+    reruns each one, with the options its provenance records."""
+    found = verify.artifacts(verify.REFERENCE)
+    folders = {p.parent.relative_to(verify.REFERENCE).as_posix()
+               for p in verify.REFERENCE.rglob("provenance.json")}  # fmt: skip
+    assert set(found) == folders
+    assert all("--quick" in artifact.command for artifact in found.values())
+    assert {artifact.driver.name for artifact in found.values()} <= set(DRIVERS)
 
 
 def run_verify(*args: str) -> subprocess.CompletedProcess:
@@ -141,7 +186,7 @@ def run_verify(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--only", "figure9"], "--only names figure9, not an artifact of results/"),
+        (["--only", "figure9"], "--only names figure9, not an artifact of results/ ("),
         (["--collect", "figure1"], "--collect 'figure1' names no runs directory"),
         (["--only", "figure1", "--collect", "figure2=x"], "not an artifact being verified"),
     ],
@@ -189,8 +234,8 @@ def test_quick_figure1_end_to_end(tmp_path, mnist_root, monkeypatch) -> None:
     shutil.copytree(REPO / "results" / "reference", reference)
     summary = reference / "figure1" / "summary.csv"
     summary.write_text(summary.read_text().replace("bn,1,", "bn,7,"))
-    monkeypatch.setattr(verify, "REFERENCE", reference)
+    artifact = verify.artifacts(reference)["figure1"]
     (tmp_path / "c").mkdir()
-    outcome = verify.verify("figure1", tmp_path / "c", quick=True, runs=runs)
+    outcome = verify.verify(artifact, tmp_path / "c", runs=runs, gpu=False)
     assert outcome.status == "differs"
     assert outcome.detail.startswith("summary.csv variant=bn, seed=7: missing in the rerun")

@@ -347,8 +347,11 @@ class Driver:
                 options[option.dest] = option.quick
             else:
                 options[option.dest] = option.default
-        out = args.out or (REPO / "runs" / self.quick_name if args.quick else self.results_dir)
-        runs = args.runs or REPO / "runs" / self.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+        folder = self.folder_of(options)
+        out = args.out or REPO / ("runs" if args.quick else "results") / (
+            f"{folder}-quick" if args.quick else folder
+        )
+        runs = args.runs or REPO / "runs" / folder / time.strftime("%Y-%m-%d_%H-%M-%S")
         return Invocation(
             action=args.action,
             quick=args.quick,
@@ -380,9 +383,16 @@ class Driver:
 # ---------------------------------------------------------------- sweeps
 
 
+def first_sentence(error: str) -> str:
+    """The first sentence of the first line of a run's recorded error: what went wrong, short
+    enough to list one failed job after another (run.json keeps the whole paragraph)."""
+    line = error.strip().splitlines()[0] if error.strip() else ""
+    return line.split(". ")[0].rstrip(".")
+
+
 def failed_jobs(sweep_dir: Path) -> list[str]:
     """Each job under `sweep_dir` that ended neither completed nor diverged, with the first
-    line of its error: '<dir>: <status> - <error>'."""
+    sentence of its error: '<dir>: <status> - <error>'."""
     from bnrepro.results import load_runs
 
     runs = load_runs(sweep_dir) if sweep_dir.exists() else pd.DataFrame()
@@ -392,7 +402,7 @@ def failed_jobs(sweep_dir: Path) -> list[str]:
     bad = jobs[~jobs.status.isin(["completed", "diverged"])]
     lines = []
     for run_dir, job in bad.iterrows():
-        error = str(job.error).strip().splitlines()[0] if isinstance(job.error, str) else ""
+        error = first_sentence(job.error) if isinstance(job.error, str) else ""
         where = Path(run_dir).relative_to(sweep_dir)
         lines.append(f"{where}: {job.status}" + (f" - {error}" if error else ""))
     return lines
@@ -424,8 +434,8 @@ def multirun(
     if failed:
         raise SweepFailed(
             f"{len(failed)} job(s) of the sweep in {sweep_dir} failed: {'; '.join(failed)}. "
-            "Nothing was collected. Fix: the cause is in each job's run.json (error) and its "
-            "output above; once fixed, rerun the sweep."
+            "Nothing was collected. Fix: each job's run.json holds its whole error (and its "
+            "output is above); once the cause is fixed, rerun the sweep."
         )
     raise BnreproError(
         f"The sweep into {sweep_dir} stopped with exit status {code} before any job recorded "

@@ -1,31 +1,39 @@
 """Reruns every committed artifact under results/ and says whether it came out the same.
 
-    python experiments/verify.py                    # every artifact, its committed protocol
+    python experiments/verify.py                    # every artifact, its recorded protocol
     python experiments/verify.py --quick            # the tiny protocols of results/reference/
     python experiments/verify.py --only figure1,claims
     python experiments/verify.py --collect figure1=runs/figure1/<time>   # collect, don't train
 
-An artifact is a folder results/<name>/ with a driver experiments/<name>.py; a new one joins
-by adding both, its driver exporting TOLERANCES (CSV file -> {column: absolute tolerance}).
-Each is rerun with `python experiments/<name>.py run --out <scratch>/<name> --runs
-<scratch>/runs/<name>` (`--quick` adds `--quick`; `--collect NAME=DIR` runs `collect --runs DIR
---out <scratch>/<name>` instead, where the driver has a `collect`), its output going to
-<scratch>/<name>.log, and every CSV file of the committed folder (results/<name>/, or
-results/reference/<name>/ with --quick) is compared with the rerun's:
+An artifact is a folder under results/ (with --quick, under results/reference/) whose
+provenance.json records the command of a declared driver (bnrepro.driver.DRIVERS) that made
+it, e.g. `python experiments/figure1.py run --experiment figure1_momentum`. It is rerun with
+that command, less the options that only name folders, plus `--out <scratch>/<name> --runs
+<scratch>/runs/<name>` (`--collect NAME=DIR`: `collect --runs DIR` instead), its output going
+to <scratch>/<name>.log; an artifact made on a GPU (`--device cuda`, `--preset gpu`) is
+reported as needing one on a machine without. Every CSV file of the committed folder is then
+compared with the rerun's:
 
 - identical: the bytes are equal;
 - within tolerance: the same rows and columns, text and every column without a tolerance
-  equal, and every numeric difference within the driver's TOLERANCES;
-- differs: anything else, with the first differences (file, row, column, committed vs rerun).
+  equal, and every numeric difference within the driver's TOLERANCES (a number without one
+  may differ in its last digits: ROUNDING, relative);
+- differs: anything else, with the first differences (file, row, column, committed vs rerun);
+  a damaged file (truncated, NUL bytes, not UTF-8, rows of the wrong width) is named as
+  damaged, never printed.
 
-Rows are matched by their key, the fewest leading columns (none with a tolerance) whose values
-tell every committed row apart, so a missing or extra row is named as such; a file without such
-columns is compared line by line. One table (artifact, status, first differences, wall time)
-ends the output; the exit status is 1 when an artifact differs or its rerun failed, else 0.
+Rows are matched by their key, the fewest leading columns whose values tell every committed
+row apart, none with a tolerance and none holding computed numbers (a column with a
+non-integer number is not a key), so a missing or extra row is named as such; a file without
+such columns is compared line by line. One table (artifact, status, first differences, wall
+time) ends the output; the exit status is 1 when an artifact differs or its rerun failed,
+else 0.
 """
 
 import argparse
-import importlib.util
+import csv
+import importlib
+import json
 import math
 import shlex
 import subprocess
@@ -34,20 +42,23 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
+import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from bnrepro.driver import DRIVERS, REPO, Driver, UsageError
+from bnrepro.runinfo import stable_command
+
 RESULTS = REPO / "results"
 REFERENCE = RESULTS / "reference"
 SHOWN = 3  # differences named per artifact; the rest are counted
+# Two numbers of a column without a tolerance that differ by at most this fraction of the
+# larger are the same number computed in another order (a float's last digits).
+ROUNDING = 1e-12
 IDENTICAL, WITHIN, DIFFERS, FAILED = "identical", "within tolerance", "differs", "failed"
-RANK = {IDENTICAL: 0, WITHIN: 1, DIFFERS: 2, FAILED: 3}
-
-
-class UsageError(Exception):
-    """A bad option value; its message names the value and the fix."""
+NEEDS_GPU = "needs a GPU"
+NUL = b"\0"
+RANK = {IDENTICAL: 0, WITHIN: 1, NEEDS_GPU: 1, DIFFERS: 2, FAILED: 3}
 
 
 @dataclass
@@ -69,7 +80,13 @@ class Comparison:
         if self.status == WITHIN:
             return (
                 "; ".join(
-                    f"{name} {column} up to {gap:.2g} (tolerance {tolerances[name][column]:g})"
+                    f"{name} {column} up to {gap:.2g} ("
+                    + (
+                        f"tolerance {tolerances[name][column]:g}"
+                        if column in tolerances.get(name, {})
+                        else f"rounding, {ROUNDING:g} relative"
+                    )
+                    + ")"
                     for (name, column), gap in sorted(self.largest.items())
                 )
                 or "the same values, written differently or in another order"
@@ -79,12 +96,20 @@ class Comparison:
         return shown + (f"; and {more} more" if more > 0 else "")
 
 
+def computed(column: pd.Series) -> bool:
+    """Whether `column` (CSV text) holds a number that is not a whole one: a computed value,
+    which a faithful rerun may write with other last digits, so never part of a row's key."""
+    numbers = pd.to_numeric(column, errors="coerce").dropna()
+    return bool(((numbers % 1) != 0).any())
+
+
 def row_key(frame: pd.DataFrame, tolerances: Mapping[str, float]) -> list[str]:
-    """The fewest leading columns of `frame`, none with a tolerance, whose values tell every
-    row apart; [] when there are none (then rows are matched by their position)."""
+    """The fewest leading columns of `frame`, none with a tolerance and none `computed`,
+    whose values tell every row apart; [] when there are none (then rows are matched by
+    their position)."""
     key = []
     for column in frame.columns:
-        if column in tolerances:
+        if column in tolerances or computed(frame[column]):
             break
         key.append(column)
         if not frame.duplicated(key).any():
@@ -140,7 +165,21 @@ def compare_frames(
             now[column], errors="coerce"
         )
         gap = gap.abs().fillna(math.inf).to_numpy()
-        within = unequal & (gap <= tolerances.get(column, 0.0))
+        scale = (
+            pd.concat(
+                [
+                    pd.to_numeric(was[column], errors="coerce"),
+                    pd.to_numeric(now[column], errors="coerce"),
+                ],
+                axis=1,
+            )
+            .abs()
+            .max(axis=1)
+            .fillna(0.0)
+            .to_numpy()
+        )
+        allowed = tolerances.get(column, 0.0) if column in tolerances else ROUNDING * scale
+        within = unequal & (gap <= allowed)
         if (gap[within] > 0).any():
             result.largest[(name, column)] = float(gap[within].max())
         cells += [(row, column) for row in (unequal & ~within).nonzero()[0]]
@@ -155,6 +194,27 @@ def compare_frames(
 
 def read_text_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def damage(path: Path) -> str | None:
+    """Why `path` is not a whole CSV file (empty, NUL bytes, not UTF-8, truncated, a row of
+    another width than the header), or None when it is."""
+    data = path.read_bytes()
+    if not data:
+        return "empty"
+    if NUL in data:
+        return f"NUL bytes from byte {data.index(NUL):,}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not UTF-8 text from byte {error.start:,}"
+    if not text.endswith("\n"):
+        return "truncated: its last line has no line end"
+    rows = list(csv.reader(text.splitlines()))
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(rows[0]):
+            return f"line {number} has {len(row)} fields, the header {len(rows[0])}"
+    return None
 
 
 def compare_folders(
@@ -173,34 +233,63 @@ def compare_folders(
         elif not was.exists():
             result.add(Comparison(DIFFERS, [f"{name}: written by the rerun, not committed"]))
         elif was.read_bytes() != now.read_bytes():
-            try:
-                frames = read_text_csv(was), read_text_csv(now)
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-                result.add(Comparison(DIFFERS, [f"{name}: not a readable CSV file ({error})"]))
+            damaged = [(side, damage(path)) for side, path in (("committed", was), ("rerun", now))]
+            damaged = [f"the {side} file is damaged ({why})" for side, why in damaged if why]
+            if damaged:
+                fix = f"; restore the committed one with `git checkout -- {was}`"
+                result.add(Comparison(DIFFERS, [f"{name}: {' and '.join(damaged)}{fix}"]))
                 continue
-            result.add(compare_frames(name, *frames, tolerances.get(name, {})))
+            result.add(
+                compare_frames(
+                    name, read_text_csv(was), read_text_csv(now), tolerances.get(name, {})
+                )
+            )
     return result
 
 
 # ---------------------------------------------------------------- artifacts
 
 
-def artifacts() -> list[str]:
-    """The folders under results/ that a driver experiments/<name>.py regenerates."""
-    return sorted(
-        p.name
-        for p in RESULTS.iterdir()
-        if p.is_dir() and (REPO / "experiments" / f"{p.name}.py").is_file()
-    )
+@dataclass(frozen=True)
+class Artifact:
+    """A committed folder and the driver command, recorded in its provenance.json, that
+    made it: `name` is the folder under results/ (or results/reference/)."""
+
+    name: str
+    folder: Path
+    driver: Driver
+    command: list[str]  # the recorded command's words after the action, folders left out
+
+    @property
+    def needs_gpu(self) -> bool:
+        words = set(self.command)
+        return bool({"cuda", "gpu"} & words) or any(w.startswith("device=cuda") for w in words)
 
 
-def load_driver(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_driver", REPO / "experiments" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def driver(name: str) -> Driver:
+    return importlib.import_module(f"bnrepro.experiments.{name}").DRIVER
+
+
+def artifacts(root: Path) -> dict[str, Artifact]:
+    """Every folder under `root` whose provenance.json records a driver's `run` command, by
+    its path under `root`; results/reference/ is not an artifact of results/."""
+    found = {}
+    for record in sorted(root.rglob("provenance.json")):
+        folder = record.parent
+        if root == RESULTS and folder.is_relative_to(REFERENCE):
+            continue
+        try:
+            command = json.loads(record.read_text()).get("command") or ""
+            words = shlex.split(stable_command(command))
+        except (ValueError, AttributeError):
+            continue
+        script = words[1] if len(words) > 2 and words[2] == "run" else ""
+        name = Path(script).stem
+        if script != f"experiments/{name}.py" or name not in DRIVERS:
+            continue
+        relative = folder.relative_to(root).as_posix()
+        found[relative] = Artifact(relative, folder, driver(name), words[3:])
+    return found
 
 
 @dataclass
@@ -211,25 +300,29 @@ class Outcome:
     wall_s: float
 
 
-def verify(name: str, scratch: Path, quick: bool, runs: Path | None) -> Outcome:
+def verify(artifact: Artifact, scratch: Path, runs: Path | None, gpu: bool) -> Outcome:
     """Reruns (or, given `runs`, collects) one artifact into `scratch`/<name> and compares its
     CSV files with the committed ones."""
-    committed = (REFERENCE if quick else RESULTS) / name
-    if not committed.is_dir():
-        fix = f"python experiments/{name}.py run --quick --out results/reference/{name}"
-        return Outcome(name, FAILED, f"no reference in {committed.relative_to(REPO)}: `{fix}`", 0.0)
-    out, log = scratch / name, scratch / f"{name}.log"
+    name, folder = artifact.name, artifact.folder
+    if artifact.needs_gpu and not gpu and runs is None:
+        return Outcome(
+            name,
+            NEEDS_GPU,
+            f"made by `{artifact.driver.script} run "
+            f"{shlex.join(artifact.command)}`: rerun it on a GPU machine",
+            0.0,
+        )
+    out, log = scratch / name, scratch / f"{name.replace('/', '-')}.log"
+    quick = ["--quick"] if "--quick" in artifact.command else []
     action = (
-        ["collect", "--runs", str(runs)]
+        ["collect", "--runs", str(runs), *quick]
         if runs
-        else ["run", "--runs", str(scratch / "runs" / name)]
+        else ["run", *artifact.command, "--runs", str(scratch / "runs" / name)]
     )
-    command = [
-        sys.executable, f"experiments/{name}.py", *action, "--out", str(out),
-        *(["--quick"] if quick else []),
-    ]  # fmt: skip
+    command = [sys.executable, artifact.driver.script, *action, "--out", str(out)]
     print(f"{name}: {shlex.join(command)} (output: {log})", flush=True)
     start = time.monotonic()
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as output:
         code = subprocess.run(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT).returncode
     wall = time.monotonic() - start
@@ -237,11 +330,8 @@ def verify(name: str, scratch: Path, quick: bool, runs: Path | None) -> Outcome:
         lines = log.read_text().strip().splitlines()
         last = lines[-1] if lines else "no output"
         return Outcome(name, FAILED, f"exit status {code}: {last}", wall)
-    try:
-        tolerances = getattr(load_driver(name), "TOLERANCES", {})
-    except Exception as error:  # a driver that cannot be imported is reported, not raised
-        return Outcome(name, FAILED, f"experiments/{name}.py cannot be imported: {error}", wall)
-    result = compare_folders(committed, out, tolerances)
+    tolerances = artifact.driver.tolerances
+    result = compare_folders(folder, out, tolerances)
     return Outcome(name, result.status, result.summary(tolerances), wall)
 
 
@@ -251,7 +341,7 @@ def table(outcomes: Sequence[Outcome]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ("---",) * 4, *rows[1:]])
 
 
-def parse_collect(values: Sequence[str], names: Sequence[str]) -> dict[str, Path]:
+def parse_collect(values: Sequence[str], found: Mapping[str, Artifact]) -> dict[str, Path]:
     runs = {}
     for value in values:
         name, _, folder = value.partition("=")
@@ -260,15 +350,15 @@ def parse_collect(values: Sequence[str], names: Sequence[str]) -> dict[str, Path
                 f"--collect {value!r} names no runs directory. Fix: give it as NAME=DIR, e.g. "
                 "--collect figure1=runs/figure1/<time>."
             )
-        if name not in names:
+        if name not in found:
             raise UsageError(
                 f"--collect names {name!r}, which is not an artifact being verified "
-                f"({', '.join(names)}). Fix: name one of them, or add it to --only."
+                f"({', '.join(found)}). Fix: name one of them, or add it to --only."
             )
-        if not hasattr(load_driver(name), "collect"):
+        if found[name].driver.collect is None:
             raise UsageError(
-                f"--collect {value}: experiments/{name}.py cannot collect runs, only train them. "
-                f"Fix: drop {name} from --collect; it is then rerun."
+                f"--collect {value}: {found[name].driver.script} cannot collect runs, only "
+                f"train them. Fix: drop {name} from --collect; it is then rerun."
             )
         runs[name] = Path(folder).resolve()
     return runs
@@ -276,7 +366,9 @@ def parse_collect(values: Sequence[str], names: Sequence[str]) -> dict[str, Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python experiments/verify.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--only", help="comma-separated artifacts (default: all)")
     parser.add_argument(
@@ -293,23 +385,29 @@ def main() -> None:
         "--scratch", type=Path, help="where reruns are written (default runs/verify/<time>)"
     )
     args = parser.parse_args()
-    known = artifacts()
+    known = artifacts(REFERENCE if args.quick else RESULTS)
     try:
-        names = args.only.split(",") if args.only else known
+        names = args.only.split(",") if args.only else list(known)
         unknown = [name for name in names if name not in known]
         if unknown:
+            where = "results/reference/" if args.quick else "results/"
             raise UsageError(
-                f"--only names {', '.join(unknown)}, not an artifact of results/ "
+                f"--only names {', '.join(unknown)}, not an artifact of {where} "
                 f"({', '.join(known)}). Fix: name one of those."
             )
-        runs = parse_collect(args.collect, names)
+        chosen = {name: known[name] for name in names}
+        runs = parse_collect(args.collect, chosen)
     except UsageError as error:
         print(f"bnrepro: {error}", file=sys.stderr)
         sys.exit(2)
     scratch = args.scratch or REPO / "runs" / "verify" / time.strftime("%Y-%m-%d_%H-%M-%S")
     scratch.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    outcomes = [verify(name, scratch.resolve(), args.quick, runs.get(name)) for name in names]
+    gpu = torch.cuda.is_available()
+    outcomes = [
+        verify(artifact, scratch.resolve(), runs.get(name), gpu)
+        for name, artifact in chosen.items()
+    ]
     print()
     print(table(outcomes))
     print(
@@ -317,7 +415,3 @@ def main() -> None:
         f"{time.monotonic() - start:.0f} s; reruns in {scratch}"
     )
     sys.exit(1 if any(o.status in (DIFFERS, FAILED) for o in outcomes) else 0)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,155 @@
+"""bnrepro.driver, the frame of every experiment driver: each bad command line is refused
+before anything starts (one paragraph, exit status 2, no folder made), every driver declares
+its contract, and a sweep whose jobs fail names them (exit status 1, no traceback)."""
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from bnrepro.driver import DRIVERS, Driver, UsageError, first_sentence, hydra_list
+
+# The options each bad value is tried on, for every driver that takes the option.
+BAD_VALUES = {
+    "--steps": ["0", "-5", "many", "1.5"],
+    "--every": ["0", "-1"],
+    "--jobs": ["0", "-1"],
+    "--seeds": ["0,0", "a", "-1", ""],
+    "--device": ["gpu", "cuda:x"],
+    "--lrs": ["0.1,0.1", "inf", "-1", "nan"],
+    "--init-stds": ["0", "1,1"],
+}
+
+
+def drivers() -> list[Driver]:
+    return [importlib.import_module(f"bnrepro.experiments.{name}").DRIVER for name in DRIVERS]
+
+
+def bad_inputs() -> list:
+    cases = []
+    for driver in drivers():
+        flags = {option.flag for option in driver.options}
+        for flag, values in BAD_VALUES.items():
+            if flag in flags:
+                for value in values:
+                    label = f"{driver.name} {flag} {value!r}"
+                    cases.append(pytest.param(driver, flag, value, id=label))
+    return cases
+
+
+def test_every_declared_driver_is_a_driver_with_its_script() -> None:
+    for driver in drivers():
+        assert isinstance(driver, Driver)
+        assert (REPO / driver.script).is_file()
+        assert callable(driver.run) and callable(driver.draw)
+
+
+@pytest.mark.parametrize(("driver", "flag", "value"), bad_inputs())
+def test_a_bad_option_value_is_refused_before_anything_starts(driver, flag, value) -> None:
+    with pytest.raises(UsageError) as refused:
+        driver.invocation(["run", flag, value])
+    message = str(refused.value)
+    assert flag in message and "Nothing was run or written" in message and "Fix: " in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("driver", drivers(), ids=lambda d: d.name)
+def test_options_an_action_does_not_take_are_refused(driver) -> None:
+    for argv in (["draw", "--runs", "x"], ["draw", "steps=5"], ["run", "--no-such-option"]):
+        with pytest.raises(UsageError, match="Nothing was run or written"):
+            driver.invocation(argv)
+    if driver.collect:
+        with pytest.raises(UsageError, match="collect needs the runs"):
+            driver.invocation(["collect"])
+
+
+def test_defaults_are_the_committed_protocol_and_quick_its_short_one() -> None:
+    from bnrepro.experiments import figure1
+
+    full = figure1.DRIVER.invocation(["run"])
+    quick = figure1.DRIVER.invocation(["run", "--quick", "--seeds", "4"])
+    assert (full.seeds, full.steps, full.jobs) == ((0, 1, 2), None, 2)
+    assert (quick.seeds, quick.steps) == ((4,), 1000)
+    assert full.out == REPO / "results" / "figure1"
+    assert quick.out == REPO / "runs" / "figure1-quick"
+    assert full.runs.parent == REPO / "runs" / "figure1"
+    assert quick.command == "python experiments/figure1.py run --quick --seeds 4"
+
+
+def test_hydra_lists_and_first_sentences() -> None:
+    assert hydra_list((0, 1, 2)) == "[0,1,2]"
+    assert hydra_list((0.01, 0.1, 1.0)) == "[0.01,0.1,1]"
+    assert first_sentence("MNIST not found in /x. Fix: run make data.\nmore") == (
+        "MNIST not found in /x"
+    )
+
+
+def run_driver(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, f"experiments/{name}.py", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", DRIVERS)
+def test_a_refused_command_exits_2_with_one_paragraph_and_makes_no_folder(name, tmp_path) -> None:
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = run_driver(name, "run", "--quick", "--out", str(out), "--runs", str(runs), "--stesp")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("bnrepro: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not runs.exists()
+
+
+@pytest.mark.integration
+def test_a_sweep_whose_jobs_fail_names_them_and_exits_1(tmp_path) -> None:
+    """Every job fails at its start (no data where data.root points): the driver lists each
+    failed job with the first sentence of its error, writes no results, shows no traceback."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = run_driver(
+        "figure1", "run", "--quick", "--out", str(out), "--runs", str(runs),
+        f"data.root={tmp_path / 'nothing'}",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("bnrepro: 2 job(s) of the sweep in ") and "Fix: " in last
+    assert "bn: failed - MNIST file(s)" in last and "plain: failed - MNIST file(s)" in last
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_a_sweep_hydra_refuses_exits_2(tmp_path) -> None:
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = run_driver(
+        "figure1", "run", "--quick", "--out", str(out), "--runs", str(runs), "no_such_key=3"
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("bnrepro: The sweep into ") and "before any job" in last
+    assert not out.exists() and not Path(runs).exists()
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (["reproduce-sensitivity", "JOBS=0", "STEPS=-5"], "bnrepro: --"),
+        (["reproduce-ics", "JOBS=-1"], "bnrepro: --jobs -1 is not a number of processes"),
+        (["reproduce-figure2", "PRESET=nope"], "bnrepro: argument --preset: invalid choice"),
+        (["reproduce-figure1", "QUICK=yes"], "QUICK=yes is neither 1 nor 0"),
+    ],
+    ids=["sensitivity JOBS STEPS", "ics JOBS", "figure2 PRESET", "QUICK"],
+)
+def test_bad_make_variables_are_refused_the_same_way(variables, expected, tmp_path) -> None:
+    """Make passes its variables on as the drivers' options, which refuse them before
+    anything starts; QUICK is Make's own and refused by it."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", *variables, f"RUNS={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr and "Fix: " in result.stderr
+    assert "Traceback" not in result.stderr
