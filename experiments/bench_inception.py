@@ -8,11 +8,11 @@ printed beside its baseline measured in the same run, with their ratio: these ma
 noisy, so only same-run ratios compare.
 
 - proxy: the trainer's own step (bnrepro.train_inception: batch indices and random numbers
-  in, distortion, forward, backward, fused SGD update) at the size of figure2.py's preset for
-  the device (cpu: width 1/8, 16 px; cuda: width 1/4, 32 px; batch 32), BN-x5 and plain
-  Inception. On the CPU: contiguous vs channels-last memory, and the held-out evaluation.
-  On a GPU: eager vs one CUDA graph (bnrepro.graphs), and the evaluation of the 10,000
-  held-out images in one inference pass.
+  in, distortion, forward, backward, fused SGD update) at the proxy's preset for the device
+  (configs/preset/cpu.yaml: width 1/8, 16 px; gpu.yaml for cuda: width 1/4, 32 px; batch 32),
+  BN-x5 and plain Inception. On the CPU: contiguous vs channels-last memory, and the
+  held-out evaluation. On a GPU: eager vs one CUDA graph (bnrepro.graphs), and the evaluation
+  of the 10,000 held-out images in one inference pass.
 - imagenet (GPU only): training images/s at 224 px, batch 256, bf16 autocast and
   channels-last, of BN-Inception and torchvision's GoogLeNet in the same run, and each
   per multiply-add (BN-Inception has 1.29x GoogLeNet's multiply-adds).
@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from bench import harness_config, run_config
 from omegaconf import open_dict
 
 from bnrepro import train_inception as ti
@@ -46,21 +47,15 @@ from bnrepro.models.inception import Inception, count_multiply_adds
 from bnrepro.train_mlp import train as train_mlp
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-from bench import harness_config, run_config  # noqa: E402
-from figure2 import PRESETS  # noqa: E402
-
-PRESET_KEYS = ("model.width", "data.size", "data.resize", "data.eval_size")
 
 
 def proxy_config(experiment: str, device: str, channels_last: bool, threads: int | None):
-    """The figure2.py preset's size for `device`, one seed, loggers off."""
-    preset = PRESETS["gpu" if device == "cuda" else "cpu"]["overrides"]
-    sizes = [o for o in preset if o.split("=")[0] in PRESET_KEYS]
+    """`experiment` with the proxy's preset for `device` (configs/preset/cpu.yaml or gpu.yaml),
+    one seed, loggers off."""
     cfg = run_config(
         [
             f"experiment={experiment}",
-            *sizes,
+            f"preset={'gpu' if device == 'cuda' else 'cpu'}",
             f"device={device}",
             f"channels_last={str(channels_last).lower()}",
             f"threads={threads or 'null'}",

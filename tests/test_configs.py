@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from bnrepro import train_inception, train_mlp
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 # Each model family has its own harness, and so its own validation.
 VALIDATORS = {"mlp": train_mlp.validate, "inception": train_inception.validate}
@@ -67,7 +68,16 @@ def test_wandb_mode_defaults_to_env(monkeypatch) -> None:
 
 def test_config_files_are_all_reachable() -> None:
     groups = {p.parent.name for p in Path(CONFIG_DIR).rglob("*.yaml") if p.parent != CONFIG_DIR}
-    assert {"data", "model", "optim", "trainer", "logger", "experiment", "hydra"} <= groups
+    assert {
+        "data",
+        "model",
+        "optim",
+        "trainer",
+        "logger",
+        "experiment",
+        "hydra",
+        "preset",
+    } <= groups
 
 
 def differences(a: str, b: str) -> set[str]:
@@ -97,6 +107,26 @@ def test_inception_recipes_differ_from_their_bases_as_the_paper_says() -> None:
     inception = compose_train(["experiment=inception"])
     assert inception.model.dropout == 0.4 and inception.model.lrn
     assert inception.batch_size == 32 and inception.optim.momentum == 0.9
+
+
+def flat(cfg) -> pd.Series:
+    """`cfg` as one value per dotted key (model.width, ...)."""
+    return pd.json_normalize(OmegaConf.to_container(cfg, resolve=True)).iloc[0]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_preset_wins_over_the_experiment(preset: str) -> None:
+    """`python -m bnrepro.train experiment=bn_x5 preset=NAME`: every value of
+    configs/preset/NAME.yaml replaces the experiment's own (bn_x5 trains 10,000 steps and
+    evaluates every 250), and the recipe is kept."""
+    values = flat(OmegaConf.load(CONFIG_DIR / "preset" / f"{preset}.yaml"))
+    cfg = compose_train(["experiment=bn_x5", f"preset={preset}"])
+    composed, experiment = flat(cfg), flat(compose_train(["experiment=bn_x5"]))
+    for key, value in values.items():
+        assert composed[key] == value, key
+    assert (experiment.steps, experiment.eval_every) == (10_000, 250)
+    assert cfg.name == "bn_x5" and cfg.recipe.lr_multiplier == 5 and cfg.model.batch_norm
+    train_inception.validate(cfg)
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm", "joblib"])

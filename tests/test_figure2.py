@@ -1,6 +1,5 @@
 """Figures 2 and 3: the table, the checked relations and the drawing, from CSV files alone."""
 
-import importlib.util
 import json
 import re
 import shutil
@@ -11,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import CONFIG_DIR, REPO
+from omegaconf import OmegaConf
 
-spec = importlib.util.spec_from_file_location("figure2_driver", REPO / "experiments/figure2.py")
-figure2 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(figure2)
+from bnrepro.driver import UsageError
+from bnrepro.experiments import figure2
 
 # Synthetic runs: (accuracy reached at the end, steps to get there, diverged at step).
 RUNS = {
@@ -229,8 +228,13 @@ def fake_sweep(root: Path) -> Path:
     return root
 
 
+def collect(runs: Path, out: Path) -> None:
+    """`python experiments/figure2.py collect --runs <runs> --out <out>`, in this process."""
+    figure2.collect(figure2.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)]))
+
+
 def test_collect_gathers_a_whole_sweep(tmp_path) -> None:
-    figure2.collect(fake_sweep(tmp_path / "runs"), tmp_path / "out", "test", None)
+    collect(fake_sweep(tmp_path / "runs"), tmp_path / "out")
     curves, summary = synthetic()
     collected = pd.read_csv(tmp_path / "out" / "summary.csv")
     expected = summary.sort_values(["variant", "seed"]).reset_index(drop=True)
@@ -311,7 +315,7 @@ def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(tmp_path, damage
 def test_a_diverged_control_is_collected(tmp_path) -> None:
     """Inception at 5x its rate may diverge: the sweep is whole all the same."""
     runs = fake_sweep(tmp_path / "runs")
-    figure2.collect(runs, tmp_path / "out", "test", None)
+    collect(runs, tmp_path / "out")
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert set(summary[summary.variant == "inception_x5"].status) == {"diverged"}
 
@@ -350,50 +354,92 @@ def test_draw_refuses_incomplete_results_and_writes_nothing(tmp_path, damage, ex
 
 
 @pytest.mark.parametrize(
-    ("args", "settings", "preset", "out"),
+    ("args", "preset", "seeds", "jobs", "out"),
     [
-        ([], figure2.PRESETS["cpu"], "cpu", REPO / "results" / "figure2"),
-        (["--preset", "gpu"], figure2.PRESETS["gpu"], "gpu", REPO / "results" / "figure2"),
-        (["--quick"], figure2.QUICK, "quick", REPO / "runs" / "figure2-quick"),
-        (["--quick", "--out", "elsewhere"], figure2.QUICK, "quick", Path("elsewhere")),
+        ([], "cpu", "[0],[1],[2]", 2, REPO / "results" / "figure2"),
+        (["--preset", "gpu"], "gpu", "[0],[1],[2]", 4, REPO / "results" / "figure2"),
+        (["--quick"], "quick", "[0]", 2, REPO / "runs" / "figure2-quick"),
+        (
+            ["--quick", "--out", "elsewhere", "--seeds", "3", "--jobs", "1"],
+            "quick", "[3]", 1, Path("elsewhere").resolve(),
+        ),
     ],
     ids=["committed protocol", "gpu", "quick", "quick elsewhere"],
-)
-def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, settings, preset, out):
+)  # fmt: skip
+def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, preset, seeds, jobs, out):
     """`run` alone is the committed protocol (the cpu preset), into results/figure2/;
     `--quick` writes its results under runs/figure2-quick/ unless `--out` says otherwise."""
-    calls = {}
-    monkeypatch.setattr(figure2, "train", lambda *a: calls.update(train=a))
-    monkeypatch.setattr(figure2, "collect", lambda *a: calls.update(collect=a))
-    monkeypatch.setattr(figure2, "draw", lambda *a: calls.update(draw=a))
-    monkeypatch.setattr(sys, "argv", ["experiments/figure2.py", "run", *args])
-    figure2.main()
-    assert calls["train"][0] is settings
-    assert calls["collect"][1] == calls["draw"][0] == out
-    assert calls["collect"][3] == preset
+    calls = []
+    monkeypatch.setattr(figure2, "multirun", lambda *call: calls.append(call))
+    invocation = figure2.DRIVER.invocation(["run", *args])
+    figure2.run(invocation)
+    (overrides, sweep_dir, _, sweep_jobs), *ladder = calls
+    assert f"preset={preset}" in overrides and f"seeds={seeds}" in overrides
+    assert sweep_dir == invocation.runs and sweep_jobs == jobs and len(ladder) == 2
+    assert invocation.out == out
 
 
-def test_quick_and_a_preset_are_refused_together() -> None:
-    result = run_driver("run", "--quick", "--preset", "cpu")
-    assert result.returncode == 2
-    assert "--quick is a protocol of its own; drop --preset cpu" in result.stderr
+def test_the_drivers_presets_are_the_config_groups() -> None:
+    """Every configs/preset/ file has this driver's seeds and runs at a time, and `--preset`
+    offers every one but quick (which is `--quick`)."""
+    files = {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
+    assert set(figure2.PRESETS) == files
+    for name in files - {"quick"}:
+        assert figure2.DRIVER.invocation(["run", "--preset", name]).preset == name
+    with pytest.raises(UsageError, match="invalid choice: 'quick'"):
+        figure2.DRIVER.invocation(["run", "--preset", "quick"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--seeds", "0,0"], "--seeds 0,0 names a seed twice"),
+        (["run", "--jobs", "0"], "--jobs 0 is not a number of processes at a time"),
+        (["run", "--jobs", "-1"], "--jobs -1 is not a number of processes at a time"),
+        (["run", "--preset", "nope"], "invalid choice: 'nope'"),
+        (["run", "--quick", "--preset", "gpu"], "--quick is a protocol of its own"),
+        (["draw", "--preset", "gpu"], "--preset: not taken by `draw`"),
+    ],
+    ids=["a seed twice", "no jobs", "negative jobs", "no such preset", "quick and a preset",
+         "draw with a preset"],
+)  # fmt: skip
+def test_bad_options_are_refused_before_anything_starts(argv, expected) -> None:
+    with pytest.raises(UsageError) as refused:
+        figure2.DRIVER.invocation(argv)
+    message = str(refused.value)
+    assert expected in message and "Fix: " in message and "\n" not in message
+
+
+def test_a_refused_run_exits_2_and_creates_nothing(tmp_path) -> None:
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = run_driver("run", "--seeds", "0,0", "--out", str(out), "--runs", str(runs))
+    assert_refused(result, "--seeds 0,0 names a seed twice")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_default_protocol_is_the_committed_one() -> None:
-    """The cpu preset is what trained results/figure2/: every one of its overrides is in the
-    committed sweep's command, and so are its seeds."""
+    """The cpu preset is what trained results/figure2/: every value of configs/preset/cpu.yaml
+    is in the committed runs' config, and the sweep trained the preset's seeds."""
     provenance = json.loads((REPO / "results" / "figure2" / "provenance.json").read_text())
     assert provenance["preset"] == "cpu"
-    typed = provenance["sweep_command"].split()
-    assert set(figure2.PRESETS["cpu"]["overrides"]) <= set(typed)
-    seeds = ",".join(f"[{seed}]" for seed in figure2.PRESETS["cpu"]["seeds"].split(","))
-    assert f"seeds={seeds}" in typed
+    preset = pd.json_normalize(
+        OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "preset/cpu.yaml"))
+    )
+    committed = pd.json_normalize(provenance["config"]["inception"])
+    for key, value in preset.iloc[0].items():
+        assert committed[key].iloc[0] == value, key
+    seeds = ",".join(f"[{seed}]" for seed in figure2.PRESETS["cpu"].seeds)
+    assert f"seeds={seeds}" in provenance["sweep_command"].split()
 
 
 def test_volatile_values_are_in_provenance_only(tmp_path) -> None:
     """Wall times go to provenance.json, per run; the CSV files and README.md hold results and
     the protocol, the same on every faithful run."""
-    figure2.collect(fake_sweep(tmp_path / "runs"), tmp_path / "out", "python x --out y", "cpu")
+    invocation = figure2.DRIVER.invocation(
+        ["collect", "--runs", str(fake_sweep(tmp_path / "runs"))]
+    )
+    invocation.out, invocation.command = tmp_path / "out", "python x --out y"
+    figure2.collect(invocation)
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert provenance["wall_s"]["bn_x5_seed1"] == 10.0
     assert "wall_s" not in (tmp_path / "out" / "summary.csv").read_text()

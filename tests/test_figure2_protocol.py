@@ -193,22 +193,23 @@ def test_a_rung_that_learns_nothing_without_diverging_is_not_called_training() -
     assert figure2.ladder_cell(learned, chance=0.1).startswith("trains: maximum 0.7000")
 
 
-def test_train_runs_the_ladders_missing_rungs_after_the_sweep(monkeypatch, tmp_path) -> None:
+def test_run_trains_the_ladders_missing_rungs_after_the_sweep(monkeypatch, tmp_path) -> None:
     calls = []
-    monkeypatch.setattr(figure2.subprocess, "run", lambda command, **_: calls.append(command))
-    figure2.train(figure2.QUICK, "3,4", ["++log_every=5"], tmp_path)
+    monkeypatch.setattr(figure2, "multirun", lambda *call: calls.append(call))
+    argv = ["run", "--quick", "--seeds", "3,4", "--runs", str(tmp_path), "++log_every=5"]
+    figure2.run(figure2.DRIVER.invocation(argv))
     main, inception, bn = calls
-    assert "experiment=" + ",".join(figure2.VARIANTS) in main and "seeds=[3],[4]" in main
-    for command, experiment, multipliers, family in (
+    assert "experiment=" + ",".join(figure2.VARIANTS) in main[0] and "seeds=[3],[4]" in main[0]
+    for (overrides, sweep_dir, subdir, jobs), experiment, multipliers, family in (
         (inception, "inception", "2,10,30", "inception"),
         (bn, "bn_x5", "1,2,10", "bn_recipe"),
     ):
-        assert f"experiment={experiment}" in command
-        assert f"recipe.lr_multiplier={multipliers}" in command
-        assert "seeds=[3]" in command and "++log_every=5" in command
-        assert f"hydra.sweep.dir={tmp_path / 'ladder' / family}" in command
-        assert "hydra.sweep.subdir=x${recipe.lr_multiplier}_seed${seeds[0]}" in command
-        assert set(figure2.QUICK["overrides"]) <= set(command)
+        assert f"experiment={experiment}" in overrides
+        assert f"recipe.lr_multiplier={multipliers}" in overrides
+        assert {"seeds=[3]", "++log_every=5", "preset=quick"} <= set(overrides)
+        assert sweep_dir == tmp_path / "ladder" / family
+        assert subdir == "x${recipe.lr_multiplier}_seed${seeds[0]}"
+        assert jobs == figure2.PRESETS["quick"].jobs
 
 
 def test_a_rung_is_its_experiment_at_another_rate() -> None:

@@ -1,7 +1,6 @@
 """Noisy BN, the late-layer probe and Santurkar et al.'s diagnostics in the Inception trainer,
 and experiments/ics_proxy.py on real tiny runs."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -11,16 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, compose_train, data_root
+from conftest import CONFIG_DIR, REPO, compose_train, data_root
 from omegaconf import DictConfig, open_dict
 
 from bnrepro import nn as paper_nn
 from bnrepro import train_inception as ti
-from bnrepro.errors import ConfigError
-
-spec = importlib.util.spec_from_file_location("ics_proxy_driver", REPO / "experiments/ics_proxy.py")
-ics_proxy = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ics_proxy)
+from bnrepro.errors import BnreproError, ConfigError
+from bnrepro.experiments import ics_proxy
 
 MEASURED = ("late_probe.every=2", "diagnostics.every=2", "diagnostics.multipliers=[0.5,2.0]")
 
@@ -171,9 +167,15 @@ def test_bad_values_are_refused(overrides, match) -> None:
         ti.validate(tiny(experiment, *rest))
 
 
+def collect(runs, out) -> None:
+    """`python experiments/ics_proxy.py collect --quick --runs <runs> --out <out>`, in process."""
+    argv = ["collect", "--quick", "--runs", str(runs), "--out", str(out)]
+    ics_proxy.collect(ics_proxy.DRIVER.invocation(argv))
+
+
 @pytest.mark.integration
 def test_the_driver_collects_and_draws_the_runs(sweep, tmp_path) -> None:
-    ics_proxy.collect(sweep, tmp_path, "test", "quick")
+    collect(sweep, tmp_path)
     ics_proxy.draw(tmp_path)
     for stem in ("accuracy", "percentiles", "ics", "smoothness"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 0
@@ -197,17 +199,22 @@ def test_the_driver_refuses_runs_that_were_not_diagnosed(sweep, tmp_path) -> Non
     metrics = pd.read_csv(path)
     metrics[list(ti.DIAGNOSTIC_COLUMNS)] = np.nan
     path.write_text(metrics.to_csv(index=False))
-    with pytest.raises(ics_proxy.BnreproError, match="diagnostics.every > 0"):
-        ics_proxy.collect(tmp_path / "runs", tmp_path / "out", "test", "quick")
+    with pytest.raises(BnreproError, match="diagnostics.every > 0"):
+        collect(tmp_path / "runs", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-def test_presets_are_figure2s_sizes_with_the_measurements() -> None:
-    seeds, overrides = ics_proxy.protocol("gpu")
-    figure2_sizes = [o for o in ics_proxy.PRESETS["gpu"]["overrides"] if "launcher" not in o]
-    assert seeds == "0,1,2" and set(figure2_sizes) <= set(overrides)
-    assert "hydra.launcher.n_jobs=1" in overrides and "device=cuda" in overrides
+def test_presets_are_the_config_groups_with_the_measurements(monkeypatch) -> None:
+    """The sizes come from configs/preset/ (as for figure2); the driver adds its seeds, its
+    runs at a time and the measurements' cadences, and `--device` goes to every run."""
+    assert set(ics_proxy.PRESETS) == {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
+    calls = []
+    monkeypatch.setattr(ics_proxy, "multirun", lambda *call: calls.append(call))
+    ics_proxy.run(ics_proxy.DRIVER.invocation(["run", "--preset", "gpu", "--device", "cuda:1"]))
+    [(overrides, _, _, jobs)] = calls
+    assert {"preset=gpu", "seeds=[0],[1],[2]", "device=cuda:1"} <= set(overrides)
     assert "++late_probe.every=50" in overrides and "diagnostics.every=500" in overrides
+    assert jobs == 1
 
 
 @pytest.mark.integration

@@ -1,19 +1,19 @@
 """Figures 2 and 3 of the paper (Inception and its BN variants, Section 4.2) on a proxy dataset.
 
-    python experiments/figure2.py run [--preset cpu|gpu] [--seeds 0,1] [hydra overrides ...]
+    python experiments/figure2.py run [--preset cpu|gpu] [--seeds 0,1] [--jobs 2] [overrides ...]
     python experiments/figure2.py run --quick   # a 1-minute protocol into runs/figure2-quick/
     python experiments/figure2.py collect --runs runs/figure2/<time>   # gather finished runs
     python experiments/figure2.py draw          # redraw from results/figure2/*.csv only
 
 `run` trains the five variants and the two controls of Section 4.2.2 (one run per recipe and
 seed) in one Hydra multirun, `python -m bnrepro.train -m experiment=inception,bn_baseline,...
-seeds=[0],[1]`, on Fashion-MNIST; a diverging run ends with status `diverged` and the sweep goes
-on. It then trains the learning-rate ladder, the stability boundary: plain Inception
-(`experiment=inception`) and BN-Inception with the recipe changes (`experiment=bn_x5`) at x1,
-x2, x5, x10 and x30 the base learning rate (`recipe.lr_multiplier`), for the sweep's first seed.
-The main sweep already holds four rungs (Inception x1 and x5, the BN recipe x5 and x30); the
-six others are two more multiruns, one per family, into <sweep dir>/ladder/<family>/, where a
-diverged run is a result like any other. `run` collects the logged metrics into
+seeds=[0],[1] preset=cpu`, on Fashion-MNIST; a diverging run ends with status `diverged` and
+the sweep goes on. It then trains the learning-rate ladder, the stability boundary: plain
+Inception (`experiment=inception`) and BN-Inception with the recipe changes (`experiment=bn_x5`)
+at x1, x2, x5, x10 and x30 the base learning rate (`recipe.lr_multiplier`), for the sweep's
+first seed. The main sweep already holds four rungs (Inception x1 and x5, the BN recipe x5 and
+x30); the six others are two more multiruns, one per family, into <sweep dir>/ladder/<family>/,
+where a diverged run is a result like any other. `run` collects the logged metrics into
 results/figure2/ (curves.csv, summary.csv; ladder.csv, ladder_summary.csv), then does what
 `draw` does:
 - figure2.png/.pdf: held-out accuracy against steps, like the paper's Figure 2;
@@ -49,7 +49,9 @@ status 2.
 Extra arguments are Hydra overrides for every run; keys that only the experiment files define
 need `++` (e.g. `++log_every=10`), as Hydra checks overrides before applying an experiment.
 
-Presets (the proxy's size and length; everything else is the recipes' configs):
+Presets: the proxy's size and length are configs/preset/<name>.yaml (everything else is the
+recipes' configs); the seeds and the runs at a time are this driver's PRESETS (`--seeds` and
+`--jobs` change them):
 - cpu: width 1/8, 16x16 inputs, channels-last, 2,000 steps, 3 seeds, 2,000 held-out images
   every 100 steps, two runs at a time on one thread each (two one-thread runs make 1.8x the
   steps of one two-thread run on 2 cores: experiments/bench_inception.py --thread-split); 37
@@ -63,15 +65,11 @@ Presets (the proxy's size and length; everything else is the recipes' configs):
   (experiments/verify.py).
 """
 
-import argparse
 import json
 import math
-import shlex
-import subprocess
-import sys
-import time
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -82,7 +80,18 @@ import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
-from bnrepro.errors import BnreproError  # noqa: E402
+from bnrepro.driver import (  # noqa: E402
+    Driver,
+    Invocation,
+    Option,
+    device_option,
+    multirun,
+    positive_int,
+    preset_option,
+    provenance,
+    seed_list,
+    write_csv,
+)
 from bnrepro.plots import save_figure  # noqa: E402
 from bnrepro.runinfo import stable_command  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
@@ -100,7 +109,6 @@ from bnrepro.tables import (  # noqa: E402
     read_json,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 # The controls first: the diverging one ends early and frees its slot for the next run.
 VARIANTS = [
     "inception_x5",
@@ -175,33 +183,20 @@ LADDER_REUSED = {
 }
 LADDER_DIR = "ladder"  # the ladder's sweeps, inside the main sweep's directory
 LADDER_STATUSES = {"completed", "diverged"}  # where training diverges is what the ladder finds
-PRESETS = {
-    "cpu": {
-        "seeds": "0,1,2",
-        "overrides": [
-            "model.width=0.125", "data.size=16", "data.resize=bilinear", "steps=2000",
-            "optim.decay_steps=20", "eval_every=100", "data.eval_size=2000", "threads=1",
-            "channels_last=true", "device=cpu", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-        ],
-    },
-    "gpu": {
-        "seeds": "0,1,2",
-        "overrides": [
-            "model.width=0.25", "data.size=32", "data.resize=pad", "steps=2000",
-            "optim.decay_steps=20", "eval_every=200", "device=cuda",
-            "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
-        ],
-    },
-}  # fmt: skip
-QUICK = {
-    "seeds": "0",
-    "overrides": [
-        "model.width=0.0625", "data.size=16", "data.resize=bilinear", "steps=40",
-        "optim.decay_steps=0.4", "eval_every=20", "log_every=10", "data.eval_size=500",
-        "threads=1", "device=cpu", "logger.wandb.mode=disabled", "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-    ],
-}  # fmt: skip
+
+
+class Preset(NamedTuple):
+    """What this driver adds to configs/preset/<name>.yaml (the proxy's size and length): the
+    seeds it trains and how many runs train at a time."""
+
+    seeds: tuple[int, ...]
+    jobs: int
+
+
+PRESETS = {"cpu": Preset((0, 1, 2), 2), "gpu": Preset((0, 1, 2), 4), "quick": Preset((0,), 2)}
+# The groups the experiments select, named so that Hydra can compose the sweep's base.
+GROUPS = ["model=inception_proxy", "data=fashion_mnist", "optim=momentum_proxy"]
+
 # The statuses each variant may end with: only the control at 5x Inception's rate may diverge.
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS} | {
     "inception_x5": {"completed", "diverged"}
@@ -260,19 +255,17 @@ DRAW_FIX = (
 )
 
 
-def multirun(
-    experiments: list[str], seeds: list[str], sweep_dir: Path, subdir: str, overrides: list[str]
-) -> None:
-    """Trains `experiments` x `seeds` in one Hydra multirun into `sweep_dir`/`subdir`."""
-    command = [
-        sys.executable, "-m", "bnrepro.train", "-m", f"experiment={','.join(experiments)}",
-        # The groups the experiments select, named so that Hydra can compose the sweep's base.
-        "model=inception_proxy", "data=fashion_mnist", "optim=momentum_proxy",
-        f"seeds={','.join(f'[{s}]' for s in seeds)}", f"hydra.sweep.dir={sweep_dir}",
-        f"hydra.sweep.subdir={subdir}", *overrides,
-    ]  # fmt: skip
-    print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
+# ---------------------------------------------------------------- training and collecting
+
+
+def protocol(invocation: Invocation) -> tuple[str, Preset]:
+    """The preset of `invocation` (quick under `--quick`) and what this driver adds to it,
+    with the seeds and the runs at a time that `--seeds` and `--jobs` give where they do."""
+    name = "quick" if invocation.quick else invocation.preset
+    preset = PRESETS[name]
+    return name, preset._replace(
+        seeds=invocation.seeds or preset.seeds, jobs=invocation.jobs or preset.jobs
+    )
 
 
 def ladder_rungs(family: str) -> list[int]:
@@ -284,21 +277,28 @@ def rung_name(family: str, multiplier: float) -> str:
     return f"{family}_x{multiplier:g}"
 
 
-def train(settings: dict, seeds: str | None, overrides: list[str], runs_dir: Path) -> None:
-    """The main sweep into `runs_dir`, then the ladder's other rungs for its first seed, one
+def run(invocation: Invocation) -> None:
+    """The main sweep into `--runs`, then the ladder's other rungs for its first seed, one
     multirun per family (Hydra sweeps whole products; the families' rungs differ)."""
-    seeds = (seeds or settings["seeds"]).split(",")
-    overrides = [*settings["overrides"], *overrides]
-    multirun(VARIANTS, seeds, runs_dir, "${model.variant}_seed${seeds[0]}", overrides)
+    name, preset = protocol(invocation)
+    seeds, jobs = preset
+    device = [f"device={invocation.device}"] if invocation.device else []
+    common = [f"preset={name}", *device, *invocation.overrides]
+    multirun(
+        [
+            f"experiment={','.join(VARIANTS)}", *GROUPS,
+            f"seeds={','.join(f'[{s}]' for s in seeds)}", *common,
+        ],
+        invocation.runs, "${model.variant}_seed${seeds[0]}", jobs,
+    )  # fmt: skip
     for family, experiment in LADDER_FAMILIES.items():
-        multipliers = ",".join(str(m) for m in ladder_rungs(family))
         multirun(
-            [experiment],
-            seeds[:1],
-            runs_dir / LADDER_DIR / family,
-            "x${recipe.lr_multiplier}_seed${seeds[0]}",
-            [f"recipe.lr_multiplier={multipliers}", *overrides],
-        )
+            [
+                f"experiment={experiment}", *GROUPS, f"seeds=[{seeds[0]}]",
+                f"recipe.lr_multiplier={','.join(str(m) for m in ladder_rungs(family))}", *common,
+            ],
+            invocation.runs / LADDER_DIR / family, "x${recipe.lr_multiplier}_seed${seeds[0]}", jobs,
+        )  # fmt: skip
 
 
 def sweep_command(sweep_dir: Path) -> str | None:
@@ -359,10 +359,11 @@ def collect_ladder(
     return runs, ladder, ladder_summary
 
 
-def collect(runs_dir: Path, out_dir: Path, command: str, preset: str | None) -> None:
+def collect(invocation: Invocation) -> None:
     """Writes curves.csv, summary.csv, ladder.csv, ladder_summary.csv and provenance.json of
-    the runs under `runs_dir`, once they are known to be the whole sweep and ladder (every
+    the runs under `--runs`, once they are known to be the whole sweep and ladder (every
     variant, seed and rung), finished."""
+    runs_dir, out_dir = invocation.runs, invocation.out
     ladder_dir = runs_dir / LADDER_DIR
     runs = load_sweep(runs_dir, SWEEP_FIX, skip=ladder_dir)
     check_runs(runs, runs_dir, ACCEPTED)
@@ -370,15 +371,14 @@ def collect(runs_dir: Path, out_dir: Path, command: str, preset: str | None) -> 
     summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
     summary = summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
     ladder_runs, ladder, ladder_summary = collect_ladder(ladder_dir, curves, summary)
-    first = json.loads((Path(runs.run_dir.iloc[0]) / "run.json").read_text())
     configs = {
         variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
         for variant, run_dir in runs.groupby("variant").run_dir.first().items()
     }
-    atomic_write_text(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)].to_csv(index=False))
-    atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out_dir / "ladder.csv", ladder.to_csv(index=False))
-    atomic_write_text(out_dir / "ladder_summary.csv", ladder_summary.to_csv(index=False))
+    write_csv(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)])
+    write_csv(out_dir / "summary.csv", summary)
+    write_csv(out_dir / "ladder.csv", ladder)
+    write_csv(out_dir / "ladder_summary.csv", ladder_summary)
     wall = {f"{r.variant}_seed{r.seed}": r.wall_s for r in runs.itertuples()}
     wall |= {f"{LADDER_DIR}/{r.variant}_seed{r.seed}": r.wall_s for r in ladder_runs.itertuples()}
     spans = []
@@ -388,24 +388,24 @@ def collect(runs_dir: Path, out_dir: Path, command: str, preset: str | None) -> 
         spans.append((start, start + info["wall_s"]))
     write_json(
         out_dir / "provenance.json",
-        {
-            "command": command,
-            "sweep_command": sweep_command(runs_dir),
-            "ladder_sweep_commands": {
+        provenance(
+            runs.run_dir.iloc[0], runs_dir, invocation.command,
+            sweep_command=sweep_command(runs_dir),
+            ladder_sweep_commands={
                 family: sweep_command(ladder_dir / family) for family in LADDER_FAMILIES
             },
-            "preset": preset,
-            "runs_dir": str(
-                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
-            ),
-            "git": first["git"],
-            "hardware": first["hardware"],
-            "sweep_wall_s": round(max(end for _, end in spans) - min(s for s, _ in spans)),
-            "wall_s": wall,
-            "date": time.strftime("%Y-%m-%d"),
-            "config": configs,
-        },
-    )
+            preset=trained_preset(invocation),
+            sweep_wall_s=round(max(end for _, end in spans) - min(s for s, _ in spans)),
+            wall_s=wall,
+            config=configs,
+        ),
+    )  # fmt: skip
+
+
+def trained_preset(invocation: Invocation) -> str | None:
+    """The preset the runs were trained with as far as the command says: `run`'s, or quick
+    for `collect --quick`; None (the README's "not recorded") for other runs collected."""
+    return protocol(invocation)[0] if invocation.action == "run" or invocation.quick else None
 
 
 # ---------------------------------------------------------------- Figure 3 with intervals
@@ -826,18 +826,11 @@ def ladder_cell(r, chance: float) -> str:
     return f"trains: maximum {r.max_acc:.4f} at step {r.step_of_max:,}; target {reached}"
 
 
-def readme(
-    results: pd.DataFrame,
-    seeds: pd.DataFrame,
-    checks: pd.DataFrame,
-    ladder: pd.DataFrame,
-    summary: pd.DataFrame,
-    provenance: dict,
-) -> str:
-    """README.md: the Figure 3 analogue with intervals, the verdicts, the plateau check and
-    the ladder, from the tables `draw` writes."""
-    config = provenance.get("config", {}).get("inception", {})
-    model, data, optim = config.get("model", {}), config.get("data", {}), config.get("optim", {})
+# ---------------------------------------------------------------- README, one section a function
+
+
+def figure3_section(results: pd.DataFrame) -> list[str]:
+    """The title, Figure 2 and the Figure 3 analogue with its intervals."""
     target = results.target_acc.iloc[0]
     n_seeds = int(results.set_index("variant").seeds["inception"])
     lines = [
@@ -882,7 +875,12 @@ def readme(
     ]
     if n_seeds == 1:
         lines.append("With one seed there is nothing to resample: every interval is the point.")
-    lines += ["", "## Controls", "", "| control | ours | paper |", "|---|---|---|"]
+    return lines
+
+
+def controls_section(results: pd.DataFrame) -> list[str]:
+    """How the two controls ended, beside the paper's outcome."""
+    lines = ["", "## Controls", "", "| control | ours | paper |", "|---|---|---|"]
     for r in results[results.variant.isin(CONTROLS)].itertuples():
         if r.status == "diverged":
             ours = (
@@ -894,7 +892,12 @@ def readme(
                 f"{r.status}; maximum accuracy {fmt(r.max_acc, '.4f')} (chance {r.chance_acc:.2f})"
             )
         lines.append(f"| {LABELS[r.variant]} | {ours} | {PAPER_CONTROLS[r.variant]} |")
-    lines += [
+    return lines
+
+
+def relations_section(results: pd.DataFrame) -> list[str]:
+    """The paper's relations, each with its verdict, and how a verdict is reached."""
+    return [
         "",
         "## The paper's relations, checked",
         "",
@@ -914,38 +917,48 @@ def readme(
         "",
         f'"At chance": a maximum accuracy less than {CHANCE_MARGIN:.2f} above 1/classes.',
     ]
-    c = checks.iloc[0]
-    lines += [
+
+
+def plateau_section(check) -> list[str]:
+    """Whether plain Inception had levelled off (`check`: the row of checks.csv)."""
+    lines = [
         "",
         "## Plateau check",
         "",
-        f"Plain Inception's mean curve is at its maximum at step {c.step_of_max:,}. Its best "
-        f"from step {c.cutoff_step:,.0f} on (the last {PLATEAU_TAIL:.0%} of its steps) is "
-        f"{c.best_after:.4f}, against {c.best_before:.4f} before: a gain of {c.gain:+.4f}, "
-        f"{'less' if c.plateaued else 'not less'} than the tolerance {PLATEAU_TOLERANCE}: "
-        f"**{'plateaued' if c.plateaued else 'not plateaued'}** (`checks.csv`).",
+        f"Plain Inception's mean curve is at its maximum at step {check.step_of_max:,}. Its best "
+        f"from step {check.cutoff_step:,.0f} on (the last {PLATEAU_TAIL:.0%} of its steps) is "
+        f"{check.best_after:.4f}, against {check.best_before:.4f} before: a gain of "
+        f"{check.gain:+.4f}, {'less' if check.plateaued else 'not less'} than the tolerance "
+        f"{PLATEAU_TOLERANCE}: **{'plateaued' if check.plateaued else 'not plateaued'}** "
+        "(`checks.csv`).",
     ]
-    if not c.plateaued:
+    if not check.plateaued:
         lines.append(
             "Inception was still improving: a longer run would raise the target, so the steps to "
             "it and the speed-ups depend on the run's length."
         )
+    return lines
+
+
+def rates(rows: pd.DataFrame) -> str:
+    """The multipliers of the rungs in `rows`, as x1, x5, ..."""
+    return ", ".join(f"x{m}" for m in rows.multiplier.unique()) or "no rate"
+
+
+def ladder_section(ladder: pd.DataFrame, chance: float, provenance: dict) -> list[str]:
+    """The learning-rate ladder: where each family diverges or stays at chance, and each rung."""
+    optim = provenance.get("config", {}).get("inception", {}).get("optim", {})
     base_lr = f" ({optim['lr']})" if "lr" in optim else ""
-    chance = results.chance_acc.iloc[0]
-
-    def rungs(rows: pd.DataFrame) -> str:
-        return ", ".join(f"x{m}" for m in rows.multiplier.unique()) or "no rate"
-
     failed = {
         family: (
-            rungs(rows[rows.status == "diverged"]),
-            rungs(
+            rates(rows[rows.status == "diverged"]),
+            rates(
                 rows[(rows.status != "diverged") & rows.max_acc.map(lambda a: at_chance(a, chance))]
             ),
         )
         for family, rows in ladder.groupby("family")
     }
-    lines += [
+    lines = [
         "",
         "## The stability boundary: a learning-rate ladder",
         "",
@@ -968,8 +981,13 @@ def readme(
     for (multiplier, seed), rows in ladder.groupby(["multiplier", "seed"]):
         cells = {r.family: ladder_cell(r, chance) for r in rows.itertuples()}
         lines.append(f"| x{multiplier} | {seed} | {cells['inception']} | {cells['bn_recipe']} |")
+    return lines
+
+
+def runs_section(seeds: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """Every run of the main sweep: how it ended and its own curve against the target."""
     runs = seeds.merge(summary[["variant", "seed", "diverged_at_step", "steps"]])
-    lines += [
+    return [
         "",
         "## Per run",
         "",
@@ -982,10 +1000,14 @@ def readme(
             for r in runs.itertuples()
         ],
     ]
-    if not provenance:
-        return "\n".join([*lines, ""])
+
+
+def protocol_section(provenance: dict) -> list[str]:
+    """The preset, the command and the proxy's sizes and optimizer, from provenance.json."""
+    config = provenance.get("config", {}).get("inception", {})
+    model, data, optim = config.get("model", {}), config.get("data", {}), config.get("optim", {})
     command = provenance.get("command")
-    lines += [
+    return [
         "",
         "## How these numbers were made",
         "",
@@ -1001,6 +1023,27 @@ def readme(
         f"{optim.get('decay_steps')} steps (the recipes change these as Section 4.2.1 says)",
         "- the machine, the code's commit, the date, each run's wall time and the commands of "
         "the sweep and the ladder's two sweeps as typed: `provenance.json`",
+    ]
+
+
+def readme(
+    results: pd.DataFrame,
+    seeds: pd.DataFrame,
+    checks: pd.DataFrame,
+    ladder: pd.DataFrame,
+    summary: pd.DataFrame,
+    provenance: dict,
+) -> str:
+    """README.md: the Figure 3 analogue with intervals, the verdicts, the plateau check and
+    the ladder, from the tables `draw` writes; how they were made where provenance.json says."""
+    lines = [
+        *figure3_section(results),
+        *controls_section(results),
+        *relations_section(results),
+        *plateau_section(checks.iloc[0]),
+        *ladder_section(ladder, results.chance_acc.iloc[0], provenance),
+        *runs_section(seeds, summary),
+        *(protocol_section(provenance) if provenance else []),
         "",
     ]
     return "\n".join(lines)
@@ -1031,11 +1074,6 @@ def check_ladder(
     check_unique(ladder, ladder_path, [*LADDER_KEYS, "step"], DRAW_FIX)
     steps = summary.set_index(LADDER_KEYS).steps
     check_final_steps(ladder, ladder_path, LADDER_KEYS, steps, DRAW_FIX)
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False))
-    print(f"wrote {path}")
 
 
 def draw(out_dir: Path) -> None:
@@ -1074,44 +1112,29 @@ def draw(out_dir: Path) -> None:
     print(f"wrote {out_dir / 'README.md'}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("action", choices=["run", "collect", "draw"])
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="run: default cpu")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="run: the quick protocol instead of a preset (about a minute on 2 cores); --out "
-        "defaults to runs/figure2-quick",
-    )
-    parser.add_argument("--out", type=Path, help="results folder (default results/figure2)")
-    parser.add_argument(
-        "--runs", type=Path, default=None, help="sweep dir (default runs/figure2/<time>)"
-    )
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: preset's)")
-    args, overrides = parser.parse_known_args()
-    command = shlex.join(["python", "experiments/figure2.py", *sys.argv[1:]])
-    if args.action == "collect" and args.runs is None:
-        parser.error("collect needs --runs <sweep dir>")
-    if args.quick and args.preset:
-        parser.error(f"--quick is a protocol of its own; drop --preset {args.preset}")
-    out = args.out or REPO / ("runs/figure2-quick" if args.quick else "results/figure2")
-    preset = "quick" if args.quick else args.preset
-    try:
-        if args.action == "run":
-            runs_dir = args.runs or REPO / "runs" / "figure2" / time.strftime("%Y-%m-%d_%H-%M-%S")
-            preset = preset or "cpu"
-            train(QUICK if args.quick else PRESETS[preset], args.seeds, overrides, runs_dir)
-            collect(runs_dir, out, command, preset)
-        elif args.action == "collect":
-            collect(args.runs.resolve(), out, command, preset)
-        draw(out)
-    except BnreproError as error:
-        print(f"bnrepro: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+DRIVER = Driver(
+    name="figure2",
+    doc=__doc__,
+    run=run,
+    collect=collect,
+    draw=draw,
+    options=(
+        preset_option("cpu"),
+        Option(
+            "--seeds",
+            "comma-separated seeds (default: the preset's, "
+            + "; ".join(f"{name} {','.join(map(str, p.seeds))}" for name, p in PRESETS.items())
+            + ")",
+            seed_list,
+        ),
+        Option(
+            "--jobs",
+            "training processes at a time (default: the preset's, "
+            + "; ".join(f"{name} {p.jobs}" for name, p in PRESETS.items())
+            + ")",
+            positive_int("--jobs", "processes at a time", 2),
+        ),
+        device_option(),
+    ),
+    tolerances=TOLERANCES,
+)

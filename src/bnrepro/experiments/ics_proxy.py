@@ -1,16 +1,16 @@
 """Internal covariate shift put to the test on the Inception proxy (Santurkar et al. 2018).
 
     python experiments/ics_proxy.py run [--preset cpu|gpu] [--device cuda] [hydra overrides ...]
-    python experiments/ics_proxy.py run --quick   # a tiny protocol into runs/ics-proxy-quick/
-    python experiments/ics_proxy.py collect --runs runs/ics_proxy/<time>
+    python experiments/ics_proxy.py run --quick   # a tiny protocol into runs/ics/proxy-quick/
+    python experiments/ics_proxy.py collect --runs runs/ics/proxy/<time>
     python experiments/ics_proxy.py draw          # redraw from results/ics/proxy/*.csv only
 
 The Inception half of results/ics/ (experiments/ics.py is the MNIST half). `run` trains plain
 Inception (`experiment=inception`), BN-Baseline (`experiment=bn_baseline`) and BN-Baseline with
 noisy BN (`experiment=bn_baseline_noisy`: after every BN a random per-channel scale and shift,
 redrawn every step, bnrepro.nn.NoisyBatchNorm) on the Fashion-MNIST proxy, one run per recipe
-and seed in one Hydra multirun, at the sizes of experiments/figure2.py's presets. Every run
-logs two measurements (bnrepro.train_inception):
+and seed in one Hydra multirun, at the sizes of the proxy's presets (configs/preset/). Every
+run logs two measurements (bnrepro.train_inception):
 - `late_probe.every=PROBE_EVERY`: the 15th, 50th and 85th percentiles of the input to one
   late ReLU (one channel of the last Inception module's 1x1 branch) over held-out images, in
   training mode;
@@ -24,30 +24,28 @@ net), ics.png and smoothness.png (the diagnostics over training), claims.csv (ea
 number against a threshold fixed in THRESHOLDS before any run; verdict `pass` when every seed
 meets it, `fail` when none does, `inconclusive` when the seeds disagree) and README.md.
 
-Presets (sizes from experiments/figure2.py's PRESETS, imported; the launcher is this driver's):
+Presets: the sizes are configs/preset/<name>.yaml, as for experiments/figure2.py; the seeds,
+the runs at a time and the measurements' cadences are this driver's PRESETS (`--seeds` and
+`--jobs` change the first two):
 - gpu: width 1/4, 32x32, 2,000 steps, 3 seeds, all 10,000 held-out images every 200 steps, the
   nine runs one after another (runs side by side on one GPU each run slower, README "Speed");
   sized from the H200's graphed step (5.5 ms) for about 4 minutes, within 6.
 - cpu: width 1/8, 16x16, 2,000 steps, 3 seeds, 2,000 held-out images every 100 steps, two
   one-thread runs at a time; about 15 minutes on a quiet 2-core machine (figure2's runs of
   these sizes take 150-170 s each, two at a time; the probe and the diagnostics add 3-10%).
-- quick (`--quick`): figure2's quick sizes (width 1/16, 16x16, 40 steps, 1 seed), the probe
-  every 10 steps and the diagnostics every 20; into runs/ics-proxy-quick/ (any action: `--out`
-  names another folder), never over results/.
-`run` prints its wall time. The CSV files and README.md hold results only; wall times, date,
-machine, commit and the command go to provenance.json. `collect` and `draw` write nothing
-unless their inputs are whole (bnrepro.tables): every recipe for every seed, completed, each
-curve logged to its last step; otherwise one paragraph naming the file or run and the fix, and
-exit status 2. Extra arguments are Hydra overrides for every run.
+- quick (`--quick`): width 1/16, 16x16, 40 steps, 1 seed, the probe every 10 steps and the
+  diagnostics every 20; into runs/ics/proxy-quick/ (any action: `--out` names another folder),
+  never over results/.
+`run` prints its training's wall time. The CSV files and README.md hold results only; wall
+times, date, machine, commit and the command go to provenance.json. `collect` and `draw` write
+nothing unless their inputs are whole (bnrepro.tables): every recipe for every seed, completed,
+each curve logged to its last step; otherwise one paragraph naming the file or run and the fix,
+and exit status 2. Extra arguments are Hydra overrides for every run.
 """
 
-import argparse
-import json
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -57,7 +55,19 @@ import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
-from bnrepro.errors import BnreproError  # noqa: E402
+from bnrepro.driver import (  # noqa: E402
+    Driver,
+    Invocation,
+    Option,
+    device_option,
+    multirun,
+    positive_int,
+    preset_option,
+    provenance,
+    seed_list,
+    write_csv,
+)
+from bnrepro.experiments import ics  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
     check_columns,
@@ -72,11 +82,6 @@ from bnrepro.tables import (  # noqa: E402
     read_json,
 )
 from bnrepro.train_inception import DIAGNOSTIC_COLUMNS, ICS_LAYERS  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-import ics  # noqa: E402
-from figure2 import PRESETS, QUICK  # noqa: E402
 
 VARIANTS = ("inception", "bn_baseline", "bn_baseline_noisy")
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
@@ -100,9 +105,25 @@ SUMMARY_COLUMNS = {
 }  # fmt: skip
 PROBE_EVERY = 50
 DIAGNOSTICS_EVERY = 500
-QUICK_EVERY = {"probe": 10, "diagnostics": 20}
-JOBS = {"gpu": 1, "cpu": 2, "quick": 2}
-LAUNCHER = ("hydra/launcher", "hydra.launcher")  # figure2's presets' launcher, replaced here
+
+
+class Preset(NamedTuple):
+    """What this driver adds to configs/preset/<name>.yaml (the proxy's size and length): the
+    seeds it trains, how many runs train at a time, and every how many steps a run is probed
+    and diagnosed."""
+
+    seeds: tuple[int, ...]
+    jobs: int
+    probe_every: int = PROBE_EVERY
+    diagnostics_every: int = DIAGNOSTICS_EVERY
+
+
+# gpu: one run at a time, as runs side by side on one GPU each run slower (README "Speed").
+PRESETS = {
+    "cpu": Preset((0, 1, 2), 2),
+    "gpu": Preset((0, 1, 2), 1),
+    "quick": Preset((0,), 2, probe_every=10, diagnostics_every=20),
+}
 
 # The claims and their thresholds, fixed before any run. Each is judged seed by seed (noisy BN
 # or BN against the run of the same seed it is compared with).
@@ -123,7 +144,7 @@ THRESHOLDS = {
 }
 SWEEP_FIX = (
     "give --runs the sweep directory that `python experiments/ics_proxy.py run` trained into "
-    "(runs/ics_proxy/<time>)"
+    "(runs/ics/proxy/<time>)"
 )
 DRAW_FIX = (
     "rebuild the CSV files with `python experiments/ics_proxy.py collect --runs <sweep dir>`, "
@@ -134,40 +155,39 @@ DRAW_FIX = (
 # ---------------------------------------------------------------- training and collecting
 
 
-def protocol(preset: str) -> tuple[str, list[str]]:
-    """The seeds and Hydra overrides of `preset` (cpu, gpu or quick): figure2's sizes, this
-    driver's launcher and measurement cadences."""
-    sizes = QUICK if preset == "quick" else PRESETS[preset]
-    every = (
-        QUICK_EVERY
-        if preset == "quick"
-        else {"probe": PROBE_EVERY, "diagnostics": DIAGNOSTICS_EVERY}
+def protocol(invocation: Invocation) -> tuple[str, Preset]:
+    """The preset of `invocation` (quick under `--quick`) and what this driver adds to it,
+    with the seeds and the runs at a time that `--seeds` and `--jobs` give where they do."""
+    name = "quick" if invocation.quick else invocation.preset
+    preset = PRESETS[name]
+    return name, preset._replace(
+        seeds=invocation.seeds or preset.seeds, jobs=invocation.jobs or preset.jobs
     )
-    overrides = [o for o in sizes["overrides"] if not o.startswith(LAUNCHER)]
-    return sizes["seeds"], [
-        *overrides, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={JOBS[preset]}",
-        f"++late_probe.every={every['probe']}", f"diagnostics.every={every['diagnostics']}",
-    ]  # fmt: skip
 
 
-def train(preset: str, seeds: str | None, overrides: list[str], runs_dir: Path) -> None:
-    """The three recipes x seeds in one Hydra multirun into `runs_dir`."""
-    preset_seeds, preset_overrides = protocol(preset)
-    seeds = (seeds or preset_seeds).split(",")
-    command = [
-        sys.executable, "-m", "bnrepro.train", "-m", f"experiment={','.join(VARIANTS)}",
-        # The groups the experiments select, named so that Hydra can compose the sweep's base.
-        "model=inception_proxy", "data=fashion_mnist", "optim=momentum_proxy", "name=ics_proxy",
-        f"seeds={','.join(f'[{s}]' for s in seeds)}", f"hydra.sweep.dir={runs_dir}",
-        "hydra.sweep.subdir=${model.variant}_seed${seeds[0]}", *preset_overrides, *overrides,
-    ]  # fmt: skip
-    print("+", shlex.join(command), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
+def run(invocation: Invocation) -> None:
+    """The three recipes x seeds in one Hydra multirun into `--runs`; prints its wall time."""
+    name, preset = protocol(invocation)
+    started = time.time()
+    multirun(
+        [
+            f"experiment={','.join(VARIANTS)}",
+            # The groups the experiments select, named so that Hydra can compose the sweep's base.
+            "model=inception_proxy", "data=fashion_mnist", "optim=momentum_proxy", "name=ics_proxy",
+            f"seeds={','.join(f'[{s}]' for s in preset.seeds)}", f"preset={name}",
+            f"++late_probe.every={preset.probe_every}",
+            f"diagnostics.every={preset.diagnostics_every}",
+            *([f"device={invocation.device}"] if invocation.device else []), *invocation.overrides,
+        ],
+        invocation.runs, "${model.variant}_seed${seeds[0]}", preset.jobs,
+    )  # fmt: skip
+    print(f"ics_proxy: training took {time.time() - started:.0f} s wall", flush=True)
 
 
-def collect(runs_dir: Path, out_dir: Path, command: str, preset: str | None) -> None:
+def collect(invocation: Invocation) -> None:
     """curves.csv, diagnostics.csv, summary.csv and provenance.json of the runs under
-    `runs_dir`, once they are known to be the whole sweep, finished and measured."""
+    `--runs`, once they are known to be the whole sweep, finished and measured."""
+    runs_dir, out_dir = invocation.runs, invocation.out
     runs = load_sweep(runs_dir, SWEEP_FIX)
     check_runs(runs, runs_dir, ACCEPTED)
     curves = load_curves(runs, METRIC_COLUMNS, optional=OPTIONAL)
@@ -183,42 +203,35 @@ def collect(runs_dir: Path, out_dir: Path, command: str, preset: str | None) -> 
             "experiments/ics_proxy.py run` does",
         )
     summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
-    first = json.loads((Path(runs["run_dir"].iloc[0]) / "run.json").read_text())
     configs = {
         variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
         for run_dir, variant in runs.groupby("run_dir").variant.first().items()
     }
+    keys = ["variant", "seed", "step"]
+    curves = curves.dropna(subset=["test_acc", "p50"], how="all")[list(CURVE_COLUMNS)]
+    write_csv(out_dir / "curves.csv", curves.sort_values(keys))
     write_csv(
-        out_dir / "curves.csv",
-        curves.dropna(subset=["test_acc", "p50"], how="all")[list(CURVE_COLUMNS)],
+        out_dir / "diagnostics.csv",
+        diagnostics[[*keys, *DIAGNOSTIC_COLUMNS]].sort_values(keys),
     )
-    write_csv(
-        out_dir / "diagnostics.csv", diagnostics[["variant", "seed", "step", *DIAGNOSTIC_COLUMNS]]
-    )
-    write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
+    write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)].sort_values(keys[:2]))
     write_json(
         out_dir / "provenance.json",
-        {
-            "command": command,
-            "preset": preset,
-            "runs_dir": str(
-                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
-            ),
-            "git": first["git"],
-            "hardware": first["hardware"],
-            "date": time.strftime("%Y-%m-%d"),
-            "wall_s": {
+        provenance(
+            runs["run_dir"].iloc[0], runs_dir, invocation.command,
+            preset=trained_preset(invocation),
+            wall_s={
                 f"{r.variant}_seed{r.seed}": round(float(r.wall_s), 1) for r in summary.itertuples()
             },
-            "config": configs,
-        },
-    )
+            config=configs,
+        ),
+    )  # fmt: skip
 
 
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = [key for key in ("variant", "seed", "step") if key in frame]
-    atomic_write_text(path, frame.sort_values(keys).to_csv(index=False))
+def trained_preset(invocation: Invocation) -> str | None:
+    """The preset the runs were trained with as far as the command says: `run`'s, or quick
+    for `collect --quick`; None (the README's "not recorded") for other runs collected."""
+    return protocol(invocation)[0] if invocation.action == "run" or invocation.quick else None
 
 
 # ---------------------------------------------------------------- measures and claims
@@ -469,47 +482,29 @@ def draw(out_dir: Path) -> None:
         print(f"wrote {path}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("action", choices=["run", "collect", "draw"])
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="run: default cpu")
-    parser.add_argument(
-        "--quick", action="store_true", help="run: the tiny protocol; --out runs/ics-proxy-quick"
-    )
-    parser.add_argument("--out", type=Path, help="results folder (default results/ics/proxy)")
-    parser.add_argument("--runs", type=Path, help="sweep dir (default runs/ics_proxy/<time>)")
-    parser.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
-    parser.add_argument("--device", help="device for every run (default: the preset's)")
-    args, overrides = parser.parse_known_args()
-    if args.quick and args.preset:
-        parser.error(f"--quick is a protocol of its own; drop --preset {args.preset}")
-    if args.action == "collect" and args.runs is None:
-        parser.error("collect needs --runs <sweep dir>")
-    command = shlex.join(["python", "experiments/ics_proxy.py", *sys.argv[1:]])
-    out = (
-        args.out or REPO / ("runs/ics-proxy-quick" if args.quick else "results/ics/proxy")
-    ).resolve()
-    preset = "quick" if args.quick else args.preset
-    if args.device:
-        overrides = [*overrides, f"device={args.device}"]
-    started = time.time()
-    try:
-        if args.action == "run":
-            preset = preset or "cpu"
-            runs_dir = args.runs or REPO / "runs" / "ics_proxy" / time.strftime("%Y-%m-%d_%H-%M-%S")
-            train(preset, args.seeds, overrides, runs_dir)
-            collect(runs_dir, out, command, preset)
-        elif args.action == "collect":
-            collect(args.runs.resolve(), out, command, preset)
-        draw(out)
-    except BnreproError as error:
-        print(f"bnrepro: {error}", file=sys.stderr)
-        sys.exit(2)
-    if args.action == "run":
-        print(f"ics_proxy: {args.action} took {time.time() - started:.0f} s wall")
-
-
-if __name__ == "__main__":
-    main()
+DRIVER = Driver(
+    name="ics_proxy",
+    doc=__doc__,
+    run=run,
+    collect=collect,
+    draw=draw,
+    options=(
+        preset_option("cpu"),
+        Option(
+            "--seeds",
+            "comma-separated seeds (default: the preset's, "
+            + "; ".join(f"{name} {','.join(map(str, p.seeds))}" for name, p in PRESETS.items())
+            + ")",
+            seed_list,
+        ),
+        Option(
+            "--jobs",
+            "training processes at a time (default: the preset's, "
+            + "; ".join(f"{name} {p.jobs}" for name, p in PRESETS.items())
+            + ")",
+            positive_int("--jobs", "processes at a time", 2),
+        ),
+        device_option(),
+    ),
+    folder="ics/proxy",
+)
