@@ -1,7 +1,5 @@
 """The paper's claims, each measured small by `bnrepro.claims` and asserted."""
 
-import argparse
-import importlib.util
 import json
 import re
 import shutil
@@ -18,6 +16,8 @@ from conftest import REPO
 from torch import nn
 
 from bnrepro import claims
+from bnrepro.driver import UsageError
+from bnrepro.experiments import claims as claims_driver
 from bnrepro.models.mlp import MLP
 from bnrepro.nn import BatchNorm
 from bnrepro.tables import ResultsError
@@ -213,13 +213,6 @@ def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
 # ---------------------------------------------------------------- the driver: verdicts and drawing
 
 
-def load_driver():
-    spec = importlib.util.spec_from_file_location("claims_driver", REPO / "experiments/claims.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_median_interval_lies_between_order_statistics():
     # 100 values: the 95% interval for the median runs from the 40th to the 61st smallest
     values = np.random.default_rng(0).permutation(np.arange(1.0, 101.0))
@@ -230,13 +223,13 @@ def test_median_interval_lies_between_order_statistics():
 
 
 def test_check_verdict_follows_relation_and_nan_is_missing():
-    driver = load_driver()
-    assert driver.Check(1, "x", 0.5, "<", 1.0).row()["verdict"] == "pass"
-    assert driver.Check(1, "x", 1.0, "<", 1.0).row()["verdict"] == "fail"
-    assert driver.Check(1, "x", 1.0, ">=", 1.0).row()["verdict"] == "pass"
-    assert driver.Check(1, "x", float("nan"), "<", 1.0).row()["verdict"] == "missing"
-    assert driver.Check(1, "x", float("nan"), ">", 1.0).row()["verdict"] == "missing"
-    assert driver.Check(2, "y", 3.0, ">", 10).row() == {
+    Check = claims_driver.Check
+    assert Check(1, "x", 0.5, "<", 1.0).row()["verdict"] == "pass"
+    assert Check(1, "x", 1.0, "<", 1.0).row()["verdict"] == "fail"
+    assert Check(1, "x", 1.0, ">=", 1.0).row()["verdict"] == "pass"
+    assert Check(1, "x", float("nan"), "<", 1.0).row()["verdict"] == "missing"
+    assert Check(1, "x", float("nan"), ">", 1.0).row()["verdict"] == "missing"
+    assert Check(2, "y", 3.0, ">", 10).row() == {
         "claim": "2. y",
         "measured": 3.0,
         "threshold": "> 10",
@@ -259,13 +252,13 @@ def test_check_verdict_follows_relation_and_nan_is_missing():
 def test_check_with_an_interval_is_decided_on_the_whole_interval(low, median, high, verdict, shown):
     """Against '> 1': pass when all of the interval is above 1, fail when none of it is,
     inconclusive when it straddles 1; decided unrounded, shown to 2 significant digits."""
-    row = load_driver().Check(5, "speed-up", median, ">", 1, low, high).row()
+    row = claims_driver.Check(5, "speed-up", median, ">", 1, low, high).row()
     assert row["verdict"] == verdict
     assert row["measured"] == shown
 
 
 def test_intervals_against_an_upper_threshold():
-    Check = load_driver().Check
+    Check = claims_driver.Check
     assert Check(1, "x", 0.5, "<", 1.0, 0.4, 0.6).verdict() == "pass"
     assert Check(1, "x", 1.5, "<", 1.0, 1.0, 2.0).verdict() == "fail"
     assert Check(1, "x", 0.9, "<", 1.0, 0.8, 1.1).verdict() == "inconclusive"
@@ -330,7 +323,7 @@ def small_logged_csvs(out_dir: Path) -> None:
     provenance = {
         "settings": {"protocol": "quick", "steps": 200, "short_steps": 100, "seeds": "0,1",
                      "population_batches": 5, "timing_repeats": 8, "harness": [], "overrides": []},
-        "timing": load_driver().timing_record(timing),
+        "timing": claims_driver.timing_record(timing),
         "train_device": "cpu",
     }  # fmt: skip
     (out_dir / "provenance.json").write_text(json.dumps(provenance))
@@ -338,7 +331,7 @@ def small_logged_csvs(out_dir: Path) -> None:
 
 def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
     small_logged_csvs(tmp_path)
-    load_driver().draw(tmp_path)
+    claims_driver.draw(tmp_path)
     table = pd.read_csv(tmp_path / "claims.csv")
     assert list(table.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]
     assert (table.threshold_fixed == "before the runs").all()
@@ -365,7 +358,7 @@ def test_claim4_is_read_at_both_lengths_from_one_set_of_curves(tmp_path):
     """Before minus after: behind at step 100 (fail), ahead at step 200 (pass), from the same
     curves; before minus no BN is positive at both."""
     small_logged_csvs(tmp_path)
-    load_driver().draw(tmp_path)
+    claims_driver.draw(tmp_path)
     table = pd.read_csv(tmp_path / "claims.csv").set_index("claim")
     rows = table[table.index.str.startswith("4. ")]
     expected = {
@@ -402,7 +395,7 @@ def test_a_longer_run_begins_with_the_shorter_run_byte_for_byte(small_cfg, tmp_p
 
 def test_draw_names_missing_files(tmp_path):
     with pytest.raises(ResultsError, match="stats_backprop.csv") as error:
-        load_driver().draw(tmp_path)
+        claims_driver.draw(tmp_path)
     assert "population_statistics.csv" in str(error.value)
     assert "provenance.json" in str(error.value)
     assert list(tmp_path.iterdir()) == []
@@ -508,7 +501,7 @@ def test_draw_refuses_incomplete_inputs_and_writes_nothing(tmp_path, damage, exp
     damage(tmp_path)
     before = snapshot(tmp_path)
     with pytest.raises(ResultsError, match=re.escape(expected)):
-        load_driver().draw(tmp_path)
+        claims_driver.draw(tmp_path)
     assert snapshot(tmp_path) == before
 
 
@@ -542,9 +535,8 @@ def fake_claim4_runs(root: Path) -> Path:
 
 
 def test_claim4_curves_are_collected_from_finished_runs_only(tmp_path):
-    driver = load_driver()
     runs = fake_claim4_runs(tmp_path / "runs")
-    curves = driver.collect_variants(runs)["bn_position_curves.csv"]
+    curves = claims_driver.collect_variants(runs)["bn_position_curves.csv"]
     assert list(curves.columns) == ["variant", "seed", "step", "train_loss", "test_acc"]
     assert list(curves.variant.unique()) == ["plain", "bn_before", "bn_after"]
     assert len(curves) == 3 * 2 * 3
@@ -554,7 +546,7 @@ def test_claim4_curves_are_collected_from_finished_runs_only(tmp_path):
         json.dumps({"status": "interrupted", "steps": 50, "error": message})
     )
     with pytest.raises(ResultsError, match=f"{runs / 'bn_after'}: interrupted") as error:
-        driver.collect_variants(runs)
+        claims_driver.collect_variants(runs)
     assert message in str(error.value)
 
 
@@ -562,8 +554,7 @@ def test_claim4_curves_are_collected_from_finished_runs_only(tmp_path):
 
 
 def test_the_default_is_the_published_protocol_and_quick_never_writes_results():
-    driver = load_driver()
-    published = driver.PROTOCOLS["published"]
+    published = claims_driver.PROTOCOLS["published"]
     assert (published.steps, published.short_steps, published.seeds) == (50000, 10000, "0,1,2")
     assert (published.population_batches, published.timing_repeats) == (1000, 100)
     committed = json.loads((REPO / "results/claims/provenance.json").read_text())["settings"]
@@ -573,19 +564,31 @@ def test_the_default_is_the_published_protocol_and_quick_never_writes_results():
     }  # fmt: skip
 
     def dirs(*argv: str) -> tuple[Path, Path]:
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--out", type=Path)
-        parser.add_argument("--runs", type=Path)
-        parser.add_argument("--quick", action="store_true")
-        return driver.output_dirs(parser.parse_args(argv))
+        invocation = claims_driver.DRIVER.invocation(["run", *argv])
+        return invocation.out, invocation.runs
 
     out, runs = dirs()
     assert out == REPO / "results" / "claims" and runs.parent == REPO / "runs" / "claims"
     out, runs = dirs("--quick")
-    assert out.is_relative_to(REPO / "runs" / "claims-quick") and out.name == "results"
-    assert runs == out.parent / "runs"
+    assert out == REPO / "runs" / "claims-quick" and runs.parent == REPO / "runs" / "claims"
     assert dirs("--quick", "--out", "/tmp/x")[0] == Path("/tmp/x")
     assert dirs("--out", "/tmp/y")[0] == Path("/tmp/y")
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["run", "--seeds", "0"], "--seeds is not an option of experiments/claims.py run"),
+        (["collect", "--runs", "runs/claims"], "invalid choice: 'collect'"),
+    ],
+    ids=["seeds", "collect"],
+)
+def test_what_claims_does_not_take_is_refused_before_anything_starts(argv, named):
+    """The protocol is `--quick` or the published one, not a choice of seeds; and there is no
+    `collect`: `run` writes the CSV files itself. (`draw` taking only --out is
+    tests/test_driver.py's, for every driver.)"""
+    with pytest.raises(UsageError, match=re.escape(named)):
+        claims_driver.DRIVER.invocation(argv)
 
 
 VOLATILE = [
@@ -625,7 +628,7 @@ def test_committed_results_redraw(tmp_path):
     committed = REPO / "results" / "claims"
     if not (committed / "claims.csv").exists():
         pytest.skip("results/claims has not been generated in this checkout")
-    for name in [*load_driver().COLUMNS, "provenance.json"]:
+    for name in [*claims_driver.COLUMNS, "provenance.json"]:
         shutil.copy(committed / name, tmp_path / name)
     result = subprocess.run(
         [sys.executable, "experiments/claims.py", "draw", "--out", str(tmp_path)],
@@ -640,12 +643,11 @@ def test_committed_results_redraw(tmp_path):
 def test_tolerances_cover_every_committed_csv_file_and_only_its_measured_columns():
     """Every committed CSV file has an entry; a listed column is one of its float columns (keys,
     text and verdicts, not listed, are compared exactly)."""
-    driver = load_driver()
     committed = REPO / "results" / "claims"
-    assert set(driver.TOLERANCES) == {path.name for path in committed.glob("*.csv")}
-    for name, tolerances in driver.TOLERANCES.items():
+    assert set(claims_driver.TOLERANCES) == {path.name for path in committed.glob("*.csv")}
+    for name, tolerances in claims_driver.TOLERANCES.items():
         assert set(tolerances) <= set(pd.read_csv(committed / name, nrows=0).columns), name
-        kinds = driver.COLUMNS.get(name, {})  # claims.csv: only `measured` is listed
+        kinds = claims_driver.COLUMNS.get(name, {})  # claims.csv: only `measured` is listed
         assert all(kinds.get(column, "float") == "float" for column in tolerances), name
         assert all(value > 0 for value in tolerances.values()), name
 

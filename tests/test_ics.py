@@ -2,11 +2,12 @@
 against cases with a known answer."""
 
 import copy
-import importlib.util
 import math
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,7 +17,9 @@ from conftest import REPO
 from torch import nn
 
 from bnrepro import ics
+from bnrepro.driver import UsageError
 from bnrepro.errors import ConfigError
+from bnrepro.experiments import ics as ics_driver
 from bnrepro.models.mlp import MLP
 from bnrepro.nn import NoisyBatchNorm
 from bnrepro.train import train
@@ -388,17 +391,10 @@ def test_cuda_graphed_noisy_run_with_diagnostics_follows_the_eager_run(small_cfg
 # --------------------------------------------------------------------------- the driver
 
 
-def load_driver():
-    spec = importlib.util.spec_from_file_location("ics_driver", REPO / "experiments/ics.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_driver(*args: str) -> subprocess.CompletedProcess:
+def run_driver(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "experiments/ics.py", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
@@ -409,7 +405,7 @@ def ics_csvs(tmp_path_factory, mnist_root):
     from omegaconf import open_dict
 
     runs = tmp_path_factory.mktemp("runs")
-    for variant, model in load_driver().MODELS.items():
+    for variant, model in ics_driver.MODELS.items():
         cfg = compose_train(
             ["experiment=figure1", f"model={model}", "seeds=[0,1]", "steps=200", "eval_every=100",
              "probe.every=50", "probe.size=200", "diagnostics.every=50", "device=cpu",
@@ -419,9 +415,10 @@ def ics_csvs(tmp_path_factory, mnist_root):
             cfg.pop("hydra", None)
         train(cfg, runs / variant)
     out = tmp_path_factory.mktemp("ics")
-    driver = load_driver()
-    driver.collect(runs, out, "python experiments/ics.py run --out /elsewhere")
-    driver.draw(out)
+    ics_driver.collect(
+        ics_driver.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)])
+    )
+    ics_driver.draw(out)
     return out
 
 
@@ -441,7 +438,8 @@ def test_collect_and_draw_write_every_file_with_its_columns(ics_csvs):
         assert (ics_csvs / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
     readme = (ics_csvs / "README.md").read_text()
     assert "## What the data supports" in readme and "On this net the data supports" in readme
-    assert "- command: `python experiments/ics.py run`" in readme and "/elsewhere" not in readme
+    assert "- command: `python experiments/ics.py collect`" in readme
+    assert str(ics_csvs) not in readme
     assert "scaled by U(0.5, 2) and shifted by U(-1, 1)" in readme
 
 
@@ -469,7 +467,7 @@ def test_draw_refuses_a_truncated_diagnostics_csv_and_writes_nothing(ics_csvs, t
 
 @pytest.mark.integration
 def test_collect_refuses_runs_without_diagnostics(small_cfg, tmp_path):
-    for variant, model in load_driver().MODELS.items():
+    for variant, model in ics_driver.MODELS.items():
         train(small_cfg(f"model={model}", "steps=20", "eval_every=10"), tmp_path / variant)
     result = run_driver("collect", "--runs", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "logged no diagnostics" in result.stderr
@@ -483,19 +481,18 @@ def test_collect_refuses_runs_without_diagnostics(small_cfg, tmp_path):
 def test_a_claim_passes_when_every_seed_meets_it_and_is_inconclusive_when_seeds_disagree(
     values, relation, verdict
 ):
-    driver = load_driver()
-    assert driver.THRESHOLDS["beta"] == (relation, 1.0)
-    claim = driver.Claim("beta", "beta", pd.Series(values))
+    assert ics_driver.THRESHOLDS["beta"] == (relation, 1.0)
+    claim = ics_driver.Claim("beta", "beta", pd.Series(values))
     assert claim.verdict() == verdict
     assert claim.row()["threshold"] == "< 1" and claim.row()["threshold_fixed"] == "before the runs"
 
 
-def claim_set(driver, ics_ratio: float, smooth_ratio: float) -> list:
+def claim_set(ics_ratio: float, smooth_ratio: float) -> list:
     per_seed = {
         "accuracy": -0.001, "drift_bn": 5.0, "drift_plain": 5.0, "ics": ics_ratio,
         "loss_range": smooth_ratio, "grad_change": smooth_ratio, "beta": smooth_ratio,
     }  # fmt: skip
-    return [driver.Claim(key, key, pd.Series([value] * 3)) for key, value in per_seed.items()]
+    return [ics_driver.Claim(key, key, pd.Series([value] * 3)) for key, value in per_seed.items()]
 
 
 @pytest.mark.parametrize(
@@ -508,7 +505,72 @@ def claim_set(driver, ics_ratio: float, smooth_ratio: float) -> list:
     ],
 )
 def test_the_conclusion_names_what_the_verdicts_support(ics_ratio, smooth_ratio, supported):
-    driver = load_driver()
-    lines = driver.conclusion(claim_set(driver, ics_ratio, smooth_ratio))
+    lines = ics_driver.conclusion(claim_set(ics_ratio, smooth_ratio))
     assert lines[0].startswith("Over 3 seeds")
     assert lines[-1] == f"On this net the data supports {supported}."
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize(
+    ("args", "seeds", "steps", "every", "out"),
+    [
+        ([], (0, 1, 2), None, 500, REPO / "results" / "ics"),
+        (["--quick"], (0, 1), 600, 100, REPO / "runs" / "ics-quick"),
+        (["--quick", "--every", "50", "--out", "/elsewhere"], (0, 1), 600, 50, Path("/elsewhere")),
+    ],
+    ids=["committed protocol", "quick", "quick, diagnostics every 50, elsewhere"],
+)
+def test_run_takes_the_protocol_it_is_asked_for(args, seeds, steps, every, out):
+    """`run` alone is results/ics/'s protocol (Figure 1's steps, diagnostics every 500);
+    `--quick` is 2 seeds x 600 steps with diagnostics every 100, into runs/ics-quick/."""
+    invocation = ics_driver.DRIVER.invocation(["run", *args])
+    assert (invocation.seeds, invocation.steps, invocation.every) == (seeds, steps, every)
+    assert invocation.jobs == 2 and invocation.out == out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "counted"),
+    [
+        ("--steps", "0", "training steps"),
+        ("--steps", "-5", "training steps"),
+        ("--every", "0", "steps between diagnostics"),
+        ("--jobs", "0", "processes at a time"),
+        ("--jobs", "-1", "processes at a time"),
+    ],
+)
+def test_a_count_below_1_is_refused_before_anything_starts(option, value, counted):
+    """`--steps 0` used to train Figure 1's 50,000 steps, and `--jobs 0` ended in a traceback
+    from the launcher."""
+    message = f"{option} {value} is not a number of {counted}: it takes a whole number above 0"
+    with pytest.raises(UsageError, match=re.escape(message)):
+        ics_driver.DRIVER.invocation(["run", option, value])
+
+
+def test_a_refused_option_exits_2_and_creates_nothing(tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = run_driver("run", "--every", "0", "--out", str(out), "--runs", str(runs))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("bnrepro: --every 0 is not a number of steps between")
+    assert "Nothing was run or written." in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_a_sweep_whose_jobs_fail_names_them_and_exits_1(tmp_path, mnist_root):
+    """Every job starts and fails on its config (a negative learning rate): the sweep is
+    reported job by job, with status 1 and no traceback, and nothing is collected."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = run_driver(
+        "run", "--seeds", "0", "--steps", "20", "--every", "10", "--device", "cpu",
+        "--out", str(out), "--runs", str(runs), f"data.root={mnist_root}", "optim.lr=-1",
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    report = result.stderr.strip().splitlines()[-1]
+    assert report.startswith(f"bnrepro: 3 job(s) of the sweep in {runs} failed: ")
+    for variant in ics_driver.VARIANTS:
+        assert f"{variant}: failed - Invalid config" in report
+    assert "Nothing was collected." in report and not out.exists()

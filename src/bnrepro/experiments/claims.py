@@ -1,6 +1,7 @@
 """Six claims of the BN paper (arXiv:1502.03167), each a measurement, a verdict and a figure.
 
-    python experiments/claims.py run [--quick] [--out DIR] [--runs DIR] [hydra overrides ...]
+    python experiments/claims.py run [--out DIR] [--runs DIR] [hydra overrides ...]
+    python experiments/claims.py run --quick   # the whole pipeline small, into runs/claims-quick/
     python experiments/claims.py draw [--out DIR]   # redraw from DIR's CSVs and provenance.json
 
 `run` measures claims 1-3 directly (`bnrepro.claims`), trains the Figure 1 net three ways
@@ -9,9 +10,10 @@ after it), measures claims 5 and 6 on the trained BN-before net and, once every 
 is known whole, writes the results as CSV files and everything that changes from run to run
 or machine to machine (command, commit, machine, date, wall times, the training runs'
 directory, and claim 5's raw timing repeats) as provenance.json. It then does what `draw`
-does: claims.csv (claim, measured, threshold, verdict, threshold_fixed), one figure per claim
-and README.md, from those files alone. README.md, the CSV files and the figures hold results
-only, so a faithful rerun on the same kind of machine changes provenance.json alone.
+does: claims.csv (claim, measured, threshold, verdict, threshold_fixed; the verdicts by the
+rule of bnrepro.verdicts), one figure per claim and README.md, from those files alone.
+README.md, the CSV files and the figures hold results only, so a faithful rerun on the same
+kind of machine changes provenance.json alone.
 
 By default `run` follows the published protocol, the one results/claims/ is made with: claim 4
 trains 50,000 steps with seeds 0,1,2 (Figure 1's protocol) and is read at steps 10,000 and
@@ -19,17 +21,18 @@ trains 50,000 steps with seeds 0,1,2 (Figure 1's protocol) and is read at steps 
 claim 5 times 100 repeats. It writes results/claims/, and the training runs to
 runs/claims/<time>/. `--quick` runs the whole pipeline small (claim 4: 400 steps, seeds 0,1,
 read at steps 200 and 400; 10 batches; 10 repeats), in well under a minute on two CPU cores;
-without `--out` it writes runs/claims-quick/<time>/results/ (training runs: .../runs/), never
-results/. `--out DIR` is the output folder of either, `--runs DIR` the training runs' folder.
+without `--out` it writes runs/claims-quick/ (`draw --quick` redraws that folder), never
+results/, and its training runs go to runs/claims/<time>/ too. `--out DIR` is the output folder
+of either, `--runs DIR` the training runs' folder.
+
+The command line is bnrepro.driver's: `run` takes Hydra overrides of the harness (key=value),
+`draw` only `--out` (or `--quick`); anything else is refused before anything starts, with one
+paragraph naming it and exit status 2, as are measurements or files found not whole.
 """
 
-import argparse
 import copy
 import dataclasses
-import json
 import math
-import operator
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +47,11 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from bnrepro import claims, plots  # noqa: E402
+from bnrepro import claims, plots, verdicts  # noqa: E402
 from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
 from bnrepro.data import load_mnist  # noqa: E402
-from bnrepro.errors import BnreproError  # noqa: E402
+from bnrepro.driver import REPO, Driver, Invocation, provenance, write_csv  # noqa: E402
 from bnrepro.models.mlp import MLP  # noqa: E402
-from bnrepro.runinfo import git_state, hardware  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
     check_final_steps,
     check_groups,
@@ -64,7 +66,6 @@ from bnrepro.tables import (  # noqa: E402
 from bnrepro.train import train  # noqa: E402
 from bnrepro.train_mlp import build_model, to_input  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SCALES = np.logspace(-1, 1, 41)  # claim 1: a from 0.1 to 10
 APPROXIMATE_EPS = 1e-5  # claim 1 is also measured with the harness's BN eps, for contrast
 TOY_STEPS = 1000  # claim 2
@@ -396,17 +397,7 @@ def check_complete(data: dict[str, pd.DataFrame], settings: dict, out_dir: Path,
     check_unique(population, path("population_statistics.csv"), keys, fix)
 
 
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False))
-    print(f"wrote {path}", flush=True)
-
-
 # ---------------------------------------------------------------- verdicts
-
-
-RELATIONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-# Every threshold is a constant in checks(), set before the runs it judges.
-FIXED = "before the runs"
 
 
 def significant(value: float, digits: int = SPEEDUP_DIGITS) -> str:
@@ -435,11 +426,9 @@ class Check:
     def verdict(self) -> str:
         if np.isnan(self.measured):
             return "missing"  # the logged data does not hold this measurement
-        meets = RELATIONS[self.relation]
-        if self.low is None:
-            return "pass" if meets(self.measured, self.threshold) else "fail"
-        ends = {meets(self.low, self.threshold), meets(self.high, self.threshold)}
-        return "pass" if ends == {True} else "fail" if ends == {False} else "inconclusive"
+        meets = verdicts.RELATIONS[self.relation]
+        judged = [self.measured] if self.low is None else [self.low, self.high]
+        return verdicts.verdict(meets(value, self.threshold) for value in judged)
 
     def shown(self) -> float | str:
         """The measured number as claims.csv holds it."""
@@ -451,13 +440,13 @@ class Check:
         )
 
     def row(self) -> dict:
-        return {
-            "claim": f"{self.number}. {self.claim}",
-            "measured": self.shown(),
-            "threshold": f"{self.relation} {self.threshold:g}",
-            "verdict": self.verdict(),
-            "threshold_fixed": FIXED,
-        }
+        return verdicts.row(
+            f"{self.number}. {self.claim}",
+            self.shown(),
+            self.relation,
+            self.threshold,
+            self.verdict(),
+        )
 
 
 def accuracy_at(curves: pd.DataFrame, step: int) -> pd.DataFrame:
@@ -719,49 +708,95 @@ def command(settings: dict) -> str:
     return " ".join([*words, *settings.get("overrides", [])])
 
 
+INTRO = (
+    "# The paper's claims, measured",
+    "",
+    "Regenerated by `make reproduce-claims` (measuring and training) or `make figures`",
+    "(drawing only) from the CSV files and provenance.json in this folder; do not edit by",
+    "hand. Six claims of Ioffe & Szegedy, *Batch Normalization* (2015, arXiv:1502.03167),",
+    "each stated below with the section of the paper it is from, are each a measured number",
+    "with a threshold; `claims.csv` holds this table.",
+    "",
+    "| claim | measured | threshold | verdict | threshold fixed |",
+    "|---|---|---|---|---|",
+)
+# What the README says below the claims table: when the thresholds were fixed, and why only
+# claim 5's speed-up is rounded.
+THRESHOLDS_AND_ROUNDING = (
+    "Thresholds are fixed before the runs; the claims table says which were. All of them",
+    "are: each is a constant in `checks()` of `experiments/claims.py`, written before the",
+    "measurements they judge.",
+    "",
+    "**What is rounded, and why.** Claim 5's speed-up is a timing, and timings vary from run",
+    "to run on one machine (load, caches, clock speed). Its median and the two ends of its",
+    f"95% interval are rounded to {SPEEDUP_DIGITS} significant digits, in `claims.csv`, in",
+    "this table and in the claim 5 figure, so that a rerun on the same machine shows the",
+    "same numbers; its verdict is decided on the unrounded interval, so that it changes only",
+    "when the conclusion does. The raw times are in `provenance.json`, with the machine that",
+    "measured them. Nothing else is rounded: every other number is deterministic on one kind",
+    "of machine (the same code and data give the same bits), `claims.csv` holds it as",
+    "computed and this table shows 4 significant digits. On another CPU model float",
+    "rounding differs in the last digits, and claim 4's training takes another path from",
+    "the first step where it does; `TOLERANCES` in `experiments/claims.py` says how far each",
+    "column of the CSV files may move then.",
+)
+
+
 def readme(
     table: pd.DataFrame, data: dict[str, pd.DataFrame], settings: dict, train_device: str
 ) -> str:
-    verdicts = dict(zip(table.claim, table.verdict, strict=True))
-    lines = [
-        "# The paper's claims, measured",
-        "",
-        "Regenerated by `make reproduce-claims` (measuring and training) or `make figures`",
-        "(drawing only) from the CSV files and provenance.json in this folder; do not edit by",
-        "hand. Six claims of Ioffe & Szegedy, *Batch Normalization* (2015, arXiv:1502.03167),",
-        "each stated below with the section of the paper it is from, are each a measured number",
-        "with a threshold; `claims.csv` holds this table.",
-        "",
-        "| claim | measured | threshold | verdict | threshold fixed |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {escape(r.claim)} | "
-            f"{r.measured if isinstance(r.measured, str) else f'{r.measured:.4g}'} | "
-            f"{r.threshold} | **{r.verdict}** | {r.threshold_fixed} |"
-            for r in table.itertuples()
-        ],
-        "",
-        "Thresholds are fixed before the runs; the claims table says which were. All of them",
-        "are: each is a constant in `checks()` of `experiments/claims.py`, written before the",
-        "measurements they judge.",
-        "",
-        "**What is rounded, and why.** Claim 5's speed-up is a timing, and timings vary from run",
-        "to run on one machine (load, caches, clock speed). Its median and the two ends of its",
-        f"95% interval are rounded to {SPEEDUP_DIGITS} significant digits, in `claims.csv`, in",
-        "this table and in the claim 5 figure, so that a rerun on the same machine shows the",
-        "same numbers; its verdict is decided on the unrounded interval, so that it changes only",
-        "when the conclusion does. The raw times are in `provenance.json`, with the machine that",
-        "measured them. Nothing else is rounded: every other number is deterministic on one kind",
-        "of machine (the same code and data give the same bits), `claims.csv` holds it as",
-        "computed and this table shows 4 significant digits. On another CPU model float",
-        "rounding differs in the last digits, and claim 4's training takes another path from",
-        "the first step where it does; `TOLERANCES` in `experiments/claims.py` says how far each",
-        "column of the CSV files may move then.",
-        "",
+    """README.md: the claims table, then each claim with its figure, method and notes, then
+    how the numbers were made."""
+    notes = {
+        1: scale_notes(data["scale_invariance.csv"]),
+        4: position_notes(data["bn_position_curves.csv"], table, settings),
+        5: folding_notes(data["folding_agreement.csv"], table, settings),
+        6: population_notes(data["population_statistics.csv"]),
+    }
+    lines = [*INTRO, *claim_rows(table), "", *THRESHOLDS_AND_ROUNDING, ""]
+    for number in DESCRIPTIONS:
+        lines += claim_section(number, notes.get(number))
+    lines += [*method(settings, train_device), ""]
+    return "\n".join(lines)
+
+
+def claim_rows(table: pd.DataFrame) -> list[str]:
+    """The claims table's rows, from claims.csv's `table`."""
+    return [
+        f"| {escape(r.claim)} | "
+        f"{r.measured if isinstance(r.measured, str) else f'{r.measured:.4g}'} | "
+        f"{r.threshold} | **{r.verdict}** | {r.threshold_fixed} |"
+        for r in table.itertuples()
     ]
-    scale = data["scale_invariance.csv"]
+
+
+def claim_section(number: int, notes: list[str] | None) -> list[str]:
+    """Claim `number`'s section: the claim, its figure, how it is measured, the `notes` on
+    its numbers and the files it is drawn from."""
+    title, source, claim, figure, how = DESCRIPTIONS[number]
+    files = ", ".join(f"`{name}`" for name in CSV_FILES[number])
+    files += " and the timing in `provenance.json`" if number == 5 else ""
+    lines = [f"## {number}. {title}", "", f"**Claim** ({source}): {claim}", ""]
+    lines += [f"![claim {number}]({figure})", "", how, ""]
+    if notes:
+        lines += [*notes, ""]
+    return [*lines, f"Drawn from {files}.", ""]
+
+
+def scale_notes(scale: pd.DataFrame) -> list[str]:
+    """Claim 1 with the harness's eps: how far from exact the identities are."""
     approx = scale[scale.eps > 0]
-    curves = data["bn_position_curves.csv"]
+    return [
+        f"With eps = {approx.eps.max():g} the largest relative deviation is "
+        f"{approx[['out_dev', 'du_dev', 'dw_dev']].to_numpy().max():.2g} (at a = "
+        f"{approx.a.min():g}): approximate, not exact.",
+    ]
+
+
+def position_notes(curves: pd.DataFrame, table: pd.DataFrame, settings: dict) -> list[str]:
+    """Claim 4: why it is read at two steps of the same runs, BN before minus BN after at each
+    with its verdict, and each net's accuracy per seed there."""
+    judged = dict(zip(table.claim, table.verdict, strict=True))
     short, long = settings["short_steps"], settings["steps"]
     accuracy = pd.merge(
         accuracy_at(curves, short), accuracy_at(curves, long), on=["variant", "seed"]
@@ -769,71 +804,67 @@ def readme(
     means = accuracy.groupby("variant")[["test_acc_x", "test_acc_y"]].mean()
     gap = means.loc["bn_before"] - means.loc["bn_after"]
     label = "{}. test accuracy at step {:,}, BN before minus BN after the sigmoid"
-    speedup = table[table.claim.str.startswith("5. inference speed-up")].iloc[0]
-    population = data["population_statistics.csv"]
-    extra = {
-        1: [
-            f"With eps = {approx.eps.max():g} the largest relative deviation is "
-            f"{approx[['out_dev', 'du_dev', 'dw_dev']].to_numpy().max():.2g} (at a = "
-            f"{approx.a.min():g}): approximate, not exact.",
+    return [
+        f"Both comparisons are read at two steps of the same runs, {short:,} and {long:,}. "
+        "With a constant learning rate and no "
+        "schedule nothing in a run depends on how long it is meant to last, so the first "
+        f"{short:,} steps of the {long:,}-step runs are exactly {short:,}-step runs with "
+        "the same seeds (`tests/test_claims.py` checks this byte for byte on short runs). "
+        "The verdicts depend on the step because the nets are compared while they are still "
+        "learning, at different speeds: which one is ahead, and by how much, changes as "
+        f"training goes on (figure). BN before minus BN after is {gap.test_acc_x:+.4f} at "
+        f"step {short:,} (**{judged[label.format(4, short)]}**) and "
+        f"{gap.test_acc_y:+.4f} at step {long:,} (**{judged[label.format(4, long)]}**). "
+        "The paper's Figure 1 reads its nets at step 50,000, the longer reading of the "
+        "published protocol; the shorter reading shows how much a verdict owes to the "
+        "length of the runs.",
+        "",
+        f"| net | seed | test accuracy at step {short:,} | at step {long:,} |",
+        "|---|---|---|---|",
+        *[
+            f"| {r.variant} | {r.seed} | {r.test_acc_x:.4f} | {r.test_acc_y:.4f} |"
+            for r in accuracy.itertuples()
         ],
-        4: [
-            f"Both comparisons are read at two steps of the same runs, {short:,} and {long:,}. "
-            "With a constant learning rate and no "
-            "schedule nothing in a run depends on how long it is meant to last, so the first "
-            f"{short:,} steps of the {long:,}-step runs are exactly {short:,}-step runs with "
-            "the same seeds (`tests/test_claims.py` checks this byte for byte on short runs). "
-            "The verdicts depend on the step because the nets are compared while they are still "
-            "learning, at different speeds: which one is ahead, and by how much, changes as "
-            f"training goes on (figure). BN before minus BN after is {gap.test_acc_x:+.4f} at "
-            f"step {short:,} (**{verdicts[label.format(4, short)]}**) and "
-            f"{gap.test_acc_y:+.4f} at step {long:,} (**{verdicts[label.format(4, long)]}**). "
-            "The paper's Figure 1 reads its nets at step 50,000, the longer reading of the "
-            "published protocol; the shorter reading shows how much a verdict owes to the "
-            "length of the runs.",
-            "",
-            f"| net | seed | test accuracy at step {short:,} | at step {long:,} |",
-            "|---|---|---|---|",
-            *[
-                f"| {r.variant} | {r.seed} | {r.test_acc_x:.4f} | {r.test_acc_y:.4f} |"
-                for r in accuracy.itertuples()
-            ],
-        ],
-        5: [
-            "| seed | dtype | max abs. logit difference | max rel. | predictions agreeing |",
-            "|---|---|---|---|---|",
-            *[
-                f"| {r.seed} | {r.dtype} | {r.max_abs_diff:.3g} | {r.max_rel_diff:.3g} | "
-                f"{r.prediction_agreement:.4f} |"
-                for r in data["folding_agreement.csv"].itertuples()
-            ],
-            "",
-            f"Inference speed-up, time unfolded / time folded: {speedup.measured}, "
-            f"**{speedup.verdict}** over {settings['timing_repeats']} repeats. Folding removes "
-            "the per-unit BN arithmetic (and the member reshapes around it), which is small "
-            "next to the matrix products, so any speed-up is small. The times themselves are in "
-            "`provenance.json` (`timing`): they belong to the machine, not to the method.",
-        ],
-        6: [
-            "| seed | statistics | batches | test accuracy |",
-            "|---|---|---|---|",
-            *[
-                f"| {r.seed} | {r.statistics} | {r.n_batches or '-'} | {r.test_acc:.4f} |"
-                for r in population.itertuples()
-            ],
-        ],
-    }
-    for number, (title, source, claim, figure, how) in DESCRIPTIONS.items():
-        files = ", ".join(f"`{name}`" for name in CSV_FILES[number])
-        files += " and the timing in `provenance.json`" if number == 5 else ""
-        lines += [f"## {number}. {title}", "", f"**Claim** ({source}): {claim}", ""]
-        lines += [f"![claim {number}]({figure})", "", how, ""]
-        if number in extra:
-            lines += [*extra[number], ""]
-        lines += [f"Drawn from {files}.", ""]
+    ]
 
+
+def folding_notes(agreement: pd.DataFrame, table: pd.DataFrame, settings: dict) -> list[str]:
+    """Claim 5: folded against unfolded logits per seed and dtype, and the speed-up."""
+    speedup = table[table.claim.str.startswith("5. inference speed-up")].iloc[0]
+    return [
+        "| seed | dtype | max abs. logit difference | max rel. | predictions agreeing |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r.seed} | {r.dtype} | {r.max_abs_diff:.3g} | {r.max_rel_diff:.3g} | "
+            f"{r.prediction_agreement:.4f} |"
+            for r in agreement.itertuples()
+        ],
+        "",
+        f"Inference speed-up, time unfolded / time folded: {speedup.measured}, "
+        f"**{speedup.verdict}** over {settings['timing_repeats']} repeats. Folding removes "
+        "the per-unit BN arithmetic (and the member reshapes around it), which is small "
+        "next to the matrix products, so any speed-up is small. The times themselves are in "
+        "`provenance.json` (`timing`): they belong to the machine, not to the method.",
+    ]
+
+
+def population_notes(population: pd.DataFrame) -> list[str]:
+    """Claim 6: the test accuracy per seed, statistics and batch count."""
+    return [
+        "| seed | statistics | batches | test accuracy |",
+        "|---|---|---|---|",
+        *[
+            f"| {r.seed} | {r.statistics} | {r.n_batches or '-'} | {r.test_acc:.4f} |"
+            for r in population.itertuples()
+        ],
+    ]
+
+
+def method(settings: dict, train_device: str) -> list[str]:
+    """How the numbers were made: the command, the protocol, and what provenance.json holds."""
+    short, long = settings["short_steps"], settings["steps"]
     harness = ", ".join(f"`{o}`" for o in settings.get("harness", [])) or "none"
-    lines += [
+    return [
         "## How these numbers were made",
         "",
         f"- command: `{command(settings)}`",
@@ -845,9 +876,7 @@ def readme(
         "- `provenance.json` holds what changes from run to run or machine to machine: the "
         "command as typed, the commit, the machine, the date, the wall times, the training "
         "runs' directory and claim 5's times",
-        "",
     ]
-    return "\n".join(lines)
 
 
 def draw_folding(agreement: pd.DataFrame, speedup: Check, out_dir: Path) -> list[Path]:
@@ -922,27 +951,15 @@ def draw(out_dir: Path) -> None:
     print(table.drop(columns="threshold_fixed").to_string(index=False, formatters=[str] * 4))
 
 
-def output_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The output folder and the training runs' folder of `run`: `--out` and `--runs` where
-    given, else results/claims/ and runs/claims/<time>/, or with `--quick`
-    runs/claims-quick/<time>/results/ and runs/claims-quick/<time>/runs/."""
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    if args.quick:
-        base = REPO / "runs" / "claims-quick" / stamp
-        out_dir, runs_dir = base / "results", base / "runs"
-    else:
-        out_dir, runs_dir = REPO / "results" / "claims", REPO / "runs" / "claims" / stamp
-    return args.out or out_dir, args.runs or runs_dir
-
-
-def run(args: argparse.Namespace, overrides: list[str]) -> Path:
-    """Trains claim 4's nets, measures every claim and, once all of it is known whole, writes
-    the CSV files and provenance.json into the output folder, which it returns."""
-    started, git = time.time(), git_state(REPO)
-    name = "quick" if args.quick else "published"
+def run(invocation: Invocation) -> None:
+    """Trains claim 4's nets into `--runs`, measures every claim and, once all of it is known
+    whole, writes the CSV files and provenance.json into `--out` (the protocol: `--quick`'s
+    or the published one)."""
+    started = time.time()
+    name = "quick" if invocation.quick else "published"
     protocol = PROTOCOLS[name]
-    out_dir, runs_dir = output_dirs(args)
-    train_wall_s = train_variants(runs_dir, protocol, overrides)
+    out_dir, runs_dir = invocation.out, invocation.runs
+    train_wall_s = train_variants(runs_dir, protocol, invocation.overrides)
     data = collect_variants(runs_dir)
     trained_cfg = OmegaConf.load(runs_dir / FOLDED_VARIANT / "config.yaml")
     train_images, _ = load_mnist(trained_cfg.data.root, "train")
@@ -951,79 +968,25 @@ def run(args: argparse.Namespace, overrides: list[str]) -> Path:
         runs_dir / FOLDED_VARIANT, protocol.population_batches, protocol.timing_repeats
     )
     data |= results
-    settings = {"protocol": name, **dataclasses.asdict(protocol), "overrides": overrides}
+    settings = {"protocol": name, **dataclasses.asdict(protocol), "overrides": invocation.overrides}
     check_complete(data, settings, out_dir, RUN_FIX)
-    run_info = json.loads((runs_dir / FOLDED_VARIANT / "run.json").read_text())
     for csv_name in COLUMNS:
         write_csv(out_dir / csv_name, data[csv_name])
+    record = provenance(
+        runs_dir / FOLDED_VARIANT, runs_dir, invocation.command,
+        settings=settings, timing=timing_record(timing), train_wall_s=train_wall_s,
+        wall_s=round(time.time() - started, 1),
+    )  # fmt: skip
     write_json(
-        out_dir / "provenance.json",
-        {
-            "command": " ".join(["python experiments/claims.py", *sys.argv[1:]]),
-            "runs_dir": str(
-                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
-            ),
-            "git": git,
-            "hardware": hardware(torch.device("cpu")),
-            "train_device": run_info["hardware"]["device"],
-            "settings": settings,
-            "timing": timing_record(timing),
-            "train_wall_s": train_wall_s,
-            "wall_s": round(time.time() - started, 1),
-            "date": time.strftime("%Y-%m-%d"),
-        },
+        out_dir / "provenance.json", {**record, "train_device": record["hardware"]["device"]}
     )
-    return out_dir
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("action", choices=["run", "draw"])
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output folder (default results/claims/; run --quick: "
-        "runs/claims-quick/<time>/results/)",
-    )
-    parser.add_argument(
-        "--runs",
-        type=Path,
-        default=None,
-        help="run: the training runs' folder (default runs/claims/<time>/; --quick: "
-        "runs/claims-quick/<time>/runs/)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="run: the quick protocol (claim 4: 400 steps, seeds 0,1; 10 population batches; "
-        "10 timing repeats), under a minute, never into results/",
-    )
-    args, overrides = parser.parse_known_args()
-    options = [word for word in overrides if word.startswith("-")]
-    if options:
-        parser.error(
-            f"unrecognized arguments: {' '.join(options)}. Beyond --out, --runs and --quick, "
-            "`run` takes Hydra overrides of the harness (key=value)"
-        )
-    if args.action == "draw" and (args.quick or args.runs or overrides):
-        parser.error(
-            "`draw` takes only --out: it redraws the folder a run wrote "
-            "(`draw --out DIR` for a quick run's DIR)"
-        )
-    try:
-        out_dir = (
-            run(args, overrides)
-            if args.action == "run"
-            else args.out or REPO / "results" / "claims"
-        )
-        draw(out_dir)
-    except BnreproError as error:
-        print(f"bnrepro: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+DRIVER = Driver(
+    name="claims",
+    doc=__doc__,
+    run=run,
+    collect=None,  # `run` measures and writes the CSV files itself: there is nothing to gather
+    draw=draw,
+    tolerances=TOLERANCES,
+)

@@ -1,6 +1,7 @@
 """Internal covariate shift put to the test on the MNIST MLP (Santurkar et al. 2018's diagnostics).
 
-    python experiments/ics.py run [--seeds 0,1,2] [--steps 50000] [--jobs 2] [--device cpu]
+    python experiments/ics.py run [--seeds 0,1,2] [--steps 50000] [--every 500] [--jobs 2]
+                                  [--device cpu] [hydra overrides ...]
     python experiments/ics.py run --quick   # 2 seeds x 600 steps into runs/ics-quick/
     python experiments/ics.py collect --runs runs/ics/<time>   # gather finished runs
     python experiments/ics.py draw          # redraw from results/ics/*.csv only
@@ -11,11 +12,12 @@ arXiv:1805.11604) argue that BN does not reduce ICS and that a smoother loss lan
 its benefit. `run` trains three nets with Figure 1's protocol (50,000 steps of 60, seeds 0, 1,
 2, one vectorized model per net): without BN (`model=mlp`), with BN (`model=mlp_bn`) and with
 noisy BN (`model=mlp_noisy`: BN, then a random per-unit scale and shift redrawn every step,
-bnrepro.nn.NoisyBatchNorm), one process per net (`--jobs` at a time), with
-`diagnostics.every=500`: at every 500th step the trainer measures, on that step's batch before
-its update, each layer's ICS (Santurkar et al.'s Definition 2.1) and the loss landscape along
-the gradient (their Figure 4), per seed (bnrepro.ics). It collects the logged metrics into
-results/ics/ (curves.csv, diagnostics.csv, summary.csv), then does what `draw` does:
+bnrepro.nn.NoisyBatchNorm), one process per net (`--jobs` at a time, through Hydra's joblib
+launcher), with `diagnostics.every=500` (`--every`): at every 500th step the trainer measures,
+on that step's batch before its update, each layer's ICS (Santurkar et al.'s Definition 2.1)
+and the loss landscape along the gradient (their Figure 4), per seed (bnrepro.ics). It
+collects the logged metrics into results/ics/ (curves.csv, diagnostics.csv, summary.csv), then
+does what `draw` does:
 - accuracy.png/.pdf: test accuracy against steps for the three nets;
 - percentiles.png/.pdf: the 15/50/85th percentiles of a last-hidden-layer sigmoid's input for
   the three nets, laid out as the paper's Figure 1(b, c);
@@ -23,7 +25,7 @@ results/ics/ (curves.csv, diagnostics.csv, summary.csv), then does what `draw` d
 - smoothness.png/.pdf: loss range, gradient predictiveness and effective beta-smoothness;
 - claims.csv: each claim's measured number against a threshold fixed in THRESHOLDS before any
   run, with a verdict over seeds: pass (every seed meets it), fail (none does) or
-  inconclusive (the seeds disagree);
+  inconclusive (the seeds disagree), the rule of bnrepro.verdicts;
 - README.md: the tables, and what the data supports.
 Its defaults are the protocol of results/ics/; `--quick` is a short protocol whose results go
 to runs/ics-quick/ (any action: `--out` names another folder), never over results/.
@@ -32,15 +34,12 @@ The CSV files and README.md hold results only; wall times, date, machine, commit
 and the runs' directory go to provenance.json alone. `collect` and `draw` write nothing unless
 their inputs are whole (bnrepro.tables): the three nets for every seed, each run `completed`,
 each curve logged to its last step. Otherwise they print one paragraph naming the file or run
-and the fix, and exit with status 2. Extra arguments are Hydra overrides for every run.
+and the fix, and exit with status 2. The command line is bnrepro.driver's: a bad option value
+(`--steps 0`, `--every 0`, `--jobs -1`) is refused the same way before anything starts, and a
+sweep whose jobs failed names each of them and exits with status 1. Extra arguments are Hydra
+overrides for every run.
 """
 
-import argparse
-import json
-import shlex
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -53,8 +52,22 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from bnrepro import verdicts  # noqa: E402
 from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
-from bnrepro.errors import BnreproError  # noqa: E402
+from bnrepro.driver import (  # noqa: E402
+    Driver,
+    Invocation,
+    Option,
+    device_option,
+    hydra_list,
+    jobs_option,
+    multirun,
+    positive_int,
+    provenance,
+    seeds_option,
+    steps_option,
+    write_csv,
+)
 from bnrepro.plots import save_figure  # noqa: E402
 from bnrepro.runinfo import stable_command  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
@@ -70,7 +83,6 @@ from bnrepro.tables import (  # noqa: E402
     read_json,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("plain", "bn", "noisy")
 MODELS = {"plain": "mlp", "bn": "mlp_bn", "noisy": "mlp_noisy"}
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
@@ -96,9 +108,9 @@ LANDSCAPE = {
     "beta": "effective beta-smoothness\nmax ||g - g'|| / ||w - w'||",
 }
 ICS_PREFIXES = ("ics_l2_", "ics_cos_")
-DEFAULT_SEEDS = "0,1,2"
+DEFAULT_SEEDS = (0, 1, 2)  # with Figure 1's 50,000 steps: the protocol of results/ics/
 DEFAULT_EVERY = 500
-QUICK = {"seeds": "0,1", "steps": 600, "every": 100}
+QUICK = {"seeds": (0, 1), "steps": 600, "every": 100}
 PERCENTILES = ("p15", "p50", "p85")
 # Absolute tolerances (CSV file -> column -> tolerance) for `make verify` on another CPU model or
 # a GPU; on the same CPU model a rerun is identical. Measured: the full protocol on one H200
@@ -134,13 +146,6 @@ THRESHOLDS = {
     "grad_change": ("<", 1.0),
     "beta": ("<", 1.0),
 }
-FIXED = "before the runs"
-RELATIONS = {
-    "<": lambda x, t: x < t,
-    "<=": lambda x, t: x <= t,
-    ">": lambda x, t: x > t,
-    ">=": lambda x, t: x >= t,
-}
 SWEEP_FIX = (
     "give --runs the sweep directory that `python experiments/ics.py run` trained into "
     "(runs/ics/<time>)"
@@ -154,18 +159,19 @@ DRAW_FIX = (
 # ---------------------------------------------------------------- training and collecting
 
 
-def train(
-    seeds: str, steps: int | None, every: int, jobs: int, overrides: list[str], runs_dir: Path
-) -> None:
-    command = [
-        sys.executable, "-m", "bnrepro.train", "-m", "experiment=figure1", "name=ics",
-        f"model={','.join(MODELS.values())}", f"seeds=[{seeds}]", f"diagnostics.every={every}",
-        f"hydra.sweep.dir={runs_dir}", "hydra.sweep.subdir=${model.variant}",
-        "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
-        *([f"steps={steps}"] if steps else []), *overrides,
-    ]  # fmt: skip
-    print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
+def run(invocation: Invocation) -> None:
+    """The three nets (every seed in one vectorized model each) in one multirun, one net a
+    job, each measuring the diagnostics every `--every` steps."""
+    multirun(
+        [
+            "experiment=figure1", "name=ics", f"model={','.join(MODELS.values())}",
+            f"seeds={hydra_list(invocation.seeds)}", f"diagnostics.every={invocation.every}",
+            *([f"steps={invocation.steps}"] if invocation.steps else []),
+            *([f"device={invocation.device}"] if invocation.device else []),
+            *invocation.overrides,
+        ],
+        invocation.runs, "${model.variant}", invocation.jobs,
+    )  # fmt: skip
 
 
 def diagnostic_columns(columns) -> list[str]:
@@ -178,10 +184,11 @@ def layers(columns) -> list[int]:
     return sorted(int(c.rpartition("_")[2]) for c in columns if c.startswith(ICS_PREFIXES[0]))
 
 
-def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
+def collect(invocation: Invocation) -> None:
     """Writes curves.csv, diagnostics.csv, summary.csv and provenance.json of the runs under
-    `runs_dir`, once they are known to be the whole sweep (three nets, every seed), finished
+    `--runs`, once they are known to be the whole sweep (three nets, every seed), finished
     and measured."""
+    runs_dir, out_dir = invocation.runs, invocation.out
     runs = load_sweep(runs_dir, SWEEP_FIX)
     check_runs(runs, runs_dir, ACCEPTED)
     curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
@@ -195,7 +202,6 @@ def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
     check_columns(curves, runs_dir, {c: "float" for c in measured}, SWEEP_FIX, optional=measured)
     diagnostics = curves.dropna(subset=measured, how="all")
     summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
-    first = json.loads((Path(runs["run_dir"].iloc[0]) / "run.json").read_text())
     configs = {
         variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
         for run_dir, variant in runs.groupby("run_dir").variant.first().items()
@@ -205,23 +211,11 @@ def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
     write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
     write_json(
         out_dir / "provenance.json",
-        {
-            "command": command,
-            "runs_dir": str(
-                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
-            ),
-            "git": first["git"],
-            "hardware": first["hardware"],
-            "date": time.strftime("%Y-%m-%d"),
-            "wall_s": runs.groupby("variant").wall_s.max().to_dict(),
-            "config": configs,
-        },
-    )
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, frame.to_csv(index=False))
+        provenance(
+            runs["run_dir"].iloc[0], runs_dir, invocation.command,
+            wall_s=runs.groupby("variant").wall_s.max().to_dict(), config=configs,
+        ),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- measures and claims
@@ -276,8 +270,8 @@ class Claim:
         return self.thresholds[self.key][1]
 
     def verdict(self) -> str:
-        meets = {RELATIONS[self.relation](v, self.threshold) for v in self.per_seed}
-        return "pass" if meets == {True} else "fail" if meets == {False} else "inconclusive"
+        meets = verdicts.RELATIONS[self.relation]
+        return verdicts.verdict(meets(value, self.threshold) for value in self.per_seed)
 
     def measured(self) -> str:
         values = self.per_seed
@@ -285,13 +279,9 @@ class Claim:
         return f"{values.mean():.4g}{spread}"
 
     def row(self) -> dict:
-        return {
-            "claim": self.text,
-            "measured": self.measured(),
-            "threshold": f"{self.relation} {self.threshold:g}",
-            "verdict": self.verdict(),
-            "threshold_fixed": FIXED,
-        }
+        return verdicts.row(
+            self.text, self.measured(), self.relation, self.threshold, self.verdict()
+        )
 
 
 def ratio(table: pd.Series, variant: str, reference: str) -> pd.Series:
@@ -522,69 +512,84 @@ def noise_text(provenance: dict) -> str:
     )
 
 
+INTRO = (
+    "# Internal covariate shift put to the test (MNIST MLP)",
+    "",
+    "Regenerated by `make reproduce-ics` (training) or `make figures` (drawing only) from",
+    "the CSV files in this folder; do not edit by hand. The diagnostics are those of",
+    "Santurkar, Tsipras, Ilyas and Madry, *How Does Batch Normalization Help Optimization?*",
+    "(NeurIPS 2018, arXiv:1805.11604), measured on the paper's MNIST net trained with",
+    "Figure 1's protocol, without BN, with BN and with noisy BN.",
+)
+# How the README defines what the diagnostics measure and what the claims take of them.
+DEFINITIONS = (
+    "- ICS of layer k (Santurkar et al.'s Definition 2.1): G, the gradient of the loss with "
+    "respect to W_k, against G', the same gradient after every layer below k (weights and BN "
+    "parameters) took the batch's SGD step; relative l2 distance ||G - G'|| / ||G|| and "
+    "cosine. Layer 1 has nothing below it and is not shown",
+    "- landscape (their Figure 4): from the weights along the gradient g to w - m lr g for m "
+    "in the trainer's `diagnostics.multipliers`; loss range (max - min over those points), "
+    "gradient predictiveness max ||g - g'||, effective beta-smoothness max ||g - g'|| / "
+    "||w - w'||",
+    "- percentile drift: the mean over consecutive probes of the mean |change| of the "
+    "probed unit's 15th, 50th and 85th percentiles",
+    "- the claims' medians run over every logged diagnostic step (and, for ICS, every "
+    "layer); figures show the median over seeds with a band from min to max",
+)
+
+
 def readme(
     curves: pd.DataFrame, diagnostics: pd.DataFrame, summary: pd.DataFrame, provenance: dict
 ) -> str:
+    """README.md: what the data supports, the claims and figures, the final accuracies and
+    how the numbers were made."""
     found = claims(curves, diagnostics)
-    seeds = sorted(set(summary.seed))
-    steps = int(summary.steps.max())
-    every = int(pd.Series(sorted(set(diagnostics.step))).diff().min()) if len(
-        set(diagnostics.step)
-    ) > 1 else steps  # fmt: skip
-    command = provenance.get("command")
     lines = [
-        "# Internal covariate shift put to the test (MNIST MLP)",
-        "",
-        "Regenerated by `make reproduce-ics` (training) or `make figures` (drawing only) from",
-        "the CSV files in this folder; do not edit by hand. The diagnostics are those of",
-        "Santurkar, Tsipras, Ilyas and Madry, *How Does Batch Normalization Help Optimization?*",
-        "(NeurIPS 2018, arXiv:1805.11604), measured on the paper's MNIST net trained with",
-        "Figure 1's protocol, without BN, with BN and with noisy BN.",
-        "",
-        "## What the data supports",
-        "",
-        *conclusion(found),
-        "",
-        *claims_and_figures(found),
-        "",
-        "## Final test accuracy",
-        "",
-        "| net | mean | min – max | seeds |",
-        "|---|---|---|---|",
-    ]
+        *INTRO, "", "## What the data supports", "", *conclusion(found), "",
+        *claims_and_figures(found), "", *accuracy_table(summary), "",
+        *method(curves, diagnostics, summary, provenance), "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def accuracy_table(summary: pd.DataFrame) -> list[str]:
+    """Each net's final test accuracy over the seeds."""
+    lines = ["## Final test accuracy", "", "| net | mean | min – max | seeds |"]
+    lines.append("|---|---|---|---|")
     for variant in VARIANTS:
         acc = summary[summary.variant == variant].final_test_acc
         lines.append(
             f"| {STYLE[variant]['label']} | {acc.mean():.4f} | {acc.min():.4f} – "
             f"{acc.max():.4f} | {len(acc)} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def logged_every(steps: pd.Series, single: int) -> int:
+    """The interval at which `steps` were logged; `single` where only one step was."""
+    unique = pd.Series(sorted(set(steps)))
+    return int(unique.diff().min()) if len(unique) > 1 else single
+
+
+def method(
+    curves: pd.DataFrame, diagnostics: pd.DataFrame, summary: pd.DataFrame, provenance: dict
+) -> list[str]:
+    """How the numbers were made: the protocol, the noise, what is measured, the command."""
+    steps = int(summary.steps.max())
+    seeds = ", ".join(map(str, sorted(set(summary.seed))))
+    command = provenance.get("command")
+    return [
         "## How these numbers were made",
         "",
         f"- protocol: {steps:,} steps of {provenance_batch(provenance)} for each of the seeds "
-        f"{', '.join(map(str, seeds))}; diagnostics every {every:,} steps, on that step's batch "
-        "before its update; percentiles of the probed unit every "
-        f"{int(pd.Series(sorted(set(curves.step))).diff().min()):,} steps",
+        f"{seeds}; diagnostics every {logged_every(diagnostics.step, steps):,} steps, on that "
+        "step's batch before its update; percentiles of the probed unit every "
+        f"{logged_every(curves.step, steps):,} steps",
         f"- noisy BN: {noise_text(provenance)}",
-        "- ICS of layer k (Santurkar et al.'s Definition 2.1): G, the gradient of the loss with "
-        "respect to W_k, against G', the same gradient after every layer below k (weights and BN "
-        "parameters) took the batch's SGD step; relative l2 distance ||G - G'|| / ||G|| and "
-        "cosine. Layer 1 has nothing below it and is not shown",
-        "- landscape (their Figure 4): from the weights along the gradient g to w - m lr g for m "
-        "in the trainer's `diagnostics.multipliers`; loss range (max - min over those points), "
-        "gradient predictiveness max ||g - g'||, effective beta-smoothness max ||g - g'|| / "
-        "||w - w'||",
-        "- percentile drift: the mean over consecutive probes of the mean |change| of the "
-        "probed unit's 15th, 50th and 85th percentiles",
-        "- the claims' medians run over every logged diagnostic step (and, for ICS, every "
-        "layer); figures show the median over seeds with a band from min to max",
+        *DEFINITIONS,
         f"- command: `{stable_command(command) if command else 'not recorded'}`; machine, "
-        "commit, date and wall times: "
-        "`provenance.json`",
-        "",
+        "commit, date and wall times: `provenance.json`",
     ]
-    return "\n".join(lines)
 
 
 def provenance_batch(provenance: dict) -> str:
@@ -616,55 +621,31 @@ def draw(out_dir: Path) -> None:
         *ics_figure(diagnostics, out_dir),
         *smoothness_figure(diagnostics, out_dir),
     ]
-    table = pd.DataFrame([claim.row() for claim in claims(curves, diagnostics)])
-    atomic_write_text(out_dir / "claims.csv", table.to_csv(index=False))
-    atomic_write_text(out_dir / "README.md", readme(curves, diagnostics, summary, provenance))
-    for path in [*paths, out_dir / "claims.csv", out_dir / "README.md"]:
+    for path in paths:
         print(f"wrote {path}")
+    write_csv(out_dir / "claims.csv", pd.DataFrame([c.row() for c in claims(curves, diagnostics)]))
+    atomic_write_text(out_dir / "README.md", readme(curves, diagnostics, summary, provenance))
+    print(f"wrote {out_dir / 'README.md'}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("action", choices=["run", "collect", "draw"])
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"run: seeds {QUICK['seeds']} x {QUICK['steps']:,} steps, diagnostics every "
-        f"{QUICK['every']}; --out defaults to runs/ics-quick",
-    )
-    parser.add_argument("--out", type=Path, help="results folder (default results/ics)")
-    parser.add_argument("--runs", type=Path, help="sweep dir (default runs/ics/<time>)")
-    parser.add_argument("--seeds", help=f"comma-separated seeds (default {DEFAULT_SEEDS})")
-    parser.add_argument("--steps", type=int, help="override Figure 1's 50,000 steps")
-    parser.add_argument(
-        "--every", type=int, help=f"diagnostics every this many steps (default {DEFAULT_EVERY})"
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="nets trained at a time (default 2)")
-    parser.add_argument("--device", help="device for every run (default: the config's, auto)")
-    args, overrides = parser.parse_known_args()
-    command = shlex.join(["python", "experiments/ics.py", *sys.argv[1:]])
-    out = args.out or REPO / ("runs/ics-quick" if args.quick else "results/ics")
-    seeds = args.seeds or (QUICK["seeds"] if args.quick else DEFAULT_SEEDS)
-    steps = args.steps or (QUICK["steps"] if args.quick else None)
-    every = args.every or (QUICK["every"] if args.quick else DEFAULT_EVERY)
-    if args.device:
-        overrides = [*overrides, f"device={args.device}"]
-    if args.action == "collect" and args.runs is None:
-        parser.error("collect needs --runs <sweep dir>")
-    try:
-        if args.action == "run":
-            runs_dir = args.runs or REPO / "runs" / "ics" / time.strftime("%Y-%m-%d_%H-%M-%S")
-            train(seeds, steps, every, args.jobs, overrides, runs_dir)
-            collect(runs_dir, out, command)
-        elif args.action == "collect":
-            collect(args.runs.resolve(), out, command)
-        draw(out)
-    except BnreproError as error:
-        print(f"bnrepro: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+DRIVER = Driver(
+    name="ics",
+    doc=__doc__,
+    run=run,
+    collect=collect,
+    draw=draw,
+    options=(
+        seeds_option(DEFAULT_SEEDS, QUICK["seeds"]),
+        steps_option(None, QUICK["steps"], "Figure 1's 50,000"),
+        Option(
+            "--every",
+            f"diagnostics every this many steps (default {DEFAULT_EVERY})",
+            positive_int("--every", "steps between diagnostics", DEFAULT_EVERY),
+            DEFAULT_EVERY,
+            QUICK["every"],
+        ),
+        jobs_option(2),
+        device_option(),
+    ),
+    tolerances=TOLERANCES,
+)
