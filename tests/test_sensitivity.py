@@ -1,32 +1,27 @@
 """The sensitivity map: per-member numbers on hand-made curves with known answers, the rule that
-decides each claim in a cell, refusals of incomplete input, and the quick protocol end to end."""
+decides each claim in a cell, the command line's refusals, the multirun it launches, refusals of
+incomplete input, and the quick protocol end to end."""
 
-import importlib.util
+import dataclasses
 import itertools
 import math
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import REPO, compose_train
 from omegaconf import open_dict
 
+from bnrepro.atomic import atomic_write_text
+from bnrepro.driver import UsageError
 from bnrepro.errors import BnreproError
+from bnrepro.experiments import sensitivity
+from bnrepro.tables import read_json
 from bnrepro.train import train
-
-
-def load_driver():
-    spec = importlib.util.spec_from_file_location(
-        "sensitivity_driver", REPO / "experiments/sensitivity.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-driver = load_driver()
 
 
 def run_driver(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -62,7 +57,7 @@ def hand_made_curve() -> pd.DataFrame:
 
 
 def test_summarize_a_member_with_known_answers() -> None:
-    summary = driver.summarize(hand_made_curve(), 10_000, math.nan)
+    summary = sensitivity.summarize(hand_made_curve(), 10_000, math.nan)
     assert summary["final_acc"] == pytest.approx(1.00)
     assert summary["acc_1k"] == pytest.approx(0.91)
     assert summary["acc_5k"] == pytest.approx(0.95)
@@ -80,7 +75,7 @@ def test_summarize_a_member_with_known_answers() -> None:
 def test_summarize_leaves_out_what_follows_divergence() -> None:
     curve = hand_made_curve()
     curve.loc[curve.step >= 6_000, ["test_acc", "p15", "p50", "p85"]] = math.nan
-    summary = driver.summarize(curve, 10_000, 6_050.0)
+    summary = sensitivity.summarize(curve, 10_000, 6_050.0)
     assert summary["diverged"] is True and summary["diverged_at_step"] == 6_050
     assert summary["acc_5k"] == pytest.approx(0.95) and math.isnan(summary["acc_10k"])
     assert summary["steps_to_095"] == 5_000 and math.isnan(summary["steps_to_097"])
@@ -90,7 +85,7 @@ def test_summarize_leaves_out_what_follows_divergence() -> None:
 def test_a_target_never_reached_and_a_checkpoint_past_the_end_are_empty() -> None:
     curve = hand_made_curve()
     curve = curve[curve.step <= 3_000]
-    summary = driver.summarize(curve, 3_000, None)
+    summary = sensitivity.summarize(curve, 3_000, None)
     assert summary["final_acc"] == pytest.approx(0.93)
     assert math.isnan(summary["acc_5k"]) and math.isnan(summary["steps_to_095"])
 
@@ -106,7 +101,7 @@ def test_a_target_never_reached_and_a_checkpoint_past_the_end_are_empty() -> Non
     ],
 )
 def test_the_verdict_rule(advantages, expected) -> None:
-    assert driver.verdict(pd.Series(advantages)) == expected
+    assert sensitivity.verdict(pd.Series(advantages)) == expected
 
 
 @pytest.mark.parametrize(
@@ -114,7 +109,7 @@ def test_the_verdict_rule(advantages, expected) -> None:
     [(2000.0, 500.0, 4.0), (math.nan, 500.0, math.inf), (500.0, math.nan, 0.0)],
 )
 def test_steps_ratio(plain, bn, expected) -> None:
-    assert driver.steps_ratio(plain, bn) == expected
+    assert sensitivity.steps_ratio(plain, bn) == expected
 
 
 def hand_made_members() -> pd.DataFrame:
@@ -142,7 +137,7 @@ def hand_made_members() -> pd.DataFrame:
 
 
 def test_cells_pair_the_nets_seed_by_seed() -> None:
-    table = driver.cells(hand_made_members()).set_index(["optimizer", "lr", "init_std"])
+    table = sensitivity.cells(hand_made_members()).set_index(["optimizer", "lr", "init_std"])
     assert len(table) == 8
     cell = table.loc[("sgd", 0.1, 0.01)]
     assert cell.final_gap == pytest.approx(0.01) and cell.early_gap == pytest.approx(0.05)
@@ -156,8 +151,8 @@ def test_cells_pair_the_nets_seed_by_seed() -> None:
 def test_draw_from_a_hand_made_csv(tmp_path) -> None:
     """draw writes the heatmaps and a README that names each claim's region and the diverged
     member, from members.csv alone."""
-    driver.atomic_write_text(tmp_path / "members.csv", hand_made_members().to_csv(index=False))
-    driver.draw(tmp_path)
+    atomic_write_text(tmp_path / "members.csv", hand_made_members().to_csv(index=False))
+    sensitivity.draw(tmp_path)
     assert (tmp_path / "sensitivity.png").stat().st_size > 10_000
     assert (tmp_path / "sensitivity.pdf").exists()
     readme = (tmp_path / "README.md").read_text()
@@ -170,7 +165,7 @@ def test_draw_from_a_hand_made_csv(tmp_path) -> None:
 def test_draw_refuses_a_members_csv_with_a_member_missing(tmp_path) -> None:
     members = hand_made_members()
     members = members.drop(index=members.index[-1])
-    driver.atomic_write_text(tmp_path / "members.csv", members.to_csv(index=False))
+    atomic_write_text(tmp_path / "members.csv", members.to_csv(index=False))
     result = run_driver("draw", "--out", str(tmp_path))
     assert_refused(result, "members.csv is incomplete", "no rows for net=plain, optimizer=sgd")
     assert not (tmp_path / "README.md").exists()
@@ -182,12 +177,115 @@ def test_collect_refuses_a_folder_without_runs(tmp_path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("folder", ["results/sensitivity", "results/reference/sensitivity"])
+def test_the_committed_results_redraw_byte_identical(tmp_path, folder) -> None:
+    committed = REPO / folder
+    shutil.copytree(committed, tmp_path / "out")
+    sensitivity.draw(tmp_path / "out")
+    for name in ("README.md", "sensitivity.png", "sensitivity.pdf"):
+        assert (tmp_path / "out" / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    ("argv", "folder", "seeds", "steps"),
+    [
+        (["run"], "results/sensitivity", sensitivity.SEEDS, 50_000),
+        (["run", "--quick"], "results/reference/sensitivity", sensitivity.QUICK["seeds"], 300),
+    ],
+)
+def test_the_default_protocols_are_the_committed_ones(argv, folder, seeds, steps) -> None:
+    """`run` retrains results/sensitivity's grid, `run --quick` results/reference's."""
+    invocation = sensitivity.DRIVER.invocation(argv)
+    members = pd.read_csv(REPO / folder / "members.csv")
+    assert tuple(sorted(set(members.lr))) == invocation.lrs
+    assert tuple(sorted(set(members.init_std))) == invocation.init_stds
+    assert tuple(sorted(set(members.seed))) == seeds
+    assert (members.steps == steps).all() and invocation.steps in (None, steps)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--steps", "0"], "--steps 0 is not a number of training steps"),
+        (["run", "--steps", "-5"], "--steps -5 is not a number of training steps"),
+        (["run", "--jobs", "0"], "--jobs 0 is not a number of processes at a time"),
+        (["run", "--jobs", "-1"], "--jobs -1 is not a number of processes at a time"),
+        (["run", "--lrs", "0.1,0.1"], "--lrs 0.1,0.1 names a value twice"),
+        (["run", "--lrs", "inf"], "--lrs 'inf' is not a list of finite numbers above 0"),
+        (["run", "--init-stds", "0,0.1"], "--init-stds '0,0.1' is not a list of finite numbers"),
+        (["draw", "--jobs", "2"], "--jobs: not taken by `draw`"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_starts(argv, expected) -> None:
+    """`--steps 0` once trained the full 50,000 steps and `--jobs -1` hung forever."""
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        sensitivity.DRIVER.invocation(argv)
+
+
+def test_a_bad_option_exits_2_and_creates_nothing(tmp_path) -> None:
+    result = run_driver(
+        "run", "--jobs", "-1", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+        timeout=60,
+    )  # fmt: skip
+    assert_refused(result, "--jobs -1 is not a number of processes at a time")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "jobs", "expected"),
+    [
+        (["run"], 2, ["seeds=[0,1,2]", "grid.lr=[0.01,0.03,0.1,0.3,1.0]",
+                      "grid.init_std=[0.01,0.1,0.3,1.0]"]),
+        (["run", "--device", "cuda"], 4, ["device=cuda"]),
+        (["run", "--device", "cuda:1", "--jobs", "1"], 1, ["device=cuda:1"]),
+        (["run", "--quick", "data.input=binary"], 2,
+         ["seeds=[0]", "grid.lr=[0.1,1.0]", "grid.init_std=[0.01,0.1]", "steps=300",
+          "eval_every=50", "probe.every=25", "data.input=binary"]),
+        (["run", "--lrs", "0.0123456789,1e-05", "--steps", "2000"], 2,
+         ["grid.lr=[0.0123456789,1e-05]", "steps=2000"]),
+    ],
+)  # fmt: skip
+def test_run_launches_the_four_runs_as_one_multirun(
+    monkeypatch, tmp_path, argv, jobs, expected
+) -> None:
+    launched = []
+    monkeypatch.setattr(sensitivity, "multirun", lambda *args: launched.append(args))
+    sensitivity.run(sensitivity.DRIVER.invocation([*argv, "--runs", str(tmp_path)]))
+    [(overrides, sweep_dir, subdir, n_jobs)] = launched
+    assert overrides[:4] == [
+        "experiment=figure1", "name=sensitivity", "model=mlp_bn,mlp", "optim=sgd,momentum_mlp",
+    ]  # fmt: skip
+    assert set(expected) <= set(overrides)
+    assert (sweep_dir, subdir, n_jobs) == (tmp_path, "${optim.name}/${model.variant}", jobs)
+    if argv == ["run"]:
+        assert not [o for o in overrides if o.startswith(("steps=", "device="))]
+
+
+def test_hydra_launches_the_bn_runs_first() -> None:
+    """The order `run` relies on: Hydra's basic sweeper launches the product of the swept
+    values with the last override's varying fastest, so both BN runs start first."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(["model=mlp_bn,mlp", "optim=sgd,x"])
+    [jobs] = BasicSweeper.split_arguments(overrides, None)
+    assert [job[0] for job in jobs] == ["model=mlp_bn", "model=mlp_bn", "model=mlp", "model=mlp"]
+
+
+def collect(runs: Path, out: Path, command: str = "test") -> None:
+    """`collect --runs runs --out out`, in this process, recording `command` as typed."""
+    invocation = sensitivity.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)])
+    sensitivity.collect(dataclasses.replace(invocation, command=command))
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, mnist_root):
     """The four runs of a tiny grid, trained in this process: lr 0.1 trains, lr 1e20 makes every
     net's loss non-finite within the first steps."""
     runs = tmp_path_factory.mktemp("runs")
-    for optimizer, (model, net) in itertools.product(driver.OPTIMIZERS, driver.NETS.items()):
+    for optimizer, (model, net) in itertools.product(
+        sensitivity.OPTIMIZERS, sensitivity.NETS.items()
+    ):
         cfg = compose_train(
             ["experiment=figure1", "name=sensitivity", f"model={model}",
              f"optim={optimizer}", "seeds=[0]", "grid.lr=[0.1,1e20]", "grid.init_std=[0.1,1.0]",
@@ -203,17 +301,17 @@ def sweep(tmp_path_factory, mnist_root):
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory, sweep):
     out = tmp_path_factory.mktemp("sensitivity")
-    driver.collect(sweep, out, "python experiments/sensitivity.py run --quick --jobs 4")
-    driver.draw(out)
+    collect(sweep, out, "python experiments/sensitivity.py run --quick --jobs 4")
+    sensitivity.draw(out)
     return out
 
 
 @pytest.mark.integration
 def test_collect_and_draw_a_real_sweep(collected) -> None:
     members = pd.read_csv(collected / "members.csv")
-    assert list(members.columns) == list(driver.MEMBER_COLUMNS)
+    assert list(members.columns) == list(sensitivity.MEMBER_COLUMNS)
     assert len(members) == 2 * 2 * 2 * 2 * 1, "one row per net, optimizer, lr, init std, seed"
-    assert not members.duplicated(list(driver.MEMBER_KEYS)).any()
+    assert not members.duplicated(list(sensitivity.MEMBER_KEYS)).any()
     trained, diverged = members[members.lr == 0.1], members[members.lr == 1e20]
     assert not trained.diverged.any() and trained.final_acc.notna().all()
     assert diverged.diverged.all() and diverged.diverged_at_step.notna().all()
@@ -224,7 +322,7 @@ def test_collect_and_draw_a_real_sweep(collected) -> None:
     readme = (collected / "README.md").read_text()
     assert "| bn | momentum_mlp | 1e+20 | 0.1 | 0 |" in readme
     assert "- command: `python experiments/sensitivity.py run --quick`" in readme
-    provenance = driver.read_json(collected / "provenance.json", "")
+    provenance = read_json(collected / "provenance.json", "")
     assert set(provenance["wall_s"]) == {"sgd/plain", "sgd/bn", "momentum_mlp/plain",
                                          "momentum_mlp/bn"}  # fmt: skip
 
@@ -235,7 +333,7 @@ def test_collect_refuses_a_sweep_without_one_run(sweep, tmp_path) -> None:
     shutil.copytree(sweep, partial, ignore=shutil.ignore_patterns("wandb"))
     shutil.rmtree(partial / "momentum_mlp" / "bn")
     with pytest.raises(BnreproError, match="incomplete: no run of bn with momentum_mlp"):
-        driver.collect(partial, tmp_path / "out", "test")
+        collect(partial, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -247,22 +345,49 @@ def test_collect_refuses_a_curve_cut_short(sweep, tmp_path) -> None:
     lines = metrics.read_text().splitlines(keepends=True)
     metrics.write_text("".join(lines[: len(lines) // 2]))
     with pytest.raises(BnreproError, match="do not end at their last step"):
-        driver.collect(partial, tmp_path / "out", "test")
+        collect(partial, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.integration
 def test_run_quick_end_to_end(tmp_path, mnist_root) -> None:
-    """`run --quick`: four processes, then members.csv, the heatmaps and the README."""
+    """`run --quick`: four jobs of one multirun, each into <runs>/<optimizer>/<net>/, then
+    members.csv, the heatmaps and the README."""
     result = run_driver(
         "run", "--quick", "--jobs", "4", "--out", str(tmp_path / "out"),
         "--runs", str(tmp_path / "runs"), f"data.root={mnist_root}", timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     members = pd.read_csv(tmp_path / "out" / "members.csv")
-    quick = driver.QUICK
+    quick = sensitivity.QUICK
     assert len(members) == 4 * len(quick["lrs"]) * len(quick["init_stds"]) * len(quick["seeds"])
     assert (members.steps == quick["steps"]).all()
-    sweep = driver.read_json(tmp_path / "runs" / "sweep.json", "")
-    assert sweep["jobs"] == 4 and len(sweep["wall_s"]) == 4
+    provenance = read_json(tmp_path / "out" / "provenance.json", "")
+    assert provenance["jobs"] == 4 and provenance["sweep_wall_s"] > 0
+    assert set(provenance["wall_s"]) == {
+        f"{optimizer}/{net}" for optimizer in sensitivity.OPTIMIZERS for net in ("plain", "bn")
+    }
+    for name in provenance["wall_s"]:
+        assert (tmp_path / "runs" / name / "run.json").is_file()
     assert (tmp_path / "out" / "sensitivity.png").is_file()
+
+
+@pytest.mark.integration
+def test_a_sweep_whose_jobs_fail_exits_1_naming_them(tmp_path) -> None:
+    """Every job fails at its start (no MNIST under data.root): each records `failed` in its
+    run.json, and the driver names each with its error's first line, exit status 1, nothing
+    collected."""
+    result = run_driver(
+        "run", "--quick", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+        f"data.root={tmp_path / 'nowhere'}", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("bnrepro: 4 job(s) of the sweep in ")
+    for optimizer in sensitivity.OPTIMIZERS:
+        for net in ("plain", "bn"):
+            assert f"{optimizer}/{net}: failed - MNIST file(s) " in last
+            info = read_json(tmp_path / "runs" / optimizer / net / "run.json", "")
+            assert info["status"] == "failed"
+    assert not (tmp_path / "out").exists()

@@ -1,25 +1,28 @@
 """Figure 1 across the choices the paper does not state: optimizer, learning rate, init std.
 
     python experiments/sensitivity.py run [--jobs 2] [--device cpu] [--steps 50000]
+    python experiments/sensitivity.py run --lrs 0.01,0.1,1 --init-stds 0.01,0.1   # another grid
     python experiments/sensitivity.py run --quick   # 2 rates x 2 stds x 1 seed x 300 steps
     python experiments/sensitivity.py collect --runs runs/sensitivity/<time>
     python experiments/sensitivity.py draw          # redraw from results/sensitivity/ only
 
 `run` trains Figure 1's protocol (experiment=figure1: 50,000 steps of 60, test accuracy every
 500 steps, the sigmoid-input percentiles every 100) for both nets (model=mlp, mlp_bn) and both
-optimizers (optim=sgd: plain SGD; optim=momentum_mlp: momentum 0.9), each as one process of
-`python -m bnrepro.train` whose vectorized model holds every member of the grid: each
-learning rate x each init std x each seed. `--jobs` processes train at a time (one per core on
-a CPU, each on one thread; on a GPU all four at once). A member whose loss becomes non-finite
-is recorded as diverged and is data, never a failure of the sweep. Then `run` collects the
-runs into results/sensitivity/members.csv (one row per member) and does what `draw` does:
+optimizers (optim=sgd: plain SGD; optim=momentum_mlp: momentum 0.9): four jobs of one Hydra
+multirun of `python -m bnrepro.train`, each into <runs>/<optimizer>/<net>/, each a vectorized
+model that holds every member of the grid: each learning rate x each init std x each seed.
+`--jobs` of them train at a time (2 on a CPU, one per core, each on one thread; with
+`--device cuda` all four at once). A member whose loss becomes non-finite is recorded as
+diverged and is data, never a failure of the sweep. Then `run` collects the runs into
+results/sensitivity/members.csv (one row per member) and does what `draw` does:
 sensitivity.png/.pdf, heatmaps of the BN advantage per optimizer, and README.md, which says
 over which cells of the map each Figure 1 claim holds, by the rule of `verdict`.
 
 `--steps N` trains a shorter map (a quick look; the README names the length it was drawn
-from); `--quick` is a tiny protocol whose results go to runs/sensitivity-quick/. Both our
-default (plain SGD, lr 0.1, std 0.1) and the public reproduction's protocol (momentum 0.9,
-lr 0.01, std 0.01; experiment=figure1_momentum) are points of the default grid.
+from); `--lrs` and `--init-stds` another grid; `--quick` is a tiny protocol whose results go
+to runs/sensitivity-quick/. Both our default (plain SGD, lr 0.1, std 0.1) and the public
+reproduction's protocol (momentum 0.9, lr 0.01, std 0.01; experiment=figure1_momentum) are
+points of the default grid.
 
 members.csv and README.md hold results only; what changes from one faithful run to the next
 (wall times, date, machine, commit, the command as typed, the runs' directory) is written to
@@ -28,15 +31,11 @@ provenance.json alone. `collect` and `draw` write nothing unless their inputs ar
 `completed` or `diverged`, each member's curve logged to the run's last step.
 """
 
-import argparse
 import itertools
 import json
 import math
-import shlex
-import subprocess
-import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +43,23 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bnrepro.atomic import atomic_write_text, write_json
-from bnrepro.errors import BnreproError
+from bnrepro.driver import (
+    Driver,
+    Invocation,
+    Option,
+    device_option,
+    hydra_list,
+    multirun,
+    positive_int,
+    provenance,
+    steps_option,
+    value_list,
+    write_csv,
+)
 from bnrepro.plots import HeatmapPanel, sensitivity_heatmaps
 from bnrepro.runinfo import stable_command
 from bnrepro.tables import (
+    RESUME,
     check_final_steps,
     check_groups,
     check_unique,
@@ -58,7 +70,6 @@ from bnrepro.tables import (
     read_json,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 NETS = {"mlp": "plain", "mlp_bn": "bn"}  # model config -> the run's model.variant
 OPTIMIZERS = {"sgd": "plain SGD", "momentum_mlp": "momentum 0.9"}  # optim config -> name
 # The committed protocol: 5 rates x 4 init stds x 3 seeds per (net, optimizer), Figure 1's
@@ -133,75 +144,36 @@ DRAW_FIX = (
 # ---------------------------------------------------------------- training
 
 
-def run_command(
-    model: str,
-    optimizer: str,
-    grid: dict,
-    steps: int | None,
-    device: str | None,
-    overrides: Sequence[str],
-    run_dir: Path,
-) -> list[str]:
-    """The `python -m bnrepro.train` command of one (net, optimizer) run of the grid."""
-
-    def listed(values: Sequence) -> str:
-        return "[" + ",".join(str(v) for v in values) + "]"
-
-    return [
-        sys.executable, "-m", "bnrepro.train", "experiment=figure1", "name=sensitivity",
-        f"model={model}", f"optim={optimizer}", f"seeds={listed(grid['seeds'])}",
-        f"grid.lr={listed(grid['lrs'])}", f"grid.init_std={listed(grid['init_stds'])}",
-        f"hydra.run.dir={run_dir}", *([f"steps={steps}"] if steps else []),
-        *([f"device={device}"] if device else []), *overrides,
-    ]  # fmt: skip
+def exact_list(values: Iterable[float]) -> str:
+    """`values` as a Hydra list override's value, each number as Python writes it (0.01, 1.0,
+    1e-05): hydra_list's `:g` keeps six digits, so `--lrs 0.0123456789` would train another
+    rate than the one asked for."""
+    return "[" + ",".join(map(str, values)) + "]"
 
 
-def train(
-    grid: dict,
-    steps: int | None,
-    device: str | None,
-    jobs: int,
-    overrides: Sequence[str],
-    runs_dir: Path,
-) -> None:
-    """Trains the four runs, `jobs` at a time, each into runs_dir/<optimizer>/<net>/ with its
-    output in runs_dir/<optimizer>-<net>.log; writes each process's wall time and the
-    sweep's into runs_dir/sweep.json. A run that diverged ends its process with status 0."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    # The BN runs first: they take longer, so with two jobs each slot trains one BN and one
-    # plain run and the sweep ends after about the sum of one of each.
-    queue = [(optimizer, model) for model in sorted(NETS, reverse=True) for optimizer in OPTIMIZERS]
-    running: dict[tuple[str, str], tuple[subprocess.Popen, float, Path]] = {}
-    wall, failed = {}, []
-    started = time.time()
-    while queue or running:
-        while queue and len(running) < jobs:
-            optimizer, model = queue.pop(0)
-            name = f"{optimizer}/{NETS[model]}"
-            command = run_command(model, optimizer, grid, steps, device, overrides, runs_dir / name)
-            log = runs_dir / f"{optimizer}-{NETS[model]}.log"
-            print("+", shlex.join(command), f"> {log}", flush=True)
-            with log.open("w") as out:
-                process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-            running[(optimizer, model)] = (process, time.time(), log)
-        time.sleep(0.2)
-        for key, (process, began, log) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[key]
-            name = f"{key[0]}/{NETS[key[1]]}"
-            wall[name] = round(time.time() - began, 1)
-            print(f"{name}: exit status {process.returncode} after {wall[name]:,.1f} s", flush=True)
-            if process.returncode != 0:
-                failed.append(f"{name} (exit status {process.returncode}, output in {log})")
-    total = round(time.time() - started, 1)
-    print(f"all runs ended after {total:,.1f} s", flush=True)
-    write_json(runs_dir / "sweep.json", {"jobs": jobs, "wall_s": wall, "total_wall_s": total})
-    if failed:
-        raise BnreproError(
-            f"Runs of the sweep in {runs_dir} failed: {listing(failed)}. Nothing was collected. "
-            "Fix: read the end of each log, fix the cause, then rerun the sweep."
-        )
+def run(invocation: Invocation) -> None:
+    """The four runs (net x optimizer) in one multirun, each into <runs>/<optimizer>/<net>/;
+    `--jobs` at a time, by default 2 (one per core of the 2-core CPU) or all four on a GPU."""
+    on_gpu = (invocation.device or "").startswith("cuda")
+    multirun(
+        [
+            "experiment=figure1", "name=sensitivity",
+            # The BN runs first: they take longer, and Hydra launches the jobs in the order of
+            # the product of the swept values (the last override's vary fastest), so with two
+            # jobs at a time each slot trains one BN and one plain run, and the sweep ends after
+            # about the sum of one of each.
+            "model=mlp_bn,mlp", f"optim={','.join(OPTIMIZERS)}",
+            f"seeds={hydra_list(QUICK['seeds'] if invocation.quick else SEEDS)}",
+            f"grid.lr={exact_list(invocation.lrs)}",
+            f"grid.init_std={exact_list(invocation.init_stds)}",
+            *([f"steps={invocation.steps}"] if invocation.steps else []),
+            *([f"device={invocation.device}"] if invocation.device else []),
+            *(QUICK_OVERRIDES if invocation.quick else ()),
+            *invocation.overrides,
+        ],
+        invocation.runs, "${optim.name}/${model.variant}",
+        invocation.jobs or (len(NETS) * len(OPTIMIZERS) if on_gpu else 2),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- one member
@@ -266,8 +238,7 @@ def check_sweep(runs: pd.DataFrame, runs_dir: Path) -> None:
     if problems:
         fail(
             f"The sweep in {runs_dir} is not finished: {listing(problems)}.",
-            "wait for running jobs to end; resume an interrupted or crashed run with its command "
-            "(the first line of its log) plus `resume=true`; then collect again",
+            RESUME,
         )
     counts = runs.groupby(["optimizer", "variant"]).run_dir.nunique()
     missing = [
@@ -296,65 +267,81 @@ def check_sweep(runs: pd.DataFrame, runs_dir: Path) -> None:
         )
 
 
-def collect(runs_dir: Path, out_dir: Path, command: str) -> None:
-    """Writes members.csv and provenance.json of the runs under `runs_dir`, once they are
-    known to be the whole sweep, each member logged to its run's last step."""
+def run_members(run_dir: Path, run: pd.DataFrame) -> list[dict]:
+    """One row of members.csv per member of the run in `run_dir` (`run`: its rows of
+    load_sweep), once its metrics.csv holds every member's curve to the run's last step."""
+    path = run_dir / "metrics.csv"
+    fix = f"resume or rerun the run in {run_dir}, then collect again"
+    metrics = read_csv(path, METRIC_COLUMNS, fix, OPTIONAL_METRICS)
+    check_groups(metrics, path, ["member"], [(int(m),) for m in run.member], fix)
+    check_unique(metrics, path, ["member", "step"], fix)
+    steps = int(run.steps.iloc[0])
+    check_final_steps(metrics, path, ["member"], steps, fix)
+    curves = dict(iter(metrics.groupby("member")))
+    return [
+        {
+            "net": member.variant,
+            "optimizer": member.optimizer,
+            "lr": member.lr,
+            "init_std": member.init_std,
+            "seed": int(member.seed),
+            "steps": int(run["config.steps"].iloc[0]),
+            **summarize(curves[int(member.member)], steps, member.diverged_at_step),
+        }
+        for member in run.itertuples()
+    ]
+
+
+def sweep_wall_s(run_dirs: Iterable[Path]) -> float:
+    """From the first run's start to the last one's end, by each run.json's `started` and
+    `wall_s` (a resumed run's counts its earlier sessions too): the sweep's wall time, the
+    number to compare with a rerun's at the same --jobs."""
+    spans = []
+    for run_dir in run_dirs:
+        info = json.loads((run_dir / "run.json").read_text())
+        start = datetime.strptime(info["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        spans.append((start, start + info["wall_s"]))
+    return round(max(end for _, end in spans) - min(start for start, _ in spans), 1)
+
+
+def launched_jobs(runs_dir: Path) -> int | None:
+    """How many runs trained at a time: the launcher's n_jobs in the multirun.yaml Hydra wrote
+    into the sweep folder; None for runs trained some other way."""
+    path = runs_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    return OmegaConf.select(OmegaConf.load(path), "hydra.launcher.n_jobs")
+
+
+def collect(invocation: Invocation) -> None:
+    """Writes members.csv and provenance.json of the runs under `--runs`, once they are known
+    to be the whole sweep, each member logged to its run's last step."""
+    runs_dir, out_dir = invocation.runs, invocation.out
     runs = load_sweep(runs_dir, SWEEP_FIX).rename(columns={"config.optim.name": "optimizer"})
     check_sweep(runs, runs_dir)
-    rows = []
-    for run_dir, run in runs.groupby("run_dir", sort=True):
-        path = Path(run_dir) / "metrics.csv"
-        fix = f"resume or rerun the run in {run_dir}, then collect again"
-        metrics = read_csv(path, METRIC_COLUMNS, fix, OPTIONAL_METRICS)
-        check_groups(metrics, path, ["member"], [(int(m),) for m in run.member], fix)
-        check_unique(metrics, path, ["member", "step"], fix)
-        steps = int(run.steps.iloc[0])
-        check_final_steps(metrics, path, ["member"], steps, fix)
-        curves = dict(iter(metrics.groupby("member")))
-        for member in run.itertuples():
-            rows.append(
-                {
-                    "net": member.variant,
-                    "optimizer": member.optimizer,
-                    "lr": member.lr,
-                    "init_std": member.init_std,
-                    "seed": int(member.seed),
-                    "steps": int(run["config.steps"].iloc[0]),
-                    **summarize(curves[int(member.member)], steps, member.diverged_at_step),
-                }
-            )
-    members = pd.DataFrame(rows).sort_values(list(MEMBER_KEYS)).reset_index(drop=True)
+    by_run = {Path(run_dir): run for run_dir, run in runs.groupby("run_dir", sort=True)}
+    members = pd.DataFrame(
+        [row for run_dir, run in by_run.items() for row in run_members(run_dir, run)]
+    )
+    members = members.sort_values(list(MEMBER_KEYS)).reset_index(drop=True)
     for column in (*TARGETS, "diverged_at_step"):
         members[column] = members[column].astype("Int64")
-    configs = {
-        f"{run.optimizer.iloc[0]}/{run.variant.iloc[0]}": OmegaConf.to_container(
-            OmegaConf.load(Path(run_dir) / "config.yaml")
-        )
-        for run_dir, run in runs.groupby("run_dir", sort=True)
+    names = {
+        run_dir: f"{run.optimizer.iloc[0]}/{run.variant.iloc[0]}" for run_dir, run in by_run.items()
     }
-    first = json.loads((Path(runs.run_dir.iloc[0]) / "run.json").read_text())
-    sweep = read_json(runs_dir / "sweep.json", SWEEP_FIX)
-    atomic_write_text(out_dir / "members.csv", members[list(MEMBER_COLUMNS)].to_csv(index=False))
+    write_csv(out_dir / "members.csv", members[list(MEMBER_COLUMNS)])
     write_json(
         out_dir / "provenance.json",
-        {
-            "command": command,
-            "runs_dir": str(
-                runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir
-            ),
-            "git": first["git"],
-            "hardware": first["hardware"],
-            "date": time.strftime("%Y-%m-%d"),
-            "jobs": sweep.get("jobs"),
-            "wall_s": {
-                f"{run.optimizer.iloc[0]}/{run.variant.iloc[0]}": run.wall_s.iloc[0]
-                for _, run in runs.groupby("run_dir", sort=True)
+        provenance(
+            runs.run_dir.iloc[0], runs_dir, invocation.command,
+            jobs=launched_jobs(runs_dir), sweep_wall_s=sweep_wall_s(by_run),
+            wall_s={names[run_dir]: run.wall_s.iloc[0] for run_dir, run in by_run.items()},
+            config={
+                name: OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+                for run_dir, name in names.items()
             },
-            "process_wall_s": sweep.get("wall_s"),
-            "total_wall_s": sweep.get("total_wall_s"),
-            "config": configs,
-        },
-    )
+        ),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- the map
@@ -577,26 +564,31 @@ def protocol_lines(table: pd.DataFrame, early: str | None) -> list[str]:
 
 
 def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
+    """README.md: the map's protocol, how each claim is decided, where each holds, where our
+    protocols sit, the diverged members and how the numbers were made."""
     early = early_column(members)
-    steps = int(members.steps.max())
-    lrs = sorted(set(members.lr))
-    stds = sorted(set(members.init_std))
-    seeds = sorted(set(members.seed))
-    config = next(iter(provenance.get("config", {}).values()), {})
-    eval_every = config.get("eval_every")
-    probe_every = config.get("probe", {}).get("every")
-    command = provenance.get("command")
-    shown_command = (
-        stable_command(command, FOLDER_AND_SHARING_OPTIONS) if command else "not recorded"
+    return "\n".join(
+        [
+            *introduction(members),
+            *decision_rule(members, early),
+            *claim_regions(table),
+            *protocol_section(table, early),
+            *diverged_section(members),
+            *how_made(members, provenance),
+        ]
     )
-    early_steps = {"acc_5k": "5,000", "acc_1k": "1,000"}.get(early)
+
+
+def introduction(members: pd.DataFrame) -> list[str]:
+    """The title, the map's length and its grid."""
+    steps = int(members.steps.max())
     length = (
         "Figure 1's full 50,000 steps"
         if steps == 50_000
         else f"{steps:,} steps, shorter than Figure 1's 50,000 (a quick look)"
     )
-    diverged = members[members.diverged]
-    lines = [
+    lrs, stds = (", ".join(f"{v:g}" for v in sorted(set(members[k]))) for k in ("lr", "init_std"))
+    return [
         "# Figure 1 across learning rate, init std and optimizer",
         "",
         "Regenerated by `make reproduce-sensitivity` (training) or `make figures` (drawing only) "
@@ -608,13 +600,20 @@ def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
         "The paper states no optimizer, learning rate or initialization for its MNIST net. Both",
         "nets (without and with BN) are trained with each optimizer "
         f"({', '.join(OPTIMIZERS.values())})",
-        f"at every learning rate ({', '.join(f'{v:g}' for v in lrs)}) and every init std "
-        f"({', '.join(f'{v:g}' for v in stds)};",
-        f"weights drawn from N(0, std²)), seeds {', '.join(map(str, seeds))}: "
+        f"at every learning rate ({lrs}) and every init std ({stds};",
+        f"weights drawn from N(0, std²)), seeds {', '.join(map(str, sorted(set(members.seed))))}: "
         f"{len(members):,} members.",
         "",
         "![BN advantage over the map](sensitivity.png)",
         "",
+    ]
+
+
+def decision_rule(members: pd.DataFrame, early: str | None) -> list[str]:
+    """How a claim is decided in a cell, and the advantage each claim is decided by."""
+    early_steps = {"acc_5k": "5,000", "acc_1k": "1,000"}.get(early)
+    steps = int(members.steps.max())
+    return [
         "## How each claim is decided",
         "",
         "Each cell (optimizer, lr, init std) pairs the two nets seed by seed. A claim **holds** in",
@@ -639,49 +638,67 @@ def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
         f"  (steps ≥ {DRIFT_FROM * steps:,.0f} here); `drift_p15`, `drift_p50`, `drift_p85` hold "
         "the three ranges.",
         "",
-        "## Where each Figure 1 claim holds",
-        "",
     ]
+
+
+def claim_regions(table: pd.DataFrame) -> list[str]:
+    """For each claim, the cells it holds in and each optimizer's map of it."""
+    lines = ["## Where each Figure 1 claim holds", ""]
     for claim, (title, _, _) in CLAIMS.items():
         lines += [f"### {title}", "", region(table, claim), ""]
         for optimizer, name in OPTIMIZERS.items():
             lines += [f"{name}:", "", *claim_table(table, claim, optimizer), ""]
-    lines += [
+    return lines
+
+
+def protocol_section(table: pd.DataFrame, early: str | None) -> list[str]:
+    return [
         "## Where our protocol and the public reproduction's sit",
         "",
         *protocol_lines(table, early),
         "",
         "Accuracy gaps in points (BN − plain); a verdict follows each advantage.",
         "",
-        "## Diverged members",
-        "",
+    ]
+
+
+def diverged_section(members: pd.DataFrame) -> list[str]:
+    diverged = members[members.diverged]
+    rows = [
+        "| net | optimizer | lr | init std | seed | diverged at step |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {r.net} | {r.optimizer} | {r.lr:g} | {r.init_std:g} | {r.seed} | "
+            f"{int(r.diverged_at_step):,} |"
+            for r in diverged.itertuples()
+        ],
     ]
     if diverged.empty:
-        lines.append("None: every member trained to its last step with a finite loss.")
-    else:
-        lines += [
-            "| net | optimizer | lr | init std | seed | diverged at step |",
-            "|---|---|---|---|---|---|",
-            *[
-                f"| {r.net} | {r.optimizer} | {r.lr:g} | {r.init_std:g} | {r.seed} | "
-                f"{int(r.diverged_at_step):,} |"
-                for r in diverged.itertuples()
-            ],
-        ]
-    lines += [
-        "",
+        rows = ["None: every member trained to its last step with a finite loss."]
+    return ["## Diverged members", "", *rows, ""]
+
+
+def how_made(members: pd.DataFrame, provenance: dict) -> list[str]:
+    """The protocol, what members.csv leaves empty, and the command, without the options
+    that only name folders or share out the work."""
+    config = next(iter(provenance.get("config", {}).values()), {})
+    eval_every = config.get("eval_every")
+    probe_every = config.get("probe", {}).get("every")
+    command = provenance.get("command")
+    shown = stable_command(command, FOLDER_AND_SHARING_OPTIONS) if command else "not recorded"
+    return [
         "## How these numbers were made",
         "",
-        f"- protocol: Figure 1's (`experiment=figure1`: batches of 60) for {steps:,} steps; test "
-        f"accuracy every {every(eval_every)}, the percentiles every {every(probe_every)}",
+        f"- protocol: Figure 1's (`experiment=figure1`: batches of 60) for "
+        f"{int(members.steps.max()):,} steps; test accuracy every {every(eval_every)}, the "
+        f"percentiles every {every(probe_every)}",
         "- members.csv: one row per member; the accuracies at steps 1,000, 5,000 and 10,000, the",
         "  first evaluated step at 0.95 and 0.97, and everything of a diverged member from the",
         "  step it diverged on are empty where there is no such value",
-        f"- command: `{shown_command}`",
+        f"- command: `{shown}`",
         "- the machine, the code's commit, the date and each run's wall time: `provenance.json`",
         "",
     ]
-    return "\n".join(lines)
 
 
 def every(steps: int | None) -> str:
@@ -727,59 +744,35 @@ def draw(out_dir: Path) -> None:
     print(f"wrote {out_dir / 'README.md'}")
 
 
-def floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("action", choices=["run", "collect", "draw"])
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"run: {len(QUICK['lrs'])} rates x {len(QUICK['init_stds'])} stds x "
-        f"{len(QUICK['seeds'])} seed x {QUICK['steps']} steps; --out defaults to "
-        "runs/sensitivity-quick",
-    )
-    parser.add_argument("--out", type=Path, help="results folder (default results/sensitivity)")
-    parser.add_argument("--runs", type=Path, help="runs dir (default runs/sensitivity/<time>)")
-    parser.add_argument("--steps", type=int, help="run: a shorter map than Figure 1's 50,000")
-    parser.add_argument("--lrs", type=floats, help=f"run: learning rates (default {LRS})")
-    parser.add_argument("--init-stds", type=floats, help=f"run: init stds (default {INIT_STDS})")
-    parser.add_argument("--jobs", type=int, help="run: processes at a time (default 2; 4 on a GPU)")
-    parser.add_argument("--device", help="run: passed on as device= (cpu, cuda, ...)")
-    args, overrides = parser.parse_known_args()
-    command = shlex.join(["python", "experiments/sensitivity.py", *sys.argv[1:]])
-    out = args.out or REPO / ("runs/sensitivity-quick" if args.quick else "results/sensitivity")
-    protocol = QUICK if args.quick else {"lrs": LRS, "init_stds": INIT_STDS, "seeds": SEEDS}
-    grid = {
-        "lrs": args.lrs or protocol["lrs"],
-        "init_stds": args.init_stds or protocol["init_stds"],
-        "seeds": protocol["seeds"],
-    }
-    steps = args.steps or (QUICK["steps"] if args.quick else None)
-    jobs = args.jobs or (
-        len(OPTIMIZERS) * len(NETS) if (args.device or "").startswith("cuda") else 2
-    )
-    if args.action == "collect" and args.runs is None:
-        parser.error("collect needs --runs <runs dir>")
-    if args.action != "run" and overrides:
-        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
-    try:
-        if args.action == "run":
-            runs_dir = args.runs or REPO / "runs/sensitivity" / time.strftime("%Y-%m-%d_%H-%M-%S")
-            quick = QUICK_OVERRIDES if args.quick else ()
-            train(grid, steps, args.device, jobs, [*quick, *overrides], runs_dir.resolve())
-            collect(runs_dir.resolve(), out, command)
-        elif args.action == "collect":
-            collect(args.runs.resolve(), out, command)
-        draw(out)
-    except BnreproError as error:
-        print(f"bnrepro: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+DRIVER = Driver(
+    name="sensitivity",
+    doc=__doc__,
+    run=run,
+    collect=collect,
+    draw=draw,
+    options=(
+        steps_option(None, QUICK["steps"], "Figure 1's 50,000"),
+        Option(
+            "--lrs",
+            f"learning rates of the grid (default {','.join(f'{v:g}' for v in LRS)})",
+            value_list("--lrs", "0.01,0.1,1"),
+            LRS,
+            QUICK["lrs"],
+        ),
+        Option(
+            "--init-stds",
+            f"init stds of the grid (default {','.join(f'{v:g}' for v in INIT_STDS)})",
+            value_list("--init-stds", "0.01,0.1,1"),
+            INIT_STDS,
+            QUICK["init_stds"],
+        ),
+        # Not jobs_option: its default is one number, this one depends on the device.
+        Option(
+            "--jobs",
+            "training processes at a time (default 2; 4, every run at once, with --device cuda)",
+            positive_int("--jobs", "processes at a time", 2),
+        ),
+        device_option(),
+    ),
+    tolerances=TOLERANCES,
+)
