@@ -81,7 +81,7 @@ def test_defaults_are_the_committed_protocol_and_quick_its_short_one() -> None:
 
 def test_hydra_lists_and_first_sentences() -> None:
     assert hydra_list((0, 1, 2)) == "[0,1,2]"
-    assert hydra_list((0.01, 0.1, 1.0)) == "[0.01,0.1,1]"
+    assert hydra_list((0.01, 0.0123456789, 1.0)) == "[0.01,0.0123456789,1.0]"
     assert first_sentence("MNIST not found in /x. Fix: run make data.\nmore") == (
         "MNIST not found in /x"
     )

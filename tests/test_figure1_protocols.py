@@ -4,6 +4,7 @@ compose, argument passing, and the README generated from committed CSV files."""
 
 import json
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,8 +18,6 @@ PROTOCOLS = [
     ("figure1_binary", "figure1", "binary"),
     ("figure1_momentum_binary", "figure1_momentum", "binary"),
 ]
-
-
 
 
 @pytest.mark.parametrize("model", ["mlp", "mlp_bn"])
@@ -73,7 +72,7 @@ def test_run_passes_the_experiment_to_the_sweep(monkeypatch, args, experiment, o
     ]
     assert ("data.input=binary" in command) == ("data.input=binary" in args)
     expected = REPO / "results" / experiment if out is None else out
-    assert invocation.out == expected.resolve()
+    assert invocation.out == Path(expected).resolve()
     assert invocation.runs.parent == REPO / "runs" / experiment
 
 

@@ -126,8 +126,9 @@ def device_name(text: str) -> str:
 
 
 def hydra_list(values: Iterable) -> str:
-    """`values` as a Hydra list override's value: [0,1,2]."""
-    return "[" + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + "]"
+    """`values` as a Hydra list override's value, each as Python writes it (every digit of a
+    float kept): [0,1,2], [0.01,0.1,1.0]."""
+    return "[" + ",".join(str(v) for v in values) + "]"
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,9 @@ class Option:
     """One option of a driver beyond the common ones.
 
     `parse` turns the text into its value or raises UsageError; `default` is the committed
-    protocol's value and `quick` the `--quick` protocol's (None: the default's); `actions` are
-    the actions that take it. A `choices` option takes one of those words."""
+    protocol's value and `quick` the `--quick` protocol's (None: the default's), either of
+    them possibly a function of the options declared before it (the chosen preset's seeds);
+    `actions` are the actions that take it. A `choices` option takes one of those words."""
 
     flag: str
     help: str
@@ -190,14 +192,38 @@ def device_option(default: str | None = None) -> Option:
     )
 
 
-def preset_option(default: str) -> Option:
-    """`--preset NAME`: configs/preset/NAME.yaml, the proxy's size and length."""
+def preset_options(presets: Mapping[str, Any], default: str) -> tuple[Option, ...]:
+    """`--preset NAME` (configs/preset/NAME.yaml, the proxy's size and length; `quick` under
+    `--quick`), and `--seeds` and `--jobs`, whose defaults are the chosen preset's: `presets`
+    maps each name to what the driver adds to it (its `seeds` and `jobs`)."""
     names = tuple(sorted(p.stem for p in (REPO / "configs" / "preset").glob("*.yaml")))
-    return Option(
-        "--preset",
-        f"the proxy's size and length, configs/preset/<name>.yaml (default {default})",
-        default=default,
-        choices=tuple(name for name in names if name != "quick"),
+
+    def listing(attribute: str) -> str:
+        return "; ".join(
+            f"{name} {','.join(map(str, value)) if isinstance(value, tuple) else value}"
+            for name, value in ((n, getattr(p, attribute)) for n, p in presets.items())
+        )
+
+    return (
+        Option(
+            "--preset",
+            f"the proxy's size and length, configs/preset/<name>.yaml (default {default})",
+            default=default,
+            quick="quick",
+            choices=tuple(name for name in names if name != "quick"),
+        ),
+        Option(
+            "--seeds",
+            f"comma-separated seeds (default: the preset's, {listing('seeds')})",
+            seed_list,
+            lambda options: presets[options["preset"]].seeds,
+        ),
+        Option(
+            "--jobs",
+            f"training processes at a time (default: the preset's, {listing('jobs')})",
+            positive_int("--jobs", "processes at a time", 2),
+            lambda options: presets[options["preset"]].jobs,
+        ),
     )
 
 
@@ -343,10 +369,9 @@ class Driver:
             text = getattr(args, option.dest)
             if text is not None:
                 options[option.dest] = option.parse(text)
-            elif args.quick and option.quick is not None:
-                options[option.dest] = option.quick
             else:
-                options[option.dest] = option.default
+                value = option.quick if args.quick and option.quick is not None else option.default
+                options[option.dest] = value(options) if callable(value) else value
         folder = self.folder_of(options)
         out = args.out or REPO / ("runs" if args.quick else "results") / (
             f"{folder}-quick" if args.quick else folder

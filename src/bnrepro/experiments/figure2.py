@@ -83,13 +83,10 @@ from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
 from bnrepro.driver import (  # noqa: E402
     Driver,
     Invocation,
-    Option,
     device_option,
     multirun,
-    positive_int,
-    preset_option,
+    preset_options,
     provenance,
-    seed_list,
     write_csv,
 )
 from bnrepro.plots import save_figure  # noqa: E402
@@ -261,11 +258,8 @@ DRAW_FIX = (
 def protocol(invocation: Invocation) -> tuple[str, Preset]:
     """The preset of `invocation` (quick under `--quick`) and what this driver adds to it,
     with the seeds and the runs at a time that `--seeds` and `--jobs` give where they do."""
-    name = "quick" if invocation.quick else invocation.preset
-    preset = PRESETS[name]
-    return name, preset._replace(
-        seeds=invocation.seeds or preset.seeds, jobs=invocation.jobs or preset.jobs
-    )
+    name = invocation.preset
+    return name, PRESETS[name]._replace(seeds=invocation.seeds, jobs=invocation.jobs)
 
 
 def ladder_rungs(family: str) -> list[int]:
@@ -1119,21 +1113,7 @@ DRIVER = Driver(
     collect=collect,
     draw=draw,
     options=(
-        preset_option("cpu"),
-        Option(
-            "--seeds",
-            "comma-separated seeds (default: the preset's, "
-            + "; ".join(f"{name} {','.join(map(str, p.seeds))}" for name, p in PRESETS.items())
-            + ")",
-            seed_list,
-        ),
-        Option(
-            "--jobs",
-            "training processes at a time (default: the preset's, "
-            + "; ".join(f"{name} {p.jobs}" for name, p in PRESETS.items())
-            + ")",
-            positive_int("--jobs", "processes at a time", 2),
-        ),
+        *preset_options(PRESETS, "cpu"),
         device_option(),
     ),
     tolerances=TOLERANCES,

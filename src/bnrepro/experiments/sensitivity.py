@@ -144,17 +144,9 @@ DRAW_FIX = (
 # ---------------------------------------------------------------- training
 
 
-def exact_list(values: Iterable[float]) -> str:
-    """`values` as a Hydra list override's value, each number as Python writes it (0.01, 1.0,
-    1e-05): hydra_list's `:g` keeps six digits, so `--lrs 0.0123456789` would train another
-    rate than the one asked for."""
-    return "[" + ",".join(map(str, values)) + "]"
-
-
 def run(invocation: Invocation) -> None:
     """The four runs (net x optimizer) in one multirun, each into <runs>/<optimizer>/<net>/;
     `--jobs` at a time, by default 2 (one per core of the 2-core CPU) or all four on a GPU."""
-    on_gpu = (invocation.device or "").startswith("cuda")
     multirun(
         [
             "experiment=figure1", "name=sensitivity",
@@ -164,15 +156,15 @@ def run(invocation: Invocation) -> None:
             # about the sum of one of each.
             "model=mlp_bn,mlp", f"optim={','.join(OPTIMIZERS)}",
             f"seeds={hydra_list(QUICK['seeds'] if invocation.quick else SEEDS)}",
-            f"grid.lr={exact_list(invocation.lrs)}",
-            f"grid.init_std={exact_list(invocation.init_stds)}",
+            f"grid.lr={hydra_list(invocation.lrs)}",
+            f"grid.init_std={hydra_list(invocation.init_stds)}",
             *([f"steps={invocation.steps}"] if invocation.steps else []),
             *([f"device={invocation.device}"] if invocation.device else []),
             *(QUICK_OVERRIDES if invocation.quick else ()),
             *invocation.overrides,
         ],
         invocation.runs, "${optim.name}/${model.variant}",
-        invocation.jobs or (len(NETS) * len(OPTIMIZERS) if on_gpu else 2),
+        invocation.jobs,
     )  # fmt: skip
 
 
@@ -766,13 +758,15 @@ DRIVER = Driver(
             INIT_STDS,
             QUICK["init_stds"],
         ),
-        # Not jobs_option: its default is one number, this one depends on the device.
+        device_option(),
         Option(
             "--jobs",
             "training processes at a time (default 2; 4, every run at once, with --device cuda)",
             positive_int("--jobs", "processes at a time", 2),
+            lambda options: (
+                len(NETS) * len(OPTIMIZERS) if (options["device"] or "").startswith("cuda") else 2
+            ),
         ),
-        device_option(),
     ),
     tolerances=TOLERANCES,
 )
