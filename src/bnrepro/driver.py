@@ -494,6 +494,22 @@ def provenance(run_dir: Path, runs_dir: Path, command: str, **fields: Any) -> di
     }
 
 
+def sweep_fix(name: str, folder: str = "") -> str:
+    """The fix for a `--runs` folder that does not hold driver `name`'s whole sweep."""
+    return (
+        f"give --runs the sweep directory that `python experiments/{name}.py run` trained into "
+        f"(runs/{folder or name}/<time>)"
+    )
+
+
+def draw_fix(name: str, folder: str = "") -> str:
+    """The fix for a results folder whose CSV files `draw` cannot use."""
+    return (
+        f"rebuild the CSV files with `python experiments/{name}.py collect --runs <sweep dir>`, "
+        f"or restore the committed ones with `git checkout -- results/{folder or name}`"
+    )
+
+
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     """`frame` as `path` (no index), atomically."""
     atomic_write_text(path, frame.to_csv(index=False))

@@ -37,12 +37,14 @@ from bnrepro.driver import (
     Invocation,
     Option,
     device_option,
+    draw_fix,
     hydra_list,
     jobs_option,
     multirun,
     provenance,
     seeds_option,
     steps_option,
+    sweep_fix,
     write_csv,
 )
 from bnrepro.plots import figure1
@@ -85,14 +87,8 @@ PUBLISHED = {
         {"plain": 0.9492, "bn": 0.9815},
     ),
 }
-SWEEP_FIX = (
-    "give --runs the sweep directory that `python experiments/figure1.py run` trained into "
-    "(runs/figure1/<time>)"
-)
-DRAW_FIX = (
-    "rebuild the CSV files with `python experiments/figure1.py collect --runs <sweep dir>`, or "
-    "restore the committed ones with `git checkout -- results/figure1`"
-)
+SWEEP_FIX = sweep_fix("figure1")
+DRAW_FIX = draw_fix("figure1")
 
 
 def run(invocation: Invocation) -> None:

@@ -84,9 +84,11 @@ from bnrepro.driver import (  # noqa: E402
     Driver,
     Invocation,
     device_option,
+    draw_fix,
     multirun,
     preset_options,
     provenance,
+    sweep_fix,
     write_csv,
 )
 from bnrepro.plots import save_figure  # noqa: E402
@@ -238,18 +240,12 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "ladder.csv": {"train_loss": 0.11, "test_acc": 0.06},
     "ladder_table.csv": {"max_acc": 0.06, "final_acc": 0.06},
 }
-SWEEP_FIX = (
-    "give --runs the sweep directory that `python experiments/figure2.py run` trained into "
-    "(runs/figure2/<time>)"
-)
+SWEEP_FIX = sweep_fix("figure2")
 LADDER_FIX = (
     "train the learning-rate ladder into <sweep dir>/ladder/ (`python experiments/figure2.py "
     "run` trains it after the main sweep, and prints its two commands), then collect again"
 )
-DRAW_FIX = (
-    "rebuild the CSV files with `python experiments/figure2.py collect --runs <sweep dir>`, or "
-    "restore the committed ones with `git checkout -- results/figure2`"
-)
+DRAW_FIX = draw_fix("figure2")
 
 
 # ---------------------------------------------------------------- training and collecting

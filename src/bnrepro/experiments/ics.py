@@ -59,6 +59,7 @@ from bnrepro.driver import (  # noqa: E402
     Invocation,
     Option,
     device_option,
+    draw_fix,
     hydra_list,
     jobs_option,
     multirun,
@@ -66,6 +67,7 @@ from bnrepro.driver import (  # noqa: E402
     provenance,
     seeds_option,
     steps_option,
+    sweep_fix,
     write_csv,
 )
 from bnrepro.plots import save_figure  # noqa: E402
@@ -146,14 +148,8 @@ THRESHOLDS = {
     "grad_change": ("<", 1.0),
     "beta": ("<", 1.0),
 }
-SWEEP_FIX = (
-    "give --runs the sweep directory that `python experiments/ics.py run` trained into "
-    "(runs/ics/<time>)"
-)
-DRAW_FIX = (
-    "rebuild the CSV files with `python experiments/ics.py collect --runs <sweep dir>`, or "
-    "restore the committed ones with `git checkout -- results/ics`"
-)
+SWEEP_FIX = sweep_fix("ics")
+DRAW_FIX = draw_fix("ics")
 
 
 # ---------------------------------------------------------------- training and collecting

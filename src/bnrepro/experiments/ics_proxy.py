@@ -59,9 +59,11 @@ from bnrepro.driver import (  # noqa: E402
     Driver,
     Invocation,
     device_option,
+    draw_fix,
     multirun,
     preset_options,
     provenance,
+    sweep_fix,
     write_csv,
 )
 from bnrepro.experiments import ics  # noqa: E402
@@ -139,14 +141,8 @@ THRESHOLDS = {
     "grad_change": ("<", 1.0),
     "beta": ("<", 1.0),
 }
-SWEEP_FIX = (
-    "give --runs the sweep directory that `python experiments/ics_proxy.py run` trained into "
-    "(runs/ics/proxy/<time>)"
-)
-DRAW_FIX = (
-    "rebuild the CSV files with `python experiments/ics_proxy.py collect --runs <sweep dir>`, "
-    "or restore the committed ones with `git checkout -- results/ics/proxy`"
-)
+SWEEP_FIX = sweep_fix("ics_proxy", "ics/proxy")
+DRAW_FIX = draw_fix("ics_proxy", "ics/proxy")
 
 
 # ---------------------------------------------------------------- training and collecting

@@ -48,11 +48,13 @@ from bnrepro.driver import (
     Invocation,
     Option,
     device_option,
+    draw_fix,
     hydra_list,
     multirun,
     positive_int,
     provenance,
     steps_option,
+    sweep_fix,
     value_list,
     write_csv,
 )
@@ -131,14 +133,8 @@ MEMBER_OPTIONAL = (
     "final_acc", *CHECKPOINTS, *TARGETS, "drift_p15", "drift_p50", "drift_p85", "drift",
     "diverged_at_step",
 )  # fmt: skip
-SWEEP_FIX = (
-    "give --runs the directory that `python experiments/sensitivity.py run` trained into "
-    "(runs/sensitivity/<time>)"
-)
-DRAW_FIX = (
-    "rebuild members.csv with `python experiments/sensitivity.py collect --runs <runs dir>`, "
-    "or restore the committed one with `git checkout -- results/sensitivity`"
-)
+SWEEP_FIX = sweep_fix("sensitivity")
+DRAW_FIX = draw_fix("sensitivity")
 
 
 # ---------------------------------------------------------------- training
