@@ -271,6 +271,10 @@ class Driver:
     collect: Callable[[Invocation], None] | None = None
     options: tuple[Option, ...] = ()
     tolerances: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # Rows that time the machine (CSV file -> the text their first cell starts with): their
+    # numbers and verdicts belong to the machine that timed them; `make verify` reports how
+    # they differ without counting them as differences.
+    timed: Mapping[str, str] = field(default_factory=dict)
     # The folder of its results under results/, of its `--quick` results (runs/<folder>-quick)
     # and of its training runs (runs/<folder>/<time>): the driver's name unless it names
     # another, or a function of the options that names it (figure1's --experiment).

@@ -69,14 +69,20 @@ class Comparison:
     status: str = IDENTICAL
     differences: list[str] = field(default_factory=list)
     largest: dict[tuple[str, str], float] = field(default_factory=dict)
+    timed: list[str] = field(default_factory=list)  # how timed rows differ, not compared
 
     def add(self, other: "Comparison") -> None:
         self.status = max(self.status, other.status, key=RANK.__getitem__)
         self.differences += other.differences
+        self.timed += other.timed
         for key, gap in other.largest.items():
             self.largest[key] = max(gap, self.largest.get(key, 0.0))
 
     def summary(self, tolerances: Mapping[str, Mapping[str, float]]) -> str:
+        timed = "; ".join(f"{row} (a timing of this machine, not compared)" for row in self.timed)
+        return "; ".join(part for part in (self.findings(tolerances), timed) if part)
+
+    def findings(self, tolerances: Mapping[str, Mapping[str, float]]) -> str:
         if self.status == WITHIN:
             return (
                 "; ".join(
@@ -217,11 +223,36 @@ def damage(path: Path) -> str | None:
     return None
 
 
+def set_timed_aside(
+    name: str, committed: pd.DataFrame, rerun: pd.DataFrame, timed: str
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The two frames without the rows whose first cell starts with `timed` (a measurement
+    of the machine's speed, whose number and verdict belong to the machine that timed it),
+    and how those rows differ, cell by cell."""
+    first = committed.columns[0]
+    was = committed[committed[first].str.startswith(timed)]
+    now = rerun[rerun[first].str.startswith(timed)]
+    notes = []
+    if len(was) == len(now):
+        for (_, old), (_, new) in zip(was.iterrows(), now.iterrows(), strict=True):
+            notes += [
+                f"{name} {first}={old[first]}: {column} {old[column]} vs {new[column]}"
+                for column in committed.columns
+                if old[column] != new[column]
+            ]
+        committed, rerun = committed.drop(was.index), rerun.drop(now.index)
+    return committed, rerun, notes
+
+
 def compare_folders(
-    committed: Path, rerun: Path, tolerances: Mapping[str, Mapping[str, float]]
+    committed: Path,
+    rerun: Path,
+    tolerances: Mapping[str, Mapping[str, float]],
+    timed: Mapping[str, str] | None = None,
 ) -> Comparison:
     """Every CSV file of `committed` against the file of the same name in `rerun`; a CSV file
-    only one of them holds differs."""
+    only one of them holds differs. `timed` (CSV file -> the text that starts its timed rows'
+    first cell) names rows that are reported, not compared."""
     result = Comparison()
     names = sorted(
         {p.name for p in committed.glob("*.csv")} | {p.name for p in rerun.glob("*.csv")}
@@ -239,11 +270,13 @@ def compare_folders(
                 fix = f"; restore the committed one with `git checkout -- {was}`"
                 result.add(Comparison(DIFFERS, [f"{name}: {' and '.join(damaged)}{fix}"]))
                 continue
-            result.add(
-                compare_frames(
-                    name, read_text_csv(was), read_text_csv(now), tolerances.get(name, {})
-                )
-            )
+            frames = read_text_csv(was), read_text_csv(now)
+            notes = []
+            if name in (timed or {}):
+                *frames, notes = set_timed_aside(name, *frames, timed[name])
+            comparison = compare_frames(name, *frames, tolerances.get(name, {}))
+            comparison.timed = notes
+            result.add(comparison)
     return result
 
 
@@ -331,7 +364,7 @@ def verify(artifact: Artifact, scratch: Path, runs: Path | None, gpu: bool) -> O
         last = lines[-1] if lines else "no output"
         return Outcome(name, FAILED, f"exit status {code}: {last}", wall)
     tolerances = artifact.driver.tolerances
-    result = compare_folders(folder, out, tolerances)
+    result = compare_folders(folder, out, tolerances, artifact.driver.timed)
     return Outcome(name, result.status, result.summary(tolerances), wall)
 
 
