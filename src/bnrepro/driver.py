@@ -324,58 +324,9 @@ class Driver:
 
     def invocation(self, argv: Sequence[str]) -> Invocation:
         """The checked command line: every value valid, or UsageError before anything runs."""
-        parser = self.parser()
-        args, overrides = parser.parse_known_args(argv)
-        stray = [word for word in overrides if word.startswith("-")]
-        if stray:
-            raise UsageError(
-                f"{' '.join(stray)} is not an option of {self.script} {args.action}. Nothing "
-                f"was run or written. Fix: see `python {self.script} --help`; anything else is "
-                "a Hydra override for every run, written key=value (e.g. data.input=binary)."
-            )
-        given = {o.dest for o in self.options if getattr(args, o.dest) is not None}
-        given |= {"quick"} if args.quick else set()
-        given |= {"overrides"} if overrides else set()
-        given |= {"runs"} if args.runs else set()
-        allowed = {o.dest for o in self.options if args.action in o.actions} | {"quick"}
-        allowed |= {"overrides"} if args.action == "run" else set()
-        allowed |= {"runs"} if args.action != "draw" else set()
-        wrong = sorted(given - allowed)
-        if wrong:
-            named = ", ".join(
-                "Hydra overrides " + " ".join(overrides)
-                if w == "overrides"
-                else f"--{w.replace('_', '-')}"
-                for w in wrong
-            )
-            raise UsageError(
-                f"{named}: not taken by `{args.action}`, which "
-                + (
-                    "redraws the figures and README from the CSV files in --out"
-                    if args.action == "draw"
-                    else "gathers the runs in --runs into CSV files"
-                )
-                + ". Nothing was run or written. Fix: drop them, or use `run` to train."
-            )
-        protocols = [o.flag for o in self.options if o.choices and o.dest in given]
-        if args.quick and protocols:
-            raise UsageError(
-                f"--quick is a protocol of its own and {protocols[0]} names another. Nothing "
-                f"was run or written. Fix: drop {protocols[0]} or --quick."
-            )
-        if args.action == "collect" and args.runs is None:
-            raise UsageError(
-                f"collect needs the runs to gather. Nothing was written. Fix: give --runs the "
-                f"folder that `python {self.script} run` trained into (runs/{self.name}/<time>)."
-            )
-        options = {}
-        for option in self.options:
-            text = getattr(args, option.dest)
-            if text is not None:
-                options[option.dest] = option.parse(text)
-            else:
-                value = option.quick if args.quick and option.quick is not None else option.default
-                options[option.dest] = value(options) if callable(value) else value
+        args, overrides = self.parser().parse_known_args(argv)
+        self.check_combination(args, overrides)
+        options = self.option_values(args)
         folder = self.folder_of(options)
         out = args.out or REPO / ("runs" if args.quick else "results") / (
             f"{folder}-quick" if args.quick else folder
@@ -390,6 +341,64 @@ class Driver:
             runs=runs.resolve(),
             command=shlex.join(["python", self.script, *argv]),
         )
+
+    def check_combination(self, args: argparse.Namespace, overrides: list[str]) -> None:
+        """Refuses a misspelt option, an option or override the action does not take, --quick
+        beside another protocol, and collect without the runs to gather."""
+        stray = [word for word in overrides if word.startswith("-")]
+        if stray:
+            raise UsageError(
+                f"{' '.join(stray)} is not an option of {self.script} {args.action}. Nothing "
+                f"was run or written. Fix: see `python {self.script} --help`; anything else is "
+                "a Hydra override for every run, written key=value (e.g. data.input=binary)."
+            )
+        given = {o.dest for o in self.options if getattr(args, o.dest) is not None}
+        given |= {"overrides"} if overrides else set()
+        given |= {"runs"} if args.runs else set()
+        allowed = {o.dest for o in self.options if args.action in o.actions}
+        allowed |= {"overrides"} if args.action == "run" else set()
+        allowed |= {"runs"} if args.action != "draw" else set()
+        wrong = sorted(given - allowed)
+        if wrong:
+            named = ", ".join(
+                "Hydra overrides " + " ".join(overrides)
+                if w == "overrides"
+                else f"--{w.replace('_', '-')}"
+                for w in wrong
+            )
+            does = (
+                "redraws the figures and README from the CSV files in --out"
+                if args.action == "draw"
+                else "gathers the runs in --runs into CSV files"
+            )
+            raise UsageError(
+                f"{named}: not taken by `{args.action}`, which {does}. Nothing was run or "
+                "written. Fix: drop them, or use `run` to train."
+            )
+        protocols = [o.flag for o in self.options if o.choices and o.dest in given]
+        if args.quick and protocols:
+            raise UsageError(
+                f"--quick is a protocol of its own and {protocols[0]} names another. Nothing "
+                f"was run or written. Fix: drop {protocols[0]} or --quick."
+            )
+        if args.action == "collect" and args.runs is None:
+            raise UsageError(
+                f"collect needs the runs to gather. Nothing was written. Fix: give --runs the "
+                f"folder that `python {self.script} run` trained into (runs/<folder>/<time>)."
+            )
+
+    def option_values(self, args: argparse.Namespace) -> dict[str, Any]:
+        """Each option's value: as given, else the `--quick` protocol's, else the default (a
+        function of the options before it, where it is one)."""
+        options: dict[str, Any] = {}
+        for option in self.options:
+            text = getattr(args, option.dest)
+            if text is not None:
+                options[option.dest] = option.parse(text)
+            else:
+                value = option.quick if args.quick and option.quick is not None else option.default
+                options[option.dest] = value(options) if callable(value) else value
+        return options
 
     def main(self, argv: Sequence[str] | None = None) -> None:
         """The driver's command line: parse, check, then the action and what follows it."""
