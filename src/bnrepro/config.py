@@ -265,15 +265,54 @@ def _field_type(schema: type, key: str) -> Any:
     return node
 
 
+_LIST_KINDS = {
+    int: ("a list of whole numbers", "[0,1,2]"),
+    float: ("a list of numbers", "[0.01,0.1,1.0]"),
+}
+
+
+def _unwrap(kind: Any) -> tuple[Any, bool]:
+    """(the type, whether null is allowed) of an annotation `X` or `X | None`."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return kind, False
+
+
 def _describe(kind: Any, key: str) -> str:
-    """'<key> must be <what>, e.g. <key>=<example>.' for the annotated type `kind`."""
+    """'<key> must be <what>, e.g. <key>=<example>.' for the annotated type `kind`: a scalar,
+    a list of whole numbers or numbers, or a section (a dataclass), each maybe nullable."""
+    kind, nullable = _unwrap(kind)
+    if dataclasses.is_dataclass(kind):
+        first = dataclasses.fields(kind)[0].name
+        names = ", ".join(f.name for f in dataclasses.fields(kind))
+        return (
+            f"{key} is a group of settings ({names}), not one value: set them one by one. "
+            f"{_describe(_field_type(kind, first), f'{key}.{first}')}"
+        )
     if typing.get_origin(kind) is list:
-        return f"{key} must be a list of whole numbers, e.g. {key}=[0,1,2]."
-    nullable = type(None) in typing.get_args(kind)
-    if nullable:
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    what, example = _KINDS.get(kind, ("a value of type " + getattr(kind, "__name__", "?"), "?"))
+        what, example = _LIST_KINDS[typing.get_args(kind)[0]]
+    else:
+        what, example = _KINDS[kind]
     return f"{key} must be {what}{' or null' if nullable else ''}, e.g. {key}={example}."
+
+
+def _fits(kind: Any, value: Any) -> bool:
+    """Whether `value` has the shape of `kind` where OmegaConf's merge would let it through
+    or fail without naming the key: a section given one value, a list holding lists or
+    booleans, a boolean for a number."""
+    kind = _unwrap(kind)[0]
+    if value is None or value == "???":
+        return True
+    if dataclasses.is_dataclass(kind):
+        return isinstance(value, dict)
+    if typing.get_origin(kind) is list:
+        return not isinstance(value, list) or not any(
+            isinstance(v, list | dict | bool) for v in value
+        )
+    if kind in (int, float, bool):
+        return isinstance(value, bool) == (kind is bool)
+    return True
 
 
 def _leaves(tree: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
@@ -312,9 +351,7 @@ def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
                 f"(model.name={cfg.model.name}). Fix: drop {key}, or pick the model and "
                 "experiment it belongs to."
             )
-        if kind is bool and value != "???" and not isinstance(value, bool):
-            raise ConfigError(f"Invalid config: {key}={value!r}. {_describe(kind, key)}")
-        if kind in (int, float) and isinstance(value, bool):
+        if not _fits(kind, value):
             raise ConfigError(f"Invalid config: {key}={value!r}. {_describe(kind, key)}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
@@ -328,8 +365,12 @@ def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
     for key, value in _leaves(OmegaConf.to_container(merged)):
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(
-                f"Invalid config: {key}={value!r}. {key} must be a finite number, e.g. "
-                f"{key}={OmegaConf.select(OmegaConf.structured(schema), key, default=None) or 0.1}."
+                f"Invalid config: {key}={value!r}. {key} must be a finite number, e.g. {key}=0.1."
+            )
+        if isinstance(value, list) and not all(math.isfinite(v) for v in value):
+            raise ConfigError(
+                f"Invalid config: {key}={value!r}. Each value of {key} must be a finite "
+                f"number, e.g. {key}={_LIST_KINDS[float][1]}."
             )
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:

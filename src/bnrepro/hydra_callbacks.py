@@ -1,5 +1,6 @@
 """Hydra callbacks: checks before Hydra touches the output directory, and a sweep's report."""
 
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -23,11 +24,25 @@ def _unwritable_reason(directory: Path) -> str | None:
     return None
 
 
-class OutputDirCheck(Callback):
-    """Stops with one clear paragraph, before anything runs, when the output dir is unusable."""
+def _remove_empty(directories: list[Path]) -> None:
+    """Removes `directories` (each inside the next) while they are empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
-    def _check(self, directory: str, key: str) -> None:
-        reason = _unwritable_reason(Path(directory))
+
+class OutputDirCheck(Callback):
+    """Makes the output directory before Hydra does, so that an unusable one stops the command
+    with one clear paragraph before anything runs (Hydra's own attempt would end in a
+    traceback), and removes what it made at exit when the command left it empty: a refused
+    command leaves no directory behind."""
+
+    def _make(self, directory: str, key: str) -> None:
+        path = Path(directory).absolute()
+        made = [d for d in (path, *path.parents) if not d.exists()]
+        reason = _unwritable_reason(path)
         if reason:
             sys.stderr.write(
                 f"bnrepro: cannot write the run directory {key}={directory}: {reason}. "
@@ -35,12 +50,23 @@ class OutputDirCheck(Callback):
                 f"{key}=/tmp/bnrepro-runs, or fix the permissions.\n"
             )
             sys.exit(2)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            _remove_empty(made)
+            sys.stderr.write(
+                f"bnrepro: Could not write {error.filename or path}: {error.strerror}. Nothing "
+                f"was run or written. Fix: free disk space (or fix the permissions), or pass "
+                f"another location, e.g. {key}=/tmp/bnrepro-runs.\n"
+            )
+            sys.exit(2)
+        atexit.register(_remove_empty, made)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
+        self._make(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+        self._make(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
 class SweepReport(Callback):

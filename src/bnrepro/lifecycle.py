@@ -4,21 +4,27 @@ A trainer builds its data and model, takes one training step and evaluates; what
 run directory happens here, once:
 
 - claim: `Run` takes an exclusive lock on `<run>/.lock` (fcntl.flock, held while the run
-  lives; the file names the owner's pid and host). A second process is refused before it
-  changes anything.
+  lives; the file names the owner's pid and host), creating the directory when needed. A
+  second process is refused before it changes anything, the lock file included; a disk that
+  cannot take the lock file is a RunWriteError.
 - refuse or resume: a directory that holds a run (metrics.csv, checkpoint.pt or model.pt) is
   never trained into afresh. With `resume=true` its checkpoint.pt is loaded and checked: the
   settings that shape the results must match (only steps, logging and device may change), and
   metrics.csv must still be the file the checkpoint saw (length and sha256 of its first part).
-  A refusal changes nothing.
-- start: config.yaml, run.json (status `running`, pid, host), the loggers; a fresh run writes
-  a checkpoint of its initial state at once, so every run that logged a row can be resumed,
-  and a resumed run cuts metrics.csv back to the checkpoint's bytes, so a resumed run's files
-  are byte-identical to an uninterrupted run's.
+  A run that has nothing left to train and ended (completed or diverged) is `complete`: the
+  trainer returns its run.json as it is.
+- a run that never starts (refused, complete, or stopped by an error before its run.json is
+  written) leaves the directory as the claim found it: the lock file's text restored, or the
+  lock file and the directories the claim created removed.
+- start: config.yaml, run.json (status `running`, pid, host, the command line's overrides),
+  the loggers; a fresh run writes a checkpoint of its initial state at once, so every run
+  that logged a row can be resumed, and a resumed run cuts metrics.csv back to the
+  checkpoint's bytes, so a resumed run's files are byte-identical to an uninterrupted run's.
 - the loop: `steps()` yields the steps to train; between two steps it writes the checkpoints
   that are due and stops the run after SIGINT or SIGTERM, or when every seed has diverged.
-- end: run.json gets one of `completed`, `diverged`, `failed` (with the message) or
-  `interrupted` (a checkpoint is written and the command that resumes is printed);
+- end: run.json gets one of `completed`, `diverged`, `failed` (with the message; a disk too
+  full for an atomic write gets run.json rewritten in place) or `interrupted` (a checkpoint
+  is written and the command that resumes is printed);
   completed and diverged runs also get model.pt. A run.json left at `running` by a process
   that is gone reads as `crashed` (`owner_alive`, used by bnrepro.results.load_runs).
 """
@@ -41,9 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bnrepro.atomic import atomic_open, atomic_write_text, write_json
+from bnrepro.atomic import atomic_open, atomic_write_text, json_text, write_json
 from bnrepro.checkpoint import load_checkpoint
 from bnrepro.errors import BnreproError, ResumeError
 from bnrepro.loggers import RunLogger, check_wandb, prefix_bytes
@@ -51,6 +58,10 @@ from bnrepro.runinfo import git_state, hardware
 
 RUN_FILES = ("metrics.csv", "checkpoint.pt", "model.pt")
 LOCK_FILE = ".lock"
+CHECKPOINT_KEYS = ("step", "config", "wall_s", "diverged_at", "last_rows", "logger", "trainer")
+# The errors of a write that the user fixes on the machine: space, quota, permissions.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+WRITE_ERRNOS = (*FULL_DISK, errno.EACCES, errno.EROFS)
 
 
 class Interrupted(Exception):
@@ -109,19 +120,45 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def resume_command(run_dir: Path) -> str:
-    """The command line that continues the run in `run_dir`."""
-    overrides = ["<the run's overrides>"]
-    with contextlib.suppress(ValueError, ImportError):
-        from hydra.core.hydra_config import HydraConfig
+def command_overrides() -> list[str] | None:
+    """The command line's overrides, as Hydra's overrides.yaml would list them; None for a run
+    started from Python (without Hydra's command line)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return None
 
-        overrides = [
-            o
-            for o in HydraConfig.get().overrides.task
-            if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir="))
-        ]
-    args = ["python", "-m", "bnrepro.train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"]
+
+def resume_command(run_dir: Path, overrides: Sequence[str] | None) -> str:
+    """The command line that continues the run in `run_dir`, started with `overrides` (None:
+    not known, a placeholder stands for them)."""
+    if overrides is None:
+        overrides = ["<the run's overrides>"]
+    kept = [
+        o for o in overrides if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir="))
+    ]
+    args = ["python", "-m", "bnrepro.train", *kept, f"hydra.run.dir={run_dir}", "resume=true"]
     return shlex.join(args)
+
+
+def write_run_json(path: Path, info: dict[str, Any]) -> None:
+    """Writes run.json atomically or, on a disk too full for the atomic write's temporary
+    file, over the old run.json in place: that takes no new space while the text fits in the
+    blocks the old file holds, so a run stopped by a full disk still reads `failed`, not
+    `crashed`."""
+    try:
+        write_json(path, info)
+    except OSError as error:
+        if error.errno not in FULL_DISK or not path.exists():
+            raise
+        data = json_text(info).encode()
+        with open(path, "r+b") as f:
+            if len(data) > os.fstat(f.fileno()).st_blocks * 512:
+                raise
+            f.write(data)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def record_failed_start(run_dir: Path, cfg: DictConfig, error: BaseException) -> None:
@@ -149,8 +186,9 @@ class Run:
 
     `checkpoint` is the state to resume from (None for a fresh run); the trainer restores
     its own part (`checkpoint["trainer"]`), calls `start`, trains the steps of `steps()`,
-    logs with `log`, and ends with `finish`. Any exception ends the run `failed` (after
-    `start`; before it, nothing is written).
+    logs with `log`, and ends with `finish`. When `complete` (a resumed run with nothing left
+    to train) the trainer returns `info`, the run's run.json, instead. Any exception ends the
+    run `failed` (after `start`; before it, nothing is written).
 
     Under DDP every rank makes a `Run`; only the `main_process` claims and writes. The other
     ranks follow its decision to refuse, start or resume (`broadcast`: rank 0's object to
@@ -186,9 +224,15 @@ class Run:
         self.diverged_at: dict[int, int] = {}
         self.last_rows: dict[int, dict[str, Any]] = {}
         self.info: dict[str, Any] = {}
+        self.complete = False
+        self.overrides = command_overrides()
         self.logger: RunLogger | None = None
         self._state: Callable[[], dict[str, Any]] | None = None
         self._lock: int | None = None
+        self._lock_created = False
+        self._lock_text: bytes | None = None
+        self._made: list[Path] = []
+        self._recorded = False
         self._held_run = False
         self._started_at: float | None = None
         self._wall_before = 0.0
@@ -198,13 +242,14 @@ class Run:
     # ------------------------------------------------------------------ claim and resume
 
     def __enter__(self) -> "Run":
-        error = None
+        error, ended = None, None
         if self.main:
             try:
                 check_wandb(self.cfg.logger.wandb.mode)
                 self._claim()
                 self._held_run = holds_run(self.dir)
                 self.checkpoint = self._resume_state()
+                ended = self._ended(self.checkpoint)
             except BaseException as caught:
                 self._release()
                 if not isinstance(caught, BnreproError) or self.broadcast is None:
@@ -212,14 +257,34 @@ class Run:
                 error = caught
         if self.broadcast is not None:  # the other replicas follow rank 0's decision
             decision = self.broadcast(
-                {"error": str(error) if error else None, "resume": self.checkpoint is not None}
+                {
+                    "error": str(error) if error else None,
+                    "resume": self.checkpoint is not None,
+                    "ended": ended,
+                }
             )
             if error is not None:
                 raise error
             if not self.main and decision["error"]:
                 raise ResumeError(decision["error"])
-            if not self.main and decision["resume"]:
+            ended = decision["ended"]
+            if not self.main and decision["resume"] and ended is None:
                 self.checkpoint = load_checkpoint(self.dir / "checkpoint.pt")
+        if ended is not None:
+            self.complete, self.info = True, ended
+            if self.main:
+                further = (
+                    "every seed diverged"
+                    if len(self.checkpoint["diverged_at"]) >= len(self.keys)
+                    else "a larger steps= with resume=true trains it further"
+                )
+                print(
+                    f"bnrepro: {self.dir} has nothing left to train: it ended "
+                    f"{ended.get('status')} at step {ended.get('steps')}. Nothing was changed "
+                    f"({further}).",
+                    flush=True,
+                )
+            return self
         if self.checkpoint is not None:
             self.start_step = self.step = self.checkpoint["step"]
             self._wall_before = self.checkpoint["wall_s"]
@@ -229,25 +294,84 @@ class Run:
         return self
 
     def _claim(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        """Takes the lock and writes this process into it, creating the run directory (and its
+        missing parents) first. What it creates and the lock file's former text are kept for
+        `_release`; a disk or a permission that refuses any of it is a RunWriteError, after
+        which nothing of the claim is left."""
+        lock = self.dir / LOCK_FILE
+        self._made = [d for d in (self.dir, *self.dir.parents) if not d.exists()]
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock, self._lock_created = self._take_lock(lock)
+            self._lock_text = os.pread(self._lock, 4096, 0)
+            owner = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
+            os.pwrite(self._lock, owner, 0)
+            os.ftruncate(self._lock, len(owner))
+        except OSError as error:
+            self._release()
+            raise RunWriteError(
+                f"Could not write {error.filename or lock}: {error.strerror}. Nothing was "
+                "changed. Fix: free disk space (or fix the permissions), or train in another "
+                "directory (hydra.run.dir=...), then run the command again."
+            ) from error
+
+    def _take_lock(self, lock: Path) -> tuple[int, bool]:
+        """The locked descriptor of `lock`, and whether this call created the file. A run that
+        never starts removes the lock file it created (`_release`); a descriptor locked after
+        that removal holds a file that is no longer the directory's, so it is dropped and the
+        lock taken anew."""
+        while True:
+            try:
+                fd, created = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                try:
+                    fd, created = os.open(lock, os.O_RDWR), False
+                except FileNotFoundError:
+                    continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RunBusyError(
+                    f"{self.dir} is in use by another process ({owner}). Nothing was changed. "
+                    "Fix: wait for that run to end, or train in another directory "
+                    "(hydra.run.dir=...)."
+                ) from None
+            except OSError:
+                os.close(fd)
+                if created:
+                    lock.unlink(missing_ok=True)
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    return fd, created
             os.close(fd)
-            raise RunBusyError(
-                f"{self.dir} is in use by another process ({owner}). Nothing was changed. Fix: "
-                "wait for that run to end, or train in another directory (hydra.run.dir=...)."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        self._lock = fd
 
     def _release(self) -> None:
+        """Lets go of the lock (closing the descriptor releases the flock). A run that never
+        wrote its run.json leaves the directory as the claim found it: the lock file is removed
+        when the claim created it, or its former text is put back, and the directories the
+        claim created are removed while empty. Best effort: a disk that refuses it leaves the
+        lock file as it is, never a run's file."""
+        lock = self.dir / LOCK_FILE
         if self._lock is not None:
-            os.close(self._lock)  # closing the descriptor releases the flock
+            if not self._recorded:
+                with contextlib.suppress(OSError):
+                    if self._lock_created:
+                        lock.unlink()
+                    elif self._lock_text is not None:
+                        os.pwrite(self._lock, self._lock_text, 0)
+                        os.ftruncate(self._lock, len(self._lock_text))
+            os.close(self._lock)
             self._lock = None
+        if not self._recorded:
+            for directory in self._made:  # the run directory first, then its parents
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
+        self._made = []
 
     def _resume_state(self) -> dict[str, Any] | None:
         path = self.dir / "checkpoint.pt"
@@ -265,7 +389,7 @@ class Run:
                 "the checkpoint."
             )
         state = load_checkpoint(path)
-        if "trainer" not in state or "logger" not in state:
+        if not isinstance(state, dict) or not all(key in state for key in CHECKPOINT_KEYS):
             raise ResumeError(
                 f"Cannot resume {self.dir}: its checkpoint.pt was written by an earlier version "
                 "of bnrepro, in another layout. Nothing was changed. Fix: train in a new "
@@ -275,6 +399,30 @@ class Run:
         if self.main:
             self._check_metrics(state["logger"]["metrics"])
         return state
+
+    def _ended(self, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The run.json of a resumed run that has nothing left to train (at its last step, or
+        every seed diverged) and ended completed or diverged, with its model.pt; None when
+        there is something to do, finishing it included."""
+        if state is None or not (self.dir / "model.pt").exists():
+            return None
+        if state["step"] < self.total_steps and len(state["diverged_at"]) < len(self.keys):
+            return None
+        try:
+            info = json.loads((self.dir / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        ended = isinstance(info, dict) and info.get("status") in ("completed", "diverged")
+        return info if ended else None
+
+    def _recorded_overrides(self) -> list[str] | None:
+        """The overrides the run.json in the directory records (None: none recorded, by an
+        older version or a run started from Python)."""
+        try:
+            overrides = json.loads((self.dir / "run.json").read_text()).get("overrides")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return overrides if isinstance(overrides, list) and overrides else None
 
     def _check_config(self, state: dict[str, Any]) -> None:
         def settings(container: dict[str, Any]) -> dict[str, Any]:
@@ -295,11 +443,18 @@ class Run:
             if saved.get(k) != now.get(k)
         ]
         if changed:
+            recorded = self._recorded_overrides()
+            original = (
+                f"(its run.json records them: {shlex.join(recorded)}), for example: "
+                f"{resume_command(self.dir, recorded)}"
+                if recorded
+                else "(see its config.yaml)"
+            )
             raise ResumeError(
                 f"Cannot resume {self.dir}: its checkpoint was made with {'; '.join(changed)}. "
-                "Nothing was changed. Fix: resume with the run's original overrides (see its "
-                "config.yaml), or drop resume and train in a new directory. Only steps, "
-                "logging and device may change on resume."
+                f"Nothing was changed. Fix: resume with the run's original overrides {original}; "
+                "or drop resume and train in a new directory. Only steps, logging and device "
+                "may change on resume."
             )
         if state["step"] > self.cfg.steps:
             raise ResumeError(
@@ -343,6 +498,7 @@ class Run:
             "hardware": hardware(device),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._started_at)),
             "resumed_from_step": self.checkpoint["step"] if self.checkpoint else None,
+            "overrides": self.overrides or [],
             **info,
         }
         if self.main:
@@ -350,6 +506,7 @@ class Run:
                 stale.unlink()
             atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
             write_json(self.dir / "run.json", self.info)
+            self._recorded = True
             resume = self.checkpoint["logger"] if self.checkpoint else None
             if resume is not None:
                 resume = {**resume, "step": self.checkpoint["step"]}
@@ -446,7 +603,7 @@ class Run:
         name = signal.Signals(self._signal or signal.SIGTERM).name
         return (
             f"{name} stopped the run at step {self.step} of {self.cfg.steps}; its checkpoint "
-            f"is in {self.dir}. Resume it with: {resume_command(self.dir)}"
+            f"is in {self.dir}. Resume it with: {resume_command(self.dir, self.overrides)}"
         )
 
     # ------------------------------------------------------------------ end
@@ -490,7 +647,8 @@ class Run:
         if self.logger is not None:
             self.logger.close(status)
             self.logger = None
-        write_json(self.dir / "run.json", self.info)
+        write_run_json(self.dir / "run.json", self.info)
+        self._recorded = True
         print(f"bnrepro: {status} ({self.dir})", flush=True)
 
     def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> bool:
@@ -498,17 +656,16 @@ class Run:
         try:
             if error is None:
                 return False
-            if isinstance(error, OSError) and error.errno in (
-                errno.ENOSPC,
-                errno.EDQUOT,
-                errno.EACCES,
-                errno.EROFS,
-            ):
+            if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+                if (self.dir / "checkpoint.pt").exists():
+                    kept = "its last checkpoint and the rows logged before it are intact"
+                    then = f"resume with: {resume_command(self.dir, self.overrides)}"
+                else:
+                    kept = "it had no checkpoint yet"
+                    then = "train again in a new directory (another hydra.run.dir)"
                 message = (
                     f"Could not write {error.filename or self.dir}: {error.strerror}. The run "
-                    "stopped; its last checkpoint and the rows logged before it are intact. Fix: "
-                    "free disk space (or fix the permissions), then resume with: "
-                    f"{resume_command(self.dir)}"
+                    f"stopped; {kept}. Fix: free disk space (or fix the permissions), then {then}"
                 )
                 self._record_end("failed", message)
                 raise RunWriteError(message) from error

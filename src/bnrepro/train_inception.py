@@ -998,7 +998,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Trains the one seed of `cfg` for cfg.steps steps, logging into `run_dir`; returns run info.
 
     With `resume=true` and a checkpoint in `run_dir`, training continues from it; on the proxy
-    datasets it ends with the same files as an uninterrupted run, byte for byte.
+    datasets it ends with the same files as an uninterrupted run, byte for byte. A run with
+    nothing left to train is left as it is, and its run.json returned.
 
     On one GPU with a proxy dataset (and `cuda_graph=true`, the default) the whole step, from
     the batch's indices to the optimizer's update, is replayed as one CUDA graph
@@ -1016,6 +1017,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = load_data(cfg, settings, device)
     options = replicas.run_options(stop_every=cfg.log_every)
     with Run(run_dir, cfg, metric_columns(cfg), RESUME_KEYS, **options) as run:
+        if run.complete:
+            return run.info
         state = run.checkpoint["trainer"] if run.checkpoint else None
         if state and state["world_size"] != replicas.world_size:
             raise ResumeError(
