@@ -621,6 +621,7 @@ def test_committed_results_hold_no_date_commit_machine_or_wall_time():
     assert not (committed / "folding_timing.csv").exists()
 
 
+@pytest.mark.integration
 def test_committed_results_redraw(tmp_path):
     """`make figures` on a fresh clone: the committed CSVs and provenance.json alone redraw
     the claims' README, verdicts and figures byte for byte, and the README states each claim

@@ -40,6 +40,23 @@ def bad_inputs() -> list:
     return cases
 
 
+def run_driver(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, f"experiments/{name}.py", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_a_refused_command_line_exits_2_with_one_paragraph_and_makes_no_folder(tmp_path) -> None:
+    """One driver's command line in a process of its own (every driver's: integration)."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = run_driver("figure1", "run", "--jobs", "-1", "--out", str(out), "--runs", str(runs))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("bnrepro: --jobs -1 is not a number")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not runs.exists()
+
+
 def test_every_declared_driver_is_a_driver_with_its_script() -> None:
     for driver in drivers():
         assert isinstance(driver, Driver)
@@ -87,13 +104,7 @@ def test_hydra_lists_and_first_sentences() -> None:
     )
 
 
-def run_driver(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, f"experiments/{name}.py", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("name", DRIVERS)
 def test_a_refused_command_exits_2_with_one_paragraph_and_makes_no_folder(name, tmp_path) -> None:
     out, runs = tmp_path / "out", tmp_path / "runs"
@@ -133,6 +144,7 @@ def test_a_sweep_hydra_refuses_exits_2(tmp_path) -> None:
     assert not out.exists() and not Path(runs).exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [

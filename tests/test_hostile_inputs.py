@@ -319,6 +319,7 @@ def test_a_damaged_checkpoint_gets_one_paragraph(small_cfg, finished, damage) ->
 # ------------------------------------------------------------------ overrides
 
 
+@pytest.mark.integration
 def test_a_run_records_its_overrides_and_a_refused_resume_quotes_them(small_cfg, tmp_path):
     command = [*SHORT[:2], "steps=20", "eval_every=10", "probe.every=10", "probe.size=200"]
     data_root = small_cfg().data.root
