@@ -33,7 +33,7 @@ help:
 	@echo "                        plain, BN, noisy BN (3 seeds, 50k steps, JOBS=2 processes): results/ics/"
 	@echo "make figures            redraw every figure under results/ from its logged CSV files"
 	@echo "make verify             rerun every artifact under results/ and compare with the committed CSVs"
-	@echo "                        QUICK=1: the tiny protocols of results/reference/ (about a minute)"
+	@echo "                        QUICK=1: the tiny protocols of results/reference/ (about 3 minutes on 2 cores)"
 	@echo "make reproduce-* QUICK=1  a short protocol into runs/<name>-quick/, never over results/"
 	@echo "make test               fast tests (what CI runs first); make test-slow for the long ones"
 	@echo "make test-integration   multi-process, DDP, browser and notebook tests (CI runs them second)"
