@@ -188,16 +188,29 @@ def test_population_statistics_are_per_member_means_of_batch_statistics():
 
 
 def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
+    """Rows per seed and batch count, and the accuracies are those of a net that learned: after
+    100 plain SGD steps (0.2 s) every member is above chance (0.1; the commonest class is 0.134
+    of these 500 test images) by 0.4, with population statistics within 0.1 of the moving
+    averages. Measured for the member seeds 0-9 in pairs: 0.708-0.768 with either statistics, at
+    most 0.038 apart; untrained, 0.08-0.15."""
     from bnrepro.data import load_mnist
-    from bnrepro.train_mlp import to_input
+    from bnrepro.train_mlp import EpochSampler, batch_of, member_losses, to_input
 
-    images, _ = load_mnist(mnist_root, "train")
+    images, labels = load_mnist(mnist_root, "train")
     test_images, test_labels = load_mnist(mnist_root, "test")
+    x_train, y_train = images.flatten(1)[:600], labels[:600]
     model = MLP(2, SIZES, "sigmoid", nn.BatchNorm1d)
     model.init_gaussian(0.1, [0, 1])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sampler = EpochSampler([0, 1], len(x_train), 60, torch.device("cpu"))
+    for step in range(100):
+        batch = batch_of(sampler.batch(step), x_train, y_train, "grey")
+        optimizer.zero_grad()
+        member_losses(model, batch).sum().backward()
+        optimizer.step()
     frame = claims.population_statistics_accuracy(
         model,
-        images.flatten(1)[:600],
+        x_train,
         to_input(test_images.flatten(1)[:500], "grey"),
         test_labels[:500],
         [0, 1],
@@ -207,7 +220,11 @@ def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
         {"seed": [0, 1, 0, 1], "statistics": ["moving"] * 2 + ["population"] * 2}
     )
     pd.testing.assert_frame_equal(frame[["seed", "statistics"]], expected)
-    assert frame.test_acc.between(0, 1).all()
+    assert (frame.test_acc > 0.1 + 0.4).all(), frame.test_acc.tolist()
+    moving, population = (
+        frame[frame.statistics == kind].test_acc.to_numpy() for kind in ("moving", "population")
+    )
+    np.testing.assert_allclose(population, moving, atol=0.1)
 
 
 # ---------------------------------------------------------------- the driver: verdicts and drawing
