@@ -16,7 +16,7 @@ starts, and a bad one (`--steps 0`, `--jobs -1`, a seed given twice, an option t
 not take, a misspelt option) is refused with one paragraph naming it and the fix, exit status
 2, nothing written. While an action runs, a `BnreproError` (a bad input found later: a sweep
 that is not whole, a damaged CSV file) ends it the same way, and `SweepFailed` (jobs of a sweep
-failed) names each failed job with the first line of its error and exits with status 1.
+failed) names each failed job with the first sentence of its error and exits with status 1.
 Words that are not options go to every training run as Hydra overrides.
 """
 
@@ -37,6 +37,7 @@ import pandas as pd
 
 from bnrepro.atomic import atomic_write_text
 from bnrepro.errors import BnreproError
+from bnrepro.results import failed_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 # The drivers, in the order `make verify` reruns them: module bnrepro.experiments.<name>.
@@ -49,7 +50,7 @@ class UsageError(BnreproError):
 
 
 class SweepFailed(BnreproError):
-    """Jobs of a sweep failed; the message names each and the first line of its error."""
+    """Jobs of a sweep failed; the message names each and the first sentence of its error."""
 
 
 # ---------------------------------------------------------------- option values
@@ -173,13 +174,12 @@ def steps_option(default: int | None, quick: int | None, protocol: str) -> Optio
     )
 
 
-def jobs_option(default: int, quick: int | None = None) -> Option:
+def jobs_option(default: int) -> Option:
     return Option(
         "--jobs",
         f"training processes at a time (default {default})",
         positive_int("--jobs", "processes at a time", 2),
         default,
-        quick,
     )
 
 
@@ -428,16 +428,12 @@ def first_sentence(error: str) -> str:
     return line.split(". ")[0].rstrip(".")
 
 
-def failed_jobs(sweep_dir: Path) -> list[str]:
-    """Each job under `sweep_dir` that ended neither completed nor diverged, with the first
+def failed_job_lines(sweep_dir: Path) -> list[str]:
+    """Each failed job under `sweep_dir` (bnrepro.results.failed_jobs) with the first
     sentence of its error: '<dir>: <status> - <error>'."""
-    from bnrepro.results import load_runs
-
-    runs = load_runs(sweep_dir) if sweep_dir.exists() else pd.DataFrame()
-    if runs.empty:
+    if not sweep_dir.exists():
         return []
-    jobs = runs.groupby("run_dir", sort=True).first()
-    bad = jobs[~jobs.status.isin(["completed", "diverged"])]
+    _, bad = failed_jobs(sweep_dir)
     lines = []
     for run_dir, job in bad.iterrows():
         error = first_sentence(job.error) if isinstance(job.error, str) else ""
@@ -446,9 +442,7 @@ def failed_jobs(sweep_dir: Path) -> list[str]:
     return lines
 
 
-def multirun(
-    overrides: Sequence[str], sweep_dir: Path, subdir: str, jobs: int, log: Path | None = None
-) -> None:
+def multirun(overrides: Sequence[str], sweep_dir: Path, subdir: str, jobs: int) -> None:
     """`python -m bnrepro.train -m <overrides>` into `sweep_dir`/`subdir`, `jobs` runs at a
     time through Hydra's joblib launcher (every driver launches this one way). Raises
     SweepFailed naming each failed job, or BnreproError when Hydra refused the sweep before
@@ -458,17 +452,10 @@ def multirun(
         f"hydra.sweep.subdir={subdir}", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
     ]  # fmt: skip
     print("+", shlex.join(command), flush=True)
-    if log is None:
-        code = subprocess.run(command, cwd=REPO).returncode
-    else:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as output:
-            code = subprocess.run(
-                command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT
-            ).returncode
+    code = subprocess.run(command, cwd=REPO).returncode
     if code == 0:
         return
-    failed = failed_jobs(sweep_dir)
+    failed = failed_job_lines(sweep_dir)
     if failed:
         raise SweepFailed(
             f"{len(failed)} job(s) of the sweep in {sweep_dir} failed: {'; '.join(failed)}. "
@@ -477,29 +464,23 @@ def multirun(
         )
     raise BnreproError(
         f"The sweep into {sweep_dir} stopped with exit status {code} before any job recorded "
-        "a result; Hydra's or the trainer's message is printed above"
-        + (f" and in {log}" if log else "")
-        + ". Nothing was collected. Fix: correct the override it names and run again."
+        "a result; Hydra's or the trainer's message is printed above. Nothing was collected. "
+        "Fix: correct the override it names and run again."
     )
 
 
 # ---------------------------------------------------------------- records
 
 
-def relative(path: Path) -> str:
-    """`path` relative to the repository where it lies inside it."""
-    path = Path(path)
-    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
-
-
 def provenance(run_dir: Path, runs_dir: Path, command: str, **fields: Any) -> dict[str, Any]:
     """What changes from one faithful run to the next: the command as typed, the runs'
-    folder, the code's commit and the machine (from `run_dir`'s run.json), the date, and
-    the driver's own `fields` (wall times, configs)."""
+    folder (relative to the repository where it lies inside it), the code's commit and the
+    machine (from `run_dir`'s run.json), the date, and the driver's own `fields` (wall times,
+    configs)."""
     first = json.loads((Path(run_dir) / "run.json").read_text())
     return {
         "command": command,
-        "runs_dir": relative(runs_dir),
+        "runs_dir": str(runs_dir.relative_to(REPO) if runs_dir.is_relative_to(REPO) else runs_dir),
         "git": first["git"],
         "hardware": first["hardware"],
         "date": time.strftime("%Y-%m-%d"),

@@ -74,16 +74,12 @@ class SweepReport(Callback):
     status when any job failed or crashed (a diverged job is a result, not a failure)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from bnrepro.results import load_runs
+        from bnrepro.results import failed_jobs
 
-        runs = load_runs(config.hydra.sweep.dir)
-        if runs.empty:
-            return
-        jobs = runs.groupby("run_dir", sort=True).first()
-        bad = jobs[~jobs.status.isin(["completed", "diverged"])]
+        jobs, bad = failed_jobs(config.hydra.sweep.dir)
         if bad.empty:
             return
-        lines = [f"bnrepro: {len(bad)} of {len(jobs)} jobs failed:"]
+        lines = [f"bnrepro: {len(bad)} of {jobs} jobs failed:"]
         for run_dir, job in bad.iterrows():
             error = str(job.error).splitlines()[0] if isinstance(job.error, str) else ""
             lines.append(f"  {run_dir}: {job.status}{' - ' + error if error else ''}")

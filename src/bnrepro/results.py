@@ -24,6 +24,16 @@ def run_status(run_dir: Path, info: dict) -> str:
     return status if owner_alive(run_dir) else "crashed"
 
 
+def failed_jobs(root: str | Path) -> tuple[int, pd.DataFrame]:
+    """How many jobs (run directories) `root` holds, and those that ended neither completed
+    nor diverged (a diverged job is a result, not a failure), one row each, by run_dir."""
+    runs = load_runs(root)
+    if runs.empty:
+        return 0, runs
+    jobs = runs.groupby("run_dir", sort=True).first()
+    return len(jobs), jobs[~jobs.status.isin(["completed", "diverged"])]
+
+
 def load_runs(root: str | Path) -> pd.DataFrame:
     """One row per (run, seed): flattened config, status and final metrics of every run."""
     records = []

@@ -295,8 +295,10 @@ class Artifact:
 
     @property
     def needs_gpu(self) -> bool:
-        words = set(self.command)
-        return bool({"cuda", "gpu"} & words) or any(w.startswith("device=cuda") for w in words)
+        return any(
+            word == "gpu" or word.removeprefix("device=").startswith("cuda")
+            for word in self.command
+        )
 
 
 def driver(name: str) -> Driver:

@@ -251,13 +251,6 @@ DRAW_FIX = draw_fix("figure2")
 # ---------------------------------------------------------------- training and collecting
 
 
-def protocol(invocation: Invocation) -> tuple[str, Preset]:
-    """The preset of `invocation` (quick under `--quick`) and what this driver adds to it,
-    with the seeds and the runs at a time that `--seeds` and `--jobs` give where they do."""
-    name = invocation.preset
-    return name, PRESETS[name]._replace(seeds=invocation.seeds, jobs=invocation.jobs)
-
-
 def ladder_rungs(family: str) -> list[int]:
     """The multipliers of `family` that the ladder trains: those the main sweep does not."""
     return [m for m in LADDER_MULTIPLIERS if (family, m) not in LADDER_REUSED]
@@ -270,10 +263,9 @@ def rung_name(family: str, multiplier: float) -> str:
 def run(invocation: Invocation) -> None:
     """The main sweep into `--runs`, then the ladder's other rungs for its first seed, one
     multirun per family (Hydra sweeps whole products; the families' rungs differ)."""
-    name, preset = protocol(invocation)
-    seeds, jobs = preset
+    seeds, jobs = invocation.seeds, invocation.jobs
     device = [f"device={invocation.device}"] if invocation.device else []
-    common = [f"preset={name}", *device, *invocation.overrides]
+    common = [f"preset={invocation.preset}", *device, *invocation.overrides]
     multirun(
         [
             f"experiment={','.join(VARIANTS)}", *GROUPS,
@@ -395,7 +387,7 @@ def collect(invocation: Invocation) -> None:
 def trained_preset(invocation: Invocation) -> str | None:
     """The preset the runs were trained with as far as the command says: `run`'s, or quick
     for `collect --quick`; None (the README's "not recorded") for other runs collected."""
-    return protocol(invocation)[0] if invocation.action == "run" or invocation.quick else None
+    return invocation.preset if invocation.action == "run" or invocation.quick else None
 
 
 # ---------------------------------------------------------------- Figure 3 with intervals

@@ -148,28 +148,21 @@ DRAW_FIX = draw_fix("ics_proxy", "ics/proxy")
 # ---------------------------------------------------------------- training and collecting
 
 
-def protocol(invocation: Invocation) -> tuple[str, Preset]:
-    """The preset of `invocation` (quick under `--quick`) and what this driver adds to it,
-    with the seeds and the runs at a time that `--seeds` and `--jobs` give where they do."""
-    name = invocation.preset
-    return name, PRESETS[name]._replace(seeds=invocation.seeds, jobs=invocation.jobs)
-
-
 def run(invocation: Invocation) -> None:
     """The three recipes x seeds in one Hydra multirun into `--runs`; prints its wall time."""
-    name, preset = protocol(invocation)
+    preset = PRESETS[invocation.preset]
     started = time.time()
     multirun(
         [
             f"experiment={','.join(VARIANTS)}",
             # The groups the experiments select, named so that Hydra can compose the sweep's base.
             "model=inception_proxy", "data=fashion_mnist", "optim=momentum_proxy", "name=ics_proxy",
-            f"seeds={','.join(f'[{s}]' for s in preset.seeds)}", f"preset={name}",
+            f"seeds={','.join(f'[{s}]' for s in invocation.seeds)}", f"preset={invocation.preset}",
             f"++late_probe.every={preset.probe_every}",
             f"diagnostics.every={preset.diagnostics_every}",
             *([f"device={invocation.device}"] if invocation.device else []), *invocation.overrides,
         ],
-        invocation.runs, "${model.variant}_seed${seeds[0]}", preset.jobs,
+        invocation.runs, "${model.variant}_seed${seeds[0]}", invocation.jobs,
     )  # fmt: skip
     print(f"ics_proxy: training took {time.time() - started:.0f} s wall", flush=True)
 
@@ -221,7 +214,7 @@ def collect(invocation: Invocation) -> None:
 def trained_preset(invocation: Invocation) -> str | None:
     """The preset the runs were trained with as far as the command says: `run`'s, or quick
     for `collect --quick`; None (the README's "not recorded") for other runs collected."""
-    return protocol(invocation)[0] if invocation.action == "run" or invocation.quick else None
+    return invocation.preset if invocation.action == "run" or invocation.quick else None
 
 
 # ---------------------------------------------------------------- measures and claims
