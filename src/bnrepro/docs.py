@@ -1,0 +1,340 @@
+"""The numbers of README.md and docs/*.md, written from the committed results.
+
+    python -m bnrepro.docs           # rewrite every generated block (make docs)
+    python -m bnrepro.docs --check   # exit 1, naming the files, where a block is out of date
+
+A page quotes results only inside generated blocks:
+
+    <!-- begin generated: figure1-protocols -->
+    ...written by BLOCKS["figure1-protocols"] from results/figure1*/summary.csv...
+    <!-- end generated -->
+
+Everything between the two markers is replaced by what the block's function writes from the
+CSV files (and provenance.json) of results/, so a sentence that quotes a result cannot drift
+from the data: `make docs` rewrites the blocks after new results, and a test (run by `make
+test`, so CI) fails when a page in the tree differs from what this module writes. The prose
+around the blocks carries no number a results folder holds.
+"""
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from bnrepro.atomic import atomic_write_text
+from bnrepro.drift import NAME as DRIFT_NAME
+from bnrepro.drift import drift_by
+
+REPO = Path(__file__).resolve().parents[2]
+PAGES = ("README.md", "docs/*.md")
+BLOCK = re.compile(
+    r"(<!-- begin generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)",
+    re.DOTALL,
+)
+FIGURE1_FOLDERS = {
+    "figure1": ("figure1 (SGD lr 0.1, N(0, 0.1²))", "grey"),
+    "figure1_binary": ("figure1", "binary"),
+    "figure1_momentum": ("figure1_momentum (momentum 0.9, lr 0.01, N(0, 0.01²))", "grey"),
+    "figure1_momentum_binary": ("figure1_momentum", "binary"),
+}
+
+
+def csv(results: Path, path: str) -> pd.DataFrame:
+    return pd.read_csv(results / path)
+
+
+def provenance(results: Path, folder: str) -> dict:
+    return json.loads((results / folder / "provenance.json").read_text())
+
+
+def accuracy(values: pd.Series) -> str:
+    """Mean (min–max) of final accuracies, four decimals."""
+    return f"{values.mean():.4f} ({values.min():.4f}–{values.max():.4f})"
+
+
+def final_accuracies(results: Path, folder: str) -> dict[str, pd.Series]:
+    summary = csv(results, f"{folder}/summary.csv")
+    return {v: summary[summary.variant == v].final_test_acc for v in ("plain", "bn")}
+
+
+def stabler_seeds(results: Path, folder: str) -> tuple[int, int]:
+    """(seeds whose BN net drifted less than the plain net, seeds) in `folder`'s curves."""
+    drift = drift_by(csv(results, f"{folder}/curves.csv"), ["variant", "seed"])
+    less = drift.xs("bn") < drift.xs("plain")
+    return int(less.sum()), len(less)
+
+
+# ---------------------------------------------------------------- Figure 1
+
+
+def figure1_protocols(results: Path) -> str:
+    from bnrepro.experiments.figure1 import PAPER_ACCURACY, PUBLISHED
+
+    lines = [
+        "| protocol | input | without BN | with BN | gap (points) | BN drifts less | folder |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for folder, (protocol, data_input) in FIGURE1_FOLDERS.items():
+        acc = final_accuracies(results, folder)
+        gap = (acc["bn"].mean() - acc["plain"].mean()) * 100
+        less, seeds = stabler_seeds(results, folder)
+        lines.append(
+            f"| {protocol} | {data_input} | {accuracy(acc['plain'])} | {accuracy(acc['bn'])} | "
+            f"{gap:.2f} | {less} of {seeds} seeds | `results/{folder}/` |"
+        )
+    header, published = PUBLISHED["figure1_momentum"]
+    name = header.split("]")[0].lstrip("[")
+    gap = (published["bn"] - published["plain"]) * 100
+    lines += [
+        f"| {name}'s published run (1 seed) | grey | {published['plain']:.4f} | "
+        f"{published['bn']:.4f} | {gap:.2f} | | its README |",
+        f"| the paper's Figure 1(a), read off the plot | binary | ≈ {PAPER_ACCURACY['plain']} | "
+        f"≈ {PAPER_ACCURACY['bn']} | ≈ 3 | | |",
+        "",
+        "Final test accuracy, mean over seeds (min–max), from each folder's `summary.csv`; "
+        f'"BN drifts less": the seeds in which the BN net\'s {DRIFT_NAME} (`bnrepro.drift`) '
+        "is below the plain net's, from `curves.csv`.",
+    ]
+    return "\n".join(lines)
+
+
+def figure1_headline(results: Path) -> str:
+    acc = final_accuracies(results, "figure1")
+    momentum = final_accuracies(results, "figure1_momentum")
+    less, seeds = stabler_seeds(results, "figure1")
+    return (
+        f"**Figure 1** (MNIST, {len(acc['bn'])} seeds): with BN the net ends at "
+        f"{acc['bn'].mean():.4f} against {acc['plain'].mean():.4f} without "
+        f"({(acc['bn'].mean() - acc['plain'].mean()) * 100:+.2f} points; the paper's plot: about "
+        f"+3); under a public reproduction's protocol (momentum, N(0, 0.01²) weights) "
+        f"{(momentum['bn'].mean() - momentum['plain'].mean()) * 100:+.2f} points. BN's sigmoid "
+        f"input drifts less in {less} of {seeds} seeds ({DRIFT_NAME}). "
+        "[results/figure1](results/figure1/README.md), [docs/figure1.md](docs/figure1.md)"
+    )
+
+
+# ---------------------------------------------------------------- the sensitivity map
+
+
+def sensitivity_cells(results: Path) -> pd.DataFrame:
+    from bnrepro.experiments.sensitivity import cells
+
+    return cells(csv(results, "sensitivity/members.csv"))
+
+
+def sensitivity_map(results: Path) -> str:
+    from bnrepro.experiments.sensitivity import CLAIMS, region
+
+    table = sensitivity_cells(results)
+    lines = []
+    for claim, (title, _, _) in CLAIMS.items():
+        lines.append(f"- **{title}**: {region(table, claim)}")
+    return "\n".join(lines)
+
+
+def sensitivity_headline(results: Path) -> str:
+    from bnrepro.experiments.sensitivity import CLAIMS, OPTIMIZERS
+
+    table = sensitivity_cells(results)
+    parts = []
+    for claim, (title, _, _) in CLAIMS.items():
+        counts = [
+            f"{int((table[table.optimizer == o][claim] == 'holds').sum())} of "
+            f"{int((table.optimizer == o).sum())} ({name})"
+            for o, name in OPTIMIZERS.items()
+        ]
+        parts.append(f"{title.split(') ', 1)[1]} holds in {' and '.join(counts)} cells")
+    return (
+        "**Figure 1 across optimizer, learning rate and init std** (the paper gives none): "
+        + "; ".join(parts)
+        + ". [results/sensitivity](results/sensitivity/README.md), "
+        "[docs/sensitivity.md](docs/sensitivity.md)"
+    )
+
+
+# ---------------------------------------------------------------- Figures 2 and 3
+
+
+def figure2_relations(results: Path) -> str:
+    from bnrepro.experiments.figure2 import verdicts
+
+    table = csv(results, "figure2/table.csv")
+    check = csv(results, "figure2/checks.csv").iloc[0]
+    preset = provenance(results, "figure2").get("preset", "not recorded")
+    lines = [
+        "| relation (Section 4.2.2) | paper | ours | verdict |",
+        "|---|---|---|---|",
+        *[f"| {c} | {p} | {o} | {v} |" for c, p, o, v in verdicts(table)],
+        "",
+        f"Preset `{preset}`, {int(table.seeds.min())} seeds per recipe. Plain Inception "
+        + (
+            "had levelled off"
+            if check.plateaued
+            else f"had **not** levelled off (its mean curve gained {check.gain:.4f} in the last "
+            f"part of the run, against a tolerance of {check.tolerance}), so the target is a "
+            "lower bound and every speed-up depends on the run's length"
+        )
+        + " (`results/figure2/checks.csv`).",
+    ]
+    return "\n".join(lines)
+
+
+def figure2_headline(results: Path) -> str:
+    from bnrepro.experiments.figure2 import verdicts
+
+    found = verdicts(csv(results, "figure2/table.csv"))
+    check = csv(results, "figure2/checks.csv").iloc[0]
+    tally = {v: sum(1 for *_, verdict in found if verdict == v) for v in ("yes", "no")}
+    unresolved = len(found) - tally["yes"] - tally["no"]
+    preset = provenance(results, "figure2").get("preset", "not recorded")
+    return (
+        f"**Figures 2 and 3** (Inception variants on a Fashion-MNIST proxy, preset `{preset}`): "
+        f"of the paper's {len(found)} relations, {tally['yes']} hold, {tally['no']} do not and "
+        f"{unresolved} are unresolved; plain Inception "
+        + ("had levelled off" if check.plateaued else "was still improving when the runs ended")
+        + ". [results/figure2](results/figure2/README.md), [docs/figure2.md](docs/figure2.md)"
+    )
+
+
+# ---------------------------------------------------------------- claims and ICS
+
+
+def claims_table(results: Path, folder: str) -> str:
+    claims = csv(results, f"{folder}/claims.csv")
+    lines = ["| claim | measured | threshold | verdict |", "|---|---|---|---|"]
+    lines += [
+        f"| {r.claim} | {r.measured} | {r.threshold} | **{r.verdict}** |"
+        for r in claims.itertuples()
+    ]
+    return "\n".join(lines)
+
+
+def tally(results: Path, folder: str) -> str:
+    counts = csv(results, f"{folder}/claims.csv").verdict.value_counts()
+    return ", ".join(
+        f"{int(counts[v])} {v}" for v in ("pass", "fail", "inconclusive") if v in counts
+    )
+
+
+def claims_headline(results: Path) -> str:
+    claims = csv(results, "claims/claims.csv")
+    failing = claims[claims.verdict != "pass"]
+    named = "; ".join(f"{r.claim} ({r.verdict})" for r in failing.itertuples())
+    return (
+        f"**Claims about the transform** (scale invariance, backprop through the statistics, "
+        f"the bias, BN's position, folding, population statistics): of {len(claims)} measured "
+        f"checks {tally(results, 'claims')}"
+        + (f"; not passing: {named}" if named else "")
+        + ". [results/claims](results/claims/README.md), [docs/claims.md](docs/claims.md)"
+    )
+
+
+def ics_findings(results: Path, folder: str) -> str:
+    """What `folder`'s claims.csv found, in words: whether BN reduced ICS, which landscape
+    measures BN made smaller, and whether noisy BN separated speed from stable inputs."""
+    claims = csv(results, f"{folder}/claims.csv")
+    (b,) = claims[claims.claim.str.startswith("(b)")].itertuples()
+    ics = {
+        "pass": f"BN did not reduce ICS in any seed (BN / no BN {b.measured})",
+        "fail": f"BN reduced ICS in every seed (BN / no BN {b.measured})",
+    }.get(b.verdict, f"the seeds disagree on whether BN reduces ICS ({b.measured})")
+    landscape = claims[claims.claim.str.startswith("(c)")]
+    name = landscape.claim.str.extract(r"median ([^,]+),")[0]
+    smaller = ", ".join(name[landscape.verdict == "pass"]) or "none"
+    noisy = claims[claims.claim.str.startswith("(a)")].verdict.tolist()
+    separated = noisy[0] == "pass" and noisy[1] == "pass"
+    return (
+        f"{ics}; landscape measures smaller with BN in every seed: {smaller} (of "
+        f"{len(landscape)}); noisy BN "
+        + (
+            "trained about as fast as BN while its inputs drifted more"
+            if separated
+            else "did not both train about as fast as BN and drift more"
+        )
+    )
+
+
+def ics_headline(results: Path) -> str:
+    return (
+        "**Internal covariate shift put to the test** (Santurkar et al. 2018). On the MNIST "
+        f"net: {ics_findings(results, 'ics')}. On the Inception proxy: "
+        f"{ics_findings(results, 'ics/proxy')}. "
+        "[results/ics](results/ics/README.md), [results/ics/proxy](results/ics/proxy/README.md), "
+        "[docs/ics.md](docs/ics.md)"
+    )
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "figure1-headline": figure1_headline,
+    "figure1-protocols": figure1_protocols,
+    "sensitivity-headline": sensitivity_headline,
+    "sensitivity-map": sensitivity_map,
+    "figure2-headline": figure2_headline,
+    "figure2-relations": figure2_relations,
+    "claims-headline": claims_headline,
+    "claims-table": lambda results: claims_table(results, "claims"),
+    "ics-headline": ics_headline,
+    "ics-claims": lambda results: claims_table(results, "ics"),
+    "ics-proxy-claims": lambda results: claims_table(results, "ics/proxy"),
+}
+
+
+class UnknownBlock(ValueError):
+    pass
+
+
+def render(text: str, results: Path) -> str:
+    """`text` with every generated block rewritten from `results`."""
+
+    def fill(match: re.Match) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise UnknownBlock(
+                f"A page names the generated block {name!r}, which bnrepro.docs does not write. "
+                f"Use one of {', '.join(BLOCKS)}, or add it to BLOCKS."
+            )
+        return f"{match[1]}{BLOCKS[name](results).rstrip()}\n{match[4]}"
+
+    return BLOCK.sub(fill, text)
+
+
+def pages(repo: Path = REPO) -> list[Path]:
+    return [path for pattern in PAGES for path in sorted(repo.glob(pattern))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bnrepro.docs", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in pages():
+        text = path.read_text()
+        try:
+            written = render(text, REPO / "results")
+        except UnknownBlock as error:
+            print(f"{path.relative_to(REPO)}: {error}", file=sys.stderr)
+            return 2
+        if written == text:
+            continue
+        stale.append(path.relative_to(REPO))
+        if not args.check:
+            atomic_write_text(path, written)
+            print(f"wrote {path.relative_to(REPO)}")
+    if args.check and stale:
+        print(
+            f"{', '.join(map(str, stale))} differ from what the results say: run `make docs` "
+            "and commit the pages.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
