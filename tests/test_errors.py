@@ -1,5 +1,5 @@
 """Bad input: one clear paragraph naming the value and the fix, no traceback, exit status 2,
-and nothing already written is changed. Every example of the README's table is run."""
+and nothing already written is changed. Every example of docs/troubleshooting.md's table is run."""
 
 import json
 import os
@@ -18,9 +18,9 @@ from bnrepro.train import train
 
 
 def readme_examples() -> list[tuple[list[str], str]]:
-    """(overrides, expected text) for every example of the README's error table."""
-    section = (REPO / "README.md").read_text().split("## When something is wrong")[1]
-    section = section.split("\n## ")[0]
+    """(overrides, expected text) for every example of the trainer's error table in
+    docs/troubleshooting.md (its first section; the drivers' table follows)."""
+    section = (REPO / "docs" / "troubleshooting.md").read_text().split("\n## ")[0]
     examples = []
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
