@@ -123,6 +123,8 @@ def figure1_protocol_notes(results: Path) -> str:
     stuck = first_steps_above(curves, "plain", 0.5)
     at_10k = curves[(curves.variant == "bn") & (curves.step == 10_000)].test_acc
     default = first_steps_above(csv(results, "figure1/curves.csv"), "plain", 0.5)
+    stuck_at, bn_at = span(stuck.min(), stuck.max(), ","), span(at_10k.min(), at_10k.max(), ".4f")
+    default_at = span(default.min(), default.max(), ",")
     differences = {v: (momentum[v].mean() - published[v]) * 100 for v in ("plain", "bn")}
     costs = []
     for grey, binary in (
@@ -139,10 +141,10 @@ def figure1_protocol_notes(results: Path) -> str:
         f"Under the public reproduction's protocol our seeds' mean differs from {name}'s "
         f"single published seed by {differences['plain']:+.2f} points without BN and "
         f"{differences['bn']:+.2f} with BN. The gap comes from the plain net: with N(0, 0.01²) "
-        f"weights its test accuracy first exceeds 0.5 at step {span(stuck.min(), stuck.max(), ',')} "
+        f"weights its test accuracy first exceeds 0.5 at step {stuck_at} "
         f"and it has not caught up when the run ends, while the BN net is at "
-        f"{span(at_10k.min(), at_10k.max(), '.4f')} by step 10,000. Under our default protocol the "
-        f"plain net first exceeds 0.5 at step {span(default.min(), default.max(), ',')}. Binary "
+        f"{bn_at} by step 10,000. Under our default protocol the "
+        f"plain net first exceeds 0.5 at step {default_at}. Binary "
         f"input lowers the final accuracy (points, grey minus binary): {'; '.join(costs)}."
     )
 
