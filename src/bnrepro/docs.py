@@ -230,6 +230,51 @@ def figure2_relations(results: Path) -> str:
     return "\n".join(lines)
 
 
+def figure2_notes(results: Path) -> str:
+    from bnrepro.experiments.figure2 import CHANCE_MARGIN, LABELS, LADDER_LABELS
+
+    table = csv(results, "figure2/table.csv").set_index("variant")
+    curves = csv(results, "figure2/curves.csv")
+    seeds = csv(results, "figure2/seeds.csv")
+    rungs = csv(results, "figure2/ladder_table.csv")
+    chance = table.chance_acc.iloc[0]
+    peaks = ", ".join(
+        f"{LABELS[v]} {table.max_acc[v]:.4f} at step {int(table.step_of_max[v]):,}"
+        for v in ("bn_baseline", "bn_x5", "bn_x30")
+    )
+    x5 = curves[(curves.variant == "bn_x5") & (curves.seed == curves.seed.min())].dropna(
+        subset=["lr"]
+    )
+    low = x5[x5.lr < 0.02 * x5.lr.iloc[0]].step
+    reached = seeds[seeds.variant == "bn_x5"].steps_to_target
+    reach = ", ".join(
+        "never" if pd.isna(step) else f"{step:,.0f}" for step in reached.sort_values()
+    )
+    ladder = []
+    for family, rows in rungs.groupby("family", sort=False):
+        failed = rows[rows.max_acc < chance + CHANCE_MARGIN].multiplier
+        per_rung = rows.groupby("multiplier").seed.count()
+        ladder.append(
+            f"{LADDER_LABELS[family]}: "
+            + (
+                f"at chance from x{failed.min():g} on"
+                if len(failed)
+                else f"above chance at every rung up to x{rows.multiplier.max():g}"
+            )
+            + f" ({span(per_rung.min(), per_rung.max(), 'd')} seed(s) a rung)"
+        )
+    return "\n".join(
+        [
+            f"- Maxima of the mean curves: {peaks}.",
+            f"- BN-x5's learning rate (seed {int(x5.seed.iloc[0])}) is below 2% of its start "
+            + (f"from step {low.min():,} on." if len(low) else "at no logged step."),
+            f"- Steps each BN-x5 seed took to the target: {reach}.",
+            f"- The learning-rate ladder (maximum within {CHANCE_MARGIN} of chance counts as at "
+            f"chance): {'; '.join(ladder)}.",
+        ]
+    )
+
+
 def figure2_headline(results: Path) -> str:
     from bnrepro.experiments.figure2 import verdicts
 
@@ -323,6 +368,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "sensitivity-map": sensitivity_map,
     "figure2-headline": figure2_headline,
     "figure2-relations": figure2_relations,
+    "figure2-notes": figure2_notes,
     "claims-headline": claims_headline,
     "claims-table": lambda results: claims_table(results, "claims"),
     "ics-headline": ics_headline,
