@@ -374,6 +374,8 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "ics-headline": ics_headline,
     "ics-claims": lambda results: claims_table(results, "ics"),
     "ics-proxy-claims": lambda results: claims_table(results, "ics/proxy"),
+    "ics-findings": lambda results: f"Over the seeds: {ics_findings(results, 'ics')}.",
+    "ics-proxy-findings": lambda results: f"Over the seeds: {ics_findings(results, 'ics/proxy')}.",
 }
 
 
