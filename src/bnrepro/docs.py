@@ -295,11 +295,16 @@ def figure2_headline(results: Path) -> str:
 # ---------------------------------------------------------------- claims and ICS
 
 
+def escape(text: str) -> str:
+    """`text` safe in a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
 def claims_table(results: Path, folder: str) -> str:
     claims = csv(results, f"{folder}/claims.csv")
     lines = ["| claim | measured | threshold | verdict |", "|---|---|---|---|"]
     lines += [
-        f"| {r.claim} | {r.measured} | {r.threshold} | **{r.verdict}** |"
+        f"| {escape(r.claim)} | {r.measured} | {r.threshold} | **{r.verdict}** |"
         for r in claims.itertuples()
     ]
     return "\n".join(lines)
