@@ -18,7 +18,7 @@ $(error QUICK=$(QUICK) is neither 1 nor 0. Nothing was run. Fix: QUICK=1 for the
 endif
 QUICK_FLAG := $(if $(filter 1,$(QUICK)),--quick)
 
-.PHONY: help venv data reproduce-figure1 reproduce-claims reproduce-sensitivity figures verify
+.PHONY: help venv data reproduce-figure1 reproduce-claims reproduce-sensitivity figures docs verify
 .PHONY: test test-slow
 .PHONY: test-integration
 .PHONY: browser bench gpu-check lint format
@@ -32,6 +32,7 @@ help:
 	@echo "make reproduce-ics      internal covariate shift vs smoothness (Santurkar et al.) on the MNIST MLP:"
 	@echo "                        plain, BN, noisy BN (3 seeds, 50k steps, JOBS=2 processes): results/ics/"
 	@echo "make figures            redraw every figure under results/ from its logged CSV files"
+	@echo "make docs               rewrite the numbers README.md and docs/ quote from results/"
 	@echo "make verify             rerun every artifact under results/ and compare with the committed CSVs"
 	@echo "                        QUICK=1: the tiny protocols of results/reference/ (about 3 minutes on 2 cores)"
 	@echo "make reproduce-* QUICK=1  a short protocol into runs/<name>-quick/, never over results/"
@@ -91,6 +92,12 @@ figures: venv
 	$(PY) experiments/ics.py draw
 	$(PY) experiments/ics_proxy.py draw
 	$(PY) experiments/sensitivity.py draw
+	$(PY) -m bnrepro.docs
+
+# Rewrites the numbers that README.md and docs/*.md quote from results/ (bnrepro.docs); `make
+# test` fails when a page in the tree differs from what this writes.
+docs: venv
+	$(PY) -m bnrepro.docs
 
 # Reruns every artifact under results/ (QUICK=1: results/reference/) into runs/verify/<time>/
 # and compares the CSV files; exits non-zero when one differs.
