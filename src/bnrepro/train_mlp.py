@@ -4,7 +4,7 @@ Reads top to bottom: check the config, put the whole dataset on the device, buil
 vectorized model holding a member per seed, then train for `steps` mini-batches drawn by
 index, logging test accuracy and the percentiles of one sigmoid's input along the way. The run
 directory (claim, resume, checkpoints, statuses) is bnrepro.lifecycle's; the files a run
-writes are listed in the README.
+writes are listed in docs/running.md.
 """
 
 import contextlib
