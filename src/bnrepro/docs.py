@@ -300,11 +300,19 @@ def escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def shown(measured) -> str:
+    """A measured number to 4 significant digits; text (a range over seeds) as written."""
+    try:
+        return f"{float(measured):.4g}"
+    except ValueError:
+        return str(measured)
+
+
 def claims_table(results: Path, folder: str) -> str:
     claims = csv(results, f"{folder}/claims.csv")
     lines = ["| claim | measured | threshold | verdict |", "|---|---|---|---|"]
     lines += [
-        f"| {escape(r.claim)} | {r.measured} | {r.threshold} | **{r.verdict}** |"
+        f"| {escape(r.claim)} | {shown(r.measured)} | {r.threshold} | **{r.verdict}** |"
         for r in claims.itertuples()
     ]
     return "\n".join(lines)
