@@ -1,20 +1,112 @@
 """How a measured claim is judged against its threshold, and the claims.csv row that says so.
 
-The drivers that test claims (experiments/claims.py, ics.py, ics_proxy.py) write claims.csv
+The drivers that test claims (bnrepro.experiments.claims, ics, ics_proxy) write claims.csv
 files with the same columns and decide their verdicts by the same rule: a claim passes when
 every number it is judged on (each seed's, or both ends of an interval) meets its threshold,
 fails when none does, and is inconclusive when they disagree. Keeping the rule and the row
 here means one claims.csv reads like another, and a verdict cannot mean one thing in one
 results folder and another elsewhere.
+
+Each threshold is a file of its own, configs/thresholds/<driver>/<key>.yaml: the claim, the
+relation and value it is judged against, and a comment saying why that value. A file of its
+own has a history of its own, so whether a threshold was written before the runs it judges is
+a fact git can tell, not a sentence a driver asserts: `fixed` reads it from git for the
+`threshold_fixed` column, from the commit the runs were made from (provenance.json's
+git.commit). The text names commits and dates, so it is provenance, not a result:
+`make verify` does not compare it (bnrepro.verify.PROVENANCE_COLUMNS).
 """
 
+import math
 import operator
-from collections.abc import Iterable
+import os
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from bnrepro.errors import BnreproError
+
+REPO = Path(__file__).resolve().parents[2]
+THRESHOLDS = Path("configs") / "thresholds"  # relative to the repository, as git names it
 RELATIONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-# Every threshold is a constant in its driver, written before the runs it judges.
-FIXED = "before the runs"
+FIXED_COLUMN = "threshold_fixed"
+NO_HISTORY = "not recorded (no git history)"
+# Dates as git records them, in UTC, so that a folder redraws the same text in any time zone.
+DATE_FORMAT = "format-local:%Y-%m-%d %H:%M"
+
+
+class ThresholdError(BnreproError):
+    """A threshold file that is missing or does not hold a claim, a relation and a value."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One claim's threshold as its file states it: `claim` (the claim's text, with {names}
+    its driver fills in), `relation` (one of RELATIONS) and `value`."""
+
+    driver: str
+    key: str
+    claim: str
+    relation: str
+    value: float
+
+    @property
+    def path(self) -> Path:
+        """The file, relative to the repository."""
+        return THRESHOLDS / self.driver / f"{self.key}.yaml"
+
+    @property
+    def text(self) -> str:
+        """The threshold as claims.csv shows it, e.g. `>= -0.01`."""
+        return f"{self.relation} {self.value:g}"
+
+    def meets(self, measured: float) -> bool:
+        """Whether `measured` meets this threshold."""
+        return RELATIONS[self.relation](measured, self.value)
+
+
+def parse(text: str, driver: str, key: str, where: str) -> Threshold:
+    """The Threshold a threshold file's `text` states; `where` names the file in errors."""
+    fix = (
+        f"give {where} the keys claim (the claim's text), relation (one of "
+        f"{', '.join(RELATIONS)}) and value (a finite number), as the other files of "
+        f"{THRESHOLDS / driver} do"
+    )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0]
+        raise ThresholdError(f"{where} is not YAML ({problem}). Fix: {fix}.") from None
+    if not isinstance(data, dict):
+        raise ThresholdError(f"{where} holds no mapping of claim, relation and value. Fix: {fix}.")
+    claim, relation, value = data.get("claim"), data.get("relation"), data.get("value")
+    problems = []
+    if not isinstance(claim, str) or not claim.strip():
+        problems.append(f"claim is {claim!r}, not a text")
+    if relation not in RELATIONS:
+        problems.append(f"relation is {relation!r}, not one of {', '.join(RELATIONS)}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        problems.append(f"value is {value!r}, not a finite number")
+    if problems:
+        raise ThresholdError(f"{where}: {'; '.join(problems)}. Fix: {fix}.")
+    return Threshold(driver, key, claim.strip(), relation, float(value))
+
+
+@cache
+def load(driver: str, key: str) -> Threshold:
+    """The threshold of `driver`'s claim `key`, read from its file."""
+    path = REPO / THRESHOLDS / driver / f"{key}.yaml"
+    if not path.is_file():
+        raise ThresholdError(
+            f"{path} does not exist: {driver}'s claim {key!r} has no threshold. Fix: restore "
+            f"it with `git checkout -- {THRESHOLDS / driver}`, or write it (claim, relation, "
+            "value, and a comment saying why that value) before the runs it judges."
+        )
+    return parse(path.read_text(), driver, key, str(path))
 
 
 def verdict(meets: Iterable[bool]) -> str:
@@ -23,12 +115,101 @@ def verdict(meets: Iterable[bool]) -> str:
     return "pass" if found == {True} else "fail" if found == {False} else "inconclusive"
 
 
-def row(claim: str, measured: Any, relation: str, threshold: float, judged: str) -> dict:
-    """A claims.csv row: the claim, the number as shown, its threshold and verdict `judged`."""
+def row(claim: str, measured: Any, threshold: Threshold, judged: str, fixed_text: str) -> dict:
+    """A claims.csv row: the claim, the number as shown, its threshold, verdict `judged` and
+    `fixed_text`, what git says of when the threshold was written (`fixed`)."""
     return {
         "claim": claim,
         "measured": measured,
-        "threshold": f"{relation} {threshold:g}",
+        "threshold": threshold.text,
         "verdict": judged,
-        "threshold_fixed": FIXED,
+        FIXED_COLUMN: fixed_text,
     }
+
+
+# ---------------------------------------------------------------- when a threshold was fixed
+
+
+def git(*args: str) -> str | None:
+    """git's output for `args` in the repository, stripped; None when git is missing or
+    fails (not a clone, an unknown commit, a path never committed)."""
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TZ": "UTC"},
+            check=False,
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@cache
+def has_history() -> bool:
+    return git("rev-parse", "--is-inside-work-tree") == "true"
+
+
+def stamp(log_line: str) -> tuple[str, str]:
+    """(full hash, 'short hash (date)') of a `git log --format=%H %cd` line."""
+    commit, _, date = log_line.partition(" ")
+    return commit, f"{commit[:7]} ({date})"
+
+
+@cache
+def commit_stamp(commit: str) -> tuple[str, str] | None:
+    """`commit` as (full hash, 'short hash (date)'), or None when this clone lacks it."""
+    line = git("log", "-1", "--format=%H %cd", f"--date={DATE_FORMAT}", f"{commit}^{{commit}}")
+    return stamp(line) if line else None
+
+
+@cache
+def file_at(path: str, commit: str) -> tuple[str, str] | None:
+    """The last commit at or before `commit` that changed `path`, as commit_stamp gives it."""
+    line = git("log", "-1", "--format=%H %cd", f"--date={DATE_FORMAT}", commit, "--", path)
+    return stamp(line) if line else None
+
+
+@cache
+def first_commit(path: str) -> tuple[str, str] | None:
+    """The first commit of the current history that holds `path`, as commit_stamp gives it."""
+    lines = git("log", "--reverse", "--format=%H %cd", f"--date={DATE_FORMAT}", "--", path)
+    return stamp(lines.splitlines()[0]) if lines else None
+
+
+def fixed(threshold: Threshold, runs_commit: Any, judge: Callable[[Threshold], str]) -> str:
+    """When `threshold` was written, against the commit the runs were made from, from git:
+
+    - `threshold <hash> (<date>) before the runs' <hash> (<date>)`: the file as of the runs'
+      commit (its last change at or before it) holds the value used now;
+    - `threshold <hash> (<date>) committed after the runs' <hash> (<date>)`: the runs' commit
+      has no such file; the hash is the file's first commit;
+    - `threshold changed after the runs' <hash> (<date>): was <relation> <value> (<hash>,
+      <date>), giving <verdict>`: the file at the runs' commit held another threshold, and
+      `judge` (the claim's verdict against a value) says what that one gives;
+    - `not recorded (...)`: no git history, no runs' commit, or one this clone lacks.
+    """
+    if not has_history():
+        return NO_HISTORY
+    if not isinstance(runs_commit, str) or not runs_commit:
+        return "not recorded (provenance.json names no commit)"
+    runs = commit_stamp(runs_commit)
+    if runs is None:
+        return f"not recorded (the runs' commit {runs_commit[:7]} is not in this clone)"
+    path = threshold.path.as_posix()
+    then = file_at(path, runs[0])
+    if then is None:
+        first = first_commit(path)
+        if first is None:
+            return f"not recorded ({path} is not committed)"
+        return f"threshold {first[1]} committed after the runs' {runs[1]}"
+    earlier = parse(git("show", f"{then[0]}:{path}") or "", threshold.driver, threshold.key, path)
+    if (earlier.relation, earlier.value) == (threshold.relation, threshold.value):
+        return f"threshold {then[1]} before the runs' {runs[1]}"
+    commit, date = then[1].split(" ", 1)
+    return (
+        f"threshold changed after the runs' {runs[1]}: was {earlier.text} ({commit}, "
+        f"{date.strip('()')}), giving {judge(earlier)}"
+    )

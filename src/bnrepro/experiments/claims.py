@@ -410,26 +410,41 @@ def significant(value: float, digits: int = SPEEDUP_DIGITS) -> str:
 class Check:
     """One measured number of a claim and the threshold it must meet to pass.
 
-    A number measured with an interval (`low`, `high`) passes when the whole interval meets
-    the threshold, fails when none of it does, and is inconclusive when the interval
-    straddles the threshold. Its verdict is decided on the unrounded interval; it is shown
-    rounded to SPEEDUP_DIGITS significant digits.
+    `threshold` is the claim's file under configs/thresholds/claims/ (bnrepro.verdicts), so
+    the value a number is judged against is written, and committed, apart from the code that
+    measures it; `claim` is the file's text with this measurement's names filled in. A number
+    measured with an interval (`low`, `high`) passes when the whole interval meets the
+    threshold, fails when none of it does, and is inconclusive when the interval straddles the
+    threshold. Its verdict is decided on the unrounded interval; it is shown rounded to
+    SPEEDUP_DIGITS significant digits.
     """
 
-    number: int
+    threshold: verdicts.Threshold
     claim: str
     measured: float
-    relation: str
-    threshold: float
     low: float | None = None
     high: float | None = None
 
-    def verdict(self) -> str:
+    @property
+    def key(self) -> str:
+        return self.threshold.key
+
+    @property
+    def relation(self) -> str:
+        return self.threshold.relation
+
+    @property
+    def value(self) -> float:
+        return self.threshold.value
+
+    def verdict(self, threshold: verdicts.Threshold | None = None) -> str:
+        """The verdict against the claim's threshold, or against `threshold` (an earlier
+        value of it, for the row that says the threshold changed after the runs)."""
         if np.isnan(self.measured):
             return "missing"  # the logged data does not hold this measurement
-        meets = verdicts.RELATIONS[self.relation]
+        judge = threshold or self.threshold
         judged = [self.measured] if self.low is None else [self.low, self.high]
-        return verdicts.verdict(meets(value, self.threshold) for value in judged)
+        return verdicts.verdict(judge.meets(value) for value in judged)
 
     def shown(self) -> float | str:
         """The measured number as claims.csv holds it."""
@@ -440,14 +455,19 @@ class Check:
             f"{significant(self.low)} to {significant(self.high)})"
         )
 
-    def row(self) -> dict:
-        return verdicts.row(
-            f"{self.number}. {self.claim}",
-            self.shown(),
-            self.relation,
-            self.threshold,
-            self.verdict(),
-        )
+    def row(self, runs_commit: str | None) -> dict:
+        """The claims.csv row, with when the threshold was fixed against `runs_commit`."""
+        fixed = verdicts.fixed(self.threshold, runs_commit, self.verdict)
+        return verdicts.row(self.claim, self.shown(), self.threshold, self.verdict(), fixed)
+
+
+def check(
+    key: str, measured: float, low: float | None = None, high: float | None = None, **names
+) -> Check:
+    """Claim `key`'s Check: its threshold file's claim, with `names` filled in, judging
+    `measured` (and its interval `low` to `high`)."""
+    threshold = verdicts.load("claims", key)
+    return Check(threshold, threshold.claim.format(**names), measured, low, high)
 
 
 def accuracy_at(curves: pd.DataFrame, step: int) -> pd.DataFrame:
@@ -484,111 +504,35 @@ def checks(data: dict[str, pd.DataFrame], speedup: pd.Series, settings: dict) ->
     difference = (population_acc - moving_acc).mean()
 
     return [
-        Check(
-            1, "max rel. deviation of BN((aW)u) from BN(Wu), eps=0", exact.out_dev.max(), "<", 1e-10
-        ),
-        Check(
-            1,
-            "max rel. deviation of d/du from its value at a=1, eps=0",
-            exact.du_dev.max(),
-            "<",
-            1e-10,
-        ),
-        Check(
-            1,
-            "max rel. deviation of d/d(aW) from (1/a) d/dW, eps=0",
-            exact.dw_dev.max(),
-            "<",
-            1e-10,
-        ),
-        Check(
-            2,
-            "statistics as constants: |b| at the end / |b| at the start",
-            const.b_norm.iloc[-1] / const.b_norm.iloc[0],
-            ">",
-            10,
-        ),
-        Check(
-            2,
-            "statistics as constants: max deviation of |b - b0| from a line, rel.",
-            np.abs(drift - line).max() / drift[-1],
-            "<",
-            1e-6,
-        ),
-        Check(
-            2,
-            "statistics as constants: (max - min) loss / initial loss",
-            np.ptp(const.loss) / const.loss.iloc[0],
-            "<",
-            1e-9,
-        ),
-        Check(
-            2,
-            "backprop through statistics: max |b - b0| / |b0|",
-            backprop.b_drift.max() / backprop.b_norm.iloc[0],
-            "<",
-            1e-9,
-        ),
-        Check(
-            3,
-            "bias before BN: max over trials of |dL/db| / |dL/dW|",
-            (bias.bias_grad_norm / bias.weight_grad_norm).max(),
-            "<",
-            1e-10,
-        ),
-        Check(
-            3, "removing the bias: max rel. change of the BN output", bias.out_dev.max(), "<", 1e-10
-        ),
+        check("1-output-scale", exact.out_dev.max()),
+        check("1-input-gradient", exact.du_dev.max()),
+        check("1-weight-gradient", exact.dw_dev.max()),
+        check("2-bias-growth", const.b_norm.iloc[-1] / const.b_norm.iloc[0]),
+        check("2-bias-linear", np.abs(drift - line).max() / drift[-1]),
+        check("2-loss-flat", np.ptp(const.loss) / const.loss.iloc[0]),
+        check("2-backprop-still", backprop.b_drift.max() / backprop.b_norm.iloc[0]),
+        check("3-bias-gradient", (bias.bias_grad_norm / bias.weight_grad_norm).max()),
+        check("3-bias-removed", bias.out_dev.max()),
         *(
-            Check(
-                4,
-                f"test accuracy at step {n:,}, BN before minus BN after the sigmoid",
+            check(
+                "4-before-vs-after",
                 final[n].get("bn_before", np.nan) - final[n].get("bn_after", np.nan),
-                ">=",
-                -0.005,
+                step=n,
             )
             for n in lengths
         ),
         *(
-            Check(
-                4,
-                f"test accuracy at step {n:,}, BN before the sigmoid minus no BN",
+            check(
+                "4-before-vs-plain",
                 final[n].get("bn_before", np.nan) - final[n].get("plain", np.nan),
-                ">",
-                0,
+                step=n,
             )
             for n in lengths
         ),
-        Check(
-            5,
-            "folded vs unfolded, float32: max |logit difference|",
-            agreement[agreement.dtype == "float32"].max_abs_diff.max(),
-            "<",
-            1e-5,
-        ),
-        Check(
-            5,
-            "folded vs unfolded, float64: max |logit difference|",
-            agreement[agreement.dtype == "float64"].max_abs_diff.max(),
-            "<",
-            1e-10,
-        ),
-        Check(
-            5,
-            "inference speed-up: median over repeats of time unfolded / folded",
-            median,
-            ">",
-            1,
-            low,
-            high,
-        ),
-        Check(
-            6,
-            f"|population ({largest} batches) - moving-average| test accuracy",
-            abs(difference),
-            "<=",
-            0.005,
-        ),
+        check("5-float32-logits", agreement[agreement.dtype == "float32"].max_abs_diff.max()),
+        check("5-float64-logits", agreement[agreement.dtype == "float64"].max_abs_diff.max()),
+        check("5-speedup", median, low, high),
+        check("6-population-vs-moving", abs(difference), batches=largest),
     ]
 
 
@@ -898,11 +842,11 @@ def draw_folding(agreement: pd.DataFrame, speedup: Check, out_dir: Path) -> list
         label="median, 95% interval",
     )
     axes[0].axhline(
-        speedup.threshold,
+        speedup.value,
         color="k",
         linestyle="--",
         linewidth=1,
-        label=f"threshold: {speedup.relation} {speedup.threshold:g}",
+        label=f"threshold: {speedup.threshold.text}",
     )
     axes[0].set_xlim(-1, 1)
     axes[0].margins(y=0.3)  # the interval off the frame, even where it is one rounded value
@@ -916,9 +860,9 @@ def draw_folding(agreement: pd.DataFrame, speedup: Check, out_dir: Path) -> list
     return plots.save_figure(fig, out_dir, "claim5_folding")
 
 
-def draw(out_dir: Path) -> None:
-    """claims.csv, the figures and README.md from the CSV files and provenance.json in
-    `out_dir`, once they are known whole."""
+def load(out_dir: Path) -> tuple[dict[str, pd.DataFrame], dict, dict, pd.Series]:
+    """The CSV files (by name), provenance.json, its protocol settings and claim 5's speed-up
+    per repeat of `out_dir`, once they are known whole."""
     missing = [name for name in [*COLUMNS, "provenance.json"] if not (out_dir / name).exists()]
     if missing:
         fail(f"{out_dir} lacks {', '.join(missing)}.", DRAW_FIX)
@@ -930,9 +874,27 @@ def draw(out_dir: Path) -> None:
     settings = read_settings(provenance, out_dir / "provenance.json", DRAW_FIX)
     speedup = read_speedup(provenance, out_dir / "provenance.json", DRAW_FIX)
     check_complete(data, settings, out_dir, DRAW_FIX)
+    return data, provenance, settings, speedup
 
+
+def judged(out_dir: Path) -> list[Check]:
+    """The Checks of the files in `out_dir`, in claims.csv's order."""
+    data, _, settings, speedup = load(out_dir)
+    return checks(data, speedup, settings)
+
+
+def runs_commit(provenance: dict) -> str | None:
+    """The commit the runs were made from, as provenance.json records it."""
+    record = provenance.get("git")
+    return record.get("commit") if isinstance(record, dict) else None
+
+
+def draw(out_dir: Path) -> None:
+    """claims.csv, the figures and README.md from the CSV files and provenance.json in
+    `out_dir`, once they are known whole."""
+    data, provenance, settings, speedup = load(out_dir)
     found = checks(data, speedup, settings)
-    table = pd.DataFrame([check.row() for check in found])
+    table = pd.DataFrame([c.row(runs_commit(provenance)) for c in found])
     write_csv(out_dir / "claims.csv", table)
     paths = [
         *plots.claim_scale_invariance(data["scale_invariance.csv"], out_dir),

@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from bnrepro import drift as percentile_drift  # noqa: E402
 from bnrepro import verdicts  # noqa: E402
 from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
 from bnrepro.driver import (  # noqa: E402
@@ -132,22 +133,12 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "summary.csv": {"final_test_acc": 5e-4},
 }
 
-# The claims and their thresholds, written before any full-length run. Each is checked per
-# seed (noisy or BN against plain of the same seed).
-ACCURACY_STEP = 5000  # "trains about as fast": test accuracy this early (or the last step)
-THRESHOLDS = {
-    # (a) noisy BN trains about as fast as BN: accuracy at ACCURACY_STEP, noisy minus BN
-    "accuracy": (">=", -0.01),
-    # (a) ... although its layer inputs are less stable: percentile drift, noisy / BN and plain
-    "drift_bn": (">", 1.0),
-    "drift_plain": (">", 1.0),
-    # (b) BN does not reduce ICS (Santurkar et al.): median relative l2 ICS, BN / plain
-    "ics": (">=", 1.0),
-    # (c) BN makes the landscape smoother: median of each measure, BN / plain
-    "loss_range": ("<", 1.0),
-    "grad_change": ("<", 1.0),
-    "beta": ("<", 1.0),
-}
+# Claim (a)'s "trains about as fast": test accuracy this early (or the last step every curve
+# evaluated at before it, in a shorter run). The claims' thresholds are files of their own,
+# configs/thresholds/ics/<key>.yaml (bnrepro.verdicts).
+ACCURACY_STEP = 5000
+# The protocol of results/ics/, whose README tells the history of its result (HISTORY).
+COMMITTED_STEPS = 50000
 SWEEP_FIX = sweep_fix("ics")
 DRAW_FIX = draw_fix("ics")
 
@@ -225,16 +216,11 @@ def accuracy_step(curves: pd.DataFrame) -> int:
 
 
 def drift(curves: pd.DataFrame) -> pd.Series:
-    """Per (variant, seed): how far the probed input moves between two probes, the mean over
-    consecutive probes of the mean |change| of its 15th, 50th and 85th percentiles (rows
-    without a probe, as the proxy's evaluations between probes, are left out)."""
+    """Per (variant, seed): the percentile drift of the probed input (bnrepro.drift), the one
+    measure of stability every results folder judges by; rows without a probe, as the
+    proxy's evaluations between probes, are left out."""
     probed = curves.dropna(subset=list(PERCENTILES))
-
-    def one(rows: pd.DataFrame) -> float:
-        values = rows.sort_values("step")[list(PERCENTILES)].to_numpy()
-        return float(np.abs(np.diff(values, axis=0)).mean())
-
-    return probed.groupby(["variant", "seed"]).apply(one, include_groups=False)
+    return percentile_drift.drift_by(probed, ["variant", "seed"])
 
 
 def medians(diagnostics: pd.DataFrame) -> pd.DataFrame:
@@ -249,35 +235,39 @@ def medians(diagnostics: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim: a number per seed, judged against its threshold in `thresholds`, fixed
-    before the runs (experiments/ics_proxy.py's claims are this class with its own)."""
+    """One claim: a number per seed, judged against the threshold of its file,
+    configs/thresholds/<driver>/<key>.yaml (bnrepro.verdicts), so that the value is written
+    and committed apart from the code that measures; ics_proxy's claims are this class with
+    its own `driver`. `text` is the file's claim with this measurement's names filled in."""
 
-    thresholds: ClassVar[dict[str, tuple[str, float]]] = THRESHOLDS
+    driver: ClassVar[str] = "ics"
     key: str
     text: str
     per_seed: pd.Series
 
-    @property
-    def relation(self) -> str:
-        return self.thresholds[self.key][0]
+    @classmethod
+    def of(cls, key: str, per_seed: pd.Series, **names) -> "Claim":
+        return cls(key, verdicts.load(cls.driver, key).claim.format(**names), per_seed)
 
     @property
-    def threshold(self) -> float:
-        return self.thresholds[self.key][1]
+    def threshold(self) -> verdicts.Threshold:
+        return verdicts.load(self.driver, self.key)
 
-    def verdict(self) -> str:
-        meets = verdicts.RELATIONS[self.relation]
-        return verdicts.verdict(meets(value, self.threshold) for value in self.per_seed)
+    def verdict(self, threshold: verdicts.Threshold | None = None) -> str:
+        """The verdict over seeds against the claim's threshold, or against `threshold` (an
+        earlier value of it, for the row that says the threshold changed after the runs)."""
+        judge = threshold or self.threshold
+        return verdicts.verdict(judge.meets(value) for value in self.per_seed)
 
     def measured(self) -> str:
         values = self.per_seed
         spread = f" (seeds {values.min():.4g} to {values.max():.4g})" if len(values) > 1 else ""
         return f"{values.mean():.4g}{spread}"
 
-    def row(self) -> dict:
-        return verdicts.row(
-            self.text, self.measured(), self.relation, self.threshold, self.verdict()
-        )
+    def row(self, runs_commit: str | None) -> dict:
+        """The claims.csv row, with when the threshold was fixed against `runs_commit`."""
+        fixed = verdicts.fixed(self.threshold, runs_commit, self.verdict)
+        return verdicts.row(self.text, self.measured(), self.threshold, self.verdict(), fixed)
 
 
 def ratio(table: pd.Series, variant: str, reference: str) -> pd.Series:
@@ -286,86 +276,102 @@ def ratio(table: pd.Series, variant: str, reference: str) -> pd.Series:
 
 
 def claims(curves: pd.DataFrame, diagnostics: pd.DataFrame) -> list[Claim]:
+    """Every claim's number per seed, in claims.csv's order."""
     step = accuracy_step(curves)
     at = curves[(curves.step == step)].dropna(subset=["test_acc"])
     accuracy = at.set_index(["variant", "seed"]).test_acc
     moves, measures = drift(curves), medians(diagnostics)
     return [
-        Claim(
-            "accuracy",
-            f"(a) noisy BN trains about as fast as BN: test accuracy at step {step:,}, "
-            "noisy BN minus BN",
-            accuracy.xs("noisy") - accuracy.xs("bn"),
-        ),
-        Claim(
-            "drift_bn",
-            "(a) ... while its sigmoid inputs are less stable: percentile drift, noisy BN / BN",
-            ratio(moves, "noisy", "bn"),
-        ),
-        Claim(
-            "drift_plain",
-            "(a) ... and less stable than without BN: percentile drift, noisy BN / no BN",
-            ratio(moves, "noisy", "plain"),
-        ),
-        Claim(
-            "ics",
-            "(b) BN does not reduce ICS (Santurkar et al.; the paper predicts it does): "
-            "median relative l2 ICS, BN / no BN",
-            ratio(measures.ics, "bn", "plain"),
-        ),
-        *[
-            Claim(key, f"(c) BN makes the landscape smoother: median {name}, BN / no BN", ratio(
-                measures[key], "bn", "plain"
-            ))
-            for key, name in (
-                ("loss_range", "loss range"),
-                ("grad_change", "gradient predictiveness"),
-                ("beta", "effective beta-smoothness"),
-            )
-        ],
-    ]  # fmt: skip
+        Claim.of("accuracy", accuracy.xs("noisy") - accuracy.xs("bn"), step=step),
+        Claim.of("drift_bn", ratio(moves, "noisy", "bn")),
+        Claim.of("drift_plain", ratio(moves, "noisy", "plain")),
+        Claim.of("ics", ratio(measures.ics, "bn", "plain")),
+        *[Claim.of(key, ratio(measures[key], "bn", "plain")) for key in LANDSCAPE],
+    ]
+
+
+# The landscape measures as the conclusion names them, and what a verdict says of one.
+MEASURES = {
+    "loss_range": "the loss range",
+    "grad_change": "gradient predictiveness",
+    "beta": "effective beta-smoothness",
+}
+PER_SEED = {
+    "pass": "smaller with BN in every seed",
+    "fail": "not smaller with BN in any seed",
+    "inconclusive": "smaller with BN in some seeds only",
+}
+COUNTS = {1: "one", 2: "two", 3: "three"}
+
+
+def listed(items: list[str]) -> str:
+    """`items` as prose: a, b and c."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def ics_text(verdict: dict[str, str]) -> str:
+    """What the ICS claim's verdict says, seed by seed."""
+    return {
+        "fail": "BN reduced ICS in every seed, as the paper's hypothesis predicts",
+        "pass": "BN did not reduce ICS in any seed, against the paper's hypothesis",
+    }.get(verdict["ics"], "the seeds disagree on whether BN reduces ICS")
+
+
+def landscape_text(verdict: dict[str, str]) -> str:
+    """Each landscape measure's verdict, whether each is consistent across seeds (its verdict
+    is not inconclusive) and whether the three agree with each other (the same verdict)."""
+    each = [f"{name} is {PER_SEED[verdict[key]]}" for key, name in MEASURES.items()]
+    consistent = [name for key, name in MEASURES.items() if verdict[key] != "inconclusive"]
+    if len(consistent) == len(MEASURES):
+        seeds = "each measure is consistent across seeds"
+    elif not consistent:
+        seeds = "no measure is consistent across seeds"
+    else:
+        seeds = f"only {listed(consistent)} {'is' if len(consistent) == 1 else 'are'} "
+        seeds += "consistent across seeds"
+    agree = len({verdict[key] for key in MEASURES}) == 1
+    measures = "agree with each other" if agree else "disagree with each other"
+    return f"Of the landscape measures, {listed(each)}: {seeds}, and the measures {measures}."
+
+
+def supported(verdict: dict[str, str]) -> str:
+    """What the verdicts say of each explanation: the paper's ICS hypothesis (claim (b)) and
+    the smoothness explanation, by how many of its three measures BN made smaller in every
+    seed."""
+    ics_part = {
+        "pass": "contradicts the paper's ICS hypothesis",
+        "fail": "supports the paper's ICS hypothesis",
+    }.get(verdict["ics"], "does not decide the paper's ICS hypothesis (the seeds disagree)")
+    passed = [name for key, name in MEASURES.items() if verdict[key] == "pass"]
+    if len(passed) == len(MEASURES):
+        smooth = "supports the smoothness explanation in all three of its measures"
+    elif not passed:
+        smooth = "supports the smoothness explanation in none of its three measures"
+    else:
+        smooth = (
+            f"supports the smoothness explanation in {COUNTS[len(passed)]} of its three "
+            f"measures only ({listed(passed)})"
+        )
+    return f"{ics_part} and {smooth}"
 
 
 def conclusion(found: list[Claim]) -> list[str]:
-    """A few lines on what the verdicts support: the paper's ICS hypothesis, the smoothness
-    explanation, neither or both, and how firmly."""
+    """A few lines on what the verdicts support: the paper's ICS hypothesis and the
+    smoothness explanation, each measure's consistency across seeds and whether the measures
+    agree with each other."""
     verdict = {claim.key: claim.verdict() for claim in found}
     seeds = len(found[0].per_seed)
-    smooth = {verdict[k] for k in ("loss_range", "grad_change", "beta")}
-    lines = []
-    if verdict["ics"] == "fail":
-        ics_text = "BN reduced ICS in every seed, as the paper's hypothesis predicts"
-    elif verdict["ics"] == "pass":
-        ics_text = "BN did not reduce ICS in any seed, against the paper's hypothesis"
-    else:
-        ics_text = "the seeds disagree on whether BN reduces ICS"
-    if smooth == {"pass"}:
-        smooth_text = "BN made all three landscape measures smaller in every seed"
-    elif smooth == {"fail"}:
-        smooth_text = "BN made none of the three landscape measures smaller in any seed"
-    else:
-        smooth_text = "the landscape measures do not all agree across seeds"
     noisy = verdict["accuracy"] == "pass" and verdict["drift_bn"] == "pass"
-    lines.append(f"Over {seeds} seeds, {ics_text}, and {smooth_text}.")
-    lines.append(
+    return [
+        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics_text(verdict)}.",
+        landscape_text(verdict),
         "Noisy BN trained about as fast as BN while its sigmoid inputs moved more than BN's, "
         "so stable layer inputs were not what made BN train fast."
         if noisy
         else "Noisy BN did not both train about as fast as BN and have less stable inputs, so "
-        "this experiment does not separate BN's speed from the stability of its inputs."
-    )
-    supports_ics = verdict["ics"] == "fail"
-    supports_smooth = smooth == {"pass"}
-    if supports_ics and supports_smooth:
-        what = "both explanations"
-    elif supports_smooth:
-        what = "the smoothness explanation, not the paper's ICS hypothesis"
-    elif supports_ics:
-        what = "the paper's ICS hypothesis, not the smoothness explanation"
-    else:
-        what = "neither explanation decisively"
-    lines.append(f"On this net the data supports {what}.")
-    return lines
+        "this experiment does not separate BN's speed from the stability of its inputs.",
+        f"On this net the data {supported(verdict)}.",
+    ]
 
 
 # ---------------------------------------------------------------- figures
@@ -454,15 +460,16 @@ def smoothness_figure(
 # ---------------------------------------------------------------- README and drawing
 
 
-def claims_and_figures(found: list[Claim]) -> list[str]:
-    """A results README's claims table, its per-seed table and its four figures (Markdown)."""
+def claims_and_figures(found: list[Claim], rows: list[dict]) -> list[str]:
+    """A results README's claims table (claims.csv's `rows`), its per-seed table and its four
+    figures (Markdown)."""
     return [
         "| claim | measured (mean over seeds) | threshold | verdict | threshold fixed |",
         "|---|---|---|---|---|",
         *[
             f"| {r['claim']} | {r['measured']} | {r['threshold']} | **{r['verdict']}** | "
             f"{r['threshold_fixed']} |"
-            for r in (claim.row() for claim in found)
+            for r in rows
         ],
         "",
         "A verdict is `pass` when every seed meets the threshold, `fail` when none does and",
@@ -491,8 +498,7 @@ def per_seed_table(found: list[Claim]) -> list[str]:
     for claim in found:
         values = " | ".join(f"{claim.per_seed[s]:.4g}" for s in seeds)
         lines.append(
-            f"| {claim.text} | {values} | {claim.relation} {claim.threshold:g} | "
-            f"**{claim.verdict()}** |"
+            f"| {claim.text} | {values} | {claim.threshold.text} | **{claim.verdict()}** |"
         )
     return lines
 
@@ -527,23 +533,58 @@ DEFINITIONS = (
     "in the trainer's `diagnostics.multipliers`; loss range (max - min over those points), "
     "gradient predictiveness max ||g - g'||, effective beta-smoothness max ||g - g'|| / "
     "||w - w'||",
-    "- percentile drift: the mean over consecutive probes of the mean |change| of the "
-    "probed unit's 15th, 50th and 85th percentiles",
+    f"- {percentile_drift.DEFINITION}",
     "- the claims' medians run over every logged diagnostic step (and, for ICS, every "
     "layer); figures show the median over seeds with a band from min to max",
 )
 
 
+# How the thresholds are kept, for every README these drivers write.
+THRESHOLD_FILES = (
+    "Each threshold is a file of its own, `configs/thresholds/{driver}/<key>.yaml` (the",
+    "claim, its relation and value, and why that value), read by `bnrepro.experiments.{driver}`.",
+    "The last column of the claims table says, from git, whether that file was committed",
+    "before the commit the runs were made from (`provenance.json`): the threshold's commit and",
+    "date, then the runs'.",
+)
+# What changed in the claims of results/ics/ after results were judged, and what the earlier
+# judgements gave: from the history of experiments/ics.py, src/bnrepro/experiments/ics.py and
+# results/ics/ in git. Shown for the committed protocol only (COMMITTED_STEPS).
+HISTORY = (
+    "## History of this result",
+    "",
+    "- The thresholds were first committed on 2026-11-26 (as constants of the driver) and",
+    "  have not changed since; they became files of their own on 2026-12-04. Claim (a)'s",
+    "  -0.01 was committed 30 seconds before the outcome of a 5,000-step run of the same three",
+    "  nets and seeds was (`configs/model/mlp_noisy.yaml`); at a constant learning rate the",
+    "  first 5,000 steps of these runs are that run, so the threshold cannot be shown to",
+    "  precede the accuracy at step 5,000 it judges (worst seed -0.0095).",
+    "- The first 50,000-step results (one H200, 2026-11-26) gave the verdicts these give; the",
+    "  2-core CPU's runs replaced them the same day.",
+    "- Until 2026-12-04 the drift rows used another measure, the mean over consecutive probes",
+    "  of the mean |change| of the three percentiles: noisy BN / BN 21.49 (seeds 16.49 to",
+    "  25.96) and noisy BN / no BN 20.88 (seeds 12.61 to 31.8), both pass, as now.",
+)
+
+
 def readme(
-    curves: pd.DataFrame, diagnostics: pd.DataFrame, summary: pd.DataFrame, provenance: dict
+    curves: pd.DataFrame,
+    diagnostics: pd.DataFrame,
+    summary: pd.DataFrame,
+    provenance: dict,
+    rows: list[dict],
 ) -> str:
-    """README.md: what the data supports, the claims and figures, the final accuracies and
-    how the numbers were made."""
+    """README.md: what the data supports, the claims (claims.csv's `rows`) and figures, the
+    final accuracies, how the numbers were made and, for the committed protocol, the history
+    of its result."""
     found = claims(curves, diagnostics)
+    history = ["", *HISTORY] if int(summary.steps.max()) == COMMITTED_STEPS else []
     lines = [
         *INTRO, "", "## What the data supports", "", *conclusion(found), "",
-        *claims_and_figures(found), "", *accuracy_table(summary), "",
-        *method(curves, diagnostics, summary, provenance), "",
+        *claims_and_figures(found, rows), "",
+        *(line.format(driver="ics") for line in THRESHOLD_FILES), "",
+        *accuracy_table(summary), "",
+        *method(curves, diagnostics, summary, provenance), *history, "",
     ]  # fmt: skip
     return "\n".join(lines)
 
@@ -593,8 +634,9 @@ def provenance_batch(provenance: dict) -> str:
     return str(batch.pop()) if len(batch) == 1 else "the configured batch size"
 
 
-def draw(out_dir: Path) -> None:
-    """Figures, claims.csv and README.md from the files in `out_dir`, once known whole."""
+def load(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """curves.csv, diagnostics.csv, summary.csv and provenance.json of `out_dir`, once they
+    are known whole."""
     curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
     diagnostics_path = out_dir / "diagnostics.csv"
     curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
@@ -611,6 +653,24 @@ def draw(out_dir: Path) -> None:
     groups = [(v, s) for v in VARIANTS for s in sorted(set(summary.seed))]
     check_groups(diagnostics, diagnostics_path, ["variant", "seed"], groups, DRAW_FIX)
     check_unique(diagnostics, diagnostics_path, ["variant", "seed", "step"], DRAW_FIX)
+    return curves, diagnostics, summary, provenance
+
+
+def judged(out_dir: Path) -> list[Claim]:
+    """The claims of the files in `out_dir`, in claims.csv's order."""
+    curves, diagnostics, _, _ = load(out_dir)
+    return claims(curves, diagnostics)
+
+
+def runs_commit(provenance: dict) -> str | None:
+    """The commit the runs were made from, as provenance.json records it."""
+    record = provenance.get("git")
+    return record.get("commit") if isinstance(record, dict) else None
+
+
+def draw(out_dir: Path) -> None:
+    """Figures, claims.csv and README.md from the files in `out_dir`, once known whole."""
+    curves, diagnostics, summary, provenance = load(out_dir)
     paths = [
         *accuracy_figure(curves, out_dir),
         *percentiles_figure(curves, out_dir),
@@ -619,8 +679,9 @@ def draw(out_dir: Path) -> None:
     ]
     for path in paths:
         print(f"wrote {path}")
-    write_csv(out_dir / "claims.csv", pd.DataFrame([c.row() for c in claims(curves, diagnostics)]))
-    atomic_write_text(out_dir / "README.md", readme(curves, diagnostics, summary, provenance))
+    rows = [claim.row(runs_commit(provenance)) for claim in claims(curves, diagnostics)]
+    write_csv(out_dir / "claims.csv", pd.DataFrame(rows))
+    atomic_write_text(out_dir / "README.md", readme(curves, diagnostics, summary, provenance, rows))
     print(f"wrote {out_dir / 'README.md'}")
 
 

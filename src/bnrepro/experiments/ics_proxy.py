@@ -54,6 +54,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from bnrepro import drift as percentile_drift  # noqa: E402
 from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
 from bnrepro.driver import (  # noqa: E402
     Driver,
@@ -124,23 +125,9 @@ PRESETS = {
     "quick": Preset((0,), 2, probe_every=10, diagnostics_every=20),
 }
 
-# The claims and their thresholds, fixed before any run. Each is judged seed by seed (noisy BN
-# or BN against the run of the same seed it is compared with).
-THRESHOLDS = {
-    # (a) noisy BN trains about as fast as BN: held-out accuracy averaged over every evaluation
-    # after step 0 (the area under the curve per step), noisy BN minus BN, within 2 points
-    "accuracy": (">=", -0.02),
-    # (a) ... although its late layer's input is less stable: percentile drift, noisy / BN ...
-    "drift_bn": (">", 1.0),
-    # ... and noisy / no BN
-    "drift_plain": (">", 1.0),
-    # (b) BN does not reduce ICS (Santurkar et al.): median relative l2 ICS, BN / no BN
-    "ics": (">=", 1.0),
-    # (c) BN makes the landscape smoother: median of each measure, BN / no BN
-    "loss_range": ("<", 1.0),
-    "grad_change": ("<", 1.0),
-    "beta": ("<", 1.0),
-}
+# The preset of results/ics/proxy/, whose README tells the history of its result (HISTORY).
+# The claims' thresholds are files of their own, configs/thresholds/ics_proxy/<key>.yaml.
+COMMITTED_PRESET = "gpu"
 SWEEP_FIX = sweep_fix("ics_proxy", "ics/proxy")
 DRAW_FIX = draw_fix("ics_proxy", "ics/proxy")
 
@@ -227,84 +214,39 @@ def mean_accuracy(curves: pd.DataFrame) -> pd.Series:
 
 
 class Claim(ics.Claim):
-    """One claim of the proxy: ics.Claim judged against this driver's THRESHOLDS."""
+    """One claim of the proxy: ics.Claim judged against this driver's threshold files."""
 
-    thresholds = THRESHOLDS
+    driver = "ics_proxy"
 
 
 def claims(curves: pd.DataFrame, diagnostics: pd.DataFrame) -> list[Claim]:
+    """Every claim's number per seed, in claims.csv's order."""
     accuracy, moves, measures = mean_accuracy(curves), ics.drift(curves), ics.medians(diagnostics)
-
-    def ratio(table: pd.Series, variant: str, reference: str) -> pd.Series:
-        return table.xs(variant) / table.xs(reference)
-
+    noisy, bn, plain = VARIANTS[2], VARIANTS[1], VARIANTS[0]
     return [
-        Claim(
-            "accuracy",
-            "(a) noisy BN trains about as fast as BN: held-out accuracy averaged over the run's "
-            "evaluations, noisy BN minus BN",
-            accuracy.xs("bn_baseline_noisy") - accuracy.xs("bn_baseline"),
-        ),
-        Claim(
-            "drift_bn",
-            "(a) ... although its late layer's input is less stable: percentile drift, "
-            "noisy BN / BN",
-            ratio(moves, "bn_baseline_noisy", "bn_baseline"),
-        ),
-        Claim(
-            "drift_plain",
-            "(a) ... and less stable than without BN: percentile drift, noisy BN / no BN",
-            ratio(moves, "bn_baseline_noisy", "inception"),
-        ),
-        Claim(
-            "ics",
-            "(b) BN does not reduce ICS (Santurkar et al.; the paper predicts it does): median "
-            "relative l2 ICS over layers and steps, BN / no BN",
-            ratio(measures.ics, "bn_baseline", "inception"),
-        ),
-        *[
-            Claim(key, f"(c) BN makes the landscape smoother: median {name}, BN / no BN",
-                  ratio(measures[key], "bn_baseline", "inception"))
-            for key, name in (
-                ("loss_range", "loss range"),
-                ("grad_change", "gradient predictiveness"),
-                ("beta", "effective beta-smoothness"),
-            )
-        ],
-    ]  # fmt: skip
+        Claim.of("accuracy", accuracy.xs(noisy) - accuracy.xs(bn)),
+        Claim.of("drift_bn", ics.ratio(moves, noisy, bn)),
+        Claim.of("drift_plain", ics.ratio(moves, noisy, plain)),
+        Claim.of("ics", ics.ratio(measures.ics, bn, plain)),
+        *[Claim.of(key, ics.ratio(measures[key], bn, plain)) for key in ics.LANDSCAPE],
+    ]
 
 
 def conclusion(found: list[Claim]) -> list[str]:
-    """What the verdicts support, in a few lines."""
+    """What the verdicts support, in a few lines (ics.conclusion's, for the proxy's late
+    layer)."""
     verdict = {claim.key: claim.verdict() for claim in found}
     seeds = len(found[0].per_seed)
-    smooth = {verdict[k] for k in ics.LANDSCAPE}
-    ics_text = {
-        "fail": "BN reduced ICS in every seed, as the paper's hypothesis predicts",
-        "pass": "BN did not reduce ICS in any seed, against the paper's hypothesis",
-    }.get(verdict["ics"], "the seeds disagree on whether BN reduces ICS")
-    smooth_text = (
-        "BN made all three landscape measures smaller in every seed"
-        if smooth == {"pass"}
-        else "BN made none of the three landscape measures smaller in any seed"
-        if smooth == {"fail"}
-        else "the landscape measures do not all agree across seeds"
-    )
     noisy = verdict["accuracy"] == "pass" and verdict["drift_bn"] == "pass"
-    supports = {
-        (True, True): "both explanations",
-        (False, True): "the smoothness explanation, not the paper's ICS hypothesis",
-        (True, False): "the paper's ICS hypothesis, not the smoothness explanation",
-        (False, False): "neither explanation decisively",
-    }[(verdict["ics"] == "fail", smooth == {"pass"})]
     return [
-        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics_text}, and {smooth_text}.",
+        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics.ics_text(verdict)}.",
+        ics.landscape_text(verdict),
         "Noisy BN trained about as fast as BN while its late layer's input moved more than BN's, "
         "so a stable input was not what made BN train fast."
         if noisy
         else "Noisy BN did not both train about as fast as BN and have a less stable late-layer "
         "input, so this experiment does not separate BN's speed from the stability of its inputs.",
-        f"On this proxy the data supports {supports}.",
+        f"On this proxy the data {ics.supported(verdict)}.",
     ]
 
 
@@ -378,8 +320,8 @@ def protocol_lines(summary: pd.DataFrame, provenance: dict) -> list[str]:
         f"- probe: every {probe.get('every', '?')} steps, channel {probe.get('unit', '?')} of "
         "module 5b's 1x1 branch, the input to its ReLU (the BN or noisy-BN output; without BN "
         f"the convolution's), over the first {probe.get('size', '?')} held-out images and every "
-        "pixel, the network in training mode; percentile drift is the mean over consecutive "
-        "probes of the mean |change| of the three percentiles",
+        "pixel, the network in training mode",
+        f"- {percentile_drift.DEFINITION.replace('the sigmoid input', 'the probed input')}",
         f"- diagnostics: every {diagnostics.get('every', '?')} steps, on that step's batch "
         "before its update: the ICS of layers " + ", ".join(ICS_LAYERS) + " (Definition 2.1: "
         "the gradient of the loss w.r.t. the layer's weights before and after every layer below "
@@ -392,9 +334,37 @@ def protocol_lines(summary: pd.DataFrame, provenance: dict) -> list[str]:
     ]
 
 
+# What changed in the claims of results/ics/proxy/ after results were judged, and what the
+# earlier judgements gave: from the history of experiments/ics_proxy.py,
+# src/bnrepro/experiments/ics_proxy.py and results/ics/proxy/ in git. Shown for the committed
+# preset only (COMMITTED_PRESET).
+HISTORY = (
+    "## History of this result",
+    "",
+    "- The runs were made from a working tree with uncommitted changes on 2026-11-26;",
+    "  `provenance.json` records its commit as ed98d25 (05:32 UTC), which has no ics_proxy",
+    "  driver. The code that made them was first committed in 835f4a4 (06:21 UTC), the first",
+    "  commit whose noisy-BN noise is the one `provenance.json` records (scale U(0.75, 1.25),",
+    "  shift U(-0.25, 0.25)); its thresholds are the values first committed at 06:11 UTC,",
+    "  unchanged since. The claims table dates the threshold files (2026-12-04) against the",
+    "  recorded commit, so it says each was committed after the runs.",
+    "- Until 2026-12-04 the drift rows used another measure, the mean over consecutive probes",
+    "  of the mean |change| of the three percentiles: noisy BN / BN 12.83 (seeds 11.39 to",
+    "  14.93), pass, as now; noisy BN / no BN 0.7225 (seeds 0.3882 to 1.048), inconclusive,",
+    "  where percentile drift gives fail.",
+)
+
+
 def readme(
-    curves: pd.DataFrame, diagnostics: pd.DataFrame, summary: pd.DataFrame, provenance: dict
+    curves: pd.DataFrame,
+    diagnostics: pd.DataFrame,
+    summary: pd.DataFrame,
+    provenance: dict,
+    rows: list[dict],
 ) -> str:
+    """README.md: what the data supports, the claims (claims.csv's `rows`) and figures, the
+    final accuracies, how the numbers were made and, for the committed preset, the history of
+    its result."""
     found = claims(curves, diagnostics)
     lines = [
         "# Internal covariate shift put to the test (Inception proxy)",
@@ -408,7 +378,9 @@ def readme(
         "",
         *conclusion(found),
         "",
-        *ics.claims_and_figures(found),
+        *ics.claims_and_figures(found, rows),
+        "",
+        *(line.format(driver="ics_proxy") for line in ics.THRESHOLD_FILES),
         "",
         "## Final held-out accuracy",
         "",
@@ -421,18 +393,15 @@ def readme(
             f"| {STYLE[variant]['label']} | {acc.mean():.4f} | {acc.min():.4f} – "
             f"{acc.max():.4f} | {len(acc)} |"
         )
-    lines += [
-        "",
-        "## How these numbers were made",
-        "",
-        *protocol_lines(summary, provenance),
-        "",
-    ]
-    return "\n".join(lines)
+    lines += ["", "## How these numbers were made", "", *protocol_lines(summary, provenance)]
+    if provenance.get("preset") == COMMITTED_PRESET:
+        lines += ["", *HISTORY]
+    return "\n".join([*lines, ""])
 
 
-def draw(out_dir: Path) -> None:
-    """Figures, claims.csv and README.md from the files in `out_dir`, once known whole."""
+def load(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """curves.csv, diagnostics.csv, summary.csv and provenance.json of `out_dir`, once they
+    are known whole."""
     curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
     diagnostics_path = out_dir / "diagnostics.csv"
     optional = ("train_loss", "test_acc", *PERCENTILE_COLUMNS)
@@ -452,15 +421,28 @@ def draw(out_dir: Path) -> None:
     groups = [(v, s) for v in VARIANTS for s in sorted(set(summary.seed))]
     check_groups(diagnostics, diagnostics_path, ["variant", "seed"], groups, DRAW_FIX)
     check_unique(diagnostics, diagnostics_path, ["variant", "seed", "step"], DRAW_FIX)
+    return curves, diagnostics, summary, provenance
+
+
+def judged(out_dir: Path) -> list[Claim]:
+    """The claims of the files in `out_dir`, in claims.csv's order."""
+    curves, diagnostics, _, _ = load(out_dir)
+    return claims(curves, diagnostics)
+
+
+def draw(out_dir: Path) -> None:
+    """Figures, claims.csv and README.md from the files in `out_dir`, once known whole."""
+    curves, diagnostics, summary, provenance = load(out_dir)
     paths = [
         *accuracy_figure(curves, out_dir),
         *percentiles_figure(curves, out_dir),
         *ics_figure(diagnostics, out_dir),
         *ics.smoothness_figure(diagnostics, out_dir, STYLE, legend_size=7),
     ]
-    table = pd.DataFrame([claim.row() for claim in claims(curves, diagnostics)])
-    atomic_write_text(out_dir / "claims.csv", table.to_csv(index=False))
-    atomic_write_text(out_dir / "README.md", readme(curves, diagnostics, summary, provenance))
+    rows = [claim.row(ics.runs_commit(provenance)) for claim in claims(curves, diagnostics)]
+    atomic_write_text(out_dir / "claims.csv", pd.DataFrame(rows).to_csv(index=False))
+    readme_text = readme(curves, diagnostics, summary, provenance, rows)
+    atomic_write_text(out_dir / "README.md", readme_text)
     for path in [*paths, out_dir / "claims.csv", out_dir / "README.md"]:
         print(f"wrote {path}")
 
