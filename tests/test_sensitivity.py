@@ -11,11 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, compose_train
 from omegaconf import open_dict
 
+from bnrepro import drift
 from bnrepro.atomic import atomic_write_text
 from bnrepro.driver import UsageError
 from bnrepro.errors import BnreproError
@@ -391,3 +393,233 @@ def test_a_sweep_whose_jobs_fail_exits_1_naming_them(tmp_path) -> None:
             info = read_json(tmp_path / "runs" / optimizer / net / "run.json", "")
             assert info["status"] == "failed"
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- one drift measure
+
+
+def old_summarize_drift(curve: pd.DataFrame, steps: int) -> dict[str, float]:
+    """The drift summarize computed by itself when members.csv was collected (before it used
+    bnrepro.drift), kept here to show that the shared measure gives the same numbers."""
+    late = curve[curve.step >= 0.02 * steps]
+    drifts = {f"drift_{p}": float(late[p].max() - late[p].min()) for p in ("p15", "p50", "p85")}
+    return {**drifts, "drift": float(np.mean(list(drifts.values())))}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_summarize_drift_is_the_shared_measure_and_what_it_was(seed) -> None:
+    """On random walks with steps that have no probe (as a metrics.csv logs them: the three
+    percentiles of a step are there or missing together), summarize's drift is bnrepro.drift's
+    and is what summarize computed by itself, to the bit: members.csv need not change."""
+    rng = np.random.default_rng(seed)
+    steps = 5_000
+    curve = pd.DataFrame({"step": range(0, steps + 1, 25)})
+    for p in ("p15", "p50", "p85"):
+        curve[p] = rng.normal(0, 0.1, len(curve)).cumsum()
+    curve.loc[rng.random(len(curve)) < 0.2, ["p15", "p50", "p85"]] = math.nan
+    curve["test_acc"] = [0.9 if s % 500 == 0 else math.nan for s in curve.step]
+    summary = sensitivity.summarize(curve, steps, None)
+    old = old_summarize_drift(curve, steps)
+    assert {key: summary[key] for key in old} == old
+    assert summary["drift"] == drift.drift(curve, steps)
+    ranges = drift.percentile_ranges(curve, steps)
+    assert {f"drift_{p}": r for p, r in ranges.items()} == {
+        key: old[key] for key in ("drift_p15", "drift_p50", "drift_p85")
+    }
+
+
+@pytest.mark.parametrize(
+    ("folder", "optimizer", "lr", "init_std"),
+    [("figure1", "sgd", 0.1, 0.1), ("figure1_momentum", "momentum_mlp", 0.01, 0.01)],
+)
+def test_members_drift_is_the_shared_measure_of_figure1s_curves(
+    folder, optimizer, lr, init_std
+) -> None:
+    """members.csv was collected on a GPU from runs no longer kept; two of its cells are the
+    protocols of results/figure1 and results/figure1_momentum, trained again on a CPU. The
+    shared measure on those folders' curves gives members.csv's drift of each net and seed
+    within the map's tolerance for a drift."""
+    members = pd.read_csv(REPO / "results" / "sensitivity" / "members.csv")
+    cell = members[
+        (members.optimizer == optimizer) & (members.lr == lr) & (members.init_std == init_std)
+    ].set_index(["net", "seed"])
+    curves = pd.read_csv(REPO / "results" / folder / "curves.csv")
+    shared = drift.drift_by(curves, ["variant", "seed"])
+    tolerance = sensitivity.TOLERANCES["members.csv"]["drift"]
+    assert len(shared) == len(cell) == 6
+    for (net, seed), value in shared.items():
+        assert abs(value - cell.at[(net, seed), "drift"]) <= tolerance, (net, seed)
+
+
+def test_the_drift_minimums_reason_holds_on_the_committed_curves() -> None:
+    """MIN_EFFECT's drift ratio rests on DRIFT_HALVES_GAP: how far one run's drift from every
+    other probe and from the probes between differ, over the runs of results/figure1*."""
+    gaps = []
+    for folder in sensitivity.DRIFT_HALVES_FOLDERS:
+        curves = pd.read_csv(REPO / "results" / folder / "curves.csv")
+        for _, rows in curves.groupby(["variant", "seed"]):
+            steps, every = int(rows.step.max()), int(rows.step.diff().min())
+            halves = [drift.drift(rows[(rows.step // every) % 2 == k], steps) for k in (0, 1)]
+            gaps.append(abs(halves[0] - halves[1]) / drift.drift(rows, steps))
+    assert len(gaps) == 24
+    assert round(max(gaps), 3) == sensitivity.DRIFT_HALVES_GAP
+    assert round(float(np.median(gaps)), 3) == sensitivity.DRIFT_HALVES_MEDIAN
+    assert sensitivity.MIN_EFFECT["drift ratio"] >= max(gaps)
+
+
+# ---------------------------------------------------------------- the minimum effect
+
+
+@pytest.mark.parametrize(
+    ("effects", "minimum", "ratio", "expected"),
+    [
+        ([0.003, 0.004, 0.0025], 0.002, False, "holds"),
+        ([0.001, 0.002, 0.0015], 0.002, False, "small"),
+        ([-0.001, -0.002, -0.0015], 0.002, False, "small"),
+        ([-0.003, -0.004, -0.0025], 0.002, False, "reversed"),
+        ([0.01, -0.001, 0.01], 0.002, False, "mixed"),
+        ([1.2, 1.3, 1.15], 0.1, True, "holds"),
+        ([1.05, 1.08, 1.02], 0.1, True, "small"),
+        ([0.95, 0.93, 0.97], 0.1, True, "small"),
+        ([0.8, 0.85, 0.7], 0.1, True, "reversed"),
+        ([1.05, 0.5, 1.5], 0.1, True, "mixed"),
+        ([math.inf, 1.01, 1.02], 0.15, True, "holds"),
+        ([0.0, 0.95, 0.9], 0.15, True, "reversed"),
+        ([1.2, math.nan, 1.3], 0.1, True, "undefined"),
+    ],
+)
+def test_agreement_in_sign_needs_a_mean_beyond_the_minimum(
+    effects, minimum, ratio, expected
+) -> None:
+    assert sensitivity.verdict(pd.Series(effects), minimum, ratio) == expected
+
+
+def test_decided_is_the_verdict_rule_on_many_cells() -> None:
+    rng = np.random.default_rng(0)
+    for minimum, ratio in ((0.002, False), (0.1, True), (0.0, False)):
+        effects = rng.normal(0, 0.003, (2_000, 3))
+        effects = np.exp(effects * 30) if ratio else effects
+        expected = [
+            sensitivity.verdict(pd.Series(row), minimum, ratio) in ("holds", "reversed")
+            for row in effects
+        ]
+        assert sensitivity.decided(effects, minimum, ratio).tolist() == expected
+
+
+def one_cell(final_gaps, steps_ratios, drift_ratios) -> pd.DataFrame:
+    """Members of one cell (plain SGD, lr 0.1, std 0.1), a seed per value: BN's final accuracy
+    and its accuracy at 5,000 steps `final_gaps` above the plain net's, the plain net's steps
+    to 0.95 `steps_ratios` times BN's 4,000 and its drift `drift_ratios` times BN's 0.5."""
+    rows = []
+    for seed, (gap, steps, ratio) in enumerate(
+        zip(final_gaps, steps_ratios, drift_ratios, strict=True)
+    ):
+        for net, bn in (("plain", 0), ("bn", 1)):
+            rows.append(
+                {
+                    "net": net, "optimizer": "sgd", "lr": 0.1, "init_std": 0.1, "seed": seed,
+                    "steps": 50_000, "final_acc": 0.97 + gap * bn, "acc_1k": 0.5,
+                    "acc_5k": 0.9 + gap * bn, "acc_10k": 0.95,
+                    "steps_to_095": 4_000 if bn else 4_000 * steps, "steps_to_097": 9_000,
+                    "drift_p15": 0.5, "drift_p50": 0.5, "drift_p85": 0.5,
+                    "drift": 0.5 if bn else 0.5 * ratio, "diverged": False,
+                    "diverged_at_step": math.nan,
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_minimum_is_each_measures_own() -> None:
+    """One cell where every seed agrees in every measure: a gap of 0.1 points is under the
+    accuracy minimum (0.2 points), a steps ratio of 1.12 under the steps minimum (15%), while a
+    drift ratio of 1.12 is beyond the drift minimum (10%)."""
+    [cell] = sensitivity.cells(
+        one_cell([0.001, 0.0012, 0.0008], [1.12, 1.12, 1.12], [1.12, 1.12, 1.12])
+    ).to_dict("records")
+    assert (cell["ends_higher"], cell["faster_early"]) == ("small", "small")
+    assert cell["sooner_to_095"] == "small" and cell["stabler"] == "holds"
+    [cell] = sensitivity.cells(
+        one_cell([0.003, 0.004, 0.005], [1.2, 1.3, 1.2], [1.05, 1.08, 1.06])
+    ).to_dict("records")
+    assert (cell["ends_higher"], cell["faster_early"]) == ("holds", "holds")
+    assert cell["sooner_to_095"] == "holds" and cell["stabler"] == "small"
+
+
+def test_false_positive_rates_from_the_seeds_spread() -> None:
+    """By sign alone a cell without an effect reads holds or reversed a quarter of the time
+    with three seeds; a minimum far beyond the seeds' spread brings that to nothing, one far
+    within it leaves it; the numbers are the same on every call (the draws are seeded), and
+    a map of one seed has no spread to measure."""
+    wide = one_cell([0.01, -0.01, 0.02], [1.5, 0.7, 1.1], [2.0, 0.5, 1.3])
+    narrow = one_cell([0.0001, -0.0001, 0.0002], [1.01, 0.99, 1.0], [1.01, 0.99, 1.02])
+    rates = sensitivity.false_positive_rates(wide)
+    assert rates == sensitivity.false_positive_rates(wide)
+    for claim, (with_minimum, by_sign) in rates.items():
+        assert by_sign == pytest.approx(0.25, abs=0.01), claim
+        assert with_minimum < by_sign
+    assert rates["ends_higher"][0] > 0.2  # a spread of 1.5 points dwarfs 0.2 points
+    for claim, (with_minimum, by_sign) in sensitivity.false_positive_rates(narrow).items():
+        assert with_minimum == 0 and by_sign == pytest.approx(0.25, abs=0.01), claim
+    one_seed = wide[wide.seed == 0]
+    assert set(sensitivity.false_positive_rates(one_seed).values()) == {None}
+
+
+def test_the_readme_states_the_rule_its_minimums_and_rates(tmp_path) -> None:
+    atomic_write_text(tmp_path / "members.csv", hand_made_members().to_csv(index=False))
+    sensitivity.draw(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    prose = " ".join(readme.split())
+    assert drift.DEFINITION[1:] in prose, "the drift is named as bnrepro.drift defines it"
+    assert "is **small**, one whose seeds disagree is **mixed**" in prose
+    assert "| (a) BN ends higher | accuracy gap | ± 0.20 points (20 test images) |" in readme
+    assert "| 1 ± 10% (above 1.10x or below 0.91x) |" in readme
+    rates = sensitivity.false_positive_rates(hand_made_members())
+    for claim, (title, _, _) in sensitivity.CLAIMS.items():
+        rate = rates[claim]
+        assert f"| {title} |" in readme and f"| {rate[0]:.1%} | {rate[1]:.1%} |" in readme
+
+
+def test_a_short_map_does_not_name_the_results_folders_as_its_numbers() -> None:
+    """On a map of Figure 1's length the cell is results/figure1's protocol; on a shorter one
+    only its optimizer, lr and init std are."""
+    assert sensitivity.protocol_name("ours", "results/figure1", 50_000) == "ours (results/figure1)"
+    short = sensitivity.protocol_name("ours", "results/figure1", 300)
+    assert short == "ours at 300 steps (results/figure1 trains 50,000)"
+    reference = (REPO / "results" / "reference" / "sensitivity" / "README.md").read_text()
+    assert "| ours (results/figure1) |" not in reference
+    assert "| ours at 300 steps (results/figure1 trains 50,000) |" in reference
+
+
+# ---------------------------------------------------------------- headline
+
+
+def test_headline_of_a_hand_made_map() -> None:
+    numbers = sensitivity.headline(hand_made_members())
+    assert (numbers["steps"], numbers["members"], numbers["cells"]) == (10_000, 32, 8)
+    assert numbers["verdicts"]["ends_higher"]["sgd"] == {"holds": 3, "diverged": 1}
+    for optimizer in ("sgd", "momentum_mlp"):
+        for std in (0.01, 1.0):
+            assert numbers["final_gap_range_points"][optimizer][std] == pytest.approx((1, 1))
+            assert numbers["final_gap_points"][optimizer][std] == pytest.approx({0.1: 1, 1.0: 1})
+
+
+def test_headline_is_what_the_committed_readme_shows() -> None:
+    """Every final gap headline gives is the number results/sensitivity/README.md shows for
+    that cell, and each range is the least and greatest of its row."""
+    members = pd.read_csv(REPO / "results" / "sensitivity" / "members.csv")
+    members["diverged"] = members.diverged.astype(bool)
+    numbers = sensitivity.headline(members)
+    readme = (REPO / "results" / "sensitivity" / "README.md").read_text()
+    section = readme.split("### (a) BN ends higher")[1].split("### (b)")[0]
+    for optimizer, name in sensitivity.OPTIMIZERS.items():
+        table = section.split(f"{name}:\n")[-1]
+        for std, by_lr in numbers["final_gap_points"][optimizer].items():
+            row = next(line for line in table.splitlines() if line.startswith(f"| {std:g} |"))
+            assert [cell.split()[0] for cell in row.split("|")[2:-1]] == [
+                f"{gap:+.2f}" for gap in by_lr.values()
+            ]
+            assert numbers["final_gap_range_points"][optimizer][std] == (
+                min(by_lr.values()), max(by_lr.values())
+            )  # fmt: skip
+    counts = numbers["verdicts"]["ends_higher"]["sgd"]
+    assert f"plain SGD: holds in {counts['holds']} of {sum(counts.values())} cells" in readme

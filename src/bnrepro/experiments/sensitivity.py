@@ -34,6 +34,7 @@ provenance.json alone. `collect` and `draw` write nothing unless their inputs ar
 import itertools
 import json
 import math
+import textwrap
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bnrepro.atomic import atomic_write_text, write_json
+from bnrepro.drift import DEFINITION, DRIFT_FROM, percentile_ranges
 from bnrepro.driver import (
     Driver,
     Invocation,
@@ -82,10 +84,10 @@ SEEDS = (0, 1, 2)
 QUICK = {"lrs": (0.1, 1.0), "init_stds": (0.01, 0.1), "seeds": (0,), "steps": 300}
 QUICK_OVERRIDES = ("eval_every=50", "probe.every=25")
 # Where the two protocols of results/figure1 and results/figure1_momentum sit on the map:
-# name -> (optimizer, lr, init_std).
+# (name, folder) -> (optimizer, lr, init_std).
 PROTOCOLS = {
-    "ours (results/figure1)": ("sgd", 0.1, 0.1),
-    "public reproduction (results/figure1_momentum)": ("momentum_mlp", 0.01, 0.01),
+    ("ours", "results/figure1"): ("sgd", 0.1, 0.1),
+    ("public reproduction", "results/figure1_momentum"): ("momentum_mlp", 0.01, 0.01),
 }
 
 RUN_STATUSES = {"completed", "diverged"}
@@ -98,11 +100,6 @@ METRIC_COLUMNS = {
 OPTIONAL_METRICS = ("train_loss", "test_acc", "p15", "p50", "p85")
 CHECKPOINTS = {"acc_1k": 1_000, "acc_5k": 5_000, "acc_10k": 10_000}
 TARGETS = {"steps_to_095": 0.95, "steps_to_097": 0.97}
-PERCENTILES = ("p15", "p50", "p85")
-# Drift of the sigmoid input's distribution, Figure 1(b, c): for each percentile, its range
-# (max - min) over the steps after the first 2% of the run (steps >= 1,000 of 50,000, leaving
-# out the first moves away from the initialization); `drift` is the mean of the three ranges.
-DRIFT_FROM = 0.02
 MEMBER_KEYS = ("net", "optimizer", "lr", "init_std", "seed")
 # Options that only name folders or share out the work: left out of the command the README
 # shows, which is then the same for every faithful run of the protocol.
@@ -176,18 +173,17 @@ def first_step_at(accuracy: pd.DataFrame, target: float) -> float:
 def summarize(curve: pd.DataFrame, steps: int, diverged_at: float | None) -> dict:
     """One member's numbers from its `curve` (step, test_acc, p15, p50, p85; test accuracy
     empty between evaluations) of a run of `steps` steps: the accuracy at the end and at the
-    CHECKPOINTS, the first evaluated step at each of the TARGETS, the drift of each percentile
-    (its range over steps >= DRIFT_FROM * steps) and their mean. Everything from the step a
-    member diverged on is left out; a diverged member has no final accuracy and no drift."""
+    CHECKPOINTS, the first evaluated step at each of the TARGETS, and the suite's one
+    percentile drift (bnrepro.drift): each percentile's range over the steps at or after
+    DRIFT_FROM of the run and their mean, so that `drift` here is the measure figure1, ics and
+    ics_proxy judge Figure 1(b, c) by. Everything from the step a member diverged on is left
+    out; a diverged member has no final accuracy and no drift."""
     diverged = diverged_at is not None and not math.isnan(diverged_at)
     if diverged:
         curve = curve[curve.step < diverged_at]
     accuracy = curve.dropna(subset=["test_acc"]).set_index("step", drop=False)
-    late = curve[curve.step >= DRIFT_FROM * steps]
-    drifts = {
-        f"drift_{p}": math.nan if diverged else float(late[p].max() - late[p].min())
-        for p in PERCENTILES
-    }
+    ranges = percentile_ranges(curve, steps)
+    drifts = {f"drift_{p}": math.nan if diverged else r for p, r in ranges.items()}
     return {
         "final_acc": math.nan if diverged else float(accuracy.test_acc.get(steps, math.nan)),
         **{
@@ -334,19 +330,85 @@ def collect(invocation: Invocation) -> None:
 
 # ---------------------------------------------------------------- the map
 
+TEST_IMAGES = 10_000  # MNIST's test set: every accuracy of the map is a fraction of it
+FIGURE1_STEPS = 50_000  # Figure 1's run, and the length of results/figure1's
+# Each claim of Figure 1 and the measure it is decided by in a cell: claim -> (title, the
+# column of `cells` that holds its mean over seeds, measure). A measure is an accuracy gap
+# (BN − plain) or a ratio (plain / BN); for each, BN is ahead where it is above no effect (0
+# for a gap, 1 for a ratio).
+CLAIMS = {
+    "ends_higher": ("(a) BN ends higher", "final_gap", "accuracy gap"),
+    "faster_early": ("(b) BN learns faster early", "early_gap", "accuracy gap"),
+    "sooner_to_095": (
+        "(b) BN learns faster early: steps to first reach 0.95", "steps_ratio", "steps ratio",
+    ),
+    "stabler": (
+        "(c) BN keeps the sigmoid input's distribution stabler", "drift_ratio", "drift ratio",
+    ),
+}  # fmt: skip
+RATIOS = ("steps ratio", "drift ratio")
+# The least mean effect over seeds a cell needs, besides every seed agreeing in sign, to read
+# holds or reversed (a ratio: above 1 + m, or below 1 / (1 + m)): with three seeds and no
+# effect at all the seeds agree a quarter of the time (2 x 0.5^3). Each minimum is the noise
+# of one measurement of its measure, so that no verdict rests on a difference the measurement
+# alone could make:
+# - accuracy gap, 0.2 points (20 of TEST_IMAGES): the binomial standard error of one test
+#   accuracy on 10,000 images is 0.16 points at 0.975 and 0.22 at 0.95, where the map's final
+#   accuracies lie; the README gives it at the map's median.
+# - steps ratio, 15%: the steps to 0.95 are known to one evaluation (500 steps of Figure 1's
+#   protocol), 14% of the 3,500 steps the median BN member of results/sensitivity needs.
+# - drift ratio, 10%: DRIFT_HALVES_GAP, rounded up.
+MIN_EFFECT = {"accuracy gap": 0.002, "steps ratio": 0.15, "drift ratio": 0.10}
+# The most by which one run's percentile drift measured from every other probe differs from
+# the drift measured from the probes between, relative to its drift from every probe, over the
+# 24 runs of the four results/figure1* folders (median DRIFT_HALVES_MEDIAN): how far the
+# measure moves with nothing changed but which probes it reads, its own noise. Checked against
+# the committed curves by tests/test_sensitivity.py.
+DRIFT_HALVES_GAP = 0.099
+DRIFT_HALVES_MEDIAN = 0.035
+DRIFT_HALVES_FOLDERS = ("figure1", "figure1_binary", "figure1_momentum", "figure1_momentum_binary")
+NULL_DRAWS = 20_000  # simulated cells without an effect per cell of the map
+WEAK_RATE = 0.10  # a rate without an effect above this is named in the README
 
-def verdict(advantages: pd.Series) -> str:
-    """The rule every claim is decided by in one cell of the map, from the BN advantage of
-    each seed (BN minus plain, or plain / BN - 1 for a ratio; NaN where undefined): `holds`
-    when every seed's advantage is positive, `reversed` when every one is negative, `mixed`
-    otherwise; `undefined` when a seed has none."""
-    if advantages.isna().any() or advantages.empty:
+
+def bounds(minimum: float, ratio: bool) -> tuple[float, float, float]:
+    """(no effect, the least mean that holds, the greatest mean that is reversed) of a measure
+    with `minimum` effect: symmetric around 0 for a gap, around 1 on a log scale for a ratio,
+    so that BN twice as good and twice as bad are equally far from no effect."""
+    if ratio:
+        return 1.0, 1.0 + minimum, 1.0 / (1.0 + minimum)
+    return 0.0, minimum, -minimum
+
+
+def verdict(effects: pd.Series, minimum: float = 0.0, ratio: bool = False) -> str:
+    """The rule every claim is decided by in one cell of the map, from each seed's measure
+    (`effects`: BN − plain, or plain / BN where `ratio`; NaN where a seed has none): `holds`
+    when every seed puts BN ahead and the mean over seeds is beyond `minimum` (for a ratio:
+    above 1 + minimum), `reversed` when every seed puts BN behind and the mean is beyond
+    `minimum` the other way (below −minimum, or 1 / (1 + minimum)), `small` when the seeds agree
+    but the mean is within it, `mixed` when they disagree; `undefined` when a seed has none.
+    Agreement alone would call a cell without any effect holds or reversed a quarter of the
+    time with three seeds; `decided` is the same rule over many cells at once."""
+    if effects.empty or effects.isna().any():
         return "undefined"
-    if (advantages > 0).all():
-        return "holds"
-    if (advantages < 0).all():
-        return "reversed"
+    none, above, below = bounds(minimum, ratio)
+    mean = effects.mean()
+    if (effects > none).all():
+        return "holds" if mean > above else "small"
+    if (effects < none).all():
+        return "reversed" if mean < below else "small"
     return "mixed"
+
+
+def decided(effects: np.ndarray, minimum: float, ratio: bool) -> np.ndarray:
+    """Which rows of `effects` (a row per cell, a column per seed, every value defined) the
+    rule of `verdict` calls holds or reversed: vectorized, to judge the rule on many simulated
+    cells."""
+    none, above, below = bounds(minimum, ratio)
+    mean = effects.mean(axis=1)
+    ahead = (effects > none).all(axis=1) & (mean > above)
+    behind = (effects < none).all(axis=1) & (mean < below)
+    return ahead | behind
 
 
 def early_column(members: pd.DataFrame) -> str | None:
@@ -367,21 +429,19 @@ def steps_ratio(plain: float, bn: float) -> float:
     return math.inf if math.isnan(plain) else plain / bn
 
 
-def cells(members: pd.DataFrame) -> pd.DataFrame:
-    """One row per (optimizer, lr, init_std): the BN advantage of each claim, mean over seeds,
-    and its verdict; cells where a member of either net diverged have no verdict."""
+def paired(members: pd.DataFrame) -> Iterable[tuple[tuple, pd.DataFrame, dict[str, pd.Series]]]:
+    """Each cell of the map: its (optimizer, lr, init_std), its members paired seed by seed
+    (a row per seed, a column per measure and net) and each claim's measure per seed, the BN
+    advantage the claim is decided by (see CLAIMS)."""
     early = early_column(members)
-    paired = members.pivot_table(
+    table = members.pivot_table(
         index=["optimizer", "lr", "init_std", "seed"],
         columns="net",
         values=["final_acc", "acc_1k", "acc_5k", "steps_to_095", "drift", "diverged"],
         aggfunc="first",
         dropna=False,
     )
-    rows = []
-    for (optimizer, lr, init_std), seeds in paired.groupby(level=[0, 1, 2]):
-        plain_diverged = int(seeds["diverged"]["plain"].astype(bool).sum())
-        bn_diverged = int(seeds["diverged"]["bn"].astype(bool).sum())
+    for cell, seeds in table.groupby(level=[0, 1, 2]):
         final = seeds["final_acc"]["bn"] - seeds["final_acc"]["plain"]
         gap_early = (
             seeds[early]["bn"] - seeds[early]["plain"]
@@ -400,22 +460,136 @@ def cells(members: pd.DataFrame) -> pd.DataFrame:
             index=final.index,
         )
         drift = seeds["drift"]["plain"] / seeds["drift"]["bn"]
+        effects = {
+            "ends_higher": final, "faster_early": gap_early, "sooner_to_095": ratio,
+            "stabler": drift,
+        }  # fmt: skip
+        yield cell, seeds, effects
+
+
+def cells(members: pd.DataFrame) -> pd.DataFrame:
+    """One row per (optimizer, lr, init_std): the BN advantage of each claim, mean over seeds,
+    and its verdict by MIN_EFFECT; cells where a member of either net diverged have none."""
+    rows = []
+    for (optimizer, lr, init_std), seeds, effects in paired(members):
+        plain_diverged = int(seeds["diverged"]["plain"].astype(bool).sum())
+        bn_diverged = int(seeds["diverged"]["bn"].astype(bool).sum())
+        ratio = effects["sooner_to_095"]
         row = {
             "optimizer": optimizer, "lr": lr, "init_std": init_std,
             "plain_diverged": plain_diverged, "bn_diverged": bn_diverged,
-            "seeds": len(seeds), "final_gap": final.mean(), "early_gap": gap_early.mean(),
+            "seeds": len(seeds), "final_gap": effects["ends_higher"].mean(),
+            "early_gap": effects["faster_early"].mean(),
             "plain_final": seeds["final_acc"]["plain"].mean(),
             "bn_final": seeds["final_acc"]["bn"].mean(),
             "reached_plain": int(seeds["steps_to_095"]["plain"].notna().sum()),
             "reached_bn": int(seeds["steps_to_095"]["bn"].notna().sum()),
             "steps_ratio": ratio.mean() if np.isfinite(ratio).all() else math.nan,
-            "drift_ratio": drift.mean(),
+            "drift_ratio": effects["stabler"].mean(),
         }  # fmt: skip
-        claims = {"ends_higher": final, "faster_early": gap_early, "stabler": drift - 1}
-        for claim, advantage in claims.items():
-            row[claim] = "diverged" if plain_diverged or bn_diverged else verdict(advantage)
+        for claim, (_, _, measure) in CLAIMS.items():
+            row[claim] = (
+                "diverged"
+                if plain_diverged or bn_diverged
+                else verdict(effects[claim], MIN_EFFECT[measure], measure in RATIOS)
+            )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def false_positive_rates(
+    members: pd.DataFrame, draws: int = NULL_DRAWS
+) -> dict[str, tuple[float, float] | None]:
+    """How often each claim's rule calls a cell without any effect holds or reversed, with its
+    minimum and by agreement in sign alone, as measured on this map's own seed-to-seed spread:
+    for each cell where no member diverged and every seed has the measure, `draws` cells
+    without an effect are simulated, each seed's measure drawn from a normal distribution
+    around no effect whose standard deviation is that of the cell's own seeds (for a ratio, of
+    their logarithms: ratios spread multiplicatively), and the rates are averaged over the
+    cells. None for a claim no cell of which has two seeds to measure a spread from. The
+    draws are seeded, so a redraw writes the same numbers."""
+    rng = np.random.default_rng(0)
+    spreads: dict[str, list[tuple[int, float]]] = {claim: [] for claim in CLAIMS}
+    for _, seeds, effects in paired(members):
+        if seeds["diverged"].astype(bool).to_numpy().any():
+            continue
+        for claim, (_, _, measure) in CLAIMS.items():
+            values = effects[claim].to_numpy(dtype=float)
+            if measure in RATIOS:
+                with np.errstate(divide="ignore"):
+                    values = np.log(values)
+            if len(values) > 1 and np.isfinite(values).all():
+                spreads[claim].append((len(values), float(np.std(values, ddof=1))))
+    rates: dict[str, tuple[float, float] | None] = {}
+    for claim, (_, _, measure) in CLAIMS.items():
+        if not spreads[claim]:
+            rates[claim] = None
+            continue
+        ratio = measure in RATIOS
+        with_minimum, by_sign = [], []
+        for n_seeds, spread in spreads[claim]:
+            null = rng.normal(0.0, spread, (draws, n_seeds))
+            null = np.exp(null) if ratio else null
+            with_minimum.append(decided(null, MIN_EFFECT[measure], ratio).mean())
+            by_sign.append(decided(null, 0.0, ratio).mean())
+        rates[claim] = (float(np.mean(with_minimum)), float(np.mean(by_sign)))
+    return rates
+
+
+def gap_range(
+    table: pd.DataFrame,
+    optimizer: str,
+    init_stds: Iterable[float] | None = None,
+    lrs: Iterable[float] | None = None,
+) -> tuple[float, float]:
+    """The least and greatest final accuracy gap (BN − plain, points, mean over seeds) over the
+    cells of `table` (from `cells`) with `optimizer`, among `init_stds` and `lrs` (all where
+    None): a region of the map as a front page would summarize it."""
+    rows = table[table.optimizer == optimizer]
+    if init_stds is not None:
+        rows = rows[rows.init_std.isin(list(init_stds))]
+    if lrs is not None:
+        rows = rows[rows.lr.isin(list(lrs))]
+    gaps = rows.final_gap * 100
+    return float(gaps.min()), float(gaps.max())
+
+
+def headline(members: pd.DataFrame) -> dict:
+    """The numbers a front page quotes about the map, computed from members.csv so that no
+    summary of it is typed by hand: the map's size, each claim's verdict counts per
+    optimizer, and for each optimizer and init std the final accuracy gap (BN − plain, points,
+    mean over seeds, unrounded) at every learning rate, with the least and greatest of them
+    (`gap_range` gives any other region's):
+
+    {"steps": int, "members": int, "cells": int,
+     "verdicts": {claim: {optimizer: {verdict: cells}}},
+     "final_gap_points": {optimizer: {init_std: {lr: gap}}},
+     "final_gap_range_points": {optimizer: {init_std: (least, greatest)}}}
+
+    A cell where a member diverged keeps its gap (over the seeds that did not diverge) and
+    reads `diverged` in the verdicts."""
+    table = cells(members)
+    gaps: dict[str, dict[float, dict[float, float]]] = {}
+    ranges: dict[str, dict[float, tuple[float, float]]] = {}
+    for (optimizer, init_std), rows in table.groupby(["optimizer", "init_std"]):
+        gaps.setdefault(optimizer, {})[float(init_std)] = {
+            float(r.lr): float(r.final_gap) * 100 for r in rows.itertuples()
+        }
+        ranges.setdefault(optimizer, {})[float(init_std)] = gap_range(table, optimizer, [init_std])
+    return {
+        "steps": int(members.steps.max()),
+        "members": len(members),
+        "cells": len(table),
+        "verdicts": {
+            claim: {
+                optimizer: {str(v): int(n) for v, n in rows[claim].value_counts().items()}
+                for optimizer, rows in table.groupby("optimizer")
+            }
+            for claim in CLAIMS
+        },
+        "final_gap_points": gaps,
+        "final_gap_range_points": ranges,
+    }
 
 
 def ratio_text(cell: pd.Series) -> str:
@@ -434,10 +608,14 @@ def ratio_text(cell: pd.Series) -> str:
 
 
 CAPTION = (
-    "Means over seeds. After a value: + the claim holds in every seed, − it is reversed in "
-    "every seed, ± mixed; div.: a member diverged. Grey: no value."
+    "Means over seeds. After a value: + the claim holds (every seed agrees, the mean is beyond "
+    "the measure's minimum), − it is reversed likewise, ≈ every seed agrees but the mean is "
+    "within the minimum, ± the seeds disagree; div.: a member diverged. Grey: no value."
 )
-VERDICT_MARK = {"holds": "+", "reversed": "−", "mixed": "±", "diverged": "div.", "undefined": "?"}
+VERDICT_MARK = {
+    "holds": "+", "reversed": "−", "small": "≈", "mixed": "±", "diverged": "div.",
+    "undefined": "?",
+}  # fmt: skip
 
 
 def panels(table: pd.DataFrame, early: str | None) -> list[HeatmapPanel]:
@@ -465,7 +643,8 @@ def panels(table: pd.DataFrame, early: str | None) -> list[HeatmapPanel]:
         ),
         HeatmapPanel(
             "steps to 0.95: plain / BN", shown(table.steps_ratio),
-            [ratio_text(cell) for _, cell in table.iterrows()], "ratio",
+            [steps_text(cell) for _, cell in table.iterrows()],
+            "ratio",
         ),
         HeatmapPanel(
             "percentile drift: plain / BN", shown(table.drift_ratio),
@@ -474,23 +653,30 @@ def panels(table: pd.DataFrame, early: str | None) -> list[HeatmapPanel]:
     ]  # fmt: skip
 
 
+def steps_text(cell: pd.Series) -> str:
+    """A steps-to-0.95 heatmap cell's text: the ratio with its verdict's mark, or the words of
+    `ratio_text` alone where a net did not reach 0.95 in every seed (they say which net did,
+    and a mark after them would not fit the cell)."""
+    text = ratio_text(cell)
+    return text + VERDICT_MARK[cell.sooner_to_095] if text.endswith("x") else text
+
+
 # ---------------------------------------------------------------- README
 
-CLAIMS = {
-    "ends_higher": ("(a) BN ends higher", "final_gap", "final test accuracy, BN − plain, points"),
-    "faster_early": ("(b) BN learns faster early", "early_gap", None),
-    "stabler": (
-        "(c) BN keeps the sigmoid input's distribution stabler",
-        "drift_ratio",
-        "drift without BN / drift with BN",
-    ),
-}
 
-
-def number(value: float, claim: str) -> str:
+def number(value: float, ratio: bool) -> str:
     if math.isnan(value):
         return "—"
-    return f"{value:.1f}x" if claim == "stabler" else f"{value * 100:+.2f}"
+    return f"{value:.1f}x" if ratio else f"{value * 100:+.2f}"
+
+
+def cell_text(cell: pd.Series, claim: str) -> str:
+    """A cell's mean and verdict of `claim`, or `diverged`."""
+    if cell[claim] == "diverged":
+        return "diverged"
+    _, column, measure = CLAIMS[claim]
+    value = ratio_text(cell) if column == "steps_ratio" else number(cell[column], measure in RATIOS)
+    return f"{value} {cell[claim]}"
 
 
 def claim_table(table: pd.DataFrame, claim: str, optimizer: str) -> list[str]:
@@ -501,18 +687,11 @@ def claim_table(table: pd.DataFrame, claim: str, optimizer: str) -> list[str]:
         "| init std \\ lr | " + " | ".join(f"{lr:g}" for lr in lrs) + " |",
         "|---|" + "---|" * len(lrs),
     ]
-    value = CLAIMS[claim][1]
     for std, by_std in rows.groupby("init_std"):
         by_lr = by_std.set_index("lr")
         lines.append(
-            f"| {std:g} | "
-            + " | ".join(
-                "diverged" if by_lr.at[lr, claim] == "diverged"
-                else f"{number(by_lr.at[lr, value], claim)} {by_lr.at[lr, claim]}"
-                for lr in lrs
-            )
-            + " |"
-        )  # fmt: skip
+            f"| {std:g} | " + " | ".join(cell_text(by_lr.loc[lr], claim) for lr in lrs) + " |"
+        )
     return lines
 
 
@@ -530,23 +709,34 @@ def region(table: pd.DataFrame, claim: str) -> str:
     return "; ".join(parts) + "."
 
 
-def protocol_lines(table: pd.DataFrame, early: str | None) -> list[str]:
+def protocol_name(name: str, folder: str, steps: int) -> str:
+    """A protocol's row label: the results folder it is, on a map of Figure 1's length; on a
+    shorter map only its optimizer, lr and init std are that folder's, not its numbers."""
+    if steps == FIGURE1_STEPS:
+        return f"{name} ({folder})"
+    return f"{name} at {steps:,} steps ({folder} trains {FIGURE1_STEPS:,})"
+
+
+def protocol_lines(table: pd.DataFrame, early: str | None, steps: int) -> list[str]:
     lines = [
         "| protocol | optimizer, lr, init std | plain / BN final | final gap | early gap | "
         "steps to 0.95 plain / BN | drift plain / BN |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, (optimizer, lr, std) in PROTOCOLS.items():
+    for (name, folder), (optimizer, lr, std) in PROTOCOLS.items():
+        label = protocol_name(name, folder, steps)
         cell = table[(table.optimizer == optimizer) & (table.lr == lr) & (table.init_std == std)]
         if cell.empty:
-            lines.append(f"| {name} | {OPTIMIZERS[optimizer]}, {lr:g}, {std:g} | not on this map |")
+            lines.append(
+                f"| {label} | {OPTIMIZERS[optimizer]}, {lr:g}, {std:g} | not on this map |"
+            )
             continue
         c = cell.iloc[0]
         lines.append(
-            f"| {name} | {OPTIMIZERS[optimizer]}, {lr:g}, {std:g} | "
-            f"{c.plain_final:.4f} / {c.bn_final:.4f} | {number(c.final_gap, '')} {c.ends_higher} | "
-            f"{number(c.early_gap, '') if early else '—'} {c.faster_early} | {ratio_text(c)} | "
-            f"{number(c.drift_ratio, 'stabler')} {c.stabler} |"
+            f"| {label} | {OPTIMIZERS[optimizer]}, {lr:g}, {std:g} | "
+            f"{c.plain_final:.4f} / {c.bn_final:.4f} | {number(c.final_gap, False)} "
+            f"{c.ends_higher} | {number(c.early_gap, False) if early else '—'} {c.faster_early} | "
+            f"{ratio_text(c)} {c.sooner_to_095} | {number(c.drift_ratio, True)} {c.stabler} |"
         )
     return lines
 
@@ -558,9 +748,9 @@ def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
     return "\n".join(
         [
             *introduction(members),
-            *decision_rule(members, early),
+            *decision_rule(members, early, provenance),
             *claim_regions(table),
-            *protocol_section(table, early),
+            *protocol_section(table, early, int(members.steps.max())),
             *diverged_section(members),
             *how_made(members, provenance),
         ]
@@ -572,7 +762,7 @@ def introduction(members: pd.DataFrame) -> list[str]:
     steps = int(members.steps.max())
     length = (
         "Figure 1's full 50,000 steps"
-        if steps == 50_000
+        if steps == FIGURE1_STEPS
         else f"{steps:,} steps, shorter than Figure 1's 50,000 (a quick look)"
     )
     lrs, stds = (", ".join(f"{v:g}" for v in sorted(set(members[k]))) for k in ("lr", "init_std"))
@@ -597,36 +787,180 @@ def introduction(members: pd.DataFrame) -> list[str]:
     ]
 
 
-def decision_rule(members: pd.DataFrame, early: str | None) -> list[str]:
-    """How a claim is decided in a cell, and the advantage each claim is decided by."""
+def wrapped(text: str, first: str = "", rest: str = "") -> list[str]:
+    """`text` as README lines of at most 90 characters, the first led by `first`, the others by
+    `rest` (a list item: "- " and "  ")."""
+    return textwrap.wrap(
+        text, 90, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False
+    )
+
+
+def decision_rule(members: pd.DataFrame, early: str | None, provenance: dict) -> list[str]:
+    """How a claim is decided in a cell: the measure each claim is decided by, the minimum
+    effect of each measure and why, and how often the rule errs where there is no effect."""
     early_steps = {"acc_5k": "5,000", "acc_1k": "1,000"}.get(early)
     steps = int(members.steps.max())
+    n_seeds = members.seed.nunique()
+    early_text = (
+        f"{early_steps}." if early else "5,000 (not decided here: the runs are shorter than "
+        "1,000 steps)."
+    )  # fmt: skip
+    item = {"first": "- ", "rest": "  "}
+    rates = false_positive_rates(members)
     return [
         "## How each claim is decided",
         "",
-        "Each cell (optimizer, lr, init std) pairs the two nets seed by seed. A claim **holds** in",
-        "a cell when BN's advantage is positive for every seed, is **reversed** when it is",
-        "negative for every seed, and is **mixed** otherwise; a cell where any member of either",
-        "net diverged (its training loss became non-finite) is **diverged** and decides nothing.",
-        "The numbers shown are means over seeds. The advantages:",
+        "Each cell (optimizer, lr, init std) pairs the two nets seed by seed, and each claim is",
+        "decided by one measure of BN's advantage per seed:",
         "",
-        "- (a) BN ends higher: final test accuracy with BN minus without.",
-        "- (b) BN learns faster early: test accuracy with BN minus without at step "
-        + (
-            f"{early_steps}."
-            if early
-            else "5,000 (not decided here: the runs are shorter than 1,000 steps)."
+        *wrapped("(a) BN ends higher: final test accuracy with BN minus without.", **item),
+        *wrapped(
+            "(b) BN learns faster early: test accuracy with BN minus without at step "
+            f"{early_text} And the steps to first reach 0.95, without BN / with BN (a seed "
+            "where only BN reaches 0.95 counts as BN ahead without bound, one where only the "
+            "plain net does as BN behind; one where neither does leaves the cell undefined).",
+            **item,
         ),
-        "  The steps to first reach 0.95 (without BN / with BN) are drawn beside it.",
-        "- (c) BN keeps the sigmoid input's distribution stabler: drift without BN / drift with BN",
-        "  (the advantage is this ratio minus 1: positive where BN drifts less). A member's",
-        "  drift (`drift` in `members.csv`) is the mean over the 15th, 50th and 85th percentiles",
-        "  of the probed last-layer sigmoid's input (Figure 1(b, c)) of each",
-        "  percentile's range, max − min, over the steps after the first 2% of the run",
-        f"  (steps ≥ {DRIFT_FROM * steps:,.0f} here); `drift_p15`, `drift_p50`, `drift_p85` hold "
-        "the three ranges.",
+        *wrapped(
+            "(c) BN keeps the sigmoid input's distribution stabler: percentile drift without BN "
+            "/ with BN, the suite's one measure of Figure 1(b, c)'s stability, the same in "
+            f"every results folder that judges it. {DEFINITION[0].upper()}{DEFINITION[1:]}. "
+            "A member's is `drift` in `members.csv`, of the probed last-layer sigmoid's input "
+            f"(steps ≥ {DRIFT_FROM * steps:,.0f} here); `drift_p15`, `drift_p50`, `drift_p85` "
+            "hold the three ranges.",
+            **item,
+        ),
+        "",
+        *wrapped(
+            f"With {n_seeds} seed{'s' if n_seeds > 1 else ''} and no effect at all, the seeds "
+            f"agree in sign {2 * 0.5**n_seeds:.0%} of the time (2 × 0.5^{n_seeds}), so "
+            "agreement alone does not decide a claim. A claim **holds** in a cell when every "
+            "seed puts BN ahead *and* the mean over seeds is beyond the measure's minimum "
+            "effect (a ratio: above 1 + minimum); it is **reversed** when every seed puts BN "
+            "behind and the mean is beyond the minimum the other way (a ratio: below 1 / (1 + "
+            "minimum)). A cell whose seeds agree but whose mean is within the minimum is "
+            "**small**, one whose seeds disagree is **mixed**; a cell where any member of "
+            "either net diverged (its training loss became non-finite) is **diverged** and "
+            "decides nothing. The numbers shown are means over seeds."
+        ),
+        "",
+        *minimum_table(members, rates),
+        "",
+        *minimum_reasons(members, provenance),
+        "",
+        *false_positive_text(members, rates),
         "",
     ]
+
+
+def minimum_table(members: pd.DataFrame, rates: dict[str, tuple[float, float] | None]) -> list[str]:
+    """Each claim's measure, its minimum effect and the rule's false-positive `rates`."""
+    lines = [
+        "| claim | measure per seed | minimum effect of the mean | called holds or reversed "
+        "without an effect | by agreement in sign alone |",
+        "|---|---|---|---|---|",
+    ]
+    for claim, (title, _, measure) in CLAIMS.items():
+        minimum = MIN_EFFECT[measure]
+        shown = (
+            f"1 ± {minimum:.0%} (above {1 + minimum:.2f}x or below {1 / (1 + minimum):.2f}x)"
+            if measure in RATIOS
+            else f"± {minimum * 100:.2f} points ({minimum * TEST_IMAGES:.0f} test images)"
+        )
+        rate = rates[claim]
+        with_minimum, by_sign = (
+            (f"{rate[0]:.1%}", f"{rate[1]:.1%}") if rate else ("not estimable",) * 2
+        )
+        lines.append(f"| {title} | {measure} | {shown} | {with_minimum} | {by_sign} |")
+    return lines
+
+
+def minimum_reasons(members: pd.DataFrame, provenance: dict) -> list[str]:
+    """Why each minimum: the noise of one measurement of its measure, with this map's numbers
+    where the map has them."""
+    alive = members[~members.diverged]
+    median = float(alive.final_acc.median())
+    error = math.sqrt(median * (1 - median) / TEST_IMAGES) * 100
+    config = next(iter(provenance.get("config", {}).values()), {})
+    eval_every = config.get("eval_every")
+    bn_steps = members[members.net == "bn"].steps_to_095.dropna()
+    steps_noise = (
+        f"{eval_every:,} steps here, {eval_every / bn_steps.median():.0%} of the "
+        f"{bn_steps.median():,.0f} steps the median BN member takes to reach 0.95"
+        if eval_every and len(bn_steps)
+        else f"{every(eval_every)} here; no BN member of this map reaches 0.95"
+    )
+    folders = ", ".join(f"results/{name}" for name in DRIFT_HALVES_FOLDERS)
+    item = {"first": "- ", "rest": "  "}
+    return [
+        "Each minimum is the noise of one measurement of its measure, so that no verdict rests",
+        "on a difference the measurement alone could make:",
+        "",
+        *wrapped(
+            f"accuracy gap, {MIN_EFFECT['accuracy gap'] * 100:.2f} points: one test image is "
+            f"{100 / TEST_IMAGES:.2f} points, and the binomial standard error of one test "
+            f"accuracy p on {TEST_IMAGES:,} images, √(p(1 − p) / {TEST_IMAGES:,}), is "
+            f"{error:.2f} points at this map's median final accuracy ({median:.4f}), 0.22 points "
+            "at 0.95.",
+            **item,
+        ),
+        *wrapped(
+            f"steps ratio, {MIN_EFFECT['steps ratio']:.0%}: the steps to 0.95 are known only "
+            f"to one evaluation ({steps_noise}).",
+            **item,
+        ),
+        *wrapped(
+            f"drift ratio, {MIN_EFFECT['drift ratio']:.0%}: one run's percentile drift "
+            "measured from every other probe and from the probes between differ by up to "
+            f"{DRIFT_HALVES_GAP:.1%} of its drift (median {DRIFT_HALVES_MEDIAN:.1%}) over the "
+            f"24 runs of {folders}: a ratio of two drifts within that of 1 is within the "
+            "measure's own noise.",
+            **item,
+        ),
+    ]
+
+
+def false_positive_text(
+    members: pd.DataFrame, rates: dict[str, tuple[float, float] | None]
+) -> list[str]:
+    """How the false-positive `rates` above were estimated, or why they could not be, and
+    which claims' verdicts they leave weak: a minimum at a measure's own noise does not bring
+    the rate down where the seeds spread far more than that noise."""
+    if members.seed.nunique() < 2:
+        return wrapped(
+            "The rates without an effect are not estimable on this map: each cell has one "
+            "seed, so there is no seed-to-seed spread to measure; and with one seed, a cell "
+            "without an effect agrees with itself in sign every time, so it reads holds or "
+            "reversed unless its one measure is within the minimum."
+        )
+    return wrapped(
+        "The rates without an effect are estimated from this map's own seed-to-seed spread: "
+        f"for each cell where no member diverged and every seed has the measure, {NULL_DRAWS:,} "
+        "cells without an effect are simulated, each seed's measure drawn from a normal "
+        "distribution around no effect with the standard deviation of that cell's own seeds "
+        "(for a ratio, of their logarithms), and the share the rule calls holds or reversed "
+        "is averaged over the cells (`sensitivity.false_positive_rates`). By agreement in sign "
+        f"alone it would be {2 * 0.5 ** members.seed.nunique():.0%} in every cell whose seeds "
+        "spread at all; it is less where a cell's seeds give the same measure, as steps "
+        "counted in whole evaluations can." + weak_claims(rates)
+    )
+
+
+def weak_claims(rates: dict[str, tuple[float, float] | None]) -> str:
+    """A sentence naming the claims whose rule still calls more than WEAK_RATE of the cells
+    without an effect holds or reversed, or nothing where none does."""
+    weak = [
+        f"{CLAIMS[claim][0]} ({rate[0]:.0%})"
+        for claim, rate in rates.items()
+        if rate and rate[0] > WEAK_RATE
+    ]
+    if not weak:
+        return ""
+    return (
+        f" The seeds of {' and '.join(weak)} spread so far beyond their measure's own noise "
+        "that its minimum leaves these rates: read those claims' holds and reversed cells with "
+        "them in mind."
+    )
 
 
 def claim_regions(table: pd.DataFrame) -> list[str]:
@@ -639,11 +973,11 @@ def claim_regions(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def protocol_section(table: pd.DataFrame, early: str | None) -> list[str]:
+def protocol_section(table: pd.DataFrame, early: str | None, steps: int) -> list[str]:
     return [
         "## Where our protocol and the public reproduction's sit",
         "",
-        *protocol_lines(table, early),
+        *protocol_lines(table, early, steps),
         "",
         "Accuracy gaps in points (BN − plain); a verdict follows each advantage.",
         "",
