@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import REPO
 from torch import nn
 
-from bnrepro import claims
+from bnrepro import claims, verdicts
 from bnrepro.driver import UsageError
 from bnrepro.experiments import claims as claims_driver
 from bnrepro.models.mlp import MLP
@@ -239,20 +240,44 @@ def test_median_interval_lies_between_order_statistics():
         claims.median_interval(np.arange(1.0, 6.0))
 
 
+def threshold(relation: str, value: float, claim: str = "x") -> verdicts.Threshold:
+    """A threshold as a file would state it, without the file."""
+    return verdicts.Threshold("claims", "test", claim, relation, value)
+
+
 def test_check_verdict_follows_relation_and_nan_is_missing():
     Check = claims_driver.Check
-    assert Check(1, "x", 0.5, "<", 1.0).row()["verdict"] == "pass"
-    assert Check(1, "x", 1.0, "<", 1.0).row()["verdict"] == "fail"
-    assert Check(1, "x", 1.0, ">=", 1.0).row()["verdict"] == "pass"
-    assert Check(1, "x", float("nan"), "<", 1.0).row()["verdict"] == "missing"
-    assert Check(1, "x", float("nan"), ">", 1.0).row()["verdict"] == "missing"
-    assert Check(2, "y", 3.0, ">", 10).row() == {
+    assert Check(threshold("<", 1.0), "1. x", 0.5).verdict() == "pass"
+    assert Check(threshold("<", 1.0), "1. x", 1.0).verdict() == "fail"
+    assert Check(threshold(">=", 1.0), "1. x", 1.0).verdict() == "pass"
+    assert Check(threshold("<", 1.0), "1. x", float("nan")).verdict() == "missing"
+    assert Check(threshold(">", 1.0), "1. x", float("nan")).verdict() == "missing"
+    assert Check(threshold(">", 10), "2. y", 3.0).row(None) == {
         "claim": "2. y",
         "measured": 3.0,
         "threshold": "> 10",
         "verdict": "fail",
-        "threshold_fixed": "before the runs",
+        "threshold_fixed": "not recorded (provenance.json names no commit)",
     }
+    assert Check(threshold(">", 10), "2. y", 3.0).verdict(threshold(">", 1)) == "pass"
+
+
+def test_every_check_is_judged_against_its_threshold_file():
+    """checks() takes each claim's relation and value from configs/thresholds/claims/, and its
+    text from the file, with the protocol's steps filled in."""
+    folder = REPO / "results" / "claims"
+    found = claims_driver.judged(folder)
+    keys = {path.stem for path in (REPO / "configs/thresholds/claims").glob("*.yaml")}
+    assert {c.key for c in found} == keys
+    settings = json.loads((folder / "provenance.json").read_text())["settings"]
+    names = [
+        {"step": step, "batches": settings["population_batches"]}
+        for step in (settings["short_steps"], settings["steps"])
+    ]
+    for c in found:
+        stated = yaml.safe_load((REPO / c.threshold.path).read_text())
+        assert (c.relation, c.value) == (stated["relation"], stated["value"])
+        assert c.claim in {stated["claim"].format(**n) for n in names}
 
 
 @pytest.mark.parametrize(
@@ -269,16 +294,16 @@ def test_check_verdict_follows_relation_and_nan_is_missing():
 def test_check_with_an_interval_is_decided_on_the_whole_interval(low, median, high, verdict, shown):
     """Against '> 1': pass when all of the interval is above 1, fail when none of it is,
     inconclusive when it straddles 1; decided unrounded, shown to 2 significant digits."""
-    row = claims_driver.Check(5, "speed-up", median, ">", 1, low, high).row()
+    row = claims_driver.Check(threshold(">", 1), "5. speed-up", median, low, high).row(None)
     assert row["verdict"] == verdict
     assert row["measured"] == shown
 
 
 def test_intervals_against_an_upper_threshold():
     Check = claims_driver.Check
-    assert Check(1, "x", 0.5, "<", 1.0, 0.4, 0.6).verdict() == "pass"
-    assert Check(1, "x", 1.5, "<", 1.0, 1.0, 2.0).verdict() == "fail"
-    assert Check(1, "x", 0.9, "<", 1.0, 0.8, 1.1).verdict() == "inconclusive"
+    assert Check(threshold("<", 1.0), "1. x", 0.5, 0.4, 0.6).verdict() == "pass"
+    assert Check(threshold("<", 1.0), "1. x", 1.5, 1.0, 2.0).verdict() == "fail"
+    assert Check(threshold("<", 1.0), "1. x", 0.9, 0.8, 1.1).verdict() == "inconclusive"
 
 
 def small_logged_csvs(out_dir: Path) -> None:
@@ -351,7 +376,8 @@ def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
     claims_driver.draw(tmp_path)
     table = pd.read_csv(tmp_path / "claims.csv")
     assert list(table.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]
-    assert (table.threshold_fixed == "before the runs").all()
+    # the made-up provenance.json records no commit, so git cannot date the thresholds
+    assert (table.threshold_fixed == "not recorded (provenance.json names no commit)").all()
     verdicts = dict(zip(table.claim, table.verdict, strict=True))
     assert set(table.verdict) <= {"pass", "fail", "inconclusive"}, "every measurement is there"
     assert verdicts["5. folded vs unfolded, float64: max |logit difference|"] == "pass"
@@ -368,7 +394,8 @@ def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
         assert len(list(tmp_path.glob(f"claim{number}_*.pdf"))) == 1
     readme = (tmp_path / "README.md").read_text()
     assert "| 2. statistics as constants: \\|b\\| at the end" in readme
-    assert "Thresholds are fixed before the runs; the claims table says which were." in readme
+    assert "`configs/thresholds/claims/<key>.yaml`" in readme
+    assert "## History of this result" not in readme, "the history is the published protocol's"
 
 
 def test_claim4_is_read_at_both_lengths_from_one_set_of_curves(tmp_path):
@@ -618,13 +645,21 @@ VOLATILE = [
 
 def volatile_in(folder: Path, provenance: dict) -> list[str]:
     """What of `provenance` (the machine, the commit, the date, the runs' directory) or of
-    VOLATILE appears in the README or CSV files of `folder`."""
+    VOLATILE appears in the README or CSV files of `folder`, apart from what dates the
+    thresholds: claims.csv's threshold_fixed column (and the README's copy of it) and the
+    README's history section name commits and dates by design."""
     found = []
     hardware = provenance["hardware"]
     literal = [provenance["git"]["commit"], provenance["date"], provenance["runs_dir"],
                hardware["cpu"], hardware["platform"]]  # fmt: skip
+    fixed = pd.read_csv(folder / "claims.csv").threshold_fixed.unique()
     for path in [folder / "README.md", *sorted(folder.glob("*.csv"))]:
-        text = path.read_text()
+        if path.name == "claims.csv":
+            text = pd.read_csv(path).drop(columns="threshold_fixed").to_csv(index=False)
+        else:
+            text = path.read_text().split("## History of this result")[0]
+            for dated in fixed:
+                text = text.replace(dated, "")
         found += [f"{path.name}: {value!r}" for value in literal if value and value in text]
         found += [f"{path.name}: {what}" for pattern, what in VOLATILE if re.search(pattern, text)]
     return found

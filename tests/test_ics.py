@@ -9,14 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from conftest import REPO
 from torch import nn
 
-from bnrepro import ics
+from bnrepro import ics, verdicts
 from bnrepro.driver import UsageError
 from bnrepro.errors import ConfigError
 from bnrepro.experiments import ics as ics_driver
@@ -475,39 +477,88 @@ def test_collect_refuses_runs_without_diagnostics(small_cfg, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("values", "relation", "verdict"),
-    [((0.5, 0.7, 0.9), "<", "pass"), ((1.2, 1.0), "<", "fail"), ((0.8, 1.3), "<", "inconclusive")],
+    ("values", "verdict"),
+    [((0.5, 0.7, 0.9), "pass"), ((1.2, 1.0), "fail"), ((0.8, 1.3), "inconclusive")],
 )
 def test_a_claim_passes_when_every_seed_meets_it_and_is_inconclusive_when_seeds_disagree(
-    values, relation, verdict
+    values, verdict
 ):
-    assert ics_driver.THRESHOLDS["beta"] == (relation, 1.0)
-    claim = ics_driver.Claim("beta", "beta", pd.Series(values))
+    """Claim (c)'s beta is judged against configs/thresholds/ics/beta.yaml (< 1), seed by
+    seed, and against an earlier threshold when asked (the row of a changed threshold)."""
+    claim = ics_driver.Claim.of("beta", pd.Series(values))
+    stated = yaml.safe_load((REPO / "configs/thresholds/ics/beta.yaml").read_text())
+    assert (
+        (claim.threshold.relation, claim.threshold.value)
+        == ("<", 1.0)
+        == tuple(stated[k] for k in ("relation", "value"))
+    )
+    assert claim.text == stated["claim"]
     assert claim.verdict() == verdict
-    assert claim.row()["threshold"] == "< 1" and claim.row()["threshold_fixed"] == "before the runs"
+    assert claim.row(None)["threshold"] == "< 1"
+    assert claim.row(None)["threshold_fixed"] == "not recorded (provenance.json names no commit)"
+    looser = verdicts.Threshold("ics", "beta", "beta", "<", 2.0)
+    assert claim.verdict(looser) == "pass"
 
 
-def claim_set(ics_ratio: float, smooth_ratio: float) -> list:
-    per_seed = {
-        "accuracy": -0.001, "drift_bn": 5.0, "drift_plain": 5.0, "ics": ics_ratio,
-        "loss_range": smooth_ratio, "grad_change": smooth_ratio, "beta": smooth_ratio,
-    }  # fmt: skip
-    return [ics_driver.Claim(key, key, pd.Series([value] * 3)) for key, value in per_seed.items()]
+def claim_set(ics_ratio: float, smooth_ratios: tuple[float, ...]) -> list:
+    """Claims of 3 seeds: (a) passing, the ICS ratio `ics_ratio`, and each landscape measure
+    with its seeds' ratios from `smooth_ratios` (one value for all three seeds, or three)."""
+    per_seed = {"accuracy": (-0.001,), "drift_bn": (5.0,), "drift_plain": (5.0,),
+                "ics": (ics_ratio,)}  # fmt: skip
+    per_seed |= dict(zip(("loss_range", "grad_change", "beta"), smooth_ratios, strict=True))
+    return [
+        ics_driver.Claim.of(key, pd.Series(list(values) * (3 // len(values))), step=5000)
+        for key, values in per_seed.items()
+    ]
 
 
 @pytest.mark.parametrize(
-    ("ics_ratio", "smooth_ratio", "supported"),
+    ("ics_ratio", "smooth", "supported", "landscape"),
     [
-        (2.0, 0.5, "the smoothness explanation, not the paper's ICS hypothesis"),
-        (0.5, 0.5, "both explanations"),
-        (0.5, 2.0, "the paper's ICS hypothesis, not the smoothness explanation"),
-        (2.0, 2.0, "neither explanation decisively"),
+        (2.0, ((0.5,),) * 3,
+         "contradicts the paper's ICS hypothesis and supports the smoothness explanation in all "
+         "three of its measures",
+         "each measure is consistent across seeds, and the measures agree with each other"),
+        (0.5, ((0.5,), (2.0,), (2.0,)),
+         "supports the paper's ICS hypothesis and supports the smoothness explanation in one of "
+         "its three measures only (the loss range)",
+         "each measure is consistent across seeds, and the measures disagree with each other"),
+        (2.0, ((2.0,),) * 3,
+         "contradicts the paper's ICS hypothesis and supports the smoothness explanation in none "
+         "of its three measures",
+         "each measure is consistent across seeds, and the measures agree with each other"),
+        (2.0, ((0.5,), (0.5,), (0.5, 2.0, 0.5)),
+         "contradicts the paper's ICS hypothesis and supports the smoothness explanation in two "
+         "of its three measures only (the loss range and gradient predictiveness)",
+         "only the loss range and gradient predictiveness are consistent across seeds, and the "
+         "measures disagree with each other"),
     ],
-)
-def test_the_conclusion_names_what_the_verdicts_support(ics_ratio, smooth_ratio, supported):
-    lines = ics_driver.conclusion(claim_set(ics_ratio, smooth_ratio))
+    ids=["smoothness", "ics, loss range", "neither", "one measure splits the seeds"],
+)  # fmt: skip
+def test_the_conclusion_names_what_the_verdicts_support(ics_ratio, smooth, supported, landscape):
+    lines = ics_driver.conclusion(claim_set(ics_ratio, smooth))
     assert lines[0].startswith("Over 3 seeds")
-    assert lines[-1] == f"On this net the data supports {supported}."
+    assert lines[1].startswith("Of the landscape measures, the loss range is ")
+    assert lines[1].endswith(f": {landscape}.")
+    assert lines[-1] == f"On this net the data {supported}."
+
+
+def test_percentile_drift_is_bnrepro_drift_per_net_and_seed():
+    """ics judges stability by bnrepro.drift: the mean of each percentile's range after the
+    first 2% of the run, not the step-to-step jitter between probes."""
+    steps = np.arange(0, 1001, 10)
+    jitter = np.where(steps % 20 == 0, 0.5, -0.5)  # large moves between probes, no wander
+    wander = steps / 1000.0  # a steady walk, small steps between probes
+    curves = pd.concat(
+        pd.DataFrame({"variant": variant, "seed": 0, "step": steps,
+                      "p15": values - 1, "p50": values, "p85": values + 1})
+        for variant, values in (("jitter", jitter), ("wander", wander))
+    )  # fmt: skip
+    found = ics_driver.drift(curves)
+    assert found[("jitter", 0)] == pytest.approx(1.0)
+    assert found[("wander", 0)] == pytest.approx(1.0 - 0.02)
+    consecutive = curves.groupby("variant").p50.apply(lambda p: p.diff().abs().mean())
+    assert consecutive["jitter"] > 40 * consecutive["wander"], "the old measure ranks them apart"
 
 
 # --------------------------------------------------------------------------- the command line

@@ -22,6 +22,11 @@ compared with the rerun's:
   a damaged file (truncated, NUL bytes, not UTF-8, rows of the wrong width) is named as
   damaged, never printed.
 
+A column of PROVENANCE_COLUMNS is left out of the comparison, and a file that differs only
+there is identical: claims.csv's threshold_fixed says from git when each threshold was
+committed against the commit the runs were made from, so every rerun names another commit,
+while the results it stands beside are the same.
+
 Rows are matched by their key, the fewest leading columns whose values tell every committed
 row apart, none with a tolerance and none holding computed numbers (a column with a
 non-integer number is not a key), so a missing or extra row is named as such; a file without
@@ -48,6 +53,7 @@ import torch
 
 from bnrepro.driver import DRIVERS, REPO, Driver, UsageError
 from bnrepro.runinfo import stable_command
+from bnrepro.verdicts import FIXED_COLUMN
 
 RESULTS = REPO / "results"
 REFERENCE = RESULTS / "reference"
@@ -59,6 +65,9 @@ IDENTICAL, WITHIN, DIFFERS, FAILED = "identical", "within tolerance", "differs",
 NEEDS_GPU = "needs a GPU"
 NUL = b"\0"
 RANK = {IDENTICAL: 0, WITHIN: 1, NEEDS_GPU: 1, DIFFERS: 2, FAILED: 3}
+# CSV file -> columns that record provenance, not results (they name the commits of a run, so
+# any rerun writes them differently): not compared.
+PROVENANCE_COLUMNS: dict[str, tuple[str, ...]] = {"claims.csv": (FIXED_COLUMN,)}
 
 
 @dataclass
@@ -270,7 +279,12 @@ def compare_folders(
                 fix = f"; restore the committed one with `git checkout -- {was}`"
                 result.add(Comparison(DIFFERS, [f"{name}: {' and '.join(damaged)}{fix}"]))
                 continue
-            frames = read_text_csv(was), read_text_csv(now)
+            frames = [
+                frame.drop(columns=[c for c in PROVENANCE_COLUMNS.get(name, ()) if c in frame])
+                for frame in (read_text_csv(was), read_text_csv(now))
+            ]
+            if frames[0].equals(frames[1]):
+                continue  # the same results beside other provenance: identical
             notes = []
             if name in (timed or {}):
                 *frames, notes = set_timed_aside(name, *frames, timed[name])

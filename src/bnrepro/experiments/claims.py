@@ -665,12 +665,14 @@ INTRO = (
     "| claim | measured | threshold | verdict | threshold fixed |",
     "|---|---|---|---|---|",
 )
-# What the README says below the claims table: when the thresholds were fixed, and why only
-# claim 5's speed-up is rounded.
+# What the README says below the claims table: where the thresholds are kept and how the table
+# dates them, and why only claim 5's speed-up is rounded.
 THRESHOLDS_AND_ROUNDING = (
-    "Thresholds are fixed before the runs; the claims table says which were. All of them",
-    "are: each is a constant in `checks()` of `experiments/claims.py`, written before the",
-    "measurements they judge.",
+    "Each threshold is a file of its own, `configs/thresholds/claims/<key>.yaml` (the claim,",
+    "its relation and value, and why that value), read by `bnrepro.experiments.claims`. The",
+    "table's last column says, from git, whether that file was committed before the commit",
+    "the runs were made from (`provenance.json`): the threshold's commit and date, then the",
+    "runs'.",
     "",
     "**What is rounded, and why.** Claim 5's speed-up is a timing, and timings vary from run",
     "to run on one machine (load, caches, clock speed). Its median and the two ends of its",
@@ -682,16 +684,40 @@ THRESHOLDS_AND_ROUNDING = (
     "of machine (the same code and data give the same bits), `claims.csv` holds it as",
     "computed and this table shows 4 significant digits. On another CPU model float",
     "rounding differs in the last digits, and claim 4's training takes another path from",
-    "the first step where it does; `TOLERANCES` in `experiments/claims.py` says how far each",
-    "column of the CSV files may move then.",
+    "the first step where it does; `TOLERANCES` in `bnrepro.experiments.claims` says how far",
+    "each column of the CSV files may move then.",
+)
+
+
+# What changed in the claims of results/claims/ after results were judged, and what the earlier
+# judgements gave: from the history of experiments/claims.py, src/bnrepro/experiments/claims.py
+# and results/claims/ in git. Shown for the published protocol only.
+HISTORY = (
+    "## History of this result",
+    "",
+    "- The thresholds were first committed on 2026-11-25 (as constants of the driver), in the",
+    "  same commit as the first results they judged, and have not changed since; they became",
+    "  files of their own on 2026-12-04 (the claims table dates each against this folder's",
+    "  runs).",
+    "- Claim 4 was first read at the end of 10,000-step runs with seeds 0 and 1 (2026-11-25):",
+    "  BN before minus BN after -0.0116, fail; BN before minus no BN +0.0185, pass. Runs of",
+    "  50,000 steps with seeds 0, 1 and 2 replaced them the same day: -0.0003, pass; +0.0044,",
+    "  pass. Since 2026-11-26 both are read at steps 10,000 and 50,000 of the same runs.",
+    "- Claim 5's speed-up was first judged on the median of the repeats' ratios alone, timed",
+    "  on an Intel Xeon: 1.08, pass (the 10,000-step net), then 0.91, fail (the 50,000-step",
+    "  net), both on 2026-11-25. Since 2026-11-26 it is judged on the 95% interval of that",
+    "  median (pass only when all of it lies above 1), timed by the machine that made this",
+    "  folder; the timing itself (the two models taking turns in each repeat) is unchanged.",
+    "- Claim 5's float32 logit difference has failed its threshold in every run (1.1e-5 and",
+    "  2.0e-5 on the Intel Xeon).",
 )
 
 
 def readme(
     table: pd.DataFrame, data: dict[str, pd.DataFrame], settings: dict, train_device: str
 ) -> str:
-    """README.md: the claims table, then each claim with its figure, method and notes, then
-    how the numbers were made."""
+    """README.md: the claims table, then each claim with its figure, method and notes, how
+    the numbers were made and, for the published protocol, the history of its result."""
     notes = {
         1: scale_notes(data["scale_invariance.csv"]),
         4: position_notes(data["bn_position_curves.csv"], table, settings),
@@ -701,8 +727,10 @@ def readme(
     lines = [*INTRO, *claim_rows(table), "", *THRESHOLDS_AND_ROUNDING, ""]
     for number in DESCRIPTIONS:
         lines += claim_section(number, notes.get(number))
-    lines += [*method(settings, train_device), ""]
-    return "\n".join(lines)
+    lines += method(settings, train_device)
+    if settings.get("protocol") == "published":
+        lines += ["", *HISTORY]
+    return "\n".join([*lines, ""])
 
 
 def claim_rows(table: pd.DataFrame) -> list[str]:

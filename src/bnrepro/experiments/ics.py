@@ -23,9 +23,10 @@ does what `draw` does:
   the three nets, laid out as the paper's Figure 1(b, c);
 - ics.png/.pdf: ICS (relative l2 distance and cosine) per layer over training;
 - smoothness.png/.pdf: loss range, gradient predictiveness and effective beta-smoothness;
-- claims.csv: each claim's measured number against a threshold fixed in THRESHOLDS before any
-  run, with a verdict over seeds: pass (every seed meets it), fail (none does) or
-  inconclusive (the seeds disagree), the rule of bnrepro.verdicts;
+- claims.csv: each claim's measured number against its threshold, a file of its own
+  (configs/thresholds/ics/<key>.yaml), with a verdict over seeds: pass (every seed meets it),
+  fail (none does) or inconclusive (the seeds disagree), the rule of bnrepro.verdicts, and
+  what git says of when the threshold was committed against the runs' commit;
 - README.md: the tables, and what the data supports.
 Its defaults are the protocol of results/ics/; `--quick` is a short protocol whose results go
 to runs/ics-quick/ (any action: `--out` names another folder), never over results/.

@@ -21,8 +21,9 @@ It collects the logged metrics into results/ics/proxy/ (curves.csv, diagnostics.
 summary.csv), then does what `draw` does: accuracy.png (held-out accuracy against steps for the
 three), percentiles.png (the percentiles laid out as the paper's Figure 1(b, c), one panel per
 net), ics.png and smoothness.png (the diagnostics over training), claims.csv (each claim's
-number against a threshold fixed in THRESHOLDS before any run; verdict `pass` when every seed
-meets it, `fail` when none does, `inconclusive` when the seeds disagree) and README.md.
+number against its threshold, a file of its own in configs/thresholds/ics_proxy/; verdict
+`pass` when every seed meets it, `fail` when none does, `inconclusive` when the seeds disagree)
+and README.md.
 
 Presets: the sizes are configs/preset/<name>.yaml, as for experiments/figure2.py; the seeds,
 the runs at a time and the measurements' cadences are this driver's PRESETS (`--seeds` and
