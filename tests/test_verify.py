@@ -3,6 +3,7 @@ the quick mode of figure1 end to end (rerun, collect, and a reference that no lo
 matches)."""
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -10,10 +11,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import REPO
 
-from bnrepro import verify
+from bnrepro import verdicts, verify
 from bnrepro.driver import DRIVERS
 
 CURVES = "variant,seed,step,test_acc,p50\nbn,0,0,0.1,0.5\nbn,0,100,0.9,0.25\nplain,0,0,0.1,-1.5\n"
@@ -154,15 +156,82 @@ def test_a_damaged_committed_file_is_named_as_damaged(tmp_path, damaged, reason)
     assert "\0" not in difference and "0.2" not in difference
 
 
+# A column whose committed values are all below this in magnitude measures a deviation that is
+# zero up to rounding (an exact identity's error, a bias's gradient): there the effect a
+# tolerance could hide is the claim's threshold, not the column's own values.
+ROUNDING_LEVEL = 1e-4
+
+
+def too_loose(folder: Path, tolerances: dict[str, dict[str, float]]) -> list[tuple]:
+    """The tolerances (file, column, tolerance) larger than the effect they could hide. A
+    tolerance is for the last digits a rerun on another machine moves, so it must stay below
+    a tenth of the values its column holds: below a tenth of the largest |value| among the
+    file's columns that share that tolerance (a gain shares the accuracies' it is the
+    difference of). A column at ROUNDING_LEVEL gets at most the loosest threshold a claim
+    puts on such a deviation (claim 5's float32 logits). An infinite tolerance (the column
+    is not compared) only beside a verdict that is compared exactly."""
+    loosest = verdicts.load("claims", "5-float32-logits").value
+    found = []
+    for file, columns in tolerances.items():
+        frame = pd.read_csv(folder / file)
+        for column, tolerance in columns.items():
+            if math.isinf(tolerance):
+                allowed = "verdict" in frame and "verdict" not in columns
+            elif frame[column].abs().max() < ROUNDING_LEVEL:
+                allowed = tolerance <= loosest
+            else:
+                shared = [c for c, t in columns.items() if t == tolerance]
+                allowed = tolerance < frame[shared].abs().max().max() / 10
+            if not allowed or not tolerance > 0:
+                found.append((file, column, tolerance))
+    return found
+
+
 def test_every_driver_states_tolerances_for_its_own_columns() -> None:
-    """TOLERANCES name CSV files the committed artifact holds and columns those files have."""
+    """TOLERANCES name CSV files the committed artifact holds and columns those files have,
+    and none is larger than the effect it could hide (too_loose)."""
     found = verify.artifacts(verify.RESULTS)
     assert {"figure1", "figure1_momentum", "figure2", "claims", "ics", "sensitivity"} <= set(found)
     for name, artifact in found.items():
         for file, columns in artifact.driver.tolerances.items():
             header = (artifact.folder / file).read_text().splitlines()[0].split(",")
             assert set(columns) <= set(header), (name, file)
-            assert all(t > 0 for t in columns.values()), (name, file)
+        assert too_loose(artifact.folder, artifact.driver.tolerances) == [], name
+
+
+@pytest.mark.parametrize(
+    ("file", "column", "tolerance"),
+    [("curves.csv", "test_acc", 0.5), ("curves.csv", "p50", 1.0), ("summary.csv", "seed", 0.0)],
+    ids=["half an accuracy", "a percentile's whole scale", "zero"],
+)
+def test_a_tolerance_that_could_hide_an_effect_is_refused(file, column, tolerance) -> None:
+    """The rule against what it is for: 0.5 on figure1's test accuracy (values up to 0.98)
+    would let a rerun lose half its accuracy within tolerance."""
+    artifact = verify.artifacts(verify.RESULTS)["figure1"]
+    loose = {f: dict(c) for f, c in artifact.driver.tolerances.items()}
+    loose.setdefault(file, {})[column] = tolerance
+    assert too_loose(artifact.folder, loose) == [(file, column, tolerance)]
+
+
+def test_threshold_fixed_is_provenance_not_a_result(tmp_path) -> None:
+    """claims.csv's threshold_fixed names the commit a run was made from, so a faithful rerun
+    writes it differently: the files are identical when only that column differs, and a
+    difference elsewhere is reported without it."""
+    committed = (
+        "claim,measured,threshold,verdict,threshold_fixed\n"
+        "1. scale,1e-16,< 1e-10,pass,threshold 0fe63a6 (2026-12-04 18:22) before the runs' "
+        "1111111 (2026-12-04 18:30)\n"
+    )
+    rerun = committed.replace("1111111 (2026-12-04 18:30)", "2222222 (2026-12-05 09:00)")
+    for folder, text in (("committed", committed), ("rerun", rerun)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "claims.csv").write_text(text)
+    result = verify.compare_folders(tmp_path / "committed", tmp_path / "rerun", {})
+    assert "threshold_fixed" in verify.PROVENANCE_COLUMNS["claims.csv"]
+    assert result.status == "identical" and result.summary({}) == ""
+    (tmp_path / "rerun" / "claims.csv").write_text(rerun.replace(",pass,", ",fail,"))
+    result = verify.compare_folders(tmp_path / "committed", tmp_path / "rerun", {})
+    assert result.differences == ["claims.csv claim=1. scale: verdict pass vs fail"]
 
 
 def test_every_reference_is_an_artifact_of_a_declared_driver() -> None:
