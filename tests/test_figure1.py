@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
+from bnrepro import drift
 from bnrepro.experiments import figure1
 from bnrepro.runinfo import stable_command
 from bnrepro.train import train
@@ -270,3 +271,59 @@ def test_run_trains_the_protocol_it_is_asked_for(args, seeds, steps, out) -> Non
     assert (invocation.seeds, invocation.steps) == (seeds, steps)
     assert invocation.out == out.resolve()
     assert invocation.runs.parent == REPO / "runs" / "figure1"
+
+
+def drifting_curves(amplitudes: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """1,000 steps probed every 10, each (variant, seed) with its three percentiles swinging
+    between 0 and its amplitude after step 20, so that its percentile drift is the amplitude
+    (the swing before 2% of the run left out, as bnrepro.drift does)."""
+    rows = []
+    for (variant, seed), amplitude in amplitudes.items():
+        for step in range(0, 1001, 10):
+            level = 99.0 if step < 20 else amplitude * (step // 10 % 2)
+            rows.append((variant, seed, step, 0.5, level - 1, level, level + 1))
+    return pd.DataFrame(rows, columns=["variant", "seed", "step", "test_acc", "p15", "p50", "p85"])
+
+
+def test_the_stability_table_judges_each_seed_by_the_shared_drift() -> None:
+    """Figure 1(b, c)'s stability, per seed: the drift without and with BN, their ratio, and in
+    how many seeds BN's was less, named as bnrepro.drift names the measure."""
+    curves = drifting_curves({("plain", 0): 2.0, ("bn", 0): 0.5, ("plain", 1): 1.0,
+                              ("bn", 1): 1.5, ("plain", 2): 3.0, ("bn", 2): 1.0})  # fmt: skip
+    lines = figure1.stability_section(curves)
+    assert "| 0 | 2.0000 | 0.5000 | 4.00x |" in lines
+    assert "| 1 | 1.0000 | 1.5000 | 0.67x |" in lines
+    assert "| 2 | 3.0000 | 1.0000 | 3.00x |" in lines
+    prose = " ".join(" ".join(lines).split())
+    assert drift.DEFINITION in prose
+    assert (
+        "BN's sigmoid input drifted less than the plain net's in 2 of 3 seeds by percentile "
+        "drift (without BN / with BN: 0.67x to 4.00x)." in prose
+    )
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["figure1", "figure1_binary", "figure1_momentum", "figure1_momentum_binary",
+     "reference/figure1"],
+)  # fmt: skip
+def test_each_committed_readme_judges_stability_by_its_curves(folder) -> None:
+    """The stability table of each committed Figure 1 folder is the shared drift of its own
+    curves.csv, every seed."""
+    committed = REPO / "results" / folder
+    curves = pd.read_csv(committed / "curves.csv")
+    readme = (committed / "README.md").read_text()
+    drifts = drift.drift_by(curves, ["variant", "seed"])
+    for seed in sorted(set(curves.seed)):
+        plain, bn = drifts[("plain", seed)], drifts[("bn", seed)]
+        assert f"| {seed} | {plain:.4f} | {bn:.4f} | {plain / bn:.2f}x |" in readme
+
+
+def test_a_bn_input_that_never_moves_has_no_ratio() -> None:
+    curves = drifting_curves({("plain", 0): 1.0, ("bn", 0): 0.0, ("plain", 1): 0.0,
+                              ("bn", 1): 0.0})  # fmt: skip
+    lines = figure1.stability_section(curves)
+    assert "| 0 | 1.0000 | 0.0000 | only without BN |" in lines
+    assert "| 1 | 0.0000 | 0.0000 | neither moved |" in lines
+    prose = " ".join(" ".join(lines).split())
+    assert prose.endswith("plain net's in 1 of 2 seeds by percentile drift.")
