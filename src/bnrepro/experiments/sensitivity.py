@@ -720,7 +720,7 @@ def protocol_name(name: str, folder: str, steps: int) -> str:
 def protocol_lines(table: pd.DataFrame, early: str | None, steps: int) -> list[str]:
     lines = [
         "| protocol | optimizer, lr, init std | plain / BN final | final gap | early gap | "
-        "steps to 0.95 plain / BN | drift plain / BN |",
+        "steps to 0.95 plain / BN | percentile drift plain / BN |",
         "|---|---|---|---|---|---|---|",
     ]
     for (name, folder), (optimizer, lr, std) in PROTOCOLS.items():
