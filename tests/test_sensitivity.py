@@ -623,3 +623,16 @@ def test_headline_is_what_the_committed_readme_shows() -> None:
             )  # fmt: skip
     counts = numbers["verdicts"]["ends_higher"]["sgd"]
     assert f"plain SGD: holds in {counts['holds']} of {sum(counts.values())} cells" in readme
+
+
+def test_the_accuracy_and_steps_minimums_reasons_hold_on_the_committed_map() -> None:
+    """MIN_EFFECT's accuracy gap is about the binomial standard error of one test accuracy
+    where the map's final accuracies lie, and its steps ratio at least one evaluation (500
+    steps) over the steps the median BN member takes to 0.95."""
+    members = pd.read_csv(REPO / "results" / "sensitivity" / "members.csv")
+    median = members.final_acc.median()
+    error = math.sqrt(median * (1 - median) / sensitivity.TEST_IMAGES)
+    assert error <= sensitivity.MIN_EFFECT["accuracy gap"] <= math.sqrt(0.95 * 0.05 / 10_000)
+    bn_steps = members[members.net == "bn"].steps_to_095.median()
+    assert bn_steps == 3_500
+    assert 500 / bn_steps <= sensitivity.MIN_EFFECT["steps ratio"]
