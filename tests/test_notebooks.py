@@ -104,7 +104,7 @@ def check_sensitivity(notebook: nbformat.NotebookNode) -> None:
     assert len(images) == 1, "the heatmaps are shown exactly once"
 
 
-VERDICTS = {"holds", "reversed", "mixed", "undefined", "diverged"}
+VERDICTS = {"holds", "reversed", "small", "mixed", "undefined", "diverged"}
 CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
     "figure1.ipynb": check_figure1,
     "claims.ipynb": check_claims,

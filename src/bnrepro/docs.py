@@ -183,6 +183,30 @@ def sensitivity_map(results: Path) -> str:
     return "\n".join(lines)
 
 
+def sensitivity_gaps(results: Path) -> str:
+    from bnrepro.experiments.sensitivity import OPTIMIZERS, headline
+
+    gaps = headline(csv(results, "sensitivity/members.csv"))["final_gap_points"]
+    lines = []
+    for optimizer, name in OPTIMIZERS.items():
+        by_std = gaps[optimizer]
+        lrs = sorted({lr for row in by_std.values() for lr in row})
+        lines += [
+            f"| {name}: init std \\ lr | " + " | ".join(f"{lr:g}" for lr in lrs) + " |",
+            "|---|" + "---|" * len(lrs),
+            *[
+                f"| {std:g} | " + " | ".join(f"{by_std[std][lr]:+.2f}" for lr in lrs) + " |"
+                for std in sorted(by_std)
+            ],
+            "",
+        ]
+    lines.append(
+        "Final test accuracy, BN minus plain, points, mean over seeds (`members.csv`; "
+        "`headline` in `bnrepro.experiments.sensitivity`)."
+    )
+    return "\n".join(lines)
+
+
 def sensitivity_headline(results: Path) -> str:
     from bnrepro.experiments.sensitivity import CLAIMS, OPTIMIZERS
 
@@ -379,6 +403,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "figure1-protocol-notes": figure1_protocol_notes,
     "sensitivity-headline": sensitivity_headline,
     "sensitivity-map": sensitivity_map,
+    "sensitivity-gaps": sensitivity_gaps,
     "figure2-headline": figure2_headline,
     "figure2-relations": figure2_relations,
     "figure2-notes": figure2_notes,
