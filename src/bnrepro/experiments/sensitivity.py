@@ -1003,6 +1003,18 @@ def diverged_section(members: pd.DataFrame) -> list[str]:
     return ["## Diverged members", "", *rows, ""]
 
 
+# Results whose provenance.json names a commit older than the code that made them (a GPU
+# machine's checkout with the code copied over uncommitted, `dirty: true`): the recorded commit
+# -> the line that names the code that ran, from the repository's history.
+STALE_PROVENANCE = {
+    "ed98d2530422d1f09e5d5aff5b18c658576eb628": (
+        "- `provenance.json` records commit ed98d25, the GPU machine's checkout, which is older "
+        "than the code that ran there (copied over uncommitted, so `dirty` is true): that code "
+        "is c5609bd's with the `EnsembleLinear` change first committed in 2b0c585"
+    ),
+}
+
+
 def how_made(members: pd.DataFrame, provenance: dict) -> list[str]:
     """The protocol, what members.csv leaves empty, and the command, without the options
     that only name folders or share out the work."""
@@ -1022,6 +1034,11 @@ def how_made(members: pd.DataFrame, provenance: dict) -> list[str]:
         "  step it diverged on are empty where there is no such value",
         f"- command: `{shown}`",
         "- the machine, the code's commit, the date and each run's wall time: `provenance.json`",
+        *(
+            [STALE_PROVENANCE[commit]]
+            if (commit := provenance.get("git", {}).get("commit")) in STALE_PROVENANCE
+            else []
+        ),
         "",
     ]
 
