@@ -188,7 +188,7 @@ def fixed(threshold: Threshold, runs_commit: Any, judge: Callable[[Threshold], s
       has no such file; the hash is the file's first commit;
     - `threshold changed after the runs' <hash> (<date>): was <relation> <value> (<hash>,
       <date>), giving <verdict>`: the file at the runs' commit held another threshold, and
-      `judge` (the claim's verdict against a value) says what that one gives;
+      `judge` (the claim's verdict against a threshold) says what that one gives;
     - `not recorded (...)`: no git history, no runs' commit, or one this clone lacks.
     """
     if not has_history():
