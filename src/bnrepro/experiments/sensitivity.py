@@ -370,6 +370,11 @@ MIN_EFFECT = {"accuracy gap": 0.002, "steps ratio": 0.15, "drift ratio": 0.10}
 DRIFT_HALVES_GAP = 0.099
 DRIFT_HALVES_MEDIAN = 0.035
 DRIFT_HALVES_FOLDERS = ("figure1", "figure1_binary", "figure1_momentum", "figure1_momentum_binary")
+# The rule had no minimum effect until MINIMUM_SINCE (every seed agreeing in sign decided a
+# cell), and the steps to 0.95 were drawn but not judged. A map made from runs before that
+# date tells in its README what the earlier rule gave (history_section).
+MINIMUM_SINCE = "2026-12-04"
+EARLIER_RULE = dict.fromkeys(MIN_EFFECT, 0.0)
 NULL_DRAWS = 20_000  # simulated cells without an effect per cell of the map
 WEAK_RATE = 0.10  # a rate without an effect above this is named in the README
 
@@ -470,9 +475,10 @@ def paired(members: pd.DataFrame) -> Iterable[tuple[tuple, pd.DataFrame, dict[st
         yield cell, seeds, effects
 
 
-def cells(members: pd.DataFrame) -> pd.DataFrame:
+def cells(members: pd.DataFrame, minimums: dict[str, float] = MIN_EFFECT) -> pd.DataFrame:
     """One row per (optimizer, lr, init_std): the BN advantage of each claim, mean over seeds,
-    and its verdict by MIN_EFFECT; cells where a member of either net diverged have none."""
+    and its verdict by `minimums` (MIN_EFFECT; EARLIER_RULE for the rule before it); cells
+    where a member of either net diverged have none."""
     rows = []
     for (optimizer, lr, init_std), seeds, effects in paired(members):
         plain_diverged = int(seeds["diverged"]["plain"].astype(bool).sum())
@@ -494,7 +500,7 @@ def cells(members: pd.DataFrame) -> pd.DataFrame:
             row[claim] = (
                 "diverged"
                 if plain_diverged or bn_diverged
-                else verdict(effects[claim], MIN_EFFECT[measure], measure in RATIOS)
+                else verdict(effects[claim], minimums[measure], measure in RATIOS)
             )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -755,6 +761,7 @@ def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
             *claim_regions(table),
             *protocol_section(table, early, int(members.steps.max())),
             *diverged_section(members),
+            *history_section(members, table, provenance),
             *how_made(members, provenance),
         ]
     )
@@ -1001,6 +1008,38 @@ def diverged_section(members: pd.DataFrame) -> list[str]:
     if diverged.empty:
         rows = ["None: every member trained to its last step with a finite loss."]
     return ["## Diverged members", "", *rows, ""]
+
+
+def history_section(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> list[str]:
+    """For a map whose runs predate MINIMUM_SINCE: that the minimum effects came after the
+    runs, and every cell whose verdict the earlier rule (sign agreement alone) gave otherwise."""
+    made = provenance.get("date")
+    if not made or made >= MINIMUM_SINCE:
+        return []
+    earlier = cells(members, EARLIER_RULE)
+    judged = [claim for claim in CLAIMS if claim != "sooner_to_095"]
+    changed = [
+        f"{CLAIMS[claim][0]}, {OPTIMIZERS[now.optimizer]}, lr {now.lr:g}, init std "
+        f"{now.init_std:g}: {then[claim]} then, {now[claim]} now"
+        for (_, now), (_, then) in zip(table.iterrows(), earlier.iterrows(), strict=True)
+        for claim in judged
+        if now[claim] != then[claim]
+    ]
+    return [
+        "## History of this result",
+        "",
+        f"- These runs were made on {made}, before the rule had its minimum effects (added on "
+        f"{MINIMUM_SINCE}, each from the noise of its measure): until then every seed agreeing "
+        "in sign decided a cell, and the steps to 0.95 were drawn but not judged.",
+        "- Under that rule, "
+        + (
+            f"{len(changed)} cell verdicts read otherwise: " + "; ".join(changed) + "."
+            if changed
+            else f"every verdict of {', '.join(CLAIMS[k][0].split(' ')[0] for k in judged)} reads "
+            "as it does now."
+        ),
+        "",
+    ]
 
 
 # Results whose provenance.json names a commit older than the code that made them (a GPU
