@@ -300,6 +300,7 @@ def test_loading_never_runs_a_download_or_package_manager(tmp_path, tiny, monkey
     assert np.array_equal(images.numpy(), tiny.arrays["t10k-images-idx3-ubyte"])
 
 
+@pytest.mark.integration
 def test_importing_data_does_not_import_fetch_and_fetch_has_a_command_line():
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
     check_import = "import sys, bnrepro.data; assert 'bnrepro.fetch' not in sys.modules"

@@ -130,6 +130,7 @@ def test_bad_values_are_named_in_the_error(small_cfg, tmp_path, override, named)
         train(small_cfg("model=mlp_bn", override), tmp_path)
 
 
+@pytest.mark.integration
 def test_command_line_run_and_bad_override(mnist_root, tmp_path) -> None:
     common = [sys.executable, "-m", "bnrepro.train", f"data.root={mnist_root}", "device=cpu"]
     short = ["steps=20", "eval_every=10", "probe.every=10"]

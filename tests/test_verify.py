@@ -252,6 +252,7 @@ def run_verify(*args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
