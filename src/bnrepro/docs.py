@@ -208,19 +208,24 @@ def sensitivity_gaps(results: Path) -> str:
 
 
 def sensitivity_headline(results: Path) -> str:
-    from bnrepro.experiments.sensitivity import CLAIMS, OPTIMIZERS
+    from bnrepro.experiments.sensitivity import CHECKPOINTS, CLAIMS, OPTIMIZERS, early_column
 
     table = sensitivity_cells(results)
+    early = early_column(csv(results, "sensitivity/members.csv"))
     parts = []
     for claim, (title, _, _) in CLAIMS.items():
-        counts = [
+        if claim == "faster_early" and early:
+            title = f"{title}: accuracy at step {CHECKPOINTS[early]:,}"
+        counts = ", ".join(
             f"{int((table[table.optimizer == o][claim] == 'holds').sum())} of "
-            f"{int((table.optimizer == o).sum())} ({name})"
+            f"{int((table.optimizer == o).sum())} with {name}"
             for o, name in OPTIMIZERS.items()
-        ]
-        parts.append(f"{title.split(') ', 1)[1]} holds in {' and '.join(counts)} cells")
+        )
+        parts.append(f"{title}: {counts}")
     return (
-        "**Figure 1 across optimizer, learning rate and init std** (the paper gives none): "
+        "**Figure 1 across optimizer, learning rate and init std** (the paper gives none). "
+        "Cells where each claim holds (every seed agrees and the mean is beyond the measure's "
+        "minimum effect): "
         + "; ".join(parts)
         + ". [results/sensitivity](results/sensitivity/README.md), "
         "[docs/sensitivity.md](docs/sensitivity.md)"
@@ -367,10 +372,11 @@ def ics_findings(results: Path, folder: str) -> str:
     measures BN made smaller, and whether noisy BN separated speed from stable inputs."""
     claims = csv(results, f"{folder}/claims.csv")
     (b,) = claims[claims.claim.str.startswith("(b)")].itertuples()
+    measured = re.sub(r" \((seeds [^)]*)\)", r", \1", str(b.measured))
     ics = {
-        "pass": f"BN did not reduce ICS in any seed (BN / no BN {b.measured})",
-        "fail": f"BN reduced ICS in every seed (BN / no BN {b.measured})",
-    }.get(b.verdict, f"the seeds disagree on whether BN reduces ICS ({b.measured})")
+        "pass": f"BN did not reduce ICS in any seed (BN / no BN {measured})",
+        "fail": f"BN reduced ICS in every seed (BN / no BN {measured})",
+    }.get(b.verdict, f"the seeds disagree on whether BN reduces ICS ({measured})")
     landscape = claims[claims.claim.str.startswith("(c)")]
     name = landscape.claim.str.extract(r"median ([^,]+),")[0]
     smaller = ", ".join(name[landscape.verdict == "pass"]) or "none"
