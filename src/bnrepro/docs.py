@@ -27,7 +27,6 @@ import pandas as pd
 
 from bnrepro.atomic import atomic_write_text
 from bnrepro.drift import NAME as DRIFT_NAME
-from bnrepro.drift import drift_by
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/*.md")
@@ -62,17 +61,16 @@ def final_accuracies(results: Path, folder: str) -> dict[str, pd.Series]:
 
 
 def stabler_seeds(results: Path, folder: str) -> tuple[int, int]:
-    """(seeds whose BN net drifted less than the plain net, seeds) in `folder`'s curves."""
-    drift = drift_by(csv(results, f"{folder}/curves.csv"), ["variant", "seed"])
-    less = drift.xs("bn") < drift.xs("plain")
-    return int(less.sum()), len(less)
+    from bnrepro.experiments.figure1 import drifts_less
+
+    return drifts_less(csv(results, f"{folder}/curves.csv"))
 
 
 # ---------------------------------------------------------------- Figure 1
 
 
 def figure1_protocols(results: Path) -> str:
-    from bnrepro.experiments.figure1 import PAPER_ACCURACY, PUBLISHED
+    from bnrepro.experiments.figure1 import PAPER_ACCURACY, PUBLISHED, published_name
 
     lines = [
         "| protocol | input | without BN | with BN | gap (points) | BN drifts less | folder |",
@@ -87,7 +85,7 @@ def figure1_protocols(results: Path) -> str:
             f"{gap:.2f} | {less} of {seeds} seeds | `results/{folder}/` |"
         )
     header, published = PUBLISHED["figure1_momentum"]
-    name = header.split("]")[0].lstrip("[")
+    name = published_name(header)
     gap = (published["bn"] - published["plain"]) * 100
     lines += [
         f"| {name}'s published run (1 seed) | grey | {published['plain']:.4f} | "
@@ -114,10 +112,10 @@ def first_steps_above(curves: pd.DataFrame, variant: str, level: float) -> pd.Se
 
 
 def figure1_protocol_notes(results: Path) -> str:
-    from bnrepro.experiments.figure1 import PUBLISHED
+    from bnrepro.experiments.figure1 import PUBLISHED, published_name
 
     header, published = PUBLISHED["figure1_momentum"]
-    name = header.split("]")[0].lstrip("[")
+    name = published_name(header)
     momentum = final_accuracies(results, "figure1_momentum")
     curves = csv(results, "figure1_momentum/curves.csv")
     stuck = first_steps_above(curves, "plain", 0.5)

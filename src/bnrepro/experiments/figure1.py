@@ -230,7 +230,7 @@ def accuracy_section(summary: pd.DataFrame, published: tuple | None) -> list[str
     means = summary.groupby("variant").final_test_acc.mean()
     gap = (means["bn"] - means["plain"]) * 100
     theirs = (
-        f"; {published[0].split(']')[0].lstrip('[')}'s: "
+        f"; {published_name(published[0])}'s: "
         f"{(published[1]['bn'] - published[1]['plain']) * 100:.2f}"
         if published
         else ""
@@ -254,6 +254,19 @@ def speed_section(curves: pd.DataFrame) -> list[str]:
     ]
 
 
+def published_name(header: str) -> str:
+    """The name of a PUBLISHED entry, from its Markdown link header."""
+    return header.split("]")[0].lstrip("[")
+
+
+def drifts_less(curves: pd.DataFrame) -> tuple[int, int]:
+    """(seeds in which BN's sigmoid input drifted less than the plain net's, seeds), by the
+    suite's percentile drift."""
+    drifts = drift_by(curves, ["variant", "seed"])
+    less = drifts.xs("bn") < drifts.xs("plain")
+    return int(less.sum()), len(less)
+
+
 def drift_ratio_text(plain: float, bn: float) -> str:
     """Drift without BN over with BN; where BN's input did not move at all there is no ratio,
     only which net moved."""
@@ -273,7 +286,7 @@ def stability_section(curves: pd.DataFrame) -> list[str]:
         (seed, drifts[("plain", seed)], drifts[("bn", seed)]) for seed in sorted(set(curves.seed))
     ]
     ratios = [plain / bn for _, plain, bn in rows if bn > 0]
-    less = sum(bn < plain for _, plain, bn in rows)
+    less, seeds = drifts_less(curves)
     spread = f" (without BN / with BN: {min(ratios):.2f}x to {max(ratios):.2f}x)" if ratios else ""
     return [
         "## How far the sigmoid input's distribution drifts",
@@ -294,7 +307,7 @@ def stability_section(curves: pd.DataFrame) -> list[str]:
         ],
         "",
         *textwrap.wrap(
-            f"BN's sigmoid input drifted less than the plain net's in {less} of {len(rows)} "
+            f"BN's sigmoid input drifted less than the plain net's in {less} of {seeds} "
             f"seeds by {NAME}{spread}.",
             90,
         ),
