@@ -40,7 +40,8 @@ help:
 	@echo "make test-integration   multi-process, DDP, browser and notebook tests (CI runs them second)"
 	@echo "make browser            install Debian's chromium (as root) for the dashboard's browser test"
 	@echo "make bench              steps/s of the harness against a conventional PyTorch loop"
-	@echo "make gpu-check          on a GPU: CUDA tests, graphed vs eager steps, 224 px throughput (one JSON)"
+	@echo "make gpu-check          on a GPU: every CUDA test (pytest -m cuda), graphed vs eager steps, 224 px"
+	@echo "                        throughput: results/gpu-check/ (one JSON, the tests' JUnit XML)"
 	@echo "make lint               ruff check and format check"
 	@echo "make dashboard          TensorBoard on the runs under $(RUNS)/: http://127.0.0.1:$(PORT)/"
 	@echo "make wandb-sync         upload the offline wandb runs under $(RUNS)/ (needs wandb login)"
@@ -128,8 +129,10 @@ bench: data
 	$(FETCH) fashion_mnist
 	$(PY) experiments/bench_inception.py --device cpu --thread-split
 
-# On a GPU machine (about 2 minutes on one H200): the CUDA tests, the MLP and the Inception
-# proxy step graphed vs eager, 224 px BN-Inception vs GoogLeNet; one JSON in results/gpu-check/.
+# On a GPU machine (a few minutes on one H200): every test marked `cuda` under tests/ (pytest
+# -m cuda, slow and integration ones included), the MLP and the Inception proxy step graphed vs
+# eager, 224 px BN-Inception vs GoogLeNet. results/gpu-check/ gets one JSON (with each CUDA
+# test's outcome) and the tests' JUnit XML; the target fails when a CUDA test does not pass.
 gpu-check: data
 	$(FETCH) fashion_mnist
 	$(PY) experiments/bench_inception.py --device cuda --cuda-tests --json results/gpu-check/gpu-check.json

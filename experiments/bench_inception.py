@@ -17,9 +17,11 @@ noisy, so only same-run ratios compare.
   channels-last, of BN-Inception and torchvision's GoogLeNet in the same run, and each
   per multiply-add (BN-Inception has 1.29x GoogLeNet's multiply-adds).
 
-With `--cuda-tests` (what `make gpu-check` runs) it first runs the CUDA tests and records
-their outcome, and times the MLP of Figure 1 (BN, one seed, a whole run of the harness) with
-and without its CUDA graph.
+With `--cuda-tests` (what `make gpu-check` runs) it first runs every CUDA test of the suite,
+the tests marked `cuda` under tests/ (`pytest -m cuda`, slow and integration ones included),
+records each one's outcome and the counts (and writes pytest's JUnit XML beside the JSON), and
+times the MLP of Figure 1 (BN, one seed, a whole run of the harness) with and without its CUDA
+graph. It exits non-zero, after writing the JSON, when those tests did not all pass.
 
 The thread split on the CPU (two runs of one thread each against one run of two threads) is
 measured by `--thread-split`, which starts the two runs as separate processes.
@@ -32,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -201,13 +205,46 @@ def bench_mlp(steps: int) -> dict[str, float]:
     return results
 
 
-def cuda_tests() -> dict[str, Any]:
-    """The CUDA tests' outcome (pytest's last line and exit status)."""
-    command = [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "tests/test_inception_train.py"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+def junit_outcomes(junit: Path) -> dict[str, str]:
+    """Each test case of pytest's JUnit XML, `module::name[parameters]`, and its outcome."""
+    outcomes = {}
+    for case in ET.parse(junit).iter("testcase"):
+        tags = {child.tag for child in case}
+        outcome = next((o for o in ("failure", "error", "skipped") if o in tags), "passed")
+        name = f"{case.get('classname')}::{case.get('name')}"
+        outcomes[name] = "failed" if outcome == "failure" else outcome
+    return outcomes
+
+
+def cuda_tests(junit: Path | None) -> dict[str, Any]:
+    """Every test marked `cuda` under tests/, slow and integration ones included (`-m cuda`
+    replaces the default selection of pyproject.toml): the command, its exit status, pytest's
+    last line, the counts and each test's outcome, read from pytest's JUnit XML (kept at
+    `junit` when one is given)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        xml = (junit or Path(scratch) / "cuda-tests.xml").resolve()
+        if xml.is_relative_to(REPO):  # recorded relative to the repository
+            xml = xml.relative_to(REPO)
+        (REPO / xml).parent.mkdir(parents=True, exist_ok=True)
+        (REPO / xml).unlink(missing_ok=True)
+        command = [
+            sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", f"--junitxml={xml}", "tests",
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        tests = junit_outcomes(REPO / xml) if (REPO / xml).exists() else {}
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     print(result.stdout[-3000:], result.stderr[-2000:], sep="\n", flush=True)
-    return {"command": " ".join(command[1:]), "returncode": result.returncode, "summary": summary}
+    counts = Counter(tests.values())
+    return {
+        "command": " ".join(command[1:]),
+        "returncode": result.returncode,
+        "summary": summary,
+        "counts": {outcome: counts[outcome] for outcome in OUTCOMES},
+        "tests": tests,
+    }
 
 
 def thread_split(steps: int) -> dict[str, float]:
@@ -260,7 +297,8 @@ def main() -> None:
     if args.device == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
     if args.cuda_tests and args.device == "cuda":
-        results["cuda_tests"] = cuda_tests()
+        junit = args.json.with_name("cuda-tests.xml") if args.json else None
+        results["cuda_tests"] = cuda_tests(junit)
         results["mlp"] = bench_mlp(steps=3000)
     results["proxy"] = bench_proxy(args.device, steps, threads)
     if args.thread_split:
@@ -271,6 +309,9 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.json}")
+    tests = results.get("cuda_tests")
+    if tests and tests["returncode"] != 0:
+        sys.exit(f"bench_inception: the CUDA tests did not all pass: {tests['summary']}")
 
 
 if __name__ == "__main__":

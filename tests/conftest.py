@@ -1,9 +1,11 @@
-"""Shared fixtures: the repo's Hydra configs, composed offline, and the real MNIST files."""
+"""Shared fixtures: the repo's Hydra configs, composed offline, and the real MNIST files;
+the skip of the tests marked `cuda` where no CUDA GPU is visible."""
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -12,6 +14,17 @@ CONFIG_DIR = REPO / "configs"
 
 os.environ.setdefault("BNREPRO_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test marked `cuda` (`make gpu-check` runs them all: `pytest -m cuda`) is skipped,
+    with this one reason, where no CUDA GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 def data_root() -> Path:

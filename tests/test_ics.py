@@ -377,7 +377,7 @@ def test_bad_diagnostics_and_noise_values_are_named(small_cfg, tmp_path, overrid
         train(small_cfg(model, override), tmp_path)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_graphed_noisy_run_with_diagnostics_follows_the_eager_run(small_cfg, tmp_path):
     """The noise is copied into the graph's buffers between replays; the diagnostics run
     eagerly beside the graph."""

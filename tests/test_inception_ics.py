@@ -232,7 +232,7 @@ def test_run_quick_end_to_end(fashion_root, tmp_path) -> None:
     assert provenance["preset"] == "quick" and len(provenance["wall_s"]) == 3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_graph_replays_read_each_steps_noise(fashion_root, tmp_path) -> None:
     """Noisy BN under a CUDA graph: the noise copied into the buffers before each replay is the
     noise the replay uses, so the graphed run follows the eager one (as the plain recipes do,

@@ -500,6 +500,7 @@ def test_bf16_autocast_and_channels_last_train(fashion_root, tmp_path, learned) 
     assert ((bf16 - fp32).abs() < BF16_GAP).all(), (bf16.tolist(), fp32.tolist())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("experiment", ["inception", "bn_x5"])
 def test_cuda_graphs_train_as_the_eager_step_does(experiment, fashion_root, tmp_path) -> None:
