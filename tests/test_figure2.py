@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from bnrepro.driver import UsageError
 from bnrepro.experiments import figure2
+from bnrepro.tables import ResultsError
 
 # Synthetic runs: (accuracy reached at the end, steps to get there, diverged at step).
 RUNS = {
@@ -37,9 +38,13 @@ def curve(final: float, rise: int, diverged: int | None) -> pd.DataFrame:
     return pd.DataFrame({"step": steps, "train_loss": 1.0, "lr": 0.01, "test_acc": accuracy})
 
 
-def build(runs: dict[str, list[tuple]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+# Held-out images per evaluation of the synthetic runs: the whole Fashion-MNIST test split.
+IMAGES = 10_000
+
+
+def build(runs: dict[str, list[tuple]], images: int = IMAGES) -> tuple[pd.DataFrame, pd.DataFrame]:
     """curves.csv and summary.csv of `runs`: variant -> one (final, rise, diverged) per seed,
-    seeds numbered from 0."""
+    seeds numbered from 0, each evaluated on `images` held-out images."""
     curves, summary = [], []
     for variant, seeds in runs.items():
         for seed, (final, rise, diverged) in enumerate(seeds):
@@ -52,14 +57,15 @@ def build(runs: dict[str, list[tuple]]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "status": "diverged" if diverged else "completed",
                     "diverged_at_step": np.nan if diverged is None else float(diverged),
                     "steps": run.step.iloc[-1],
+                    "eval_images": images,
                 }
             )
     return pd.concat(curves), pd.DataFrame(summary)
 
 
-def synthetic(seeds: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic(seeds: int = 2, images: int = IMAGES) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every variant of RUNS, each seed alike."""
-    return build({variant: [run] * seeds for variant, run in RUNS.items()})
+    return build({variant: [run] * seeds for variant, run in RUNS.items()}, images)
 
 
 # The ladder's own rungs for seed 0: (family, multiplier) -> (final, rise, diverged).
@@ -124,6 +130,118 @@ def test_table_measures_steps_to_inceptions_maximum_and_speedups() -> None:
     assert set(verdicts.values()) == {"yes"}, verdicts
 
 
+def test_the_redraw_has_the_spread_of_a_binomial_proportion() -> None:
+    """Identical seeds at a constant accuracy: resampling the seeds alone leaves every mean
+    curve at that accuracy; redrawing each evaluation on n images spreads them by the
+    evaluation sd of a mean of the seeds, sqrt(a (1 - a) / n) / sqrt(seeds), around it, and
+    the same inputs draw the same numbers."""
+    accuracy = {"inception": np.full((3, 5), 0.75)}
+    images = {"inception": np.full(3, 2_000)}
+    seeds_only = figure2.bootstrap_means(accuracy, 4_000)["inception"]
+    assert (seeds_only == 0.75).all()
+    redrawn = figure2.bootstrap_means(accuracy, 4_000, images)["inception"]
+    expected = np.sqrt(0.75 * 0.25 / 2_000) / np.sqrt(3)
+    assert figure2.evaluation_sd(0.75, images["inception"]) == pytest.approx(expected)
+    assert redrawn.mean() == pytest.approx(0.75, abs=2e-4)
+    assert redrawn.std(axis=0) == pytest.approx(np.full(5, expected), rel=0.06)
+    again = figure2.bootstrap_means(accuracy, 4_000, images)["inception"]
+    assert (again == redrawn).all()
+
+
+def test_the_held_out_sample_widens_intervals_that_the_seeds_leave_points() -> None:
+    """Identical seeds: over seeds alone every interval is its point; with the held-out
+    sample each has a width, and the width shrinks as the evaluations take more images."""
+    curves, summary = synthetic(seeds=3)
+    seeds_only = figure2.table(curves, summary, num_classes=10, evaluation_noise=False)
+    seeds_only = seeds_only.set_index("variant")
+    widths = {}
+    for images in (500, 2_000, 10_000):
+        r = figure2.table(*synthetic(seeds=3, images=images), num_classes=10).set_index("variant")
+        widths[images] = np.array(
+            [
+                r.target_acc_high["inception"] - r.target_acc_low["inception"],
+                r.max_acc_high["bn_x30"] - r.max_acc_low["bn_x30"],
+                r.max_acc_high["bn_x5_sigmoid"] - r.max_acc_low["bn_x5_sigmoid"],
+            ]
+        )
+    for variant in ("inception", "bn_x30", "bn_x5_sigmoid"):
+        r = seeds_only.loc[variant]
+        assert r.max_acc_low == r.max_acc == r.max_acc_high, variant
+        assert r.target_acc_low == r.target_acc == r.target_acc_high
+    assert (widths[500] > widths[2_000]).all() and (widths[2_000] > widths[10_000]).all()
+    assert (widths[10_000] > 0).all()
+    # The width of an interval of proportions scales as 1 / sqrt(n): 4x the images, half.
+    assert widths[500] / widths[2_000] == pytest.approx(np.full(3, 2.0), rel=0.25)
+
+
+@pytest.mark.parametrize(("images", "marginal"), [(10_000, False), (500, True)])
+def test_the_crossing_step_and_its_margin(images, marginal) -> None:
+    """BN-Baseline's two seeds rise linearly from 0.1 to 0.82 in 500 steps, evaluated every
+    10: they first reach Inception's maximum, 0.80, at step 490, at 0.1 + 0.72 * 0.98. The
+    margin is that less 0.80; on 500 images an evaluation's noise exceeds it (marginal), on
+    10,000 it does not."""
+    results = figure2.table(*synthetic(images=images), num_classes=10).set_index("variant")
+    r = results.loc["bn_baseline"]
+    accuracy = 0.1 + 0.72 * 0.98
+    sd = np.sqrt(accuracy * (1 - accuracy) / images) / np.sqrt(2)
+    assert r.steps_to_target == 490 and r.crossing_acc == pytest.approx(accuracy)
+    assert r.crossing_margin == pytest.approx(accuracy - 0.80)
+    assert r.crossing_sd == pytest.approx(sd) and r.crossing_marginal == marginal
+    text = figure2.crossing_text(results.reset_index().iloc[2])
+    where = f"crosses at step 490 by +{accuracy - 0.80:.4f}"
+    if marginal:
+        assert text == f"{where} (marginal: under one evaluation sd, {sd:.4f})"
+    else:
+        assert text == f"{where} ({(accuracy - 0.80) / sd:.1f} evaluation sd of {sd:.4f})"
+    rows = results.reset_index().set_index("variant", drop=False)
+    inception, sigmoid = rows.loc["inception"], rows.loc["bn_x5_sigmoid"]
+    assert inception.crossing_margin == 0.0
+    assert figure2.crossing_text(inception) == "its maximum, at step 1,000, is the target"
+    assert np.isnan(sigmoid.crossing_margin) and pd.isna(sigmoid.crossing_marginal)
+    assert figure2.crossing_text(sigmoid) == (
+        "does not reach it: its maximum, 0.7800, is -0.0200 from it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "images"),
+    [
+        ({"name": "fashion_mnist", "eval_size": None}, 10_000),
+        ({"name": "fashion_mnist", "eval_size": 2_000}, 2_000),
+        ({"name": "mnist", "eval_size": 50_000}, 10_000),
+    ],
+    ids=["every image", "the first 2,000", "more than the split holds"],
+)
+def test_held_out_images_follow_the_data_config(data, images) -> None:
+    assert figure2.held_out_images(data, "config.yaml") == images
+
+
+def test_held_out_images_of_an_unknown_dataset_are_refused() -> None:
+    with pytest.raises(ResultsError, match="names the dataset 'imagenet'"):
+        figure2.held_out_images({"name": "imagenet", "eval_size": None}, "config.yaml")
+
+
+def test_a_summary_without_eval_images_takes_them_from_provenance(tmp_path) -> None:
+    """summary.csv collected before the column existed: draw reads each variant's
+    data.eval_size from provenance.json and writes the column; without that record it refuses
+    and writes nothing."""
+    write_inputs(tmp_path, *synthetic())
+    path = tmp_path / "summary.csv"
+    pd.read_csv(path).drop(columns="eval_images").to_csv(path, index=False)
+    before = snapshot(tmp_path)
+    with pytest.raises(ResultsError, match="has no column eval_images, and provenance.json"):
+        figure2.draw(tmp_path)
+    assert snapshot(tmp_path) == before
+    data = {"name": "fashion_mnist", "eval_size": 500}
+    record = {"config": {variant: {"data": data} for variant in RUNS}}
+    (tmp_path / "provenance.json").write_text(json.dumps(record))
+    figure2.draw(tmp_path)
+    summary = pd.read_csv(path)
+    assert list(summary.columns) == list(figure2.SUMMARY_COLUMNS)
+    assert set(summary.eval_images) == {500}
+    assert "each evaluation took n = 500 held-out" in (tmp_path / "README.md").read_text()
+
+
 def test_draw_works_from_the_csv_files_alone(tmp_path) -> None:
     write_inputs(tmp_path, *synthetic())
     result = subprocess.run(
@@ -135,10 +253,14 @@ def test_draw_works_from_the_csv_files_alone(tmp_path) -> None:
     assert (tmp_path / "figure2.pdf").read_bytes().startswith(b"%PDF")
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
     readme = (tmp_path / "README.md").read_text()
-    assert (
-        "| BN-x5 | 100 | 100–100 | 0.8400 [0.8400, 0.8400] | 10.0x [10.0x, 10.0x] | 100.0% | "
-        "2.1M | 73.0% | 14.8x |"
-    ) in readme
+    # The intervals are over seeds and the held-out sample: the seeds are alike, the redraws
+    # are not.
+    assert re.search(
+        r"\| BN-x5 \| 100 \[100, 100\] \| 100–100 \| 0\.8400 \[0\.8\d{3}, 0\.8\d{3}\] \| "
+        r"10\.0x \[\d+\.\dx, 10\.0x\] \| 100\.0% \| 2\.1M \| 73\.0% \| 14\.8x \|",
+        readme,
+    )
+    assert "| BN-x5 | 0.8400 | crosses at step 100 by +0.0400 (" in readme
     assert "diverged at step 60" in readme
     assert (
         "Diverged (non-finite loss or weights): Inception at x5, x10, x30; the BN recipe at no "
@@ -164,7 +286,8 @@ def test_committed_results_redraw(tmp_path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for name in ("README.md", "table.csv", "seeds.csv", "checks.csv", "ladder_table.csv"):
+    written = ("README.md", "table.csv", "seeds.csv", "checks.csv", "ladder_table.csv")
+    for name in (*written, "summary.csv"):
         assert (tmp_path / name).read_text() == (committed / name).read_text(), name
 
 
@@ -207,12 +330,16 @@ def fake_run(run_dir: Path, config: str, metrics: pd.DataFrame, r) -> None:
     (run_dir / "run.json").write_text(json.dumps(info))
 
 
+# The data config of every fake run: every held-out image (IMAGES) at each evaluation.
+DATA = "data:\n  name: fashion_mnist\n  eval_size: null\n"
+
+
 def fake_sweep(root: Path) -> Path:
     """A sweep directory as `run` leaves it, one finished run per variant and seed of
     `synthetic()`, and the ladder's own rungs (LADDER_RUNS) under ladder/<family>/."""
     curves, summary = synthetic()
     for r in summary.itertuples():
-        config = f"model:\n  variant: {r.variant}\nseeds: [{r.seed}]\n"
+        config = f"model:\n  variant: {r.variant}\nseeds: [{r.seed}]\n{DATA}"
         rows = curves[(curves.variant == r.variant) & (curves.seed == r.seed)]
         fake_run(root / f"{r.variant}_seed{r.seed}", config, rows, r)
     ladder, ladder_summary = synthetic_ladder(curves, summary)
@@ -220,7 +347,7 @@ def fake_sweep(root: Path) -> Path:
         variant = figure2.LADDER_FAMILIES[r.family]
         config = (
             f"model:\n  variant: {variant}\nrecipe:\n  lr_multiplier: {float(r.multiplier)}\n"
-            f"seeds: [{r.seed}]\n"
+            f"seeds: [{r.seed}]\n{DATA}"
         )
         rung = (ladder.family == r.family) & (ladder.multiplier == r.multiplier)
         run_dir = root / "ladder" / r.family / f"x{r.multiplier}_seed{r.seed}"

@@ -234,15 +234,24 @@ def sensitivity_headline(results: Path) -> str:
 
 
 def figure2_relations(results: Path) -> str:
-    from bnrepro.experiments.figure2 import verdicts
+    from bnrepro.experiments.figure2 import LABELS, MAIN, crossing_text, images_text, verdicts
 
     table = csv(results, "figure2/table.csv")
     check = csv(results, "figure2/checks.csv").iloc[0]
+    summary = csv(results, "figure2/summary.csv")
     preset = provenance(results, "figure2").get("preset", "not recorded")
+    crossings = "; ".join(
+        f"{LABELS[r.variant]} {crossing_text(r)}"
+        for r in table[table.variant.isin(MAIN) & (table.variant != "inception")].itertuples()
+    )
     lines = [
         "| relation (Section 4.2.2) | paper | ours | verdict |",
         "|---|---|---|---|",
         *[f"| {c} | {p} | {o} | {v} |" for c, p, o, v in verdicts(table)],
+        "",
+        "The intervals are over seeds and over the held-out sample of each evaluation "
+        f"({images_text(summary)} images, redrawn as binomial proportions). Against plain "
+        f"Inception's maximum, {table.target_acc.iloc[0]:.4f}: {crossings}.",
         "",
         f"Preset `{preset}`, {int(table.seeds.min())} seeds per recipe. Plain Inception "
         + (

@@ -19,7 +19,8 @@ results/figure2/ (curves.csv, summary.csv; ladder.csv, ladder_summary.csv), then
 - figure2.png/.pdf: held-out accuracy against steps, like the paper's Figure 2;
 - table.csv: the Figure 3 analogue, steps to reach plain Inception's maximum accuracy, maximum
   accuracy and speed-up of the mean curve over seeds, each with a 95% bootstrap interval over
-  seeds and the per-seed spread, beside the paper's numbers; the controls' outcomes;
+  seeds and the held-out sample, and the per-seed spread, beside the paper's numbers; the step
+  at which each mean curve crosses the target and the margin there; the controls' outcomes;
 - seeds.csv: each seed's steps to that target, maximum and final accuracy;
 - checks.csv: whether plain Inception's mean curve had plateaued, so that its maximum is a fair
   target;
@@ -29,12 +30,36 @@ Its default, the cpu preset, is the protocol of the committed results/figure2/; 
 short protocol whose results go to runs/figure2-quick/ (any action: `--out` names another
 folder), never over results/.
 
-Intervals: a percentile bootstrap over seeds. Each of BOOTSTRAP_RESAMPLES resamples draws every
-variant's seeds with replacement, independently per variant and Inception's too, recomputes
-the mean curves, the target (the resampled Inception's maximum) and each variant's steps to it;
-the 2.5th and 97.5th percentiles over resamples are the interval. A resample whose mean curve
-never reaches the target has speed-up 0 (`reach_fraction` counts the others). With one seed
-there is nothing to resample: every interval is the point itself.
+Intervals: a percentile bootstrap over seeds and over the held-out sample. Each of
+BOOTSTRAP_RESAMPLES resamples draws every variant's seeds with replacement, independently per
+variant and Inception's too; then it redraws every logged accuracy a of every drawn seed's
+curve as Binomial(n, a) / n, n being the held-out images that run evaluated on (summary.csv's
+column `eval_images`): a parametric bootstrap of the held-out sample, which says how far an
+accuracy measured on n images can be from the accuracy on the distribution they come from.
+From these curves it recomputes the mean curves, the target (the resampled Inception's
+maximum), each variant's maximum and steps to the target, and the speed-ups; the 2.5th and
+97.5th percentiles over resamples are the interval (for steps, the outer evaluated steps, a
+resample that never reaches the target counting as never). A resample whose mean curve never
+reaches the target has speed-up 0 (`reach_fraction` counts the others). With one seed, the
+seeds' draw has nothing to resample and the intervals are those of the held-out sample alone.
+
+The redraw treats every evaluation as an independent sample of n images, but a run evaluates
+the same n images (the first n of the test split) at every step, and every run evaluates the
+same ones. The error of a fixed sample is shared: between the steps of one curve, and to a
+lesser degree between seeds and variants. So the redraw errs (a) wide for the relations,
+which compare curves measured on the same images, where a shared error cancels and the
+redraw lets it vary; (b) narrow for one accuracy taken alone as the accuracy on the whole
+distribution, since an error the seeds share does not average out over them as the redraw
+assumes; and (c) upward for every maximum: the best of a redrawn curve is the best of more
+noise, so the intervals of the target and of the maxima lean above their points, for
+Inception and the variants alike.
+
+Crossing the target: the README and table.csv give the step at which each mean curve first
+reaches the target, its mean accuracy there and the margin (that accuracy minus the target),
+beside the evaluation noise of a mean over the seeds' curves at that accuracy a, sd =
+sqrt(a (1 - a) sum_i 1/n_i) / seeds (sqrt(a (1 - a) / n) / sqrt(seeds) for one n): a margin
+under one sd is a marginal crossing, which another held-out sample of the same size could
+undo.
 
 The CSV files and README.md hold results only; what changes from one faithful run to the next
 (wall times, date, machine, commit, the commands as typed, the runs' directory) is written to
@@ -94,6 +119,7 @@ from bnrepro.driver import (  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
 from bnrepro.runinfo import stable_command  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
+    check_columns,
     check_curves,
     check_final_steps,
     check_groups,
@@ -151,10 +177,16 @@ PAPER_CONTROLS = {
     "inception_sigmoid": "never above chance (0.1% on 1000 classes)",
 }
 CHANCE_MARGIN = 0.05  # "at chance": maximum accuracy within 5 points of 1 / classes
-# Figure 3's intervals: a percentile bootstrap over seeds (see the module docstring). The numpy
-# seed is fixed so that a redraw of the same CSV files writes the same bytes.
+# Figure 3's intervals: a percentile bootstrap over seeds and over the held-out sample (see the
+# module docstring). The numpy seed is fixed so that a redraw of the same CSV files writes the
+# same bytes: the seeds are drawn from BOOTSTRAP_SEED's generator, the held-out samples from
+# its first spawned child.
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
+# The images in each dataset's test split (bnrepro.data pins the files by their md5): what one
+# evaluation takes when `data.eval_size` is null; otherwise it takes the split's first
+# `eval_size`.
+TEST_IMAGES = {"mnist": 10_000, "fashion_mnist": 10_000}
 INTERVAL = (2.5, 97.5)  # percentiles of the resamples: a 95% interval
 # A curve reaches the target once it is within REACH_ROUNDING of it: the target is a mean over
 # seeds, which can round an ulp above accuracies that all equal it (0.8 three times: 0.8 + 2e-16).
@@ -207,8 +239,10 @@ CURVE_COLUMNS = {
     "variant": "str", "seed": "int", "step": "int", "train_loss": "float", "lr": "float",
     "test_acc": "float",
 }  # fmt: skip
+# eval_images: the held-out images of each evaluation of the run (the n of its accuracies).
 SUMMARY_COLUMNS = {
     "variant": "str", "seed": "int", "status": "str", "diverged_at_step": "float", "steps": "int",
+    "eval_images": "int",
 }  # fmt: skip
 LADDER_COLUMNS = {
     "family": "str", "multiplier": "int", "seed": "int", "step": "int", "train_loss": "float",
@@ -226,15 +260,24 @@ LADDER_KEYS = ["family", "multiplier", "seed"]
 # EPYC started from the same step-0 accuracy as the committed Intel Xeon runs, but their
 # training losses differed from step 50 on, by up to 0.088, and their held-out accuracies by
 # up to 0.049 (0.011 in maximum accuracy); the learning rates were identical. The tolerances
-# allow about 1.25 times those gaps, to every accuracy and to the plateau check's gain (a
-# difference of two maxima). The step counts and speed-ups (steps to the target, step of the
-# maximum, the speed-ups' intervals, the per-seed steps, the fraction of resamples reaching
-# the target) jump by whole evaluations when a curve moves this much, and a rung of the ladder
-# may diverge a few steps earlier or later, so they are not given a tolerance: such a rerun
-# reports them as differing. No GPU rerun has been measured.
+# allow about 1.25 times those gaps, to every accuracy, to the plateau check's gain (a
+# difference of two maxima), to the crossing's margin (an accuracy less a maximum) and to its
+# evaluation sd (a function of an accuracy that varies less than it). The step counts and
+# speed-ups (steps to the target and their interval, step of the maximum, the speed-ups'
+# intervals, the per-seed steps, the fraction of resamples reaching the target) and whether a
+# crossing is marginal jump by whole evaluations when a curve moves this much, and a rung of
+# the ladder may diverge a few steps earlier or later, so they are not given a tolerance: such
+# a rerun reports them as differing. No GPU rerun has been measured.
 TOLERANCES: dict[str, dict[str, float]] = {
     "curves.csv": {"train_loss": 0.11, "test_acc": 0.06},
-    "table.csv": {"max_acc": 0.06, "max_acc_low": 0.06, "max_acc_high": 0.06, "target_acc": 0.06},
+    "table.csv": dict.fromkeys(
+        [
+            *("max_acc", "max_acc_low", "max_acc_high"),
+            *("target_acc", "target_acc_low", "target_acc_high"),
+            *("crossing_acc", "crossing_margin", "crossing_sd"),
+        ],
+        0.06,
+    ),
     "seeds.csv": {"max_acc": 0.06, "final_acc": 0.06},
     "checks.csv": {"best_before": 0.06, "best_after": 0.06, "gain": 0.06},
     "ladder.csv": {"train_loss": 0.11, "test_acc": 0.06},
@@ -351,6 +394,10 @@ def collect(invocation: Invocation) -> None:
     check_runs(runs, runs_dir, ACCEPTED)
     curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
     summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
+    summary["eval_images"] = [
+        held_out_images(data, f"{run_dir}/config.yaml")
+        for data, run_dir in zip(run_data(runs), runs.run_dir, strict=True)
+    ]
     summary = summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
     ladder_runs, ladder, ladder_summary = collect_ladder(ladder_dir, curves, summary)
     configs = {
@@ -382,6 +429,35 @@ def collect(invocation: Invocation) -> None:
             config=configs,
         ),
     )  # fmt: skip
+
+
+def run_data(runs: pd.DataFrame) -> list[dict]:
+    """The `data.name` and `data.eval_size` of each run of `runs` (as `load_sweep` gives them,
+    its config flattened), None where its config has no such key."""
+    columns = {key: f"config.data.{key}" for key in ("name", "eval_size")}
+    values = {
+        key: runs[column] if column in runs else pd.Series(None, index=runs.index)
+        for key, column in columns.items()
+    }
+    return [
+        {key: None if pd.isna(value) else value for key, value in zip(values, row, strict=True)}
+        for row in zip(*values.values(), strict=True)
+    ]
+
+
+def held_out_images(data: dict, source: str) -> int:
+    """The held-out images of each evaluation of a run whose data config is `data` (its
+    `name` and `eval_size`, read from `source`): the first `eval_size` of the test split, or
+    all of it where `eval_size` is null."""
+    name, size = data.get("name"), data.get("eval_size")
+    if name not in TEST_IMAGES:
+        fail(
+            f"{source} names the dataset {name!r}, not one whose test split this driver knows "
+            f"({', '.join(TEST_IMAGES)}), so the held-out images of its evaluations are unknown.",
+            "train the sweep on one of those datasets (`python experiments/figure2.py run`)",
+        )
+    whole = TEST_IMAGES[name]
+    return whole if size is None else min(int(size), whole)
 
 
 def trained_preset(invocation: Invocation) -> str | None:
@@ -421,15 +497,35 @@ def point_means(accuracy: np.ndarray) -> np.ndarray:
     return resampled_means(accuracy, np.arange(len(accuracy))[None, :])
 
 
-def bootstrap_means(accuracy: dict[str, np.ndarray], resamples: int) -> dict[str, np.ndarray]:
+def bootstrap_means(
+    accuracy: dict[str, np.ndarray], resamples: int, images: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """`resamples` mean curves per variant, each over the variant's seeds drawn with replacement,
     independently per variant, from a generator seeded with BOOTSTRAP_SEED (the variants in
-    the order of `accuracy`, so the same inputs draw the same resamples)."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    return {
-        variant: resampled_means(seeds, rng.integers(0, len(seeds), (resamples, len(seeds))))
-        for variant, seeds in accuracy.items()
+    the order of `accuracy`, so the same inputs draw the same resamples). Given `images`
+    (variant -> the held-out images of each seed's evaluations, in the order of the rows of
+    `accuracy`), every accuracy a of a drawn seed is then redrawn as Binomial(n, a) / n from
+    the generator's first spawned child; without it, the seeds alone are resampled."""
+    seeds = np.random.SeedSequence(BOOTSTRAP_SEED)
+    rng, redraw = np.random.default_rng(seeds), np.random.default_rng(seeds.spawn(1)[0])
+    picks = {
+        variant: rng.integers(0, len(rows), (resamples, len(rows)))
+        for variant, rows in accuracy.items()
     }
+    if images is None:
+        return {variant: resampled_means(accuracy[variant], p) for variant, p in picks.items()}
+    means = {}
+    for variant, p in picks.items():
+        n = images[variant][p][:, :, None]
+        means[variant] = (redraw.binomial(n, accuracy[variant][p]) / n).mean(axis=1)
+    return means
+
+
+def evaluation_sd(accuracy: float, images: np.ndarray) -> float:
+    """The standard deviation, from the held-out sample alone, of a mean over seeds of
+    accuracies near `accuracy`, the seeds evaluated on `images` held-out images each:
+    sqrt(a (1 - a) sum_i 1 / n_i) / seeds, each seed's accuracy a binomial proportion."""
+    return math.sqrt(accuracy * (1 - accuracy) * np.sum(1 / images)) / len(images)
 
 
 def first_reaching(means: np.ndarray, steps: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -472,6 +568,16 @@ def interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def steps_interval(steps: np.ndarray) -> tuple[float, float]:
+    """The INTERVAL percentiles of resampled steps to the target, NaN (never reached) counted
+    as infinitely many steps: each end is an evaluated step (the outer one where a percentile
+    falls between two), inf where it falls among resamples that never reach the target."""
+    values = np.where(np.isnan(steps), math.inf, steps)
+    low = np.percentile(values, INTERVAL[0], method="lower")
+    high = np.percentile(values, INTERVAL[1], method="higher")
+    return float(low), float(high)
+
+
 def against_target(curve: pd.DataFrame, target: float) -> dict:
     """One run's held-out accuracy (`curve`: step, test_acc, evaluated rows in step order)
     against `target`: the first step at which it reaches it (NaN: never), its maximum and
@@ -500,17 +606,55 @@ def per_seed(curves: pd.DataFrame, summary: pd.DataFrame, target: float) -> pd.D
     return pd.DataFrame(rows)
 
 
-def table(curves: pd.DataFrame, summary: pd.DataFrame, num_classes: int) -> pd.DataFrame:
+def seed_images(summary: pd.DataFrame, variant: str, seeds) -> np.ndarray:
+    """The held-out images of each evaluation of `variant`'s runs with `seeds`, in that order."""
+    return summary.set_index(["variant", "seed"]).eval_images.loc[variant].loc[seeds].to_numpy()
+
+
+def crossing(
+    mean: np.ndarray, steps: np.ndarray, step: float, target: float, images: np.ndarray
+) -> dict:
+    """Where a mean curve (`mean` at `steps`) first reaches `target`, at `step` (NaN: never):
+    its accuracy there, the margin (that accuracy less the target; 0 within REACH_ROUNDING),
+    the evaluation sd of a mean over seeds evaluated on `images` each at that accuracy, and
+    whether the margin is under one sd (a marginal crossing)."""
+    if math.isnan(step):
+        return dict.fromkeys(["crossing_acc", "crossing_margin", "crossing_sd"], math.nan) | {
+            "crossing_marginal": None
+        }
+    accuracy = float(mean[steps == step][0])
+    margin = accuracy - target
+    margin = 0.0 if abs(margin) <= REACH_ROUNDING else margin
+    sd = evaluation_sd(accuracy, images)
+    return {
+        "crossing_acc": accuracy,
+        "crossing_margin": margin,
+        "crossing_sd": sd,
+        "crossing_marginal": bool(margin < sd),
+    }
+
+
+def table(
+    curves: pd.DataFrame, summary: pd.DataFrame, num_classes: int, evaluation_noise: bool = True
+) -> pd.DataFrame:
     """Figure 3's table on the proxy (table.csv): steps to Inception's maximum, maximum
-    accuracy and speed-up of the mean curves over seeds, their bootstrap intervals over seeds,
-    and the spread of the seeds' own steps to the target."""
+    accuracy and speed-up of the mean curves over seeds, their bootstrap intervals over seeds
+    and (with `evaluation_noise`) over the held-out sample of each evaluation (`summary`'s
+    `eval_images`), where and by how much each mean curve crosses the target, and the spread
+    of the seeds' own steps to the target."""
     matrices = {variant: accuracy_matrix(curves, variant) for variant in VARIANTS}
     steps = {variant: s for variant, (s, _) in matrices.items()}
     accuracy = {variant: a for variant, (_, a) in matrices.items()}
+    images = {
+        variant: seed_images(summary, variant, sorted(set(curves.seed[curves.variant == variant])))
+        for variant in VARIANTS
+    }
     means = {variant: point_means(a) for variant, a in accuracy.items()}
     target, point = measures(means, steps)
-    _, resampled = measures(bootstrap_means(accuracy, BOOTSTRAP_RESAMPLES), steps)
+    drawn = bootstrap_means(accuracy, BOOTSTRAP_RESAMPLES, images if evaluation_noise else None)
+    targets, resampled = measures(drawn, steps)
     target = float(target[0])
+    target_low, target_high = interval(targets)
     seeds = per_seed(curves, summary, target)
     rows = []
     for variant in VARIANTS:
@@ -522,6 +666,7 @@ def table(curves: pd.DataFrame, summary: pd.DataFrame, num_classes: int) -> pd.D
         speedup_low, speedup_high = (
             interval(spread["speedup"]) if variant in MAIN else (math.nan,) * 2
         )
+        steps_low, steps_high = steps_interval(spread["steps"])
         max_low, max_high = interval(spread["max"])
         paper_steps, paper_max = PAPER.get(variant, (None, None))
         rows.append(
@@ -532,6 +677,9 @@ def table(curves: pd.DataFrame, summary: pd.DataFrame, num_classes: int) -> pd.D
                 "diverged_seeds": len(diverged),
                 "diverged_at_step": diverged.diverged_at_step.min() if len(diverged) else None,
                 "steps_to_target": ours["steps"][0],
+                "steps_to_target_low": steps_low,
+                "steps_to_target_high": steps_high,
+                **crossing(mean, steps[variant], ours["steps"][0], target, images[variant]),
                 "seeds_reaching": len(reached),
                 "seed_steps_min": reached.min() if len(reached) else None,
                 "seed_steps_max": reached.max() if len(reached) == len(runs) else None,
@@ -544,6 +692,8 @@ def table(curves: pd.DataFrame, summary: pd.DataFrame, num_classes: int) -> pd.D
                 "speedup_high": speedup_high,
                 "reach_fraction": float(np.mean(~np.isnan(spread["steps"]))),
                 "target_acc": target,
+                "target_acc_low": target_low,
+                "target_acc_high": target_high,
                 "chance_acc": 1 / num_classes,
                 "paper_steps_to_target": paper_steps,
                 "paper_max_acc": paper_max,
@@ -811,9 +961,45 @@ def ladder_cell(r, chance: float) -> str:
 # ---------------------------------------------------------------- README, one section a function
 
 
-def figure3_section(results: pd.DataFrame) -> list[str]:
-    """The title, Figure 2 and the Figure 3 analogue with its intervals."""
-    target = results.target_acc.iloc[0]
+def steps_text(r) -> str:
+    """A row's steps to the target and their interval ("never": a resample's mean curve that
+    never reaches it); "not reached" alone where neither the point nor the interval does."""
+    point = fmt(r.steps_to_target, ",.0f", none="not reached")
+    ends = [
+        "never" if end == math.inf else fmt(end, ",.0f")
+        for end in (r.steps_to_target_low, r.steps_to_target_high)
+    ]
+    if missing(r.steps_to_target) and ends == ["never", "never"]:
+        return point
+    return f"{point} [{ends[0]}, {ends[1]}]"
+
+
+def images_text(summary: pd.DataFrame) -> str:
+    """The held-out images of each evaluation, over every run of `summary`."""
+    low, high = int(summary.eval_images.min()), int(summary.eval_images.max())
+    return f"n = {low:,}" if low == high else f"n = {low:,} to {high:,} (by run)"
+
+
+def crossing_text(r) -> str:
+    """How a variant's mean curve crosses the target (a row of table.csv): the step, the
+    margin and whether the margin is under one evaluation sd."""
+    if r.variant == "inception":
+        return f"its maximum, at step {r.step_of_max:,.0f}, is the target"
+    if missing(r.steps_to_target):
+        return (
+            f"does not reach it: its maximum, {r.max_acc:.4f}, is {r.max_acc - r.target_acc:+.4f} "
+            "from it"
+        )
+    where = f"crosses at step {r.steps_to_target:,.0f} by {r.crossing_margin:+.4f}"
+    if r.crossing_marginal:
+        return f"{where} (marginal: under one evaluation sd, {r.crossing_sd:.4f})"
+    return f"{where} ({r.crossing_margin / r.crossing_sd:.1f} evaluation sd of {r.crossing_sd:.4f})"
+
+
+def figure3_section(results: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """The title, Figure 2, the Figure 3 analogue with its intervals and where each mean curve
+    crosses the target."""
+    r0 = results.iloc[0]
     n_seeds = int(results.set_index("variant").seeds["inception"])
     lines = [
         "# Figures 2 and 3: Inception and its batch-normalized variants, on a proxy",
@@ -826,15 +1012,17 @@ def figure3_section(results: pd.DataFrame) -> list[str]:
         "",
         "## Figure 3 analogue",
         "",
-        f"Target: plain Inception's maximum held-out accuracy, {target:.4f}, the maximum of its "
-        f"mean curve over {n_seeds} seed{'s' * (n_seeds > 1)} (the paper's 72.2%).",
+        "Target: plain Inception's maximum held-out accuracy, "
+        f"{with_interval(r0.target_acc, r0.target_acc_low, r0.target_acc_high, '.4f')}, the "
+        f"maximum of its mean curve over {n_seeds} seed{'s' * (n_seeds > 1)} (the paper's 72.2%).",
         "Steps, maxima and speed-ups are of the mean curves over seeds (`table.csv`), with their",
-        f"95% bootstrap intervals over seeds in brackets ({BOOTSTRAP_RESAMPLES:,} resamples);",
-        "per seed: the fewest and the most steps one seed's own curve took to the target",
-        "(`seeds.csv`). The paper's steps are in millions of ImageNet steps; only the ratios and",
-        "orderings compare.",
+        "95% bootstrap intervals over seeds and over the held-out sample in brackets",
+        f"({BOOTSTRAP_RESAMPLES:,} resamples; each evaluation took {images_text(summary)} held-out",
+        "images, `summary.csv` column `eval_images`); per seed: the fewest and the most steps one",
+        "seed's own curve took to the target (`seeds.csv`). The paper's steps are in millions of",
+        "ImageNet steps; only the ratios and orderings compare.",
         "",
-        "| model | steps to target | per seed | max accuracy [95%] | speed-up [95%] "
+        "| model | steps to target [95%] | per seed | max accuracy [95%] | speed-up [95%] "
         "| resamples reaching it | paper: steps | paper: max | paper: speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -842,7 +1030,7 @@ def figure3_section(results: pd.DataFrame) -> list[str]:
         paper_steps = None if missing(r.paper_steps_to_target) else r.paper_steps_to_target / 1e6
         accuracy = with_interval(r.max_acc, r.max_acc_low, r.max_acc_high, ".4f")
         lines.append(
-            f"| {LABELS[r.variant]} | {fmt(r.steps_to_target, ',.0f', none='not reached')} | "
+            f"| {LABELS[r.variant]} | {steps_text(r)} | "
             f"{seed_spread(r)} | {accuracy} | {speedup_text(r)} | {r.reach_fraction:.1%} | "
             f"{fmt(paper_steps, '.1f', 'M', none='not reached')} | {r.paper_max_acc:.1%} | "
             f"{fmt(r.paper_speedup, '.1f', 'x')} |"
@@ -850,13 +1038,45 @@ def figure3_section(results: pd.DataFrame) -> list[str]:
     lines += [
         "",
         "Intervals: each resample draws every variant's seeds with replacement, independently",
-        "per variant and Inception's too, and recomputes the mean curves, the target (that",
-        "resample's Inception maximum) and the steps to it; the interval runs from the 2.5th to",
-        "the 97.5th percentile. A resample whose mean curve never reaches the target counts as",
-        "speed-up 0; the share that does reach it is in the table.",
+        "per variant and Inception's too, then redraws every accuracy a that a drawn seed logged",
+        "on n held-out images as Binomial(n, a) / n, and recomputes the mean curves, the target",
+        "(that resample's Inception maximum), the maxima and the steps to the target; the",
+        "interval runs from the 2.5th to the 97.5th percentile (for steps, the outer evaluated",
+        "step, `never` where it falls among resamples that never reach the target). A resample",
+        "whose mean curve never reaches the target counts as speed-up 0; the share that does",
+        "reach it is in the table.",
+        "The redraw treats each evaluation as a fresh sample of n images, while every evaluation",
+        "of every run takes the same n, the first n of the test split. Their shared error cancels",
+        "between curves measured on them, which the redraw lets vary: for the relations below,",
+        "which compare such curves, the intervals err wide. For one accuracy taken alone as the",
+        "test distribution's, they err narrow: an error the seeds share does not average out over",
+        "them as the redraw assumes. And the best of a redrawn curve is the best of more noise:",
+        "the intervals of the target and of the maxima lean above their points, for every",
+        "variant alike.",
     ]
     if n_seeds == 1:
-        lines.append("With one seed there is nothing to resample: every interval is the point.")
+        lines.append(
+            "With one seed the seeds' draw has nothing to resample: the intervals are the "
+            "held-out sample's alone."
+        )
+    lines += [
+        "",
+        "### Where each mean curve crosses the target",
+        "",
+        "The step at which each variant's mean curve first reaches the target, and the margin",
+        "by which it clears it there (its mean accuracy a less the target), beside the",
+        "evaluation sd of a mean of the seeds' curves at that accuracy, sqrt(a (1 - a) / n) /",
+        "sqrt(seeds) (sqrt(a (1 - a) sum 1/n_i) / seeds where the seeds' n differ; `table.csv`:",
+        "`crossing_acc`, `crossing_margin`, `crossing_sd`, `crossing_marginal`). A margin under",
+        "one sd is marginal: the crossing rests on less than one evaluation's noise.",
+        "",
+        "| model | mean accuracy there | crossing |",
+        "|---|---|---|",
+        *[
+            f"| {LABELS[r.variant]} | {fmt(r.crossing_acc, '.4f')} | {crossing_text(r)} |"
+            for r in results[results.variant.isin(MAIN)].itertuples()
+        ],
+    ]
     return lines
 
 
@@ -1041,7 +1261,7 @@ def readme(
     """README.md: the Figure 3 analogue with intervals, the verdicts, the plateau check and
     the ladder, from the tables `draw` writes; how they were made where provenance.json says."""
     lines = [
-        *figure3_section(results),
+        *figure3_section(results, summary),
         *controls_section(results),
         *relations_section(results),
         *plateau_section(checks.iloc[0]),
@@ -1081,18 +1301,43 @@ def check_ladder(
     check_final_steps(ladder, ladder_path, LADDER_KEYS, steps, DRAW_FIX)
 
 
+def configured_images(summary: pd.DataFrame, summary_path: Path, provenance: dict) -> list[int]:
+    """The held-out images of each run of a summary.csv collected before `collect` recorded
+    them (column `eval_images`): from each variant's data config in provenance.json, which
+    `collect` wrote from the runs' config.yaml, every seed of a variant trained with the same
+    overrides."""
+    configs = provenance.get("config", {})
+    absent = sorted(set(summary.variant) - {v for v, c in configs.items() if "data" in c})
+    if absent:
+        fail(
+            f"{summary_path} has no column eval_images, and provenance.json beside it records no "
+            f"data config for {listing(absent)}, so the held-out images of their evaluations are "
+            "unknown.",
+            "collect the runs again (`python experiments/figure2.py collect --runs <sweep dir>`), "
+            "which records them",
+        )
+    where = str(summary_path.parent / "provenance.json")
+    return [held_out_images(configs[variant]["data"], where) for variant in summary.variant]
+
+
 def draw(out_dir: Path) -> None:
     """table.csv, seeds.csv, checks.csv, ladder_table.csv, figure2.png/.pdf, ladder.png/.pdf
-    and README.md from the files in `out_dir`, once they are known whole."""
+    and README.md from the files in `out_dir`, once they are known whole; and summary.csv's
+    column `eval_images` where it was collected without it (`configured_images`)."""
     curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
     ladder_path, ladder_summary_path = out_dir / "ladder.csv", out_dir / "ladder_summary.csv"
     curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
-    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX, optional=("diverged_at_step",))
+    collected = {name: kind for name, kind in SUMMARY_COLUMNS.items() if name != "eval_images"}
+    summary = read_csv(summary_path, collected, DRAW_FIX, optional=("diverged_at_step",))
     ladder = read_csv(ladder_path, LADDER_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
     ladder_summary = read_csv(
         ladder_summary_path, LADDER_SUMMARY_COLUMNS, DRAW_FIX, optional=("diverged_at_step",)
     )
     provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
+    recorded = "eval_images" in summary
+    if not recorded:
+        summary = summary.assign(eval_images=configured_images(summary, summary_path, provenance))
+    check_columns(summary, summary_path, SUMMARY_COLUMNS, DRAW_FIX, optional=("diverged_at_step",))
     check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
     check_ladder(ladder, ladder_path, ladder_summary, ladder_summary_path)
     num_classes = provenance.get("config", {}).get("inception", {}).get("data", {})
@@ -1102,6 +1347,8 @@ def draw(out_dir: Path) -> None:
     seeds = per_seed(curves, summary, target)
     checks = plateau(curves, summary)
     rungs = ladder_table(ladder, ladder_summary, target, inception_steps)
+    if not recorded:
+        write_csv(summary_path, summary[list(SUMMARY_COLUMNS)])
     write_csv(out_dir / "table.csv", results)
     write_csv(out_dir / "seeds.csv", seeds)
     write_csv(out_dir / "checks.csv", checks)
