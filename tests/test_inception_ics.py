@@ -99,7 +99,7 @@ def test_noise_depends_on_seed_and_step_only_and_lands_in_place() -> None:
 
     def drawn(seed: int, step: int, model=None) -> list[torch.Tensor]:
         model = model or ti.build_model(cfg, settings)
-        ti.BNNoiseDraws(model, seed).resample(step)
+        ti.BNNoiseDraws(model, [seed]).resample(step)
         return [b.clone() for name, b in model.named_buffers() if "noise" in name]
 
     model = ti.build_model(cfg, settings)
@@ -114,7 +114,7 @@ def test_noise_depends_on_seed_and_step_only_and_lands_in_place() -> None:
     scales, shifts = torch.cat(first[0::2]), torch.cat(first[1::2])
     assert scales.min() >= 0.75 and scales.max() <= 1.25 and shifts.abs().max() <= 0.25
     assert scales.std() > 0.1 and shifts.std() > 0.1
-    assert not ti.BNNoiseDraws(ti.build_model(tiny("bn_baseline"), settings), 0)
+    assert not ti.BNNoiseDraws(ti.build_model(tiny("bn_baseline"), settings), [0])
 
 
 def test_resume_draws_the_same_noise(fashion_root, tmp_path, monkeypatch) -> None:

@@ -139,9 +139,12 @@ def test_the_mlps_data_config_is_refused() -> None:
         ti.validate(cfg)
 
 
-def test_one_seed_per_run() -> None:
-    with pytest.raises(ConfigError, match=r"seeds=\[0\],\[1\]"):
-        ti.validate(tiny("bn_x5", "seeds=[0,1]"))
+def test_one_seed_per_run(tmp_path) -> None:
+    """Several seeds or a grid train packed (tests/test_train_packed.py), not here."""
+    for overrides in (("seeds=[0,1]",), ("grid.lr_multiplier=[5]",)):
+        with pytest.raises(ConfigError, match="train_packed"):
+            ti.train(tiny("bn_x5", *overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.integration

@@ -218,6 +218,19 @@ class Recipe:
 
 
 @dataclass
+class RecipeGrid:
+    """Packed members (bnrepro.train_packed): the recipe values to combine, null for the
+    recipe's own. LRN is left out: with or without it the network has other modules."""
+
+    lr_multiplier: list[float] | None = None
+    l2_divisor: list[float] | None = None
+    decay_speedup: list[float] | None = None
+    dropout_off: list[bool] | None = None
+    thorough_shuffle: list[bool] | None = None
+    reduced_distortion: list[bool] | None = None
+
+
+@dataclass
 class InceptionConfig(RunConfig):
     """bnrepro.train_inception on a proxy dataset (Section 4.2, Figures 2 and 3)."""
 
@@ -228,6 +241,7 @@ class InceptionConfig(RunConfig):
     amp: bool = MISSING
     channels_last: bool = MISSING
     recipe: Recipe = field(default_factory=Recipe)
+    grid: RecipeGrid = field(default_factory=RecipeGrid)
     late_probe: Probe = field(default_factory=Probe)
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
@@ -268,6 +282,7 @@ def _field_type(schema: type, key: str) -> Any:
 _LIST_KINDS = {
     int: ("a list of whole numbers", "[0,1,2]"),
     float: ("a list of numbers", "[0.01,0.1,1.0]"),
+    bool: ("a list of true and false", "[false,true]"),
 }
 
 
@@ -307,8 +322,9 @@ def _fits(kind: Any, value: Any) -> bool:
     if dataclasses.is_dataclass(kind):
         return isinstance(value, dict)
     if typing.get_origin(kind) is list:
-        return not isinstance(value, list) or not any(
-            isinstance(v, list | dict | bool) for v in value
+        item = typing.get_args(kind)[0]
+        return not isinstance(value, list) or all(
+            not isinstance(v, list | dict) and isinstance(v, bool) == (item is bool) for v in value
         )
     if kind in (int, float, bool):
         return isinstance(value, bool) == (kind is bool)

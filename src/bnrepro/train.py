@@ -1,7 +1,8 @@
 """The command line: `python -m bnrepro.train [experiment=figure1] [model=mlp_bn] [key=value ...]`.
 
 It only dispatches: `model.name` picks the trainer (mlp: bnrepro.train_mlp, inception:
-bnrepro.train_inception), which trains in the run directory Hydra names. A problem the user
+bnrepro.train_inception, or bnrepro.train_packed for several seeds or a `grid`), which
+trains in the run directory Hydra names. A problem the user
 can fix ends the process with one paragraph and exit status 2 (a signal: 130 or 143) and
 writes nothing that was not there; in a sweep (`-m`) the job is recorded as failed, the sweep
 goes on, and it exits non-zero at its end (bnrepro.hydra_callbacks.SweepReport).
@@ -29,7 +30,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if name == "mlp":
         from bnrepro.train_mlp import train as train_fn
     elif name == "inception":
-        from bnrepro.train_inception import train as train_fn
+        from bnrepro.train_packed import is_packed
+
+        if is_packed(cfg):
+            from bnrepro.train_packed import train as train_fn
+        else:
+            from bnrepro.train_inception import train as train_fn
     else:
         raise ConfigError(
             f"Invalid config: model.name={name!r}. No trainer trains it: use a model whose name "

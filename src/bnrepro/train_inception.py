@@ -120,12 +120,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     schema = InceptionImageNetConfig if imagenet else InceptionConfig
     cfg = typed(cfg, schema, "Inception")
     validate_run(cfg)
-    check(
-        len(cfg.seeds) == 1,
-        "seeds",
-        list(cfg.seeds),
-        "Train one seed per run; sweep seeds with -m seeds=[0],[1],[2].",
-    )
     check(cfg.log_every >= 1, "log_every", cfg.log_every, "Use a positive step count.")
     o, r, m, d = cfg.optim, cfg.recipe, cfg.model, cfg.data
     check(o.lr > 0, "optim.lr", o.lr, "Use a positive learning rate, e.g. optim.lr=0.01.")
@@ -242,16 +236,17 @@ class Settings:
     distortion: float
 
 
-def recipe_settings(cfg: DictConfig) -> Settings:
-    r = cfg.recipe
+def recipe_settings(cfg: DictConfig, recipe: Any = None) -> Settings:
+    """`cfg`'s values changed by its recipe, or by `recipe` (a mapping of recipe.* keys)."""
+    r = cfg.recipe if recipe is None else recipe
     return Settings(
-        lr=cfg.optim.lr * r.lr_multiplier,
-        weight_decay=cfg.optim.weight_decay / r.l2_divisor,
-        decay_steps=cfg.optim.decay_steps / r.decay_speedup,
-        dropout=0.0 if r.dropout_off else float(cfg.model.dropout),
-        lrn=bool(cfg.model.lrn) and not r.lrn_off,
-        shuffle=cfg.data.shuffle_thorough if r.thorough_shuffle else cfg.data.shuffle,
-        distortion=cfg.data.distortion_reduced if r.reduced_distortion else cfg.data.distortion,
+        lr=cfg.optim.lr * r["lr_multiplier"],
+        weight_decay=cfg.optim.weight_decay / r["l2_divisor"],
+        decay_steps=cfg.optim.decay_steps / r["decay_speedup"],
+        dropout=0.0 if r["dropout_off"] else float(cfg.model.dropout),
+        lrn=bool(cfg.model.lrn) and not r["lrn_off"],
+        shuffle=cfg.data.shuffle_thorough if r["thorough_shuffle"] else cfg.data.shuffle,
+        distortion=cfg.data.distortion_reduced if r["reduced_distortion"] else cfg.data.distortion,
     )
 
 
@@ -260,7 +255,7 @@ def learning_rate(step: int, lr: float, decay_rate: float, decay_steps: float) -
     return lr * decay_rate ** (step / decay_steps)
 
 
-def build_model(cfg: DictConfig, settings: Settings) -> Inception:
+def build_model(cfg: DictConfig, settings: Settings, members: int = 1) -> Inception:
     m = cfg.model
     norm_layer = None
     if m.batch_norm and m.norm == "paper":
@@ -291,6 +286,7 @@ def build_model(cfg: DictConfig, settings: Settings) -> Inception:
         stem=m.stem,
         in_channels=cfg.data.channels,
         norm_layer=norm_layer,
+        members=members,
     )
 
 
@@ -487,11 +483,14 @@ class StepNoise:
     def __call__(self, step: int) -> torch.Tensor:
         index, position = divmod(step, self.block)
         if index != self._index:
-            generator = _generator(self.seed, self.rank, index, device=self.device)
-            shape = (self.block, self.batch_size, self.width)
-            self._index = index
-            self._values = torch.rand(shape, generator=generator, device=self.device)
+            self._index, self._values = index, self.block_values(index)
         return self._values[position]
+
+    def block_values(self, index: int) -> torch.Tensor:
+        """The numbers of steps [index * block, (index + 1) * block): (block, batch, width)."""
+        generator = _generator(self.seed, self.rank, index, device=self.device)
+        shape = (self.block, self.batch_size, self.width)
+        return torch.rand(shape, generator=generator, device=self.device)
 
 
 def distort(
@@ -499,7 +498,7 @@ def distort(
     noise: torch.Tensor,
     crop_padding: int,
     flip: bool,
-    distortion: float,
+    distortion: float | torch.Tensor,
 ) -> torch.Tensor:
     """A training batch of uint8 images -> float in [0, 1], distorted on its device.
 
@@ -507,6 +506,7 @@ def distort(
     offset), random horizontal flip, then the photometric distortion: brightness and
     contrast each scaled by a factor drawn per image from [1 - distortion, 1 + distortion].
     `noise` holds DISTORTION_NOISE uniform numbers in [0, 1) per image, in that order.
+    `distortion` is one strength for the batch, or one per image, shape (N, 1).
     """
     x = images.float().div_(255)
     batch, _, size, _ = x.shape
@@ -523,7 +523,7 @@ def distort(
     if flip:
         flipped = (noise[:, 2] < 0.5).view(batch, 1, 1, 1)
         x = torch.where(flipped, x.flip(-1), x)
-    if distortion:
+    if isinstance(distortion, torch.Tensor) or distortion:
         factors = 1 + distortion * (2 * noise[:, 3:5] - 1)
         brightness, contrast = factors.T.reshape(2, batch, 1, 1, 1)
         x = x * brightness
@@ -545,29 +545,31 @@ class BNNoiseDraws:
 
     `resample(step)` draws every noisy layer's scale and shift from one CPU generator seeded by
     (seed, step, *BN_NOISE_KEY), layer after layer in the model's order, through each layer's
-    own `resample`. The draws are made into CPU copies of the layers, moved to the device in
-    one transfer, then copied into the layers' buffers in place, where a CUDA graph of the step
-    reads them. On a GPU the transfer is from pinned memory and does not wait for the device,
-    so the draws of step s overlap the device's work on step s - 1.
+    own `resample`; a packed model (bnrepro.train_packed) passes one seed per member, and each
+    member's channels draw from its own generator, in the order its single run draws them.
+    The draws are made into CPU copies of the layers, moved to the device in one transfer,
+    then copied into the layers' buffers in place, where a CUDA graph of the step reads them.
+    On a GPU the transfer is from pinned memory and does not wait for the device, so the draws
+    of step s overlap the device's work on step s - 1.
     """
 
-    def __init__(self, model: nn.Module, seed: int):
+    def __init__(self, model: nn.Module, seeds: list[int]):
         self.layers = [m for m in model.modules() if isinstance(m, paper_nn.NoisyBatchNorm)]
         self.host = [
             paper_nn.NoisyBatchNorm(m.num_features, m.scale_min, m.scale_max, m.shift)
             for m in self.layers
         ]
         self.buffers = [t for m in self.layers for t in (m.noise_scale, m.noise_shift)]
-        self.seed = seed
+        self.seeds = seeds
 
     def __bool__(self) -> bool:
         return bool(self.layers)
 
     @torch.no_grad()
     def resample(self, step: int) -> None:
-        generator = _generator(self.seed, step, *BN_NOISE_KEY)
+        generators = [_generator(seed, step, *BN_NOISE_KEY) for seed in self.seeds]
         for host in self.host:
-            host.resample([generator])
+            host.resample(generators)
         values = [t for host in self.host for t in (host.noise_scale, host.noise_shift)]
         drawn = torch.cat(values)
         if self.buffers[0].is_cuda:
@@ -1006,6 +1008,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     (bnrepro.graphs); it computes what the eager step computes on the same inputs.
     """
     cfg = validate(cfg)
+    grid = [key for key, values in cfg.grid.items() if values is not None]
+    check(
+        len(cfg.seeds) == 1 and not grid,
+        f"grid.{grid[0]}" if grid else "seeds",
+        OmegaConf.to_container(cfg.grid[grid[0]]) if grid else list(cfg.seeds),
+        "This trainer trains one run; `python -m bnrepro.train` trains several seeds or a grid "
+        "as the packed members of one model (bnrepro.train_packed).",
+    )
     settings = recipe_settings(cfg)
     replicas = Replicas.join(cfg)
     device, seed = replicas.device, int(cfg.seeds[0])
@@ -1031,7 +1041,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             data, cfg, settings, replicas, run.start_step, model.fc.in_features
         )
         autocast = amp_autocast(cfg, device)
-        bn_noise = BNNoiseDraws(model, seed)
+        bn_noise = BNNoiseDraws(model, [seed])
         probe_every, diagnostics_every = cfg.late_probe.every, cfg.diagnostics.every
         probe_unit = cfg.late_probe.unit
         if probe_every or diagnostics_every:

@@ -34,6 +34,16 @@ re-implementations count 11.2-11.3M as well.
 max pools are replaced by two stride-1 3x3 convolutions (to 64 and 192 channels), so a
 32x32 input reaches the modules at 32x32 and the stride-2 modules 3c and 4e reduce it to
 16x16 and 8x8 before the global pool, mirroring the 28 -> 14 -> 7 progression at 224x224.
+
+`members=E` packs E independent networks of one architecture into one module, so that one
+process trains many runs in one step (bnrepro.train_packed): every convolution becomes a
+grouped convolution with E groups, every BN layer normalizes E times the channels (each
+channel's statistics are its member's alone), LRN and the branch concatenation work member by
+member, and the classifier is E linear maps. Channels are member-major: member k owns channels
+[k * C, (k + 1) * C) of every layer, and parameter and buffer rows likewise, so member k's
+weights are `tensor.view(E, *shape)[k]` of the single network's shapes (`load_member`,
+`member_state`). A grouped convolution is what `torch.vmap` makes of a batched convolution
+too; written out, the BN layers keep their running statistics, which vmap cannot update.
 """
 
 import dataclasses
@@ -122,20 +132,23 @@ class SeparableConv2d(nn.Module):
         stride: int = 1,
         depth_multiplier: int = DEPTH_MULTIPLIER,
         bias: bool = True,
+        members: int = 1,
     ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         mid_channels = in_channels * depth_multiplier
         self.depthwise = nn.Conv2d(
-            in_channels,
-            mid_channels,
+            members * in_channels,
+            members * mid_channels,
             kernel_size,
             stride=stride,
             padding=kernel_size // 2,
-            groups=in_channels,
+            groups=members * in_channels,
             bias=False,
         )
-        self.pointwise = nn.Conv2d(mid_channels, out_channels, 1, bias=bias)
+        self.pointwise = nn.Conv2d(
+            members * mid_channels, members * out_channels, 1, bias=bias, groups=members
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.depthwise(x))
@@ -158,21 +171,65 @@ class ConvBlock(nn.Sequential):
         *,
         norm_layer: NormFactory | None,
         activation: Callable[[], nn.Module],
+        members: int = 1,
     ):
         bias = norm_layer is None
         if separable:
-            conv = SeparableConv2d(in_channels, out_channels, kernel_size, stride, bias=bias)
+            conv = SeparableConv2d(
+                in_channels, out_channels, kernel_size, stride, bias=bias, members=members
+            )
         else:
             conv = nn.Conv2d(
-                in_channels,
-                out_channels,
+                members * in_channels,
+                members * out_channels,
                 kernel_size,
                 stride=stride,
                 padding=kernel_size // 2,
                 bias=bias,
+                groups=members,
             )
-        layers = [conv] if norm_layer is None else [conv, norm_layer(out_channels)]
+        layers = [conv] if norm_layer is None else [conv, norm_layer(members * out_channels)]
         super().__init__(*layers, activation())
+
+
+class MemberLocalResponseNorm(nn.LocalResponseNorm):
+    """GoogLeNet's LRN across each member's own channels: a member's window never reaches
+    into its neighbour's channels."""
+
+    def __init__(self, members: int):
+        super().__init__(size=5, alpha=1e-4, beta=0.75, k=1.0)
+        self.members = members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.members == 1:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        y = super().forward(x.reshape(n * self.members, c // self.members, h, w))
+        return y.reshape(n, c, h, w)
+
+
+class MemberLinear(nn.Linear):
+    """`members` independent linear maps, member k's weight rows [k * out, (k + 1) * out).
+
+    Input (N, members * in), member-major; output (N, out) for one member, (N, members, out)
+    for several. One member is `nn.Linear` itself.
+    """
+
+    def __init__(self, in_features: int, out_features: int, members: int = 1):
+        super().__init__(in_features, out_features)
+        self.members = members
+        if members > 1:
+            self.weight = nn.Parameter(torch.empty(members * out_features, in_features))
+            self.bias = nn.Parameter(torch.zeros(members * out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.members == 1:
+            return super().forward(x)
+        e, n = self.members, x.shape[0]
+        weight = self.weight.view(e, self.out_features, self.in_features).transpose(1, 2)
+        bias = self.bias.view(e, 1, self.out_features)
+        y = torch.baddbmm(bias, x.view(n, e, self.in_features).transpose(0, 1), weight)
+        return y.transpose(0, 1)
 
 
 class InceptionModule(nn.Module):
@@ -183,8 +240,10 @@ class InceptionModule(nn.Module):
         in_channels: int,
         spec: InceptionBlockSpec,
         conv_block: Callable[..., ConvBlock],
+        members: int = 1,
     ):
         super().__init__()
+        self.members = members
         if spec.pool not in ("avg", "max"):
             raise ValueError(f"pool={spec.pool!r} is not known; use 'avg' or 'max'.")
         stride = spec.stride
@@ -209,7 +268,14 @@ class InceptionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = [self.branch1x1, self.branch3x3, self.branch3x3dbl, self.branch_pool]
-        return torch.cat([branch(x) for branch in branches if branch is not None], dim=1)
+        outputs = [branch(x) for branch in branches if branch is not None]
+        if self.members == 1:
+            return torch.cat(outputs, dim=1)
+        # Member k's output is its branches' channels side by side, then member k + 1's.
+        n, e = x.shape[0], self.members
+        grouped = [y.reshape(n, e, y.shape[1] // e, *y.shape[2:]) for y in outputs]
+        y = torch.cat(grouped, dim=2)
+        return y.reshape(n, -1, *y.shape[3:])
 
 
 class Inception(nn.Module):
@@ -228,6 +294,9 @@ class Inception(nn.Module):
         in_channels: input image channels.
         norm_layer: the normalization class for `norm="batch"`, called with the channel count;
             `nn.BatchNorm2d` by default, `bnrepro.nn.BatchNorm` for the paper's own transform.
+        members: independent networks packed into this one (module docstring); the input is
+            then (N, members * in_channels, H, W), member-major, and the logits
+            (N, members, num_classes).
     """
 
     def __init__(
@@ -241,8 +310,12 @@ class Inception(nn.Module):
         stem: str = "imagenet",
         in_channels: int = 3,
         norm_layer: NormFactory | None = None,
+        members: int = 1,
     ):
         super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be at least 1, got {members}.")
+        self.members = members
         if norm not in NORMS:
             raise ValueError(f"norm={norm!r} is not known; use one of {list(NORMS)}.")
         if activation not in ACTIVATIONS:
@@ -258,21 +331,25 @@ class Inception(nn.Module):
         if norm == "batch" and norm_layer is None:
             norm_layer = nn.BatchNorm2d
 
-        conv_block = partial(ConvBlock, norm_layer=norm_layer, activation=ACTIVATIONS[activation])
+        conv_block = partial(
+            ConvBlock, norm_layer=norm_layer, activation=ACTIVATIONS[activation], members=members
+        )
         c64, c192 = _scale(64, width), _scale(192, width)
-        self.stem = nn.Sequential(self._stem_layers(stem, in_channels, c64, c192, lrn, conv_block))
+        self.stem = nn.Sequential(
+            self._stem_layers(stem, in_channels, c64, c192, lrn, conv_block, members)
+        )
 
         blocks = OrderedDict()
         channels = c192
         for name, spec in INCEPTION_BLOCKS.items():
-            module = InceptionModule(channels, spec.scaled(width), conv_block)
+            module = InceptionModule(channels, spec.scaled(width), conv_block, members)
             blocks[f"inception{name}"] = module
             channels = module.out_channels
         self.blocks = nn.Sequential(blocks)
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(channels, num_classes)
+        self.fc = MemberLinear(channels, num_classes, members)
         self._init_weights()
 
     @staticmethod
@@ -283,9 +360,12 @@ class Inception(nn.Module):
         c192: int,
         lrn: bool,
         conv_block: Callable[..., ConvBlock],
+        members: int,
     ) -> OrderedDict[str, nn.Module]:
         def local_response_norm() -> nn.Module:
-            return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
+            if members == 1:
+                return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
+            return MemberLocalResponseNorm(members)
 
         layers = OrderedDict()
         if stem == "imagenet":
@@ -325,7 +405,8 @@ class Inception(nn.Module):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of `x`. `keep`, when given, replaces the dropout layer's own draw: a mask of
-        shape (N, features) holding 0 for a dropped unit and 1 / (1 - p) for a kept one.
+        shape (N, features) (members * features, member-major, when packed) holding 0 for a
+        dropped unit and 1 / (1 - p) for a kept one.
 
         A trainer that draws its random numbers outside the step (so that an eager step and a
         CUDA-graph replay of it see the same ones) passes its mask here.
@@ -334,6 +415,34 @@ class Inception(nn.Module):
         x = torch.flatten(self.avgpool(x), 1)
         x = self.dropout(x) if keep is None else x * keep
         return self.fc(x)
+
+
+def _member_rows(packed: torch.Tensor, shape: torch.Size, members: int) -> torch.Tensor | None:
+    """The view (members, *shape) of a packed tensor; None for a shared 0-dim counter."""
+    if packed.dim() == 0:
+        return None
+    return packed.view(members, *shape)
+
+
+@torch.no_grad()
+def load_member(packed: Inception, member: int, single: dict[str, torch.Tensor]) -> None:
+    """Writes a single network's state_dict (`members=1`, the same architecture) into member
+    `member` of `packed`. BN's shared batch counters are left as they are."""
+    state = packed.state_dict()
+    for name, value in single.items():
+        rows = _member_rows(state[name], value.shape, packed.members)
+        if rows is not None:
+            rows[member].copy_(value)
+
+
+def member_state(packed: Inception, member: int) -> dict[str, torch.Tensor]:
+    """Member `member` of `packed` as the state_dict of a single network (`members=1`)."""
+    state = {}
+    for name, value in packed.state_dict().items():
+        shape = (value.shape[0] // packed.members, *value.shape[1:]) if value.dim() else ()
+        rows = _member_rows(value, torch.Size(shape), packed.members)
+        state[name] = value.clone() if rows is None else rows[member].clone()
+    return state
 
 
 def count_parameters(model: nn.Module) -> int:
