@@ -484,7 +484,7 @@ def test_draw_refuses_incomplete_results_and_writes_nothing(tmp_path, damage, ex
     ("args", "preset", "seeds", "jobs", "out"),
     [
         ([], "cpu", "[0],[1],[2]", 2, REPO / "results" / "figure2"),
-        (["--preset", "gpu"], "gpu", "[0],[1],[2]", 4, REPO / "results" / "figure2"),
+        (["--preset", "gpu"], "gpu", "[0],[1],[2]", 4, REPO / "results" / "figure2_gpu"),
         (["--quick"], "quick", "[0]", 2, REPO / "runs" / "figure2-quick"),
         (
             ["--quick", "--out", "elsewhere", "--seeds", "3", "--jobs", "1"],
@@ -494,8 +494,9 @@ def test_draw_refuses_incomplete_results_and_writes_nothing(tmp_path, damage, ex
     ids=["committed protocol", "gpu", "quick", "quick elsewhere"],
 )  # fmt: skip
 def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, preset, seeds, jobs, out):
-    """`run` alone is the committed protocol (the cpu preset), into results/figure2/;
-    `--quick` writes its results under runs/figure2-quick/ unless `--out` says otherwise."""
+    """`run` alone is the committed protocol (the cpu preset), into results/figure2/, another
+    preset into results/figure2_<preset>/; `--quick` writes its results under
+    runs/figure2-quick/ unless `--out` says otherwise."""
     calls = []
     monkeypatch.setattr(figure2, "multirun", lambda *call: calls.append(call))
     invocation = figure2.DRIVER.invocation(["run", *args])
@@ -504,6 +505,32 @@ def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, preset, seed
     assert f"preset={preset}" in overrides and f"seeds={seeds}" in overrides
     assert sweep_dir == invocation.runs and sweep_jobs == jobs and len(ladder) == 2
     assert invocation.out == out
+
+
+def test_a_packed_run_trains_each_architecture_as_one_model(monkeypatch) -> None:
+    """gpu_plateau packs: the two ladder families with every rate and seed as members, then the
+    three other recipes with their seeds, one process at a time, into <runs>/packs/."""
+    calls = []
+    monkeypatch.setattr(figure2, "multirun", lambda *call: calls.append(call))
+    invocation = figure2.DRIVER.invocation(["run", "--preset", "gpu_plateau"])
+    assert invocation.packing == "packed"
+    assert invocation.out == REPO / "results" / "figure2_gpu_plateau"
+    figure2.run(invocation)
+    (ladder, ladder_dir, subdir, jobs), (recipes, recipes_dir, _, _) = calls
+    assert "experiment=inception,bn_x5" in ladder and "seeds=[0,1,2]" in ladder
+    assert "++grid.lr_multiplier=[1,2,5,10,30]" in ladder and "preset=gpu_plateau" in ladder
+    assert "experiment=bn_baseline,bn_x5_sigmoid,inception_sigmoid" in recipes
+    assert not any("grid" in word for word in recipes)
+    assert ladder_dir == invocation.runs / "packs" / "ladder" and jobs == 1
+    assert recipes_dir == invocation.runs / "packs" / "recipes" and subdir == "${model.variant}"
+    trained = set()
+    for experiment in ("inception", "bn_x5"):
+        for multiplier in figure2.LADDER_MULTIPLIERS:
+            main, rung = figure2.member_roles(experiment, multiplier)
+            trained |= {main} if main else set()
+            assert rung[1] == multiplier
+    assert trained == {"inception", "inception_x5", "bn_x5", "bn_x30"}
+    assert figure2.member_roles("bn_baseline", float("nan")) == ("bn_baseline", None)
 
 
 def test_the_drivers_presets_are_the_config_groups() -> None:
@@ -589,3 +616,40 @@ def test_quick_protocol_reproduces_its_reference(tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\| figure2 \| (identical|within tolerance) \|", result.stdout)
+
+
+@pytest.mark.integration
+def test_a_packed_sweep_gives_the_files_a_separate_sweep_gives(tmp_path) -> None:
+    """The packed protocol end to end at the quick size, two seeds: five packed models, then
+    curves and summary of the seven variants and the whole ladder for both seeds, drawn."""
+    toy = [
+        "steps=20", "eval_every=10", "log_every=10", "model.width=0.0625", "data.size=16",
+        "data.resize=bilinear", "data.eval_size=200", "logger.wandb.mode=disabled", "threads=1",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "experiments/figure2.py", "run", "--preset", "gpu_plateau",
+         "--device", "cpu", "--seeds", "0,1", "--out", str(tmp_path / "out"),
+         "--runs", str(tmp_path / "runs"), *toy],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path / "out"
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(zip(summary.variant, summary.seed, strict=True)) == {
+        (v, s) for v in figure2.VARIANTS for s in (0, 1)
+    }
+    assert (summary.steps == 20).all() and (summary.eval_images == 200).all()
+    ladder = pd.read_csv(out / "ladder_summary.csv")
+    assert len(ladder) == 2 * len(figure2.LADDER_MULTIPLIERS) * 2
+    reused = ladder[ladder.source != "ladder"]
+    assert set(reused.source) == set(figure2.LADDER_REUSED.values())
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves.groupby(["variant", "seed"]).step.max().eq(20).all()
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["packing"] == "packed"
+    assert provenance["members"] == {
+        "inception": 10, "bn_x5": 10, "bn_baseline": 2, "bn_x5_sigmoid": 2,
+        "inception_sigmoid": 2,
+    }  # fmt: skip
+    readme = (out / "README.md").read_text()
+    assert "seeds 0, 1: Inception as it is" in readme and "packed: 5 models" in readme

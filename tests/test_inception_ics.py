@@ -15,6 +15,7 @@ from omegaconf import DictConfig, open_dict
 
 from bnrepro import nn as paper_nn
 from bnrepro import train_inception as ti
+from bnrepro.driver import UsageError
 from bnrepro.errors import BnreproError, ConfigError
 from bnrepro.experiments import ics_proxy
 
@@ -207,7 +208,10 @@ def test_the_driver_refuses_runs_that_were_not_diagnosed(sweep, tmp_path) -> Non
 def test_presets_are_the_config_groups_with_the_measurements(monkeypatch) -> None:
     """The sizes come from configs/preset/ (as for figure2); the driver adds its seeds, its
     runs at a time and the measurements' cadences, and `--device` goes to every run."""
-    assert set(ics_proxy.PRESETS) == {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
+    files = {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
+    assert set(ics_proxy.PRESETS) == files - {"gpu_plateau"}  # figure2's packed protocol alone
+    with pytest.raises(UsageError, match="invalid choice: 'gpu_plateau'"):
+        ics_proxy.DRIVER.invocation(["run", "--preset", "gpu_plateau"])
     calls = []
     monkeypatch.setattr(ics_proxy, "multirun", lambda *call: calls.append(call))
     ics_proxy.run(ics_proxy.DRIVER.invocation(["run", "--preset", "gpu", "--device", "cuda:1"]))

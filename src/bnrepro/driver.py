@@ -195,7 +195,7 @@ def device_option(default: str | None = None) -> Option:
 def preset_options(presets: Mapping[str, Any], default: str) -> tuple[Option, ...]:
     """`--preset NAME` (configs/preset/NAME.yaml, the proxy's size and length; `quick` under
     `--quick`), and `--seeds` and `--jobs`, whose defaults are the chosen preset's: `presets`
-    maps each name to what the driver adds to it (its `seeds` and `jobs`)."""
+    maps each name the driver takes to what it adds to it (its `seeds` and `jobs`)."""
     names = tuple(sorted(p.stem for p in (REPO / "configs" / "preset").glob("*.yaml")))
 
     def listing(attribute: str) -> str:
@@ -210,7 +210,7 @@ def preset_options(presets: Mapping[str, Any], default: str) -> tuple[Option, ..
             f"the proxy's size and length, configs/preset/<name>.yaml (default {default})",
             default=default,
             quick="quick",
-            choices=tuple(name for name in names if name != "quick"),
+            choices=tuple(name for name in names if name in presets and name != "quick"),
         ),
         Option(
             "--seeds",

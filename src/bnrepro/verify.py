@@ -10,8 +10,9 @@ provenance.json records the command of a declared driver (bnrepro.driver.DRIVERS
 it, e.g. `python experiments/figure1.py run --experiment figure1_momentum`. It is rerun with
 that command, less the options that only name folders, plus `--out <scratch>/<name> --runs
 <scratch>/runs/<name>` (`--collect NAME=DIR`: `collect --runs DIR` instead), its output going
-to <scratch>/<name>.log; an artifact made on a GPU (`--device cuda`, `--preset gpu`) is
-reported as needing one on a machine without. Every CSV file of the committed folder is then
+to <scratch>/<name>.log; an artifact made on a GPU (`--device cuda`, or a preset whose
+configs/preset/<name>.yaml sets `device: cuda`) is reported as needing one on a machine
+without, and rerun where there is one. Every CSV file of the committed folder is then
 compared with the rerun's:
 
 - identical: the bytes are equal;
@@ -50,6 +51,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
 from bnrepro.driver import DRIVERS, REPO, Driver, UsageError
 from bnrepro.runinfo import stable_command
@@ -310,9 +312,18 @@ class Artifact:
     @property
     def needs_gpu(self) -> bool:
         return any(
-            word == "gpu" or word.removeprefix("device=").startswith("cuda")
+            word in gpu_presets() or word.removeprefix("device=").startswith("cuda")
             for word in self.command
         )
+
+
+def gpu_presets() -> set[str]:
+    """The presets (configs/preset/<name>.yaml) that train on CUDA."""
+    return {
+        path.stem
+        for path in (REPO / "configs" / "preset").glob("*.yaml")
+        if str(OmegaConf.load(path).get("device", "")).startswith("cuda")
+    }
 
 
 def driver(name: str) -> Driver:

@@ -75,19 +75,31 @@ Extra arguments are Hydra overrides for every run; keys that only the experiment
 need `++` (e.g. `++log_every=10`), as Hydra checks overrides before applying an experiment.
 
 Presets: the proxy's size and length are configs/preset/<name>.yaml (everything else is the
-recipes' configs); the seeds and the runs at a time are this driver's PRESETS (`--seeds` and
-`--jobs` change them):
+recipes' configs); the seeds, the processes at a time and the packing are this driver's
+PRESETS (`--seeds`, `--jobs` and `--packing` change them). Results go to results/figure2/ for
+the cpu preset and to results/figure2_<preset>/ for another.
 - cpu: width 1/8, 16x16 inputs, channels-last, 2,000 steps, 3 seeds, 2,000 held-out images
   every 100 steps, two runs at a time on one thread each (two one-thread runs make 1.8x the
   steps of one two-thread run on 2 cores: experiments/bench_inception.py --thread-split); 37
-  minutes on this project's 2-core machine, the ladder included (results/figure2/).
+  minutes on this project's 2-core machine, the ladder included (results/figure2/). Plain
+  Inception is still rising at its end (checks.csv).
 - gpu: width 1/4, 32x32 inputs, 2,000 steps, 3 seeds, all 10,000 held-out images every 200
-  steps, four runs at a time on one GPU; sized from the H200's measured graphed step (5.5 ms)
-  and evaluation (0.17 s) for about 6 minutes of GPU time, the ladder included.
+  steps, four runs at a time on one GPU, the ladder for the first seed.
+- gpu_plateau: width 1/8, 32x32 inputs, 10,000 steps (100 of Inception's decays), 3 seeds,
+  all 10,000 held-out images every 500 steps, packed: five models on one GPU, one after the
+  other, hold every recipe, control and rung of the ladder for every seed as their members.
 - quick (`--quick`): width 1/16, 16x16 inputs, 40 steps, 1 seed, 500 held-out images, two runs
   at a time on one thread each, wandb off: every variant and rung runs, none learns much; it
   exists to check that a rerun reproduces the reference in results/reference/figure2/
   (experiments/verify.py).
+
+Packed (`--packing packed`, bnrepro.train_packed): the runs that share an architecture train
+as the members of one model, in one process: `experiment=inception,bn_x5` with
+`grid.lr_multiplier=[1,2,5,10,30]` (each family's whole ladder, Inception x1 and x5, BN-x5 and
+BN-x30 among its rungs) and `experiment=bn_baseline,bn_x5_sigmoid,inception_sigmoid`, every
+seed a member, into <sweep dir>/packs/ladder/ and <sweep dir>/packs/recipes/. `collect` splits
+the members into the files a separate sweep gives. Each member trains as its separate run
+would, to float rounding (tests/test_train_packed.py).
 """
 
 import json
@@ -108,8 +120,10 @@ from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
 from bnrepro.driver import (  # noqa: E402
     Driver,
     Invocation,
+    Option,
     device_option,
     draw_fix,
+    hydra_list,
     multirun,
     preset_options,
     provenance,
@@ -176,6 +190,10 @@ PAPER_CONTROLS = {
     "inception_x5": "diverged (parameters reached machine infinity)",
     "inception_sigmoid": "never above chance (0.1% on 1000 classes)",
 }
+# The paper's schedule: GoogLeNet's lr x 0.96 every 8 epochs; plain Inception took 31M steps of
+# 32 to its maximum, about 97 of those decays; the recipes decay 6 times faster (change 4).
+PAPER_INCEPTION_DECAYS = 97
+PAPER_DECAY_SPEEDUP = 6
 CHANCE_MARGIN = 0.05  # "at chance": maximum accuracy within 5 points of 1 / classes
 # Figure 3's intervals: a percentile bootstrap over seeds and over the held-out sample (see the
 # module docstring). The numpy seed is fixed so that a redraw of the same CSV files writes the
@@ -218,13 +236,34 @@ LADDER_STATUSES = {"completed", "diverged"}  # where training diverges is what t
 
 class Preset(NamedTuple):
     """What this driver adds to configs/preset/<name>.yaml (the proxy's size and length): the
-    seeds it trains and how many runs train at a time."""
+    seeds it trains, how many processes train at a time, and whether the runs of one
+    architecture train as the packed members of one model (`PACKINGS`)."""
 
     seeds: tuple[int, ...]
     jobs: int
+    packing: str = "separate"
 
 
-PRESETS = {"cpu": Preset((0, 1, 2), 2), "gpu": Preset((0, 1, 2), 4), "quick": Preset((0,), 2)}
+PRESETS = {
+    "cpu": Preset((0, 1, 2), 2),
+    "gpu": Preset((0, 1, 2), 4),
+    "gpu_plateau": Preset((0, 1, 2), 1, "packed"),
+    "quick": Preset((0,), 2),
+}
+# separate: one process per recipe and seed, the ladder's own rungs for the first seed only;
+# packed: one process per architecture (bnrepro.train_packed), its recipes and seeds the members
+# of one model, and the whole ladder for every seed (the rungs are members too). On one GPU a
+# packed model takes the step of one run (kernel-bound), so four runs at a time gained nothing
+# where a pack of 15 members trains 15.
+PACKINGS = ("separate", "packed")
+PACKS_DIR = "packs"  # the packed sweeps, inside the sweep's directory
+# The packed sweeps: name -> (the experiments, one pack each; whether the ladder's rates are
+# its members). The ladder's families are packs of every rate and seed; the other recipes have
+# architectures of their own (LRN, sigmoid), one pack of their seeds each.
+PACKED_SWEEPS = {
+    "ladder": (tuple(LADDER_FAMILIES.values()), True),
+    "recipes": (("bn_baseline", "bn_x5_sigmoid", "inception_sigmoid"), False),
+}
 # The groups the experiments select, named so that Hydra can compose the sweep's base.
 GROUPS = ["model=inception_proxy", "data=fashion_mnist", "optim=momentum_proxy"]
 
@@ -305,10 +344,22 @@ def rung_name(family: str, multiplier: float) -> str:
 
 def run(invocation: Invocation) -> None:
     """The main sweep into `--runs`, then the ladder's other rungs for its first seed, one
-    multirun per family (Hydra sweeps whole products; the families' rungs differ)."""
+    multirun per family (Hydra sweeps whole products; the families' rungs differ); or, packed,
+    the two sweeps of PACKED_SWEEPS into `--runs`/packs/."""
     seeds, jobs = invocation.seeds, invocation.jobs
     device = [f"device={invocation.device}"] if invocation.device else []
     common = [f"preset={invocation.preset}", *device, *invocation.overrides]
+    if invocation.packing == "packed":
+        for name, (experiments, ladder) in PACKED_SWEEPS.items():
+            rates = [f"++grid.lr_multiplier={hydra_list(LADDER_MULTIPLIERS)}"] if ladder else []
+            multirun(
+                [
+                    f"experiment={','.join(experiments)}", *GROUPS, f"seeds={hydra_list(seeds)}",
+                    *rates, *common,
+                ],
+                invocation.runs / PACKS_DIR / name, "${model.variant}", jobs,
+            )  # fmt: skip
+        return
     multirun(
         [
             f"experiment={','.join(VARIANTS)}", *GROUPS,
@@ -389,6 +440,9 @@ def collect(invocation: Invocation) -> None:
     the runs under `--runs`, once they are known to be the whole sweep and ladder (every
     variant, seed and rung), finished."""
     runs_dir, out_dir = invocation.runs, invocation.out
+    if (runs_dir / PACKS_DIR).is_dir():
+        collect_packed(invocation)
+        return
     ladder_dir = runs_dir / LADDER_DIR
     runs = load_sweep(runs_dir, SWEEP_FIX, skip=ladder_dir)
     check_runs(runs, runs_dir, ACCEPTED)
@@ -426,6 +480,108 @@ def collect(invocation: Invocation) -> None:
             preset=trained_preset(invocation),
             sweep_wall_s=round(max(end for _, end in spans) - min(s for s, _ in spans)),
             wall_s=wall,
+            config=configs,
+        ),
+    )  # fmt: skip
+
+
+def member_roles(experiment: str, multiplier: float) -> tuple[str | None, tuple | None]:
+    """What a packed member is: (its variant of the main comparison or None, its (family,
+    multiplier) rung of the ladder or None)."""
+    families = {e: family for family, e in LADDER_FAMILIES.items()}
+    if experiment not in families:
+        return experiment, None
+    rung = (families[experiment], int(multiplier))
+    return LADDER_REUSED.get(rung), rung
+
+
+def collect_packed(invocation: Invocation) -> None:
+    """`collect` for a packed sweep (`--runs`/packs/): each pack's members split into the
+    files a separate sweep gives (curves.csv and summary.csv of the seven variants, ladder.csv
+    and ladder_summary.csv of every rung and seed), once the packs are known whole."""
+    runs_dir, out_dir = invocation.runs, invocation.out
+    packs_dir = runs_dir / PACKS_DIR
+    runs = load_sweep(packs_dir, SWEEP_FIX)
+    problems = [
+        f"{r.run_dir}: {r.status}" for r in runs.drop_duplicates("run_dir").itertuples()
+        if r.status not in LADDER_STATUSES
+    ]  # fmt: skip
+    if problems:
+        fail(f"The sweep in {packs_dir} is not finished: {listing(problems)}.", SWEEP_FIX)
+    multipliers = runs.get("lr_multiplier", pd.Series(math.nan, index=runs.index))
+    roles = [member_roles(v, m) for v, m in zip(runs.variant, multipliers, strict=True)]
+    runs["main"] = [main for main, _ in roles]
+    runs["rung"] = [rung for _, rung in roles]
+    diverged = runs.seed_status == "diverged"
+    runs["steps"] = runs.diverged_at_step.where(diverged, runs.steps).astype(int)
+    runs["eval_images"] = [
+        held_out_images(data, f"{run_dir}/config.yaml")
+        for data, run_dir in zip(run_data(runs), runs.run_dir, strict=True)
+    ]
+    columns = {"step": "int", "member": "int", "seed": "int"} | {
+        k: v for k, v in METRIC_COLUMNS.items() if k not in ("step", "seed")
+    }
+    metrics = []
+    for run_dir, members in runs.groupby("run_dir", sort=True):
+        path = Path(run_dir) / "metrics.csv"
+        fix = f"resume or rerun the pack in {run_dir}, then collect again"
+        frame = read_csv(path, columns, fix, optional=("train_loss", "test_acc"))
+        check_groups(frame, path, ["member"], [(m,) for m in members.member], fix)
+        check_unique(frame, path, ["member", "step"], fix)
+        check_final_steps(frame, path, ["member"], members.set_index("member").steps, fix)
+        metrics.append(frame.merge(members[["member", "main", "rung"]], on="member"))
+    metrics = pd.concat(metrics, ignore_index=True)
+    runs = runs.rename(columns={"main": "variant_main"})
+    summary = runs.dropna(subset=["variant_main"]).drop(columns=["variant", "status"])
+    summary = summary.rename(columns={"variant_main": "variant", "seed_status": "status"})
+    summary = summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
+    curves = metrics.dropna(subset=["main"]).rename(columns={"main": "variant"})
+    curves = curves[list(CURVE_COLUMNS)].sort_values(["variant", "seed", "step"])
+    check_curves(
+        curves, out_dir / "curves.csv", summary, out_dir / "summary.csv", ACCEPTED, SWEEP_FIX
+    )
+    rungs = runs.dropna(subset=["rung"]).rename(columns={"seed_status": "rung_status"})
+    ladder_summary = pd.DataFrame(
+        {
+            "family": [f for f, _ in rungs.rung],
+            "multiplier": [m for _, m in rungs.rung],
+            "seed": rungs.seed,
+            "source": [v if isinstance(v, str) else "ladder" for v in rungs.variant_main],
+            "status": rungs.rung_status,
+            "diverged_at_step": rungs.diverged_at_step,
+            "steps": rungs.steps,
+        }
+    ).sort_values(LADDER_KEYS)
+    on_ladder = metrics.dropna(subset=["rung"])
+    ladder = on_ladder.assign(
+        family=[f for f, _ in on_ladder.rung], multiplier=[m for _, m in on_ladder.rung]
+    ).sort_values([*LADDER_KEYS, "step"])[list(LADDER_COLUMNS)]
+    write_csv(out_dir / "curves.csv", curves)
+    write_csv(out_dir / "summary.csv", summary)
+    write_csv(out_dir / "ladder.csv", ladder)
+    write_csv(out_dir / "ladder_summary.csv", ladder_summary)
+    packs = runs.drop_duplicates("run_dir")
+    spans = []
+    for run_dir in packs.run_dir:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+        start = datetime.strptime(info["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        spans.append((start, start + info["wall_s"]))
+    configs = {
+        variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
+        for variant, run_dir in zip(packs.variant, packs.run_dir, strict=True)
+    }
+    write_json(
+        out_dir / "provenance.json",
+        provenance(
+            packs.run_dir.iloc[0], runs_dir, invocation.command,
+            packing="packed",
+            pack_sweep_commands={
+                name: sweep_command(packs_dir / name) for name in PACKED_SWEEPS
+            },
+            preset=trained_preset(invocation),
+            sweep_wall_s=round(max(end for _, end in spans) - min(s for s, _ in spans)),
+            wall_s={f"{PACKS_DIR}/{r.variant}": r.wall_s for r in packs.itertuples()},
+            members={r.variant: int((runs.run_dir == r.run_dir).sum()) for r in packs.itertuples()},
             config=configs,
         ),
     )  # fmt: skip
@@ -1147,6 +1303,10 @@ def rates(rows: pd.DataFrame) -> str:
     return ", ".join(f"x{m}" for m in rows.multiplier.unique()) or "no rate"
 
 
+def seeds_text(seeds: list[int]) -> str:
+    return f"seed {seeds[0]} only" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+
 def ladder_section(ladder: pd.DataFrame, chance: float, provenance: dict) -> list[str]:
     """The learning-rate ladder: where each family diverges or stays at chance, and each rung."""
     optim = provenance.get("config", {}).get("inception", {}).get("optim", {})
@@ -1164,13 +1324,19 @@ def ladder_section(ladder: pd.DataFrame, chance: float, provenance: dict) -> lis
         "",
         "## The stability boundary: a learning-rate ladder",
         "",
-        f"Each rung trains one family at a multiple of the base learning rate{base_lr}, seed "
-        f"{', '.join(str(s) for s in sorted(set(ladder.seed)))} only: Inception as it is",
+        f"Each rung trains one family at a multiple of the base learning rate{base_lr}, "
+        f"{seeds_text(sorted(set(ladder.seed)))}: Inception as it is",
         "(`experiment=inception recipe.lr_multiplier=M`) and BN-Inception with the other six",
         "changes of Section 4.2.1 (`experiment=bn_x5 recipe.lr_multiplier=M`: BN-x5 is its x5",
-        "rung, BN-x30 its x30). Inception x1 and x5 and the BN recipe's x5 and x30 are the main",
-        "sweep's runs (`ladder_summary.csv`, column `source`). The target and the speed-up are",
-        "those of the Figure 3 analogue, against Inception's mean curve (`ladder_table.csv`).",
+        "rung, BN-x30 its x30). Inception x1 and x5 and the BN recipe's x5 and x30 are the",
+        "Figure 3 analogue's runs (`ladder_summary.csv`, column `source`)"
+        + (
+            "; each family's rungs and seeds are the members of one packed model."
+            if provenance.get("packing") == "packed"
+            else "."
+        ),
+        "The target and the speed-up are those of the Figure 3 analogue, against Inception's",
+        "mean curve (`ladder_table.csv`).",
         f"Diverged (non-finite loss or weights): Inception at {failed['inception'][0]}; the BN "
         f"recipe at {failed['bn_recipe'][0]}. Stuck at chance (finite, nothing learned): "
         f"Inception at {failed['inception'][1]}; the BN recipe at {failed['bn_recipe'][1]}.",
@@ -1209,6 +1375,8 @@ def protocol_section(provenance: dict) -> list[str]:
     config = provenance.get("config", {}).get("inception", {})
     model, data, optim = config.get("model", {}), config.get("data", {}), config.get("optim", {})
     command = provenance.get("command")
+    packed = provenance.get("packing") == "packed"
+    sweeps = "the two packed sweeps" if packed else "the sweep and the ladder's two sweeps"
     return [
         "",
         "## How these numbers were made",
@@ -1223,8 +1391,41 @@ def protocol_section(provenance: dict) -> list[str]:
         f"- base optimizer: momentum {optim.get('momentum')}, lr {optim.get('lr')}, "
         f"L2 {optim.get('weight_decay')}, lr x {optim.get('decay_rate')} every "
         f"{optim.get('decay_steps')} steps (the recipes change these as Section 4.2.1 says)",
+        *schedule_lines(config),
+        *packing_lines(provenance),
         "- the machine, the code's commit, the date, each run's wall time and the commands of "
-        "the sweep and the ladder's two sweeps as typed: `provenance.json`",
+        f"{sweeps} as typed: `provenance.json`",
+    ]
+
+
+def schedule_lines(config: dict) -> list[str]:
+    """How the paper's schedule maps onto the proxy's: decays in steps, the same for any run
+    length, and how many of them the run covers."""
+    optim, steps = config.get("optim", {}), config.get("steps")
+    decay, rate = optim.get("decay_steps"), optim.get("decay_rate")
+    if not (decay and steps and rate):
+        return []
+    fast = decay / PAPER_DECAY_SPEEDUP
+    return [
+        f"- schedule: the decay is counted in the proxy's steps, not as a share of the run, so "
+        f"a longer run changes no step of a shorter one. Inception's rate falls by "
+        f"{rate} every {decay:g} steps: {steps / decay:.0f} decays in {steps:,} steps, to "
+        f"{rate ** (steps / decay):.3f} of its start (the paper's Inception reached its maximum "
+        f"after about {PAPER_INCEPTION_DECAYS} of GoogLeNet's decays of 4% every 8 epochs). The "
+        f"recipes' 6x faster decay (change 4) is a decay every {fast:.3g} steps: their rate is "
+        f"below 2% of its start from step {math.log(0.02) / math.log(rate) * fast:,.0f} on."
+    ]
+
+
+def packing_lines(provenance: dict) -> list[str]:
+    """How the runs were grouped into processes, for a packed sweep."""
+    members = provenance.get("members")
+    if provenance.get("packing") != "packed" or not members:
+        return []
+    packs = ", ".join(f"{variant} ({count})" for variant, count in members.items())
+    return [
+        f"- packed: {len(members)} models, the runs of one architecture the members of one "
+        f"(bnrepro.train_packed), members in brackets: {packs}"
     ]
 
 
@@ -1364,6 +1565,13 @@ def draw(out_dir: Path) -> None:
     print(f"wrote {out_dir / 'README.md'}")
 
 
+def results_folder(options: dict) -> str:
+    """results/figure2 for the cpu preset (and its --quick protocol), results/figure2_<preset>
+    for another, so that no preset writes over another's results."""
+    preset = options.get("preset", "cpu")
+    return "figure2" if preset in ("cpu", "quick") else f"figure2_{preset}"
+
+
 DRIVER = Driver(
     name="figure2",
     doc=__doc__,
@@ -1373,6 +1581,16 @@ DRIVER = Driver(
     options=(
         *preset_options(PRESETS, "cpu"),
         device_option(),
+        Option(
+            "--packing",
+            "separate: a process per recipe and seed; packed: a process per architecture, its "
+            "recipes, rates and seeds the members of one model (default: the preset's, "
+            + "; ".join(f"{name} {preset.packing}" for name, preset in PRESETS.items())
+            + ")",
+            default=lambda options: PRESETS[options["preset"]].packing,
+            choices=PACKINGS,
+        ),
     ),
     tolerances=TOLERANCES,
+    folder=results_folder,
 )
