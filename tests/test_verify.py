@@ -329,3 +329,23 @@ def test_a_timed_row_is_reported_not_compared(tmp_path) -> None:
     )
     result = verify.compare_folders(root / "committed", root / "rerun", {}, timed)
     assert result.differences == ["claims.csv claim=1. scale: verdict pass vs fail"]
+
+
+@pytest.mark.parametrize(
+    ("command", "gpu"),
+    [
+        (["--preset", "gpu_plateau"], True),
+        (["--preset", "gpu"], True),
+        (["--device", "cuda:1"], True),
+        (["device=cuda"], True),
+        (["--preset", "cpu"], False),
+        (["--experiment", "figure1_momentum"], False),
+    ],
+)
+def test_an_artifact_made_on_a_gpu_is_known_by_its_preset_or_device(command, gpu) -> None:
+    """A preset whose configs/preset/ file sets `device: cuda` needs a GPU to rerun, as does
+    `--device cuda`; on a machine without one such an artifact is reported, not rerun."""
+    driver = verify.driver("figure2")
+    artifact = verify.Artifact("figure2", REPO / "results" / "figure2", driver, command)
+    assert artifact.needs_gpu is gpu
+    assert {"gpu", "gpu_plateau"} <= verify.gpu_presets() and "cpu" not in verify.gpu_presets()
