@@ -1061,17 +1061,22 @@ def ladder_figure(
     ladder: pd.DataFrame, rungs: pd.DataFrame, target: float, out_dir: Path
 ) -> list[Path]:
     """Held-out accuracy against steps for every rung of the ladder, one panel per family,
-    one colour per learning-rate multiplier; x: the last evaluation of a diverged run."""
+    one colour per learning-rate multiplier (every seed's curve in it, one legend entry per
+    rung and outcome); x: the last evaluation of a diverged run."""
     colors = dict(zip(LADDER_MULTIPLIERS, plt.cm.viridis(np.linspace(0, 0.9, 5)), strict=True))
     accuracy = ladder.dropna(subset=["test_acc"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, (letter, family) in zip(axes, enumerate(LADDER_FAMILIES), strict=True):
+        labelled = set()
         for r in rungs[rungs.family == family].itertuples():
             run = (accuracy.family == family) & (accuracy.multiplier == r.multiplier)
             curve = accuracy[run & (accuracy.seed == r.seed)]
             label = f"x{r.multiplier}" + (
                 f", diverged at step {r.diverged_at_step:,.0f}" if r.status == "diverged" else ""
             )
+            if label in labelled:
+                label = None
+            labelled.add(label)
             ax.plot(curve.step, curve.test_acc, color=colors[r.multiplier], label=label)
             if r.status == "diverged":
                 ax.plot(curve.step.iloc[-1], curve.test_acc.iloc[-1], "x", color="k")
