@@ -128,14 +128,17 @@ bench: data
 	$(PY) experiments/bench_norm.py
 	$(FETCH) fashion_mnist
 	$(PY) experiments/bench_inception.py --device cpu --thread-split
+	$(PY) experiments/bench_packed.py --device cpu
 
 # On a GPU machine (a few minutes on one H200): every test marked `cuda` under tests/ (pytest
 # -m cuda, slow and integration ones included), the MLP and the Inception proxy step graphed vs
 # eager, 224 px BN-Inception vs GoogLeNet. results/gpu-check/ gets one JSON (with each CUDA
 # test's outcome) and the tests' JUnit XML; the target fails when a CUDA test does not pass.
+# Then N packed members against N separate runs (experiments/bench_packed.py): packed.json.
 gpu-check: data
 	$(FETCH) fashion_mnist
 	$(PY) experiments/bench_inception.py --device cuda --cuda-tests --json results/gpu-check/gpu-check.json
+	$(PY) experiments/bench_packed.py --device cuda --members 1,3,9,15 --json results/gpu-check/packed.json
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -340,6 +340,45 @@ def member_losses(model: Inception, x: torch.Tensor, labels: torch.Tensor, keep)
     return losses.view(batch, count).mean(0)
 
 
+def build_packed_training(
+    cfg: DictConfig, members: list[dict[str, Any]], settings: list[Settings], device: torch.device
+) -> tuple[Inception, MemberSGD, torch.Tensor, MemberSchedule]:
+    """The packed model on `device`, each member starting as its single run's network (built
+    under the member's seed, `load_member`), its MemberSGD, the (members,) learning-rate tensor
+    that optimizer reads, and the schedule that fills it."""
+    count = len(members)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = build_model(cfg, replace(settings[0], dropout=0.0), members=count)
+    for k, (member, member_setting) in enumerate(zip(members, settings, strict=True)):
+        torch.manual_seed(member["seed"])
+        load_member(model, k, build_model(cfg, member_setting).state_dict())
+    model = model.to(device).to(memory_format=memory_format)
+    schedule = MemberSchedule(settings, cfg.optim.decay_rate, device)
+    lr = torch.zeros(count, device=device)
+    decay = [s.weight_decay for s in settings]
+    optimizer = MemberSGD(model, lr, decay, cfg.optim.momentum, cfg.optim.nesterov)
+    return model, optimizer, lr, schedule
+
+
+def make_packed_step(
+    model: Inception, optimizer: MemberSGD, make_batch: Callable[..., tuple], autocast: Callable
+) -> Callable[..., torch.Tensor]:
+    """One step of every member on the step's inputs (`packed_pipeline`'s `step_inputs`):
+    each member's loss on its own batch, backward through their sum, MemberSGD's update;
+    returns the members' losses, (members,) float32."""
+
+    def train_step(index: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        x, labels, keep = make_batch(index, uniform)
+        with autocast():
+            losses = member_losses(model, x, labels, keep)
+        optimizer.zero_grad()
+        losses.sum().backward()
+        optimizer.step()
+        return losses.detach().float()
+
+    return train_step
+
+
 @torch.inference_mode()
 def evaluate_members(model: Inception, batches: Iterator, autocast: Callable) -> list[float]:
     """Each member's accuracy on the held-out set, BN using its inference statistics."""
@@ -385,15 +424,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             return run.info
         state = run.checkpoint["trainer"] if run.checkpoint else None
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model = build_model(cfg, replace(settings[0], dropout=0.0), members=count)
-        for k, (member, member_setting) in enumerate(zip(members, settings, strict=True)):
-            torch.manual_seed(member["seed"])
-            load_member(model, k, build_model(cfg, member_setting).state_dict())
-        model = model.to(device).to(memory_format=memory_format)
-        schedule = MemberSchedule(settings, cfg.optim.decay_rate, device)
-        lr = torch.zeros(count, device=device)
-        decay = [s.weight_decay for s in settings]
-        optimizer = MemberSGD(model, lr, decay, cfg.optim.momentum, cfg.optim.nesterov)
+        model, optimizer, lr, schedule = build_packed_training(cfg, members, settings, device)
         loss_sum, loss_count = torch.zeros(count, device=device), 0
         if state:
             model.load_state_dict(state["model"])
@@ -409,15 +440,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         autocast = amp_autocast(cfg, device)
         bn_noise = BNNoiseDraws(model, [m["seed"] for m in members])
 
-        def train_step(index: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-            x, labels, keep = make_batch(index, uniform)
-            with autocast():
-                losses = member_losses(model, x, labels, keep)
-            optimizer.zero_grad()
-            losses.sum().backward()
-            optimizer.step()
-            return losses.detach().float()
-
+        train_step = make_packed_step(model, optimizer, make_batch, autocast)
         use_graph = cfg.cuda_graph and device.type == "cuda"
         if use_graph:
             train_step = cuda_graphed(model, optimizer, train_step, step_inputs(run.start_step))
