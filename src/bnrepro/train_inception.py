@@ -1,12 +1,13 @@
 """The Inception family trainer (Section 4.2, Figures 2 and 3).
 
 `python -m bnrepro.train experiment=bn_x5` comes here: bnrepro.train hands every config with
-`model.name=inception`, one seed and no `grid` to `train`. Reads top to bottom: check the config and work
-out what its recipe (the seven changes of Section 4.2.1) makes of the base values, load the data
-(a proxy dataset whole on the device, or ImageNet through a DataLoader), build the network, then
-train with momentum SGD and exponential learning-rate decay, evaluating on held-out data every
-`eval_every` steps. A run trains one seed; `-m seeds=[0],[1]` sweeps seeds, and several seeds
-or a `grid` in one run train packed (bnrepro.train_packed).
+`model.name=inception`, one seed and no `grid` to `train`. Reads top to bottom: check the
+config and work out what its recipe (the seven changes of Section 4.2.1) makes of the base
+values, load the data (a proxy dataset whole on the device, or ImageNet through a DataLoader),
+build the network, then train with momentum SGD and exponential learning-rate decay,
+evaluating on held-out data every `eval_every` steps. A run trains one seed; `-m
+seeds=[0],[1]` sweeps seeds, and several seeds or a `grid` in one run train packed
+(bnrepro.train_packed).
 
 On a proxy the training step reads only device tensors (the batch's indices and the step's
 random numbers, `StepNoise`), so on one GPU it is replayed as one CUDA graph (bnrepro.graphs)
