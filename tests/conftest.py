@@ -41,10 +41,35 @@ def mnist_root() -> Path:
     return data_root()
 
 
+@pytest.fixture(scope="session")
+def fashion_root() -> Path:
+    """The verified real Fashion-MNIST (`make test` fetches it first); skips when it is absent."""
+    raw = data_root() / "FashionMNIST" / "raw"
+    if not (raw / "t10k-labels-idx1-ubyte").exists():
+        pytest.skip(f"Fashion-MNIST is not in {raw}; run `make data` to fetch it")
+    return data_root()
+
+
 def compose_train(overrides: list[str] | None = None) -> DictConfig:
     """The config `python -m bnrepro.train <overrides>` would run with."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides or [])
+
+
+def tiny_proxy(experiment: str, *overrides: str) -> DictConfig:
+    """`experiment` on the Fashion-MNIST proxy at a toy size on the CPU: width 1/16, 16x16
+    inputs, 200 held-out images, checkpoints only at the start and the end, wandb off;
+    `overrides` last. Without Hydra's own node, as a trainer is handed it."""
+    cfg = compose_train(
+        [
+            f"experiment={experiment}", "data.size=16", "data.resize=bilinear",
+            "model.width=0.0625", "data.eval_size=200", "checkpoint_every=0", "device=cpu",
+            "logger.wandb.mode=disabled", f"data.root={data_root()}", *overrides,
+        ]
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
 
 
 @pytest.fixture

@@ -4,18 +4,10 @@ separate runs, at a toy size on the CPU."""
 import importlib.util
 
 import pytest
-from conftest import REPO, data_root
+from conftest import REPO
 
 EXPERIMENTS = REPO / "experiments"
 TOY = ["model.width=0.0625", "data.size=16", "data.resize=bilinear"]
-
-
-@pytest.fixture(scope="session")
-def fashion_root():
-    raw = data_root() / "FashionMNIST" / "raw"
-    if not (raw / "t10k-labels-idx1-ubyte").exists():
-        pytest.skip(f"Fashion-MNIST is not in {raw}; run `make reproduce-figure2` to fetch it")
-    return data_root()
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIG_DIR, REPO, compose_train, data_root
-from omegaconf import DictConfig, open_dict
+from conftest import CONFIG_DIR, REPO, tiny_proxy
+from omegaconf import DictConfig
 
 from bnrepro import nn as paper_nn
 from bnrepro import train_inception as ti
@@ -22,28 +22,12 @@ from bnrepro.experiments import ics_proxy
 MEASURED = ("late_probe.every=2", "diagnostics.every=2", "diagnostics.multipliers=[0.5,2.0]")
 
 
-@pytest.fixture(scope="module")
-def fashion_root():
-    raw = data_root() / "FashionMNIST" / "raw"
-    if not (raw / "t10k-labels-idx1-ubyte").exists():
-        pytest.skip(f"Fashion-MNIST is not in {raw}; run `make data` to fetch it")
-    return data_root()
-
-
 def tiny(experiment: str, *overrides: str) -> DictConfig:
-    """`experiment` at a toy size on CPU: width 1/16, 16x16 inputs, 4 steps, 200 held-out."""
-    cfg = compose_train(
-        [
-            f"experiment={experiment}", "data.size=16", "data.resize=bilinear",
-            "model.width=0.0625", "data.eval_size=200", "steps=4", "eval_every=2",
-            "log_every=2", "checkpoint_every=0", "device=cpu", "threads=1",
-            "logger.wandb.mode=disabled", f"data.root={data_root()}", "late_probe.size=64",
-            *overrides,
-        ]
+    """`experiment` at the toy size: 4 steps, one thread, a probe of 64 images."""
+    return tiny_proxy(
+        experiment, "steps=4", "eval_every=2", "log_every=2", "threads=1", "late_probe.size=64",
+        *overrides,
     )  # fmt: skip
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -47,15 +47,6 @@ MIN_FALL = 0.08
 BF16_GAP = np.array([0.1, 0.2])
 
 
-@pytest.fixture(scope="session")
-def fashion_root():
-    """The verified real Fashion-MNIST; skips when it has not been fetched."""
-    raw = data_root() / "FashionMNIST" / "raw"
-    if not (raw / "t10k-labels-idx1-ubyte").exists():
-        pytest.skip(f"Fashion-MNIST is not in {raw}; run `make reproduce-figure2` to fetch it")
-    return data_root()
-
-
 def tiny(experiment: str, *overrides: str) -> DictConfig:
     """`experiment` at a toy size on CPU: width 1/16, 16x16 proxy inputs, 200 held-out images."""
     proxy_size = [] if "data=imagenet" in overrides else ["data.size=16", "data.resize=bilinear"]

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_train, data_root
-from omegaconf import DictConfig, open_dict
+from conftest import tiny_proxy
+from omegaconf import DictConfig
 
 from bnrepro import train_inception as ti
 from bnrepro import train_packed
@@ -34,36 +34,9 @@ ACCURACY_TOLERANCE = 1 / 200
 """One held-out image of the 200 the tiny runs evaluate on."""
 
 
-@pytest.fixture(scope="session")
-def fashion_root():
-    raw = data_root() / "FashionMNIST" / "raw"
-    if not (raw / "t10k-labels-idx1-ubyte").exists():
-        pytest.skip(f"Fashion-MNIST is not in {raw}; run `make reproduce-figure2` to fetch it")
-    return data_root()
-
-
 def tiny(experiment: str, *overrides: str) -> DictConfig:
-    """`experiment` at a toy size on the CPU: width 1/16, 16x16 inputs, 200 held-out images."""
-    cfg = compose_train(
-        [
-            f"experiment={experiment}",
-            "data.size=16",
-            "data.resize=bilinear",
-            "model.width=0.0625",
-            "data.eval_size=200",
-            "steps=12",
-            "eval_every=4",
-            "log_every=4",
-            "checkpoint_every=0",
-            "device=cpu",
-            "logger.wandb.mode=disabled",
-            f"data.root={data_root()}",
-            *overrides,
-        ]
-    )
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
+    """`experiment` at the toy size, 12 steps, evaluated and logged every 4."""
+    return tiny_proxy(experiment, "steps=12", "eval_every=4", "log_every=4", *overrides)
 
 
 def metrics(run) -> pd.DataFrame:
