@@ -5,8 +5,9 @@
     python experiments/bench_packed.py --device cuda [--members 1,3,9,15] [--json out.json]
 
 Both sides are the trainers' own steps, built by the trainers' own functions, at the size of a
-preset of configs/preset/ (`--preset`; by default cpu.yaml on the CPU: width 1/8, 16 px; gpu.yaml
-on a GPU: width 1/4, 32 px; batch 32), seeds 0..N-1:
+preset of configs/preset/ (`--preset`; by default cpu.yaml on the CPU: width 1/8, 16 px;
+gpu_plateau.yaml, the packed protocol of experiments/figure2.py, on a GPU: width 1/8, 32 px;
+batch 32), seeds 0..N-1:
 
 - packed: one step of bnrepro.train_packed's loop (`build_packed_training`, `packed_pipeline`,
   `make_packed_step`: every member's batch, `member_losses`, backward through their sum,
@@ -21,8 +22,8 @@ the two sides alternate `--repeats` times and the median of each is kept, so the
 measured in one process, on one machine, back to back. Printed per member count: each side's
 milliseconds for one step of all N members, the steps a second each member makes, and
 "packed speed-up: X.XXx for N members" (separate time / packed time). Held-out evaluation,
-logging and checkpoints are not timed. The target on one H200 at the gpu preset's size is
-8x or more for 9 members.
+logging and checkpoints are not timed. The target on one H200 at the gpu_plateau preset's
+size is 8x or more for 9 members.
 """
 
 import argparse
@@ -233,7 +234,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_packed: --device cuda needs a CUDA GPU; none is visible.")
-    preset = args.preset or ("gpu" if args.device == "cuda" else "cpu")
+    preset = args.preset or ("gpu_plateau" if args.device == "cuda" else "cpu")
     defaults = DEFAULTS[args.device]
     steps, warmup, repeats = (
         defaults[key] if getattr(args, key) is None else getattr(args, key)
