@@ -25,7 +25,8 @@ QUICK_FLAG := $(if $(filter 1,$(QUICK)),--quick)
 
 help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
-	@echo "make reproduce-figure2  Figures 2 and 3 on the Fashion-MNIST proxy (PRESET=cpu|gpu): results/figure2/"
+	@echo "make reproduce-figure2  Figures 2 and 3 on the Fashion-MNIST proxy: results/figure2/ (PRESET=cpu);"
+	@echo "                        PRESET=gpu_plateau on one GPU, packed, to a plateau: results/figure2_gpu_plateau/"
 	@echo "make reproduce-claims   measure claims about the transform (scale invariance, ...): results/claims/"
 	@echo "make reproduce-sensitivity  Figure 1 over optimizer x lr x init std (both nets, 3 seeds, 50k"
 	@echo "                        steps; JOBS=2 processes, DEVICE=cuda on a GPU): results/sensitivity/"
@@ -164,7 +165,8 @@ wandb-sync: venv
 .PHONY: reproduce-figure2
 PRESET ?= cpu
 
-# Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (37 min on 2 cores) or gpu (1 GPU).
+# Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (37 min on 2 cores), gpu (1 GPU,
+# 2,000 steps) or gpu_plateau (1 GPU, 10,000 steps, the runs packed as members of five models).
 reproduce-figure2: venv
 	$(FETCH) fashion_mnist
 	$(PY) experiments/figure2.py run $(if $(QUICK_FLAG),--quick,--preset $(PRESET))
