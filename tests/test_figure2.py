@@ -653,3 +653,14 @@ def test_a_packed_sweep_gives_the_files_a_separate_sweep_gives(tmp_path) -> None
     }  # fmt: skip
     readme = (out / "README.md").read_text()
     assert "seeds 0, 1: Inception as it is" in readme and "packed: 5 models" in readme
+
+
+def test_a_packed_run_needs_two_seeds_and_a_pack_the_ladders_rates() -> None:
+    """One seed would leave the recipes' packs as separate runs; a ladder pack at a rate off
+    the ladder (or without a grid) cannot be placed on it: both refused with their fix."""
+    invocation = figure2.DRIVER.invocation(["run", "--preset", "gpu_plateau", "--seeds", "0"])
+    with pytest.raises(UsageError, match="two seeds or more"):
+        figure2.run(invocation)
+    for multiplier in (float("nan"), 2.5, 3.0):
+        with pytest.raises(ResultsError, match="not one of the ladder's"):
+            figure2.member_roles("bn_x5", multiplier)

@@ -19,9 +19,9 @@ another way:
 - its optimizer is that run's momentum SGD, with its own learning rate, schedule and L2
   (`MemberSGD`);
 - its loss is its own batch's mean; the sum over members gives each member its own gradient.
-What differs is float rounding: a grouped convolution sums in another order than a single one,
-so a member's curve follows its single run's to a tolerance (tests/test_train_packed.py), not
-bit for bit.
+What differs is float rounding: a grouped convolution sums in another order than a single
+one, so a member's curve follows its single run's to a tolerance (tests/test_train_packed.py,
+on the CPU), not bit for bit.
 
 A member whose loss or weights stop being finite is recorded as diverged at that log step
 (run.json's members, metrics.csv's last row for it) and retired: its weights, momentum and
@@ -31,6 +31,7 @@ Probes, diagnostics, DDP and ImageNet train one run per process (bnrepro.train_i
 
 import itertools
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -128,6 +129,8 @@ def validate_packed(cfg: DictConfig) -> DictConfig:
             f"{one_run} the probe and the diagnostics watch one run: use seeds=[0] and no grid.",
         )
     check(not cfg.model.sync_bn, "model.sync_bn", True, f"{one_run} SyncBatchNorm is for DDP.")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    check(world == 1, "WORLD_SIZE", world, f"{one_run} start it without torchrun.")
     return cfg
 
 

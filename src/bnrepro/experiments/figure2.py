@@ -121,6 +121,7 @@ from bnrepro.driver import (  # noqa: E402
     Driver,
     Invocation,
     Option,
+    UsageError,
     device_option,
     draw_fix,
     hydra_list,
@@ -350,6 +351,12 @@ def run(invocation: Invocation) -> None:
     device = [f"device={invocation.device}"] if invocation.device else []
     common = [f"preset={invocation.preset}", *device, *invocation.overrides]
     if invocation.packing == "packed":
+        if len(seeds) < 2:
+            raise UsageError(
+                f"--packing packed with the one seed {seeds[0]} would train the recipes without a "
+                "grid as separate runs, which a packed collect does not read. Nothing was run or "
+                "written. Fix: give two seeds or more (e.g. --seeds 0,1,2), or --packing separate."
+            )
         for name, (experiments, ladder) in PACKED_SWEEPS.items():
             rates = [f"++grid.lr_multiplier={hydra_list(LADDER_MULTIPLIERS)}"] if ladder else []
             multirun(
@@ -491,6 +498,13 @@ def member_roles(experiment: str, multiplier: float) -> tuple[str | None, tuple 
     families = {e: family for family, e in LADDER_FAMILIES.items()}
     if experiment not in families:
         return experiment, None
+    if multiplier not in LADDER_MULTIPLIERS:
+        fail(
+            f"A pack of {experiment} holds a member at learning-rate multiplier {multiplier}, "
+            f"not one of the ladder's {list(LADDER_MULTIPLIERS)}.",
+            "train the packs with `python experiments/figure2.py run --packing packed`, which "
+            "sets grid.lr_multiplier to the ladder's rates, then collect again",
+        )
     rung = (families[experiment], int(multiplier))
     return LADDER_REUSED.get(rung), rung
 
@@ -556,6 +570,7 @@ def collect_packed(invocation: Invocation) -> None:
     ladder = on_ladder.assign(
         family=[f for f, _ in on_ladder.rung], multiplier=[m for _, m in on_ladder.rung]
     ).sort_values([*LADDER_KEYS, "step"])[list(LADDER_COLUMNS)]
+    check_ladder(ladder, out_dir / "ladder.csv", ladder_summary, out_dir / "ladder_summary.csv")
     write_csv(out_dir / "curves.csv", curves)
     write_csv(out_dir / "summary.csv", summary)
     write_csv(out_dir / "ladder.csv", ladder)
