@@ -52,8 +52,11 @@ from bnrepro.train_inception import (
     PROXY_EVAL_BATCH,
     BatchOrder,
     BNNoiseDraws,
+    EvalBatches,
+    MakeBatch,
     ProxyData,
     Settings,
+    StepInputs,
     StepNoise,
     amp_autocast,
     build_model,
@@ -250,9 +253,6 @@ class MemberSchedule:
         self._block = -1
 
 
-StepInputs = Callable[[int], tuple[torch.Tensor, ...]]
-
-
 def packed_pipeline(
     data: ProxyData,
     cfg: DictConfig,
@@ -260,7 +260,7 @@ def packed_pipeline(
     settings: list[Settings],
     features: int,
     memory_format: torch.memory_format,
-) -> tuple[StepInputs, Callable[..., tuple], Callable[[], Iterator]]:
+) -> tuple[StepInputs, MakeBatch, EvalBatches]:
     """The packed step's inputs (every member's batch indices and uniform numbers, stacked
     member after member), what the step makes of them, and the held-out batches.
 
