@@ -16,7 +16,9 @@ run directory happens here, once:
 - a run that never starts (refused, complete, or stopped by an error before its run.json is
   written) leaves the directory as the claim found it: the lock file's text restored, or the
   lock file and the directories the claim created removed.
-- start: config.yaml, run.json (status `running`, pid, host, the command line's overrides),
+- start: config.yaml, run.json (status `running`, pid, host, the command line's overrides, and
+  `segments`: one per start of the run, resumes included, with its first step, host, commit
+  and hardware, and the step and time it ended where it ended with a record),
   the loggers; a fresh run writes a checkpoint of its initial state at once, so every run
   that logged a row can be resumed, and a resumed run cuts metrics.csv back to the
   checkpoint's bytes, so a resumed run's files are byte-identical to an uninterrupted run's.
@@ -488,6 +490,13 @@ class Run:
         checkpoint (on every rank: it may gather across replicas)."""
         self._state = state
         self._started_at = time.time()
+        segment = {
+            "from_step": self.checkpoint["step"] if self.checkpoint else 0,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._started_at)),
+            "host": socket.gethostname(),
+            "git": git_state(),
+            "hardware": hardware(device),
+        }
         self.info = {
             "name": self.cfg.name,
             "variant": self.cfg.model.variant,
@@ -500,6 +509,7 @@ class Run:
             "resumed_from_step": self.checkpoint["step"] if self.checkpoint else None,
             "overrides": self.overrides or [],
             **info,
+            "segments": [*self._earlier_segments(), segment],
         }
         if self.main:
             for stale in self.dir.glob(".*.tmp"):  # left by a process killed while writing
@@ -514,6 +524,24 @@ class Run:
             print(f"bnrepro: run directory {self.dir}", flush=True)
         if self.checkpoint is None:
             self.save_checkpoint()
+
+    def _earlier_segments(self) -> list[dict[str, Any]]:
+        """The segments of a resumed run before this one, from the run.json it left: each
+        start of the run with its step, host, commit and hardware, and, where it ended with a
+        record, the step and time it ended (a killed process leaves none)."""
+        if self.checkpoint is None:
+            return []
+        try:
+            earlier = json.loads((self.dir / "run.json").read_text())
+        except (OSError, ValueError):
+            return []
+        if not isinstance(earlier, dict):
+            return []
+        if isinstance(earlier.get("segments"), list):
+            return earlier["segments"]
+        keys = ("started", "host", "git", "hardware")
+        return [{"from_step": earlier.get("resumed_from_step") or 0,
+                 **{k: earlier.get(k) for k in keys}}]  # fmt: skip
 
     # ------------------------------------------------------------------ the loop
 
@@ -639,6 +667,11 @@ class Run:
             steps_per_s=round(self.step / wall_s, 2) if wall_s > 0 else None,
             ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **{"seeds" if self.members is None else "members": outcomes},
+        )
+        self.info["segments"][-1].update(
+            to_step=self.step,
+            ended=self.info["ended"],
+            wall_s=round(time.time() - self._started_at, 3),
         )
         if error is not None:
             self.info["error"] = error

@@ -1,0 +1,572 @@
+"""A campaign: the runs of a plan file, trained to their fixed lengths across any number of stops.
+
+A plateaued protocol on a 2-core machine takes hours, more than any one sitting, so its runs
+are trained as a campaign that any stop interrupts (SIGTERM, SIGKILL, a reboot) and the next
+`run` resumes:
+
+    python -m bnrepro.campaign run experiments/campaigns/figure2_cpu_plateau.yaml --runs DIR
+    python -m bnrepro.campaign status experiments/campaigns/figure2_cpu_plateau.yaml --runs DIR
+
+The plan file (YAML, committed before the campaign starts) names the preset, the seeds, the
+overrides every run takes, and each run: its folder, experiment, length and own overrides.
+`run` trains them in the plan's order, `--jobs` one-thread processes at a time, each with
+`python -m bnrepro.train ... hydra.run.dir=<DIR>/<folder>`:
+- a run that ended (completed or diverged) at its planned length is never trained again; one
+  with a checkpoint is resumed from it (the trainer's resume is byte-identical); the others
+  start fresh;
+- the code is fixed: the first `run` records the commit of the clean work tree in
+  DIR/campaign.json and clones it into DIR/code, from which every run of the campaign trains,
+  whatever main holds later; a run whose run.json names another commit, a plan that changed, or
+  a clone that moved is refused;
+- a stop reaches every run: SIGTERM or SIGINT to `run` is passed to its training processes,
+  which checkpoint and end `interrupted`, and `run` exits once they have;
+- each finished run's record (metrics.csv, run.json, config.yaml: a few kB, not its
+  checkpoint) is copied into `--records` (default results/campaigns/<plan name>/ of this
+  checkout), in the layout of the runs folder, so that the results can be collected from
+  committed records when the machine that trained them is gone.
+`status` prints each run's step and state, the steps left and an estimate of the time left,
+from the step rate the campaign has measured on this machine (evaluations included).
+"""
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from bnrepro.atomic import atomic_write_bytes, write_json
+from bnrepro.errors import BnreproError
+
+REPO = Path(__file__).resolve().parents[2]
+STATE_FILE = "campaign.json"
+LOCK_FILE = ".campaign.lock"
+CODE_DIR = "code"
+LOGS_DIR = "logs"
+RECORD_FILES = ("metrics.csv", "run.json", "config.yaml")
+# The paths of the work tree whose state shapes a run: they must be committed when a campaign
+# starts, since the clone it trains from holds only what is committed.
+CODE_PATHS = ("src", "configs", "experiments/campaigns", "pyproject.toml")
+POLL_S = 2.0
+
+
+class CampaignError(BnreproError):
+    """A plan, runs folder or code clone the campaign cannot go on with; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the plan: its folder under the runs folder, its experiment, seed, length and
+    the overrides that make it what it is (after the plan's own)."""
+
+    dir: str
+    experiment: str
+    seed: int
+    steps: int
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    name: str
+    preset: str
+    groups: tuple[str, ...]
+    overrides: tuple[str, ...]
+    runs: tuple[PlannedRun, ...]
+    sha256: str
+
+    def train_args(self, run: PlannedRun, run_dir: Path) -> list[str]:
+        """The overrides of `python -m bnrepro.train` for `run` in `run_dir`."""
+        return [
+            f"experiment={run.experiment}",
+            *self.groups,
+            f"preset={self.preset}",
+            f"seeds=[{run.seed}]",
+            *self.overrides,
+            *run.overrides,
+            f"steps={run.steps}",
+            f"hydra.run.dir={run_dir}",
+        ]
+
+
+def plan_error(path: Path, problem: str) -> CampaignError:
+    return CampaignError(
+        f"The plan {path} {problem}. Nothing was trained or changed. Fix: correct the plan "
+        "file; a plan whose campaign has started must not change (start a new campaign, in a "
+        "new --runs folder, from a new plan file)."
+    )
+
+
+def load_plan(path: Path) -> Plan:
+    """The plan file at `path`, checked: every key present and of its type, every experiment
+    one of configs/experiment/, every run's folder distinct."""
+    try:
+        raw = path.read_bytes()
+        data = OmegaConf.to_container(OmegaConf.create(raw.decode()))
+    except OSError as error:
+        raise plan_error(path, f"cannot be read ({error.strerror})") from error
+    except Exception as error:  # noqa: BLE001 - any YAML or decoding error is the file's
+        raise plan_error(path, f"is not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise plan_error(path, "is not a mapping of name, preset, groups, seeds and runs")
+    missing = [k for k in ("name", "preset", "groups", "seeds", "runs") if k not in data]
+    if missing:
+        raise plan_error(path, f"lacks the key(s) {', '.join(missing)}")
+    seeds = data["seeds"]
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+        raise plan_error(path, f"has seeds {seeds!r}: it needs a list of whole numbers")
+    if not (REPO / "configs" / "preset" / f"{data['preset']}.yaml").is_file():
+        raise plan_error(path, f"names the preset {data['preset']!r}, not in configs/preset/")
+    experiments = {p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml")}
+    runs = []
+    for index, entry in enumerate(data["runs"] or []):
+        where = f"run {index + 1}"
+        if not isinstance(entry, dict) or not {"dir", "experiment", "steps"} <= entry.keys():
+            raise plan_error(path, f"has {where} without dir, experiment and steps")
+        if "{seed}" not in str(entry["dir"]):
+            raise plan_error(path, f"has {where} whose dir {entry['dir']!r} lacks {{seed}}")
+        if entry["experiment"] not in experiments:
+            raise plan_error(path, f"has {where} with experiment {entry['experiment']!r}")
+        if not isinstance(entry["steps"], int) or entry["steps"] < 1:
+            raise plan_error(path, f"has {where} with steps {entry['steps']!r}")
+        for seed in seeds:
+            runs.append(
+                PlannedRun(
+                    dir=str(entry["dir"]).format(seed=seed),
+                    experiment=entry["experiment"],
+                    seed=seed,
+                    steps=entry["steps"],
+                    overrides=tuple(entry.get("overrides") or ()),
+                )
+            )
+    if not runs:
+        raise plan_error(path, "has no runs")
+    dirs = [r.dir for r in runs]
+    repeated = sorted({d for d in dirs if dirs.count(d) > 1})
+    if repeated:
+        raise plan_error(path, f"names the folder(s) {', '.join(repeated)} more than once")
+    # The plan's order, each entry for every seed before the next.
+    return Plan(
+        path=path,
+        name=str(data["name"]),
+        preset=str(data["preset"]),
+        groups=tuple(data["groups"]),
+        overrides=tuple(data.get("overrides") or ()),
+        runs=tuple(runs),
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+# ---------------------------------------------------------------- git
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise CampaignError(
+            f"`git {' '.join(args)}` failed in {cwd}: {out.stderr.strip()}. Nothing was trained. "
+            "Fix: run the campaign from a clone of the bnrepro repository with git installed."
+        )
+    return out.stdout.strip()
+
+
+def committed_head(repo: Path, plan: Plan) -> str:
+    """The commit of `repo`'s HEAD, once the code paths and the plan file are all committed."""
+    dirty = git(repo, "status", "--porcelain", "--", *CODE_PATHS, str(plan.path.resolve()))
+    if dirty:
+        changed = ", ".join(line.split(maxsplit=1)[-1] for line in dirty.splitlines()[:5])
+        raise CampaignError(
+            f"The campaign {plan.name} would start from uncommitted code ({changed}), which its "
+            "runs could not name. Nothing was trained. Fix: commit (or stash) those changes, "
+            "then start the campaign again."
+        )
+    return git(repo, "rev-parse", "HEAD")
+
+
+# ---------------------------------------------------------------- the runs folder
+
+
+@dataclass
+class RunState:
+    """Where one planned run stands: `state` is done, diverged, new, partial, running or
+    failed; `step` the last step metrics.csv logged; `wall_s` and `segments` from run.json."""
+
+    run: PlannedRun
+    state: str
+    step: int
+    wall_s: float
+    info: dict[str, Any]
+
+
+def read_info(run_dir: Path) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads((run_dir / "run.json").read_text())
+        if isinstance(info, dict):
+            return info
+    return {}
+
+
+def last_step(run_dir: Path) -> int:
+    """The step of metrics.csv's last whole row (0 when there is none)."""
+    try:
+        lines = (run_dir / "metrics.csv").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines[1:]):
+        head = line.split(",", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return 0
+
+
+def run_state(runs_dir: Path, run: PlannedRun) -> RunState:
+    from bnrepro.lifecycle import owner_alive
+
+    run_dir = runs_dir / run.dir
+    info = read_info(run_dir)
+    status = info.get("status")
+    step = last_step(run_dir)
+    if status == "diverged" or (status == "completed" and info.get("steps") == run.steps):
+        state = "done" if status == "completed" else "diverged"
+    elif status == "running" and owner_alive(run_dir):
+        state = "running"
+    elif (run_dir / "checkpoint.pt").exists():
+        state = "failed" if status == "failed" else "partial"
+    else:
+        state = "new"
+    return RunState(run, state, step, float(info.get("wall_s") or 0.0), info)
+
+
+def check_commits(states: Iterable[RunState], commit: str) -> None:
+    """Every segment of every run that started was trained by the campaign's commit."""
+    foreign = []
+    for s in states:
+        segments = (s.info.get("segments") or [s.info]) if s.info else []
+        commits = {(seg.get("git") or {}).get("commit") for seg in segments}
+        if commits - {commit}:
+            foreign.append(f"{s.run.dir} ({', '.join(sorted(str(c) for c in commits))})")
+    if foreign:
+        raise CampaignError(
+            f"Runs of the campaign were trained by code other than its commit {commit[:12]}: "
+            f"{', '.join(foreign)}. Nothing was trained. Fix: move those run folders out of "
+            "the campaign's runs folder (they will be trained again), or continue them in the "
+            "campaign they belong to."
+        )
+
+
+class Campaign:
+    """The runs folder of one plan: its state file, code clone, lock and records."""
+
+    def __init__(self, plan: Plan, runs_dir: Path, records_dir: Path):
+        self.plan = plan
+        self.dir = runs_dir.expanduser().resolve()
+        self.records = records_dir
+        self.code = self.dir / CODE_DIR
+
+    def state(self) -> dict[str, Any] | None:
+        path = self.dir / STATE_FILE
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise CampaignError(
+                f"{path} cannot be read ({error}). Nothing was trained. Fix: restore it (it "
+                "names the campaign's commit and plan), or start the campaign in a new --runs "
+                "folder."
+            ) from error
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        if state.get("plan_sha256") != self.plan.sha256:
+            raise CampaignError(
+                f"The campaign in {self.dir} was started from another version of the plan "
+                f"{self.plan.path} (sha256 {str(state.get('plan_sha256'))[:12]}, now "
+                f"{self.plan.sha256[:12]}). Nothing was trained. Fix: continue it with the plan "
+                f"of commit {state.get('commit', '?')[:12]} (git checkout that commit's plan "
+                "file), or start a new campaign in a new --runs folder."
+            )
+
+    def start_or_resume(self) -> str:
+        """The campaign's commit: recorded by its first `run`, with the clone made from it;
+        afterwards, checked against the clone."""
+        state = self.state()
+        if state is None:
+            commit = committed_head(REPO, self.plan)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.clone(commit)
+            write_json(
+                self.dir / STATE_FILE,
+                {
+                    "plan": self.plan.name,
+                    "plan_file": str(self.plan.path.resolve().relative_to(REPO)),
+                    "plan_sha256": self.plan.sha256,
+                    "commit": commit,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
+            return commit
+        self.check_state(state)
+        commit = state["commit"]
+        if not (self.code / ".git").exists():
+            self.clone(commit)
+        head = git(self.code, "rev-parse", "HEAD")
+        dirty = git(self.code, "status", "--porcelain", "--untracked-files=no")
+        if head != commit or dirty:
+            raise CampaignError(
+                f"The campaign's code clone {self.code} is at {head[:12]}"
+                f"{' with changes' if dirty else ''}, not at the campaign's commit "
+                f"{commit[:12]}. Nothing was trained. Fix: `git -C {self.code} checkout --force "
+                f"{commit}` (or delete {self.code}, which the next run clones again)."
+            )
+        return commit
+
+    def clone(self, commit: str) -> None:
+        if self.code.exists():
+            shutil.rmtree(self.code)
+        subprocess.run(["git", "clone", "--quiet", "--no-checkout", str(REPO), str(self.code)],
+                       check=True)  # fmt: skip
+        git(self.code, "checkout", "--quiet", "--detach", commit)
+
+    def states(self) -> list[RunState]:
+        return [run_state(self.dir, run) for run in self.plan.runs]
+
+    def sync_records(self, states: Iterable[RunState]) -> list[str]:
+        """Copies each ended run's record into the records folder where it differs; returns
+        the folders it wrote."""
+        written = []
+        for s in states:
+            if s.state not in ("done", "diverged"):
+                continue
+            source, target = self.dir / s.run.dir, self.records / s.run.dir
+            changed = False
+            for name in RECORD_FILES:
+                data = (source / name).read_bytes()
+                if not (target / name).exists() or (target / name).read_bytes() != data:
+                    target.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(target / name, data)
+                    changed = True
+            if changed:
+                written.append(s.run.dir)
+        return written
+
+
+# ---------------------------------------------------------------- run
+
+
+class Stop(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def launch(campaign: Campaign, s: RunState) -> subprocess.Popen:
+    run_dir = campaign.dir / s.run.dir
+    args = campaign.plan.train_args(s.run, run_dir)
+    if s.state in ("partial", "failed"):
+        args.append("resume=true")
+    log = campaign.dir / LOGS_DIR / f"{s.run.dir.replace('/', '__')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(campaign.code / "src"),
+        "BNREPRO_DATA": str(Path(os.environ.get("BNREPRO_DATA", REPO / "data")).resolve()),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    with log.open("a") as out:
+        out.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} python -m bnrepro.train "
+                  f"{' '.join(args)}\n")  # fmt: skip
+        out.flush()
+        return subprocess.Popen(
+            [sys.executable, "-m", "bnrepro.train", *args],
+            cwd=campaign.code, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def run(campaign: Campaign, jobs: int) -> int:
+    """Trains what is left of the campaign, `jobs` processes at a time; returns the exit
+    status (0: every run ended; 1: a run failed; 128 + signal: stopped)."""
+    lock_path = campaign.dir / LOCK_FILE
+    commit = campaign.start_or_resume()
+    lock = lock_path.open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        raise CampaignError(
+            f"Another process is training the campaign in {campaign.dir} ({lock.read().strip()})."
+            " Nothing was started. Fix: watch it with `python -m bnrepro.campaign status`, or "
+            "stop it (SIGTERM) before starting this one."
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}\n")
+    lock.flush()
+
+    states = campaign.states()
+    check_commits(states, commit)
+    busy = [s.run.dir for s in states if s.state == "running"]
+    if busy:
+        raise CampaignError(
+            f"Runs of the campaign are being trained by other processes: {', '.join(busy)}. "
+            "Nothing was started. Fix: stop those processes, then start the campaign again."
+        )
+    for written in campaign.sync_records(states):
+        print(f"campaign: record of {written} -> {campaign.records / written}", flush=True)
+    queue = [s for s in states if s.state in ("new", "partial", "failed")]
+    print(
+        f"campaign {campaign.plan.name}: {len(states) - len(queue)} of {len(states)} runs "
+        f"ended, {len(queue)} to train, {jobs} at a time, code at {commit[:12]} "
+        f"({campaign.code})",
+        flush=True,
+    )
+    running: dict[str, subprocess.Popen] = {}
+    failed: list[str] = []
+    stop: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.append(signum)
+        for process in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+
+    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs and not stop:
+                s = queue.pop(0)
+                print(f"campaign: {'resume' if s.state != 'new' else 'start'} {s.run.dir} "
+                      f"(step {s.step} of {s.run.steps})", flush=True)  # fmt: skip
+                running[s.run.dir] = launch(campaign, s)
+            time.sleep(POLL_S)
+            for name, process in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del running[name]
+                planned = next(r for r in campaign.plan.runs if r.dir == name)
+                s = run_state(campaign.dir, planned)
+                if s.state in ("done", "diverged"):
+                    campaign.sync_records([s])
+                    print(f"campaign: {name} {s.state} at step {s.step}; record in "
+                          f"{campaign.records / name}", flush=True)  # fmt: skip
+                elif not stop:
+                    failed.append(name)
+                    print(f"campaign: {name} ended with exit status {code} ({s.state}); see "
+                          f"{campaign.dir / LOGS_DIR}", flush=True)  # fmt: skip
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        lock.close()
+    if stop:
+        print(f"campaign: stopped by {signal.Signals(stop[0]).name}; every run in progress "
+              "checkpointed. Continue with the same command.", flush=True)  # fmt: skip
+        return 128 + stop[0]
+    if failed:
+        print(f"campaign: {len(failed)} run(s) failed: {', '.join(failed)}. The others went "
+              "on; the next `run` retries them from their checkpoints.", flush=True)  # fmt: skip
+        return 1
+    print(f"campaign {campaign.plan.name}: every run ended.", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------- status
+
+
+def step_seconds(states: Iterable[RunState]) -> float | None:
+    """Seconds a step of one process, evaluations included, over every run that has trained."""
+    trained = [(s.wall_s, s.info.get("steps") or s.step) for s in states if s.wall_s > 0]
+    steps = sum(n for _, n in trained)
+    return sum(w for w, _ in trained) / steps if steps else None
+
+
+def makespan(remaining: list[float], jobs: int) -> float:
+    """The time to train `remaining` (seconds each, in order) on `jobs` slots, each run
+    taking the first free slot."""
+    slots = [0.0] * jobs
+    for seconds in remaining:
+        slots[slots.index(min(slots))] += seconds
+    return max(slots)
+
+
+def status(campaign: Campaign, jobs: int) -> str:
+    state = campaign.state()
+    states = campaign.states()
+    lines = [
+        f"campaign {campaign.plan.name} in {campaign.dir}"
+        + (
+            f" (commit {state['commit'][:12]}, started {state['started']})"
+            if state
+            else " (not started)"
+        )  # fmt: skip
+    ]
+    width = max(len(s.run.dir) for s in states)
+    for s in states:
+        cpu = {seg.get("hardware", {}).get("cpu") for seg in s.info.get("segments") or []}
+        hardware = f"  [{', '.join(sorted(str(c) for c in cpu))}]" if cpu else ""
+        lines.append(f"  {s.run.dir:<{width}}  {s.step:>6,}/{s.run.steps:<6,}  {s.state}{hardware}")
+    ended = [s for s in states if s.state in ("done", "diverged")]
+    left = [0 if s in ended else s.run.steps - s.step for s in states]
+    per_step = step_seconds(states)
+    lines.append(
+        f"ended {len(ended)} of {len(states)} runs; {sum(left):,} of "
+        f"{sum(s.run.steps for s in states):,} planned steps left (diverged runs end early)"
+    )
+    if per_step is None:
+        lines.append("no step rate measured yet: the estimate comes once a run has trained")
+    else:
+        eta = makespan([n * per_step for n in left if n], jobs)
+        lines.append(
+            f"measured {per_step * 1000:.0f} ms a step per process (evaluations included); "
+            f"about {eta / 3600:.1f} h left at {jobs} processes at a time"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bnrepro.campaign",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("action", choices=("run", "status"))
+    parser.add_argument("plan", type=Path, help="the plan file (experiments/campaigns/*.yaml)")
+    parser.add_argument("--runs", type=Path, required=True, help="the campaign's runs folder")
+    parser.add_argument(
+        "--records", type=Path,
+        help="where each ended run's record is copied (default results/campaigns/<plan name>)",
+    )  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
+    args = parser.parse_args(argv)
+    try:
+        if args.jobs < 1:
+            raise CampaignError(
+                f"--jobs {args.jobs} is not a number of processes. Nothing was trained. Fix: "
+                "give a whole number above 0, e.g. --jobs 2."
+            )
+        plan = load_plan(args.plan)
+        records = args.records or REPO / "results" / "campaigns" / plan.name
+        campaign = Campaign(plan, args.runs, records)
+        if args.action == "status":
+            print(status(campaign, args.jobs))
+            return 0
+        return run(campaign, args.jobs)
+    except BnreproError as error:
+        print(f"\nbnrepro.campaign: {error}\n", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""bnrepro.campaign: the committed plan's lengths follow its rule; a plan is checked before
+anything trains; a campaign trains from its commit's clone, resumes what a stop interrupted,
+never retrains what ended, records each segment's hardware and copies each ended run's record."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import compose_train
+
+from bnrepro.campaign import CampaignError, load_plan, makespan
+
+REPO = Path(__file__).resolve().parents[1]
+PLAN = REPO / "experiments" / "campaigns" / "figure2_cpu_plateau.yaml"
+
+
+def test_the_committed_plan_follows_its_length_rule():
+    """Every Figure 3 run and every rung of the recipe trains 150 of its own decays; the
+    ladder's own rungs of plain Inception a third of that; every run for every seed."""
+    plan = load_plan(PLAN)
+    assert len(plan.runs) == 15 * 3
+    for run in plan.runs:
+        cfg = compose_train(
+            [f"experiment={run.experiment}", *plan.groups, f"preset={plan.preset}",
+             *plan.overrides, *run.overrides]
+        )  # fmt: skip
+        assert cfg.data.eval_size is None  # every evaluation takes all 10,000 images
+        decays = 150 // 3 if run.dir.startswith("ladder/inception/") else 150
+        assert run.steps == math.ceil(decays * cfg.optim.decay_steps / cfg.recipe.decay_speedup)
+    assert {r.seed for r in plan.runs} == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("name: x\npreset: nope\ngroups: []\nseeds: [0]\nruns: []\n", "preset 'nope'"),
+        ("name: x\npreset: quick\ngroups: []\nseeds: [0]\nruns: []\n", "has no runs"),
+        (
+            "name: x\npreset: quick\ngroups: []\nseeds: [0]\n"
+            "runs: [{dir: a, experiment: inception, steps: 4}]\n",
+            "lacks {seed}",
+        ),
+        (
+            "name: x\npreset: quick\ngroups: []\nseeds: [0]\n"
+            "runs: [{dir: 'a{seed}', experiment: incep, steps: 4}]\n",
+            "experiment 'incep'",
+        ),
+        (
+            "name: x\npreset: quick\ngroups: []\nseeds: [0]\n"
+            "runs: [{dir: 'a{seed}', experiment: inception, steps: 0}]\n",
+            "steps 0",
+        ),
+        (
+            "name: x\npreset: quick\ngroups: []\nseeds: [0]\nruns:\n"
+            "  - {dir: 'a{seed}', experiment: inception, steps: 4}\n"
+            "  - {dir: 'a{seed}', experiment: bn_x5, steps: 4}\n",
+            "more than once",
+        ),
+        ("name: [unclosed\n", "not valid YAML"),
+        ("seeds: [0]\n", "lacks the key(s) name, preset, groups, runs"),
+    ],
+)
+def test_a_bad_plan_is_refused_naming_the_problem(tmp_path, text, problem):
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    with pytest.raises(CampaignError, match="Nothing was trained") as error:
+        load_plan(path)
+    assert problem in str(error.value)
+
+
+def test_makespan_fills_the_first_free_slot():
+    assert makespan([10, 10, 10], 2) == 20
+    assert makespan([30, 10, 10, 10], 2) == 30
+    assert makespan([5], 2) == 5
+
+
+TOY_PLAN = """\
+name: toy
+preset: quick
+groups: [model=inception_proxy, data=fashion_mnist, optim=momentum_proxy]
+seeds: [0]
+overrides: [logger.wandb.mode=disabled, checkpoint_every=10, eval_every=10, log_every=5]
+runs:
+  - {dir: "inception_seed{seed}", experiment: inception, steps: 60}
+  - {dir: "ladder/bn_recipe/x2_seed{seed}", experiment: bn_x5, steps: 20,
+     overrides: [recipe.lr_multiplier=2]}
+"""
+
+
+def toy_repo(tmp_path: Path) -> Path:
+    """A git repository holding this checkout's code and a toy plan, committed."""
+    repo = tmp_path / "repo"
+    for part in ("src", "configs"):
+        shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", repo)
+    (repo / "experiments" / "campaigns").mkdir(parents=True)
+    (repo / "experiments" / "campaigns" / "toy.yaml").write_text(TOY_PLAN)
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "toy"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True
+        )
+    return repo
+
+
+def campaign(repo: Path, action: str, runs: Path, **kwargs) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(repo / "src"),
+        "BNREPRO_DATA": str(Path(os.environ.get("BNREPRO_DATA", REPO / "data")).resolve()),
+    }
+    command = [sys.executable, "-m", "bnrepro.campaign", action]
+    command += ["experiments/campaigns/toy.yaml", "--runs", str(runs), "--jobs", "2"]
+    return subprocess.Popen(command, cwd=repo, env=env, text=True, **kwargs)
+
+
+@pytest.mark.integration
+def test_a_campaign_survives_a_stop_and_never_retrains(tmp_path, fashion_root):
+    repo = toy_repo(tmp_path)
+    runs = tmp_path / "runs"
+    long_run = runs / "inception_seed0"
+
+    # Stopped once the long run has logged past its first checkpoints.
+    first = campaign(repo, "run", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        metrics = long_run / "metrics.csv"
+        rows = metrics.read_text().splitlines() if metrics.exists() else []
+        if len(rows) > 6:
+            break
+        time.sleep(0.5)
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM, out
+    info = json.loads((long_run / "run.json").read_text())
+    assert info["status"] == "interrupted", out
+    stopped_at = info["steps"]
+    assert 0 < stopped_at < 60
+
+    # The code is the committed clone; a change on the work tree does not reach the runs.
+    state = json.loads((runs / "campaign.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    assert state["commit"] == head.stdout.strip()
+    assert info["git"]["commit"] == state["commit"]
+
+    second = campaign(repo, "run", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    info = json.loads((long_run / "run.json").read_text())
+    assert info["status"] == "completed" and info["steps"] == 60
+    segments = info["segments"]
+    assert [s["from_step"] for s in segments][0] == 0
+    assert 0 < segments[1]["from_step"] <= stopped_at
+    assert segments[-1]["to_step"] == 60 and all(s["hardware"]["cpu"] for s in segments)
+    records = repo / "results" / "campaigns" / "toy"
+    for run_dir in ("inception_seed0", "ladder/bn_recipe/x2_seed0"):
+        for name in ("metrics.csv", "run.json", "config.yaml"):
+            assert (records / run_dir / name).read_bytes() == (runs / run_dir / name).read_bytes()
+
+    # Nothing left: a third run trains nothing, and status says so.
+    mtime = (long_run / "metrics.csv").stat().st_mtime_ns
+    third = campaign(repo, "run", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = third.communicate(timeout=120)
+    assert third.returncode == 0 and "2 of 2 runs ended, 0 to train" in out, out
+    assert (long_run / "metrics.csv").stat().st_mtime_ns == mtime
+    shown = campaign(repo, "status", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = shown.communicate(timeout=60)
+    assert "ended 2 of 2 runs; 0 of 80 planned steps left" in out, out
+
+
+@pytest.mark.integration
+def test_a_campaign_refuses_uncommitted_code_and_a_changed_plan(tmp_path, fashion_root):
+    repo = toy_repo(tmp_path)
+    runs = tmp_path / "runs"
+    (repo / "src" / "bnrepro" / "nn.py").write_text("# changed\n")
+    refused = campaign(repo, "run", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = refused.communicate(timeout=60)
+    assert refused.returncode == 2 and "uncommitted code (src/bnrepro/nn.py)" in out, out
+    assert not runs.exists()
+
+    subprocess.run(["git", "checkout", "-q", "--", "."], cwd=repo, check=True)
+    runs.mkdir()
+    (runs / "campaign.json").write_text(json.dumps({"plan_sha256": "0" * 64, "commit": "abc"}))
+    refused = campaign(repo, "run", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = refused.communicate(timeout=60)
+    assert refused.returncode == 2 and "another version of the plan" in out, out
