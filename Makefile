@@ -26,7 +26,10 @@ QUICK_FLAG := $(if $(filter 1,$(QUICK)),--quick)
 help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
 	@echo "make reproduce-figure2  Figures 2 and 3 on the Fashion-MNIST proxy: results/figure2/ (PRESET=cpu);"
-	@echo "                        PRESET=gpu_plateau on one GPU, packed, to a plateau: results/figure2_gpu_plateau/"
+	@echo "                        PRESET=gpu_plateau: 10,000 steps on one GPU, packed: results/figure2_gpu_plateau/"
+	@echo "                        PRESET=cpu_plateau: the plateau campaign on 2 cores (hours; resumes"
+	@echo "                        where a stop left it), runs in CAMPAIGNS=$(CAMPAIGNS)"
+	@echo "make campaign-status    each campaign run's step, the steps left and the time left"
 	@echo "make reproduce-claims   measure claims about the transform (scale invariance, ...): results/claims/"
 	@echo "make reproduce-sensitivity  Figure 1 over optimizer x lr x init std (both nets, 3 seeds, 50k"
 	@echo "                        steps; JOBS=2 processes, DEVICE=cuda on a GPU): results/sensitivity/"
@@ -166,10 +169,23 @@ wandb-sync: venv
 PRESET ?= cpu
 
 # Figures 2 and 3 on the Fashion-MNIST proxy: PRESET=cpu (37 min on 2 cores), gpu (1 GPU,
-# 2,000 steps) or gpu_plateau (1 GPU, 10,000 steps, the runs packed as members of five models).
+# 2,000 steps), gpu_plateau (1 GPU, 10,000 steps, the runs packed as members of five models) or
+# cpu_plateau: the campaign of experiments/campaigns/figure2_cpu_plateau.yaml (hours of 2
+# cores), trained into CAMPAIGNS/figure2_cpu_plateau/, outside the clone; every call trains
+# what is missing and resumes what a stop interrupted. `make campaign-status` says where it is.
+CAMPAIGNS ?= $(HOME)/bnrepro-campaigns
+CAMPAIGN_PLAN := experiments/campaigns/figure2_cpu_plateau.yaml
 reproduce-figure2: venv
 	$(FETCH) fashion_mnist
+ifeq ($(PRESET),cpu_plateau)
+	$(PY) -m bnrepro.campaign run $(CAMPAIGN_PLAN) --runs $(CAMPAIGNS)/figure2_cpu_plateau
+else
 	$(PY) experiments/figure2.py run $(if $(QUICK_FLAG),--quick,--preset $(PRESET))
+endif
+
+.PHONY: campaign-status
+campaign-status: venv
+	$(PY) -m bnrepro.campaign status $(CAMPAIGN_PLAN) --runs $(CAMPAIGNS)/figure2_cpu_plateau
 
 .PHONY: reproduce-ics
 

@@ -126,7 +126,8 @@ def test_table_measures_steps_to_inceptions_maximum_and_speedups() -> None:
     assert table.diverged_at_step["inception_x5"] == 60
     assert table.max_acc["bn_x30"] == pytest.approx(0.86)
     assert table.paper_speedup["bn_x5"] == pytest.approx(31.0 / 2.1)
-    verdicts = {claim: verdict for claim, _, _, verdict in figure2.verdicts(table.reset_index())}
+    found = figure2.relations(curves, summary, num_classes=10)
+    verdicts = {c: v for c, _, _, v in figure2.verdicts(table.reset_index(), found)}
     assert set(verdicts.values()) == {"yes"}, verdicts
 
 
@@ -286,7 +287,10 @@ def test_committed_results_redraw(tmp_path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    written = ("README.md", "table.csv", "seeds.csv", "checks.csv", "ladder_table.csv")
+    written = (
+        *("README.md", "table.csv", "relations.csv", "seeds.csv", "checks.csv"),
+        "ladder_table.csv",
+    )
     for name in (*written, "summary.csv"):
         assert (tmp_path / name).read_text() == (committed / name).read_text(), name
 
