@@ -408,7 +408,7 @@ def diverge(run_dir: Path) -> None:
         ),
         (
             lambda runs: [shutil.rmtree(d) for d in runs.iterdir()],
-            "{runs} holds no runs: there is no run.json below it outside {runs}/ladder.",
+            "{runs} holds no runs: there is no run.json below it outside {runs}/ladder and {runs}/decay.",
         ),
         (
             lambda runs: shutil.rmtree(runs / "ladder"),

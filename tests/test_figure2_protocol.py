@@ -336,3 +336,24 @@ def test_the_plateau_check_judges_the_mean_curve_and_every_seed() -> None:
     assert checks.gain["mean"] == pytest.approx(0.004)
     assert checks.plateaued["mean"] and checks.plateaued["seed 0"]
     assert not checks.plateaued["seed 1"] and checks.gain["seed 1"] == pytest.approx(0.008)
+
+
+def test_the_decay_arm_judges_bn_x5_at_each_decay_speedup() -> None:
+    """BN-x5 decaying 1x reaches plain Inception's maximum later than Inception (ratio below
+    1), 3x never does (its curve stops below the target: ratio 0), and the recipe's 6x in a
+    tenth of Inception's steps."""
+    curves, summary = synthetic(seeds=2)
+    decay, decay_summary = build(
+        {"bn_x5_decay1": [(0.81, 1000, None)] * 2, "bn_x5_decay3": [(0.79, 200, None)] * 2}
+    )
+    table = figure2.decay_table(curves, summary, decay, decay_summary, evaluation_noise=False)
+    table = table.set_index("decay_speedup")
+    assert list(table.index) == [1, 3, 6] and table.variant[6] == "bn_x5"
+    assert table.target_acc.iloc[0] == pytest.approx(0.80)
+    # 0.1 + 0.71 * step / 1000 first reaches 0.80 at step 985.9: the evaluation at 990.
+    assert table.steps_to_target[1] == 990 and table.ratio[1] == pytest.approx(1000 / 990)
+    assert table.verdict[1] == "yes"  # every resample draws identical seeds: a point interval
+    assert math.isnan(table.steps_to_target[3]) and table.ratio[3] == 0.0
+    assert table.verdict[3] == "no"
+    assert table.ratio[6] == pytest.approx(10.0) and table.verdict[6] == "yes"
+    assert table.max_acc[3] == pytest.approx(0.79)

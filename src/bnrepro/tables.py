@@ -183,16 +183,16 @@ def check_final_steps(
 # ---------------------------------------------------------------- runs
 
 
-def load_sweep(runs_dir: Path, fix: str, skip: Path | None = None) -> pd.DataFrame:
+def load_sweep(runs_dir: Path, fix: str, skip: Collection[Path] = ()) -> pd.DataFrame:
     """`load_runs(runs_dir)` with the column `variant` (the run's `model.variant`), after
     checking that there are runs and that each has a readable run.json and a config.yaml.
-    Runs under `skip` are left out: a second sweep trained into a folder of the first, which
-    is collected on its own."""
+    Runs under the folders of `skip` are left out: other sweeps trained into folders of the
+    first, each collected on its own."""
     if not runs_dir.is_dir():
         fail(f"{runs_dir} is not a directory.", fix)
-    found = [d for d in run_dirs(runs_dir) if skip is None or not d.is_relative_to(skip)]
+    found = [d for d in run_dirs(runs_dir) if not any(d.is_relative_to(o) for o in skip)]
     if not found:
-        outside = f" outside {skip}" if skip is not None else ""
+        outside = f" outside {' and '.join(map(str, skip))}" if skip else ""
         fail(f"{runs_dir} holds no runs: there is no run.json below it{outside}.", fix)
     for run_dir in found:
         rerun = f"rerun the run in {run_dir}, or move it out of the sweep, then collect again"

@@ -110,6 +110,7 @@ would, to float rounding (tests/test_train_packed.py).
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -238,6 +239,12 @@ LADDER_REUSED = {
     ("bn_recipe", 30): "bn_x30",
 }
 LADDER_DIR = "ladder"  # the ladder's sweeps, inside the main sweep's directory
+# The decay arm (the cpu_plateau campaign): BN-x5 with its learning-rate decay sped up 1x and
+# 3x besides the recipe's 6x (the main sweep's BN-x5), since the proxy's schedule is our choice
+# and the speed-ups may hinge on how fast the recipes decay on it. Its runs sit in DECAY_DIR.
+DECAY_DIR = "decay"
+DECAY_SPEEDUPS = (1, 3)
+DECAY_STATUSES = {"completed", "diverged"}
 LADDER_STATUSES = {"completed", "diverged"}  # where training diverges is what the ladder finds
 
 
@@ -334,6 +341,10 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "ladder_table.csv": {"max_acc": 0.06, "final_acc": 0.06},
 }
 SWEEP_FIX = sweep_fix("figure2")
+DECAY_FIX = (
+    "train the decay arm into <sweep dir>/decay/ (the cpu_plateau campaign trains it: `make "
+    "reproduce-figure2 PRESET=cpu_plateau`), or collect a sweep without a decay/ folder"
+)
 LADDER_FIX = (
     "train the learning-rate ladder into <sweep dir>/ladder/ (`python experiments/figure2.py "
     "run` trains it after the main sweep, and prints its two commands), then collect again"
@@ -461,6 +472,37 @@ def collect_ladder(
     return runs, ladder, ladder_summary
 
 
+def decay_variant(speedup: float) -> str:
+    return f"bn_x5_decay{speedup:g}"
+
+
+def collect_decay(decay_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The decay arm's runs under `decay_dir`, checked whole (BN-x5 at each of DECAY_SPEEDUPS
+    for the same seeds, each completed or diverged), and its curves and summary (the main
+    sweep's CURVE_COLUMNS and SUMMARY_COLUMNS, the variant named by its decay speed-up)."""
+    runs = load_sweep(decay_dir, DECAY_FIX)
+    runs["variant"] = [decay_variant(s) for s in runs["config.recipe.decay_speedup"]]
+    check_runs(runs, decay_dir, {decay_variant(s): DECAY_STATUSES for s in DECAY_SPEEDUPS})
+    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
+    summary["eval_images"] = [
+        held_out_images(data, f"{run_dir}/config.yaml")
+        for data, run_dir in zip(run_data(runs), runs.run_dir, strict=True)
+    ]
+    summary = summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
+    return runs, curves[list(CURVE_COLUMNS)], summary
+
+
+def recorded_preset(run_dirs: Iterable[str]) -> str | None:
+    """The preset every run's run.json records among its overrides (`preset=NAME`), None
+    where they record none or differ."""
+    found = set()
+    for run_dir in run_dirs:
+        overrides = json.loads((Path(run_dir) / "run.json").read_text()).get("overrides") or []
+        found.add(next((o.split("=", 1)[1] for o in overrides if o.startswith("preset=")), None))
+    return found.pop() if len(found) == 1 else None
+
+
 def collect(invocation: Invocation) -> None:
     """Writes curves.csv, summary.csv, ladder.csv, ladder_summary.csv and provenance.json of
     the runs under `--runs`, once they are known to be the whole sweep and ladder (every
@@ -469,8 +511,8 @@ def collect(invocation: Invocation) -> None:
     if (runs_dir / PACKS_DIR).is_dir():
         collect_packed(invocation)
         return
-    ladder_dir = runs_dir / LADDER_DIR
-    runs = load_sweep(runs_dir, SWEEP_FIX, skip=ladder_dir)
+    ladder_dir, decay_dir = runs_dir / LADDER_DIR, runs_dir / DECAY_DIR
+    runs = load_sweep(runs_dir, SWEEP_FIX, skip=(ladder_dir, decay_dir))
     check_runs(runs, runs_dir, ACCEPTED)
     curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
     summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
@@ -490,8 +532,15 @@ def collect(invocation: Invocation) -> None:
     write_csv(out_dir / "ladder_summary.csv", ladder_summary)
     wall = {f"{r.variant}_seed{r.seed}": r.wall_s for r in runs.itertuples()}
     wall |= {f"{LADDER_DIR}/{r.variant}_seed{r.seed}": r.wall_s for r in ladder_runs.itertuples()}
+    run_dirs = [*runs.run_dir.unique(), *ladder_runs.run_dir.unique()]
+    if decay_dir.is_dir():
+        decay_runs, decay, decay_summary = collect_decay(decay_dir)
+        write_csv(out_dir / "decay.csv", decay)
+        write_csv(out_dir / "decay_summary.csv", decay_summary)
+        wall |= {f"{DECAY_DIR}/{r.variant}_seed{r.seed}": r.wall_s for r in decay_runs.itertuples()}
+        run_dirs += list(decay_runs.run_dir.unique())
     spans = []
-    for run_dir in [*runs.run_dir.unique(), *ladder_runs.run_dir.unique()]:
+    for run_dir in run_dirs:
         info = json.loads((Path(run_dir) / "run.json").read_text())
         start = datetime.strptime(info["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
         spans.append((start, start + info["wall_s"]))
@@ -503,7 +552,7 @@ def collect(invocation: Invocation) -> None:
             ladder_sweep_commands={
                 family: sweep_command(ladder_dir / family) for family in LADDER_FAMILIES
             },
-            preset=trained_preset(invocation),
+            preset=trained_preset(invocation) or recorded_preset(run_dirs),
             sweep_wall_s=round(max(end for _, end in spans) - min(s for s, _ in spans)),
             wall_s=wall,
             config=configs,
@@ -837,16 +886,21 @@ class Draws(NamedTuple):
     resampled: dict[str, dict[str, np.ndarray]]
 
 
-def draws(curves: pd.DataFrame, summary: pd.DataFrame, evaluation_noise: bool = True) -> Draws:
-    """The point estimates and BOOTSTRAP_RESAMPLES resamples over seeds and (with
-    `evaluation_noise`) over the held-out sample of each evaluation (`summary`'s
-    `eval_images`); the same inputs draw the same resamples."""
-    matrices = {variant: accuracy_matrix(curves, variant) for variant in VARIANTS}
+def draws(
+    curves: pd.DataFrame,
+    summary: pd.DataFrame,
+    evaluation_noise: bool = True,
+    variants: Sequence[str] = VARIANTS,
+) -> Draws:
+    """The point estimates and BOOTSTRAP_RESAMPLES resamples of `variants` (plain Inception's
+    maximum the target) over seeds and (with `evaluation_noise`) over the held-out sample of
+    each evaluation (`summary`'s `eval_images`); the same inputs draw the same resamples."""
+    matrices = {variant: accuracy_matrix(curves, variant) for variant in variants}
     steps = {variant: s for variant, (s, _) in matrices.items()}
     accuracy = {variant: a for variant, (_, a) in matrices.items()}
     images = {
         variant: seed_images(summary, variant, sorted(set(curves.seed[curves.variant == variant])))
-        for variant in VARIANTS
+        for variant in variants
     }
     means = {variant: point_means(a) for variant, a in accuracy.items()}
     target, point = measures(means, steps)
@@ -912,6 +966,45 @@ def table(
                 "paper_speedup": PAPER["inception"][0] / paper_steps if paper_steps else None,
             }
         )
+    return pd.DataFrame(rows)
+
+
+def decay_table(
+    curves: pd.DataFrame,
+    summary: pd.DataFrame,
+    decay: pd.DataFrame,
+    decay_summary: pd.DataFrame,
+    evaluation_noise: bool = True,
+) -> pd.DataFrame:
+    """decay_table.csv: BN-x5 at each decay speed-up (the decay arm's and the recipe's 6x),
+    against plain Inception's maximum: steps to it, maximum accuracy, and the ratio
+    steps(Inception) / steps(BN-x5) judged by the relations' rule (`relations`), each with
+    its 95% interval over resamples of these variants."""
+    arm = [decay_variant(s) for s in DECAY_SPEEDUPS]
+    main = ["inception", "bn_x5"]
+    found = draws(
+        pd.concat([curves[curves.variant.isin(main)], decay]),
+        pd.concat([summary[summary.variant.isin(main)], decay_summary]),
+        evaluation_noise,
+        variants=["inception", *arm, "bn_x5"],
+    )
+    rows = []
+    for variant, speedup in [*zip(arm, DECAY_SPEEDUPS, strict=True), ("bn_x5", 6)]:
+        point, spread = found.point[variant], found.resampled[variant]
+        ratio = step_ratio(found.point["inception"]["steps"], point["steps"])[0]
+        low, high = outer_interval(
+            step_ratio(found.resampled["inception"]["steps"], spread["steps"])
+        )
+        steps_low, steps_high = steps_interval(spread["steps"])
+        max_low, max_high = interval(spread["max"])
+        rows.append(
+            {"decay_speedup": speedup, "variant": variant, "seeds": len(found.images[variant]),
+             "steps_to_target": point["steps"][0], "steps_to_target_low": steps_low,
+             "steps_to_target_high": steps_high, "max_acc": point["max"][0],
+             "max_acc_low": max_low, "max_acc_high": max_high, "ratio": float(ratio),
+             "ratio_low": low, "ratio_high": high, "verdict": side(low, high, 1.0),
+             "target_acc": float(found.target[0])}
+        )  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -1562,6 +1655,31 @@ def history_section(provenance: dict) -> list[str]:
     return ["", "## History of this result", "", *lines] if lines else []
 
 
+def decay_section(decays: pd.DataFrame) -> list[str]:
+    """The decay arm: BN-x5 at each decay speed-up against plain Inception's maximum."""
+    lines = [
+        "",
+        "## The decay arm: does the speed-up hinge on the 6x faster decay?",
+        "",
+        "The recipes decay their learning rate 6 times faster than plain Inception, as the paper's",
+        "did relative to its own schedule; the proxy's schedule is our choice. BN-x5 also trained",
+        "with its decay 1x and 3x faster (`decay_table.csv`). Each row is judged by the relations'",
+        "rule: the 95% interval of steps(Inception) / steps(BN-x5) against 1.",
+        "",
+        "| decay speed-up | steps to target [95%] | max accuracy [95%] | steps(Inception) / "
+        "steps(BN-x5) [95%] | fewer steps than Inception |",
+        "|---|---|---|---|---|",
+    ]
+    for r in decays.itertuples():
+        ratio = ", ".join(relation_value(v, "ratio") for v in (r.ratio_low, r.ratio_high))
+        lines.append(
+            f"| {r.decay_speedup}x{' (the recipe)' if r.variant == 'bn_x5' else ''} | "
+            f"{steps_text(r)} | {with_interval(r.max_acc, r.max_acc_low, r.max_acc_high, '.4f')} | "
+            f"{relation_value(r.ratio, 'ratio')} [{ratio}] | {r.verdict} |"
+        )
+    return lines
+
+
 def readme(
     results: pd.DataFrame,
     found: pd.DataFrame,
@@ -1570,6 +1688,7 @@ def readme(
     ladder: pd.DataFrame,
     summary: pd.DataFrame,
     provenance: dict,
+    decays: pd.DataFrame | None = None,
 ) -> str:
     """README.md: the Figure 3 analogue with intervals, the verdicts, the plateau check and
     the ladder, from the tables `draw` writes; how they were made where provenance.json says."""
@@ -1578,6 +1697,7 @@ def readme(
         *controls_section(results),
         *relations_section(results, found),
         *plateau_section(checks),
+        *(decay_section(decays) if decays is not None else []),
         *ladder_section(ladder, results.chance_acc.iloc[0], provenance),
         *runs_section(seeds, summary),
         *(protocol_section(provenance) if provenance else []),
@@ -1633,6 +1753,19 @@ def configured_images(summary: pd.DataFrame, summary_path: Path, provenance: dic
     return [held_out_images(configs[variant]["data"], where) for variant in summary.variant]
 
 
+def read_decay_arm(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """decay.csv and decay_summary.csv in `out_dir`, checked whole; None where the sweep had
+    no decay arm (no decay.csv)."""
+    curves_path, summary_path = out_dir / "decay.csv", out_dir / "decay_summary.csv"
+    if not curves_path.exists():
+        return None
+    curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
+    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX, optional=("diverged_at_step",))
+    accepted = {decay_variant(s): DECAY_STATUSES for s in DECAY_SPEEDUPS}
+    check_curves(curves, curves_path, summary, summary_path, accepted, DRAW_FIX)
+    return curves, summary
+
+
 def draw(out_dir: Path) -> None:
     """table.csv, seeds.csv, checks.csv, ladder_table.csv, figure2.png/.pdf, ladder.png/.pdf
     and README.md from the files in `out_dir`, once they are known whole; and summary.csv's
@@ -1661,6 +1794,8 @@ def draw(out_dir: Path) -> None:
     seeds = per_seed(curves, summary, target)
     checks = plateau(curves, summary)
     rungs = ladder_table(ladder, ladder_summary, target, inception_steps)
+    arm = read_decay_arm(out_dir)
+    decays = decay_table(curves, summary, *arm) if arm else None
     if not recorded:
         write_csv(summary_path, summary[list(SUMMARY_COLUMNS)])
     write_csv(out_dir / "table.csv", results)
@@ -1668,13 +1803,16 @@ def draw(out_dir: Path) -> None:
     write_csv(out_dir / "seeds.csv", seeds)
     write_csv(out_dir / "checks.csv", checks)
     write_csv(out_dir / "ladder_table.csv", rungs)
+    if decays is not None:
+        write_csv(out_dir / "decay_table.csv", decays)
     for path in [
         *figure2(curves, results, out_dir),
         *ladder_figure(ladder, rungs, target, out_dir),
     ]:
         print(f"wrote {path}")
     atomic_write_text(
-        out_dir / "README.md", readme(results, found, seeds, checks, rungs, summary, provenance)
+        out_dir / "README.md",
+        readme(results, found, seeds, checks, rungs, summary, provenance, decays),
     )
     print(f"wrote {out_dir / 'README.md'}")
 
