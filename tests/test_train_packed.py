@@ -9,7 +9,9 @@ single run's convolutions (logits about 1e-7 apart relative, gradients under 1e-
 training amplifies the difference. On plain Inception at the tiny size below the mean losses
 of members and single runs differ by at most 1.4e-5 over 30 steps; with BN the same rounding
 grows to 2e-4 within 12 steps at the base rate and to 1e-3 within 4 steps at BN-x5's
-(measured), so the end-to-end curves are compared on plain Inception.
+(measured), so the end-to-end curves are compared on plain Inception, and the BN
+architectures (BN-x5's, BN-x5-Sigmoid's) are compared network against network in float64, where
+that rounding is 1e-16 and each member's own BN statistics can be checked to 1e-10.
 """
 
 import json
@@ -21,11 +23,12 @@ import pytest
 import torch
 from conftest import tiny_proxy
 from omegaconf import DictConfig
+from torch import nn
 
 from bnrepro import train_inception as ti
 from bnrepro import train_packed
 from bnrepro.errors import ConfigError
-from bnrepro.models.inception import load_member, member_state
+from bnrepro.models.inception import Inception, load_member, member_state
 from bnrepro.train import train
 
 LOSS_TOLERANCE = 1e-4
@@ -256,3 +259,47 @@ def test_a_graphed_pack_trains_as_the_eager_pack_does(fashion_root, tmp_path) ->
     eager, graphed = runs["eager"].train_loss, runs["graphed"].train_loss
     noise = (eager - runs["eager_again"].train_loss).abs().div(eager.abs()).max()
     np.testing.assert_allclose(graphed, eager, rtol=max(1e-4, 4 * noise))
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_packed_bn_members_train_as_their_single_networks_in_float64(activation) -> None:
+    """BN-x5's and BN-x5-Sigmoid's architectures (BN, no LRN, no dropout), three members against
+    three single networks, in float64, where the grouped convolutions' other summation order
+    costs about 1e-16 instead of float32's 1e-7: the same outputs in training mode, so each
+    member's BN normalizes by its own batch statistics alone; the same running statistics and
+    parameters after three SGD steps; the same outputs in evaluation mode, from those running
+    statistics."""
+    torch.manual_seed(0)
+    shape = {"num_classes": 10, "norm": "batch", "activation": activation, "width": 1 / 16,
+             "stem": "small", "in_channels": 1}  # fmt: skip
+    singles = [Inception(**shape).double() for _ in range(3)]
+    pack = Inception(**shape, members=3).double()
+    for k, single in enumerate(singles):
+        load_member(pack, k, single.state_dict())
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in singles]
+    packed_optimizer = torch.optim.SGD(pack.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        images = [torch.randn(8, 1, 16, 16, generator=generator, dtype=torch.float64)] * 3
+        images = [x * (k + 1) + k for k, x in enumerate(images)]  # batch statistics differ
+        labels = torch.randint(0, 10, (3, 8), generator=generator)
+        packed_logits = pack(torch.cat(images, dim=1))
+        loss = sum(nn.functional.cross_entropy(packed_logits[:, k], labels[k]) for k in range(3))
+        packed_optimizer.zero_grad()
+        loss.backward()
+        packed_optimizer.step()
+        for k, single in enumerate(singles):
+            logits = single(images[k])
+            torch.testing.assert_close(packed_logits[:, k], logits, rtol=1e-10, atol=1e-12)
+            optimizers[k].zero_grad()
+            nn.functional.cross_entropy(logits, labels[k]).backward()
+            optimizers[k].step()
+    pack.eval()
+    test = torch.randn(8, 1, 16, 16, generator=generator, dtype=torch.float64)
+    packed_logits = pack(torch.cat([test] * 3, dim=1))
+    for k, single in enumerate(singles):
+        state = member_state(pack, k)
+        for name, value in single.state_dict().items():
+            torch.testing.assert_close(state[name], value, rtol=1e-10, atol=1e-12, msg=name)
+        single.eval()
+        torch.testing.assert_close(packed_logits[:, k], single(test), rtol=1e-10, atol=1e-12)
