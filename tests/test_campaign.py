@@ -159,6 +159,7 @@ def test_a_campaign_survives_a_stop_and_never_retrains(tmp_path, fashion_root):
     assert 0 < segments[1]["from_step"] <= stopped_at
     assert segments[-1]["to_step"] == 60 and all(s["hardware"]["cpu"] for s in segments)
     records = repo / "results" / "campaigns" / "toy"
+    assert json.loads((records / "campaign.json").read_text()) == state
     for run_dir in ("inception_seed0", "ladder/bn_recipe/x2_seed0"):
         for name in ("metrics.csv", "run.json", "config.yaml"):
             assert (records / run_dir / name).read_bytes() == (runs / run_dir / name).read_bytes()

@@ -343,9 +343,13 @@ class Campaign:
         return [run_state(self.dir, run) for run in self.plan.runs]
 
     def sync_records(self, states: Iterable[RunState]) -> list[str]:
-        """Copies each ended run's record into the records folder where it differs; returns
-        the folders it wrote."""
+        """Copies the campaign's campaign.json (its commit and plan) and each ended run's
+        record into the records folder where it differs; returns the run folders it wrote."""
         written = []
+        state = (self.dir / STATE_FILE).read_bytes()
+        if not (self.records / STATE_FILE).exists():
+            self.records.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.records / STATE_FILE, state)
         for s in states:
             if s.state not in ("done", "diverged"):
                 continue

@@ -503,6 +503,17 @@ def recorded_preset(run_dirs: Iterable[str]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def campaign_record(runs_dir: Path) -> dict:
+    """{"campaign": its campaign.json} for the runs (or records) of a campaign
+    (bnrepro.campaign: the commit that trained them, the plan file and its sha256, when it
+    started); {} for a sweep."""
+    path = runs_dir / "campaign.json"
+    if not path.exists():
+        return {}
+    fix = "restore campaign.json from the campaign's runs folder, then collect again"
+    return {"campaign": read_json(path, fix)}
+
+
 def collect(invocation: Invocation) -> None:
     """Writes curves.csv, summary.csv, ladder.csv, ladder_summary.csv and provenance.json of
     the runs under `--runs`, once they are known to be the whole sweep and ladder (every
@@ -553,6 +564,7 @@ def collect(invocation: Invocation) -> None:
                 family: sweep_command(ladder_dir / family) for family in LADDER_FAMILIES
             },
             preset=trained_preset(invocation) or recorded_preset(run_dirs),
+            **campaign_record(runs_dir),
             sweep_wall_s=round(max(end for _, end in spans) - min(s for s, _ in spans)),
             wall_s=wall,
             config=configs,
