@@ -4,11 +4,12 @@ redraw), the three-valued verdicts, the plateau check, the learning-rate ladder,
 is deterministic and refuses an incomplete ladder."""
 
 import math
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose_train
+from conftest import REPO, compose_train
 from test_figure2 import (
     RUNS,
     assert_refused,
@@ -357,3 +358,24 @@ def test_the_decay_arm_judges_bn_x5_at_each_decay_speedup() -> None:
     assert table.verdict[3] == "no"
     assert table.ratio[6] == pytest.approx(10.0) and table.verdict[6] == "yes"
     assert table.max_acc[3] == pytest.approx(0.79)
+
+
+def test_a_campaigns_readme_dates_its_plan_from_git() -> None:
+    """The plan section names the plan file's last change at or before the campaign's commit,
+    from git, and when the campaign's first run started; a sweep has no such section."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if not head:
+        pytest.skip("not a git clone")
+    plan = "configs/preset/cpu_plateau.yaml"
+    campaign = {"plan_file": plan, "commit": head, "plan_sha256": "ab" * 32,
+                "started": "2026-12-07T18:00:00+0000"}  # fmt: skip
+    text = "\n".join(figure2.plan_section({"campaign": campaign}))
+    last = subprocess.run(
+        ["git", "log", "-1", "--format=%h", head, "--", plan],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    assert f"`{plan}`, last changed in {last[:7]} (" in text
+    assert "first run started\n2026-12-07T18:00:00+0000." in text
+    assert figure2.plan_section({}) == []

@@ -155,6 +155,7 @@ from bnrepro.tables import (  # noqa: E402
     read_csv,
     read_json,
 )
+from bnrepro.verdicts import NO_HISTORY, file_at, has_history  # noqa: E402
 
 # The controls first: the diverging one ends early and frees its slot for the next run.
 VARIANTS = [
@@ -1667,6 +1668,30 @@ def history_section(provenance: dict) -> list[str]:
     return ["", "## History of this result", "", *lines] if lines else []
 
 
+def plan_section(provenance: dict) -> list[str]:
+    """For a campaign's results: its plan file (run lengths and relation rules), when git says
+    it was committed, against when the campaign's first run started; nothing for a sweep."""
+    campaign = provenance.get("campaign")
+    if not campaign:
+        return []
+    path, commit = campaign.get("plan_file", "?"), campaign.get("commit")
+    if not has_history():
+        when = NO_HISTORY
+    else:
+        plan = file_at(path, commit) if isinstance(commit, str) else None
+        when = f"last changed in {plan[1]}" if plan else "not recorded (not in this clone)"
+    return [
+        "",
+        "## The plan, fixed before the runs",
+        "",
+        f"This campaign's run lengths and relation rules are `{path}`, {when}, the version",
+        f"the campaign trained from (its commit {str(commit)[:7]}, plan sha256",
+        f"{str(campaign.get('plan_sha256'))[:12]}); the campaign's first run started",
+        f"{campaign.get('started')}. Each run's length follows the plan's rule; each run's",
+        "`run.json` lists its segments (hardware and commit of every start).",
+    ]
+
+
 def decay_section(decays: pd.DataFrame) -> list[str]:
     """The decay arm: BN-x5 at each decay speed-up against plain Inception's maximum."""
     lines = [
@@ -1708,6 +1733,7 @@ def readme(
         *figure3_section(results, summary),
         *controls_section(results),
         *relations_section(results, found),
+        *plan_section(provenance),
         *plateau_section(checks),
         *(decay_section(decays) if decays is not None else []),
         *ladder_section(ladder, results.chance_acc.iloc[0], provenance),
