@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train, data_root
+from conftest import REPO, compose_train, data_root, tiny_proxy
 from omegaconf import OmegaConf
 
-from bnrepro import atomic, lifecycle, train_mlp
+from bnrepro import atomic, lifecycle, train_mlp, train_packed
 from bnrepro.checkpoint import CheckpointError
 from bnrepro.errors import ConfigError, ResumeError
 from bnrepro.hydra_callbacks import OutputDirCheck
@@ -176,6 +176,33 @@ def test_a_grid_no_machine_holds_is_refused(small_cfg, tmp_path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_a_pack_too_large_for_memory_is_refused_before_anything(tmp_path, monkeypatch):
+    """A packed Inception run is refused before any member is built (building 10,000 took
+    minutes, then the allocator failed)."""
+    monkeypatch.setattr(train_packed, "available_memory", lambda device: 10**9)
+    seeds = ",".join(map(str, range(100)))
+    cfg = tiny_proxy("bn_x5", f"seeds=[{seeds}]", "grid.lr_multiplier=[1,5]")
+    with pytest.raises(ConfigError) as caught:
+        train(cfg, tmp_path / "run")
+    message = str(caught.value)
+    assert "grid.lr_multiplier (2) x seeds (100) = 200 members of 41,518 parameters" in message
+    assert "each need about 4.3 GB (weights, gradients, momentum and the activations" in message
+    assert "more than the 1.0 GB of memory available on cpu. Fix: train fewer members" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_pack_no_machine_holds_is_refused_at_once(tmp_path) -> None:
+    """10,000 members at gpu_plateau's size: about 1.2 TB."""
+    factors = "[" + ",".join(str(i + 1) for i in range(100)) + "]"
+    cfg = tiny_proxy(
+        "bn_x5", "data.size=32", "model.width=0.125", f"grid.lr_multiplier={factors}",
+        f"grid.l2_divisor={factors}",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="10,000 members .* GB of memory available"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "model", ["model=mlp", "model=mlp_bn", "model=mlp_noisy", "model.bn_position=after"]
 )
@@ -198,6 +225,7 @@ def test_the_memory_estimate_counts_every_parameter(small_cfg, model) -> None:
         ("grid.init_std=[-inf]", "Each value of grid.init_std must be a finite number"),
         ("grid.lr=[-0.1]", "grid.lr=[-0.1]. Give a list of positive values"),
         ("grid.lr=[0]", "grid.lr=[0.0]. Give a list of positive values"),
+        ("grid.lr=[]", "grid.lr=[]. An empty grid list trains nothing: give a list of one"),
         ("grid.lr=[0.1,0.1]", "grid.lr=[0.1, 0.1]. Give distinct values"),
         ("grid.init_std=[0.1,0.3,0.1]", "grid.init_std=[0.1, 0.3, 0.1]. Give distinct values"),
         ("grid.lr=abc", "grid.lr must be a list of numbers or null, e.g. grid.lr=[0.01,0.1,1.0]."),
@@ -212,6 +240,22 @@ def test_bad_grid_values_are_refused_naming_them(small_cfg, tmp_path, override, 
     message = str(caught.value)
     assert message.startswith("Invalid config: ") and expected in message
     assert "?" not in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("grid.lr_multiplier=[]", "grid.lr_multiplier=[]. An empty grid list trains nothing"),
+        ("grid.dropout_off=[]", "one or more values, e.g. grid.dropout_off=[false,true], or"),
+        ("grid.lr_multiplier=[5,5]", "grid.lr_multiplier=[5.0, 5.0]. Give distinct values"),
+    ],
+)
+def test_bad_pack_grid_values_are_refused_naming_them(tmp_path, override, expected) -> None:
+    with pytest.raises(ConfigError) as caught:
+        train(tiny_proxy("bn_x5", override), tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith("Invalid config: ") and expected in message
     assert not (tmp_path / "run").exists()
 
 
