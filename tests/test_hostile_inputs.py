@@ -6,6 +6,7 @@ changes (every byte of the run directory, its lock file included)."""
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,13 @@ import torch
 from conftest import REPO, compose_train, data_root, tiny_proxy
 from omegaconf import OmegaConf
 
-from bnrepro import atomic, lifecycle, train_mlp, train_packed
+from bnrepro import atomic, lifecycle, tables, train_mlp, train_packed
 from bnrepro.checkpoint import CheckpointError
 from bnrepro.errors import ConfigError, ResumeError
+from bnrepro.experiments import figure1
 from bnrepro.hydra_callbacks import OutputDirCheck
 from bnrepro.lifecycle import Run, RunBusyError, RunWriteError
+from bnrepro.tables import ResultsError
 from bnrepro.train import train
 from bnrepro.train_mlp import METRIC_COLUMNS, RESUME_KEYS
 
@@ -382,3 +385,42 @@ def test_a_run_records_its_overrides_and_a_refused_resume_quotes_them(small_cfg,
     assert again.returncode == 0, again.stderr
     assert "nothing left to train" in again.stdout
     assert every_byte(tmp_path) == before
+
+
+# ------------------------------------------------------------------ damaged results files
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is empty: it holds no CSV table, not even a header."),
+        (
+            b"step\n\x89PNG\x00\xff",
+            "is not a CSV table: it holds bytes that are not text, from byte 5.",
+        ),
+        (b"step\n\xc3(\n", "is not a CSV table: it holds bytes that are not text, from byte 5."),
+        (b"step,seed\n0,", "ends in the middle of a line (12 bytes): the file was cut short."),
+    ],
+    ids=["empty", "binary", "not UTF-8", "cut short"],
+)
+def test_a_damaged_csv_is_named_for_what_it_is(tmp_path, content, expected) -> None:
+    path = tmp_path / "curves.csv"
+    path.write_bytes(content)
+    with pytest.raises(ResultsError) as caught:
+        tables.read_csv(path, {"step": "int"}, "rebuild it")
+    assert str(caught.value) == f"{path} {expected} Nothing was written. Fix: rebuild it."
+
+
+def test_draw_of_an_empty_curves_csv_says_it_is_empty(tmp_path, capsys) -> None:
+    for name in ("curves.csv", "summary.csv"):
+        shutil.copy(REPO / "results" / "figure1" / name, tmp_path / name)
+    (tmp_path / "curves.csv").write_bytes(b"")
+    with pytest.raises(SystemExit) as caught:
+        figure1.DRIVER.main(["draw", "--out", str(tmp_path)])
+    assert caught.value.code == 2
+    stderr = capsys.readouterr().err
+    assert f"{tmp_path / 'curves.csv'} is empty: it holds no CSV table" in stderr
+    assert "cut short" not in stderr and sorted(p.name for p in tmp_path.iterdir()) == [
+        "curves.csv",
+        "summary.csv",
+    ]
