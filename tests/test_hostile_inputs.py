@@ -4,6 +4,7 @@ directory. Each gets one paragraph naming the value and the fix, and nothing alr
 changes (every byte of the run directory, its lock file included)."""
 
 import errno
+import importlib.util
 import json
 import os
 import shutil
@@ -424,3 +425,43 @@ def test_draw_of_an_empty_curves_csv_says_it_is_empty(tmp_path, capsys) -> None:
         "curves.csv",
         "summary.csv",
     ]
+
+
+# ------------------------------------------------------------------ benchmarks' options
+
+
+def script(monkeypatch, name: str):
+    """experiments/`name`.py as a module (the benchmarks import their neighbour bench.py)."""
+    monkeypatch.syspath_prepend(str(REPO / "experiments"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "expected"),
+    [
+        ("bench", ["--steps", "0"], "--steps 0 is not a number of harness steps"),
+        ("bench", ["--steps", "-5"], "--steps -5 is not a number of harness steps"),
+        (
+            "bench",
+            ["--grid-steps", "x"],
+            "--grid-steps x is not a number of steps of the 48 members",
+        ),
+        ("bench_inception", ["--steps", "-1"], "--steps -1 is not a number of steps per timing"),
+        ("bench_inception", ["--threads", "0"], "--threads 0 is not a number of CPU threads"),
+        ("bench_packed", ["--repeats", "0"], "--repeats 0 is not a number of timings"),
+        ("bench_norm", ["--repeats", "-1"], "--repeats -1 is not a number of timings"),
+        ("bench_loader", ["--images", "0"], "--images 0 is not a number of timed images"),
+    ],
+)
+def test_a_benchmark_refuses_a_bad_count_before_anything(monkeypatch, capsys, name, argv, expected):
+    main = script(monkeypatch, name).main
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
+    with pytest.raises(SystemExit) as caught:
+        main()
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"bnrepro: {expected}: it takes a whole number above 0.")
+    assert "Nothing was run or written. Fix: e.g. " in captured.err and captured.out == ""

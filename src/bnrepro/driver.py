@@ -260,6 +260,17 @@ class Parser(argparse.ArgumentParser):
         )
 
 
+def script_args(parser: Parser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The checked command line of a script beside the drivers (the benchmarks): `parser`'s
+    arguments, each option checked by the frame's parsers (`positive_int`, ...), or the
+    refusal's paragraph on stderr and exit status 2 before anything starts."""
+    try:
+        return parser.parse_args(argv)
+    except UsageError as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 @dataclass(frozen=True)
 class Driver:
     """One experiment: see the module docstring for what each field is for."""
