@@ -564,6 +564,18 @@ def test_bad_options_are_refused_before_anything_starts(argv, expected) -> None:
     assert expected in message and "Fix: " in message and "\n" not in message
 
 
+def test_quick_and_packed_is_refused_for_quick_s_one_seed(monkeypatch) -> None:
+    """--packing is not a protocol: beside --quick it is refused for the real reason."""
+    monkeypatch.setattr(figure2, "multirun", lambda *call: pytest.fail("a sweep started"))
+    invocation = figure2.DRIVER.invocation(["run", "--quick", "--packing", "packed"])
+    with pytest.raises(UsageError) as refused:
+        figure2.run(invocation)
+    message = str(refused.value)
+    assert message.startswith("--packing packed with the one seed 0 of --quick would train the")
+    assert "names another" not in message and "Fix: give two seeds or more" in message
+    assert figure2.DRIVER.invocation(["run", "--quick", "--packing", "packed", "--seeds", "0,1"])
+
+
 def test_a_refused_run_exits_2_and_creates_nothing(tmp_path) -> None:
     out, runs = tmp_path / "out", tmp_path / "runs"
     result = run_driver("run", "--seeds", "0,0", "--out", str(out), "--runs", str(runs))

@@ -306,6 +306,17 @@ def test_a_refused_command_leaves_no_directory(tmp_path) -> None:
     assert [p.name for p in tmp_path.rglob("*")] == ["existing"]
 
 
+@pytest.mark.parametrize("name", ["\u00e9t\u00e9", "a=b"], ids=["non-ASCII", "an equals sign"])
+def test_an_override_hydra_cannot_read_gets_how_to_quote_it(tmp_path, name) -> None:
+    run_dir = tmp_path / name
+    result = cli("steps=1", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip()
+    assert message.startswith(f"bnrepro: Hydra cannot read the override 'hydra.run.dir={run_dir}'")
+    assert message.endswith(f"single quotes for the shell: 'hydra.run.dir=\"{run_dir}\"'.")
+    assert "\n" not in message and list(tmp_path.iterdir()) == []
+
+
 def lock_state(run_dir: Path) -> tuple[bytes, int, int]:
     lock = run_dir / ".lock"
     return lock.read_bytes(), lock.stat().st_mtime_ns, lock.stat().st_ino

@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from bnrepro.atomic import atomic_write_text
 from bnrepro.errors import BnreproError
+from bnrepro.hydra_callbacks import check_overrides
 from bnrepro.results import failed_jobs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +86,15 @@ def seed_list(text: str) -> tuple[int, ...]:
             "separated by commas. Nothing was run or written. Fix: e.g. --seeds 0,1,2."
         )
     seeds = tuple(int(word) for word in words)
+    # Imported here: bnrepro.config brings torch, which draw and collect start without.
+    from bnrepro.config import MAX_SEED
+
+    if max(seeds) > MAX_SEED:
+        raise UsageError(
+            f"--seeds {text} names the seed {max(seeds)}, above {MAX_SEED}, the largest seed a "
+            "run takes (its random generators take 32 bits). Nothing was run or written. Fix: "
+            f"give seeds from 0 to {MAX_SEED}, e.g. --seeds 0,1,2."
+        )
     if len(set(seeds)) != len(seeds):
         raise UsageError(
             f"--seeds {text} names a seed twice: each seed is one run, and a second one would "
@@ -124,6 +135,51 @@ def device_name(text: str) -> str:
             "written. Fix: give auto, cpu, cuda or cuda:N (e.g. --device cuda:0)."
         )
     return text
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file at `folder`, or at a folder above it, where a folder is wanted; None if none."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
+def trained_device(options: Mapping[str, Any], overrides: Sequence[str]) -> tuple[str, str, str]:
+    """The device a `run` trains on, what names it, and how to name the CPU instead: the last
+    `device=` override, else `--device`, else the device of the `--preset`'s
+    configs/preset/<name>.yaml; "auto" where none names one."""
+    for word in reversed(overrides):
+        key, _, value = word.partition("=")
+        if key.lstrip("+") == "device":
+            return value, f"The override {word}", "write the override device=cpu"
+    if options.get("device"):
+        return options["device"], f"--device {options['device']}", "give --device cpu"
+    preset = options.get("preset")
+    device = preset and OmegaConf.load(REPO / "configs" / "preset" / f"{preset}.yaml").get("device")
+    if not device:
+        return "auto", "", ""
+    return (
+        device,
+        f"--preset {preset} (configs/preset/{preset}.yaml: device: {device})",
+        "choose a CPU preset (e.g. --preset cpu), or add --device cpu",
+    )
+
+
+def check_device(options: Mapping[str, Any], overrides: Sequence[str]) -> None:
+    """Refuses a `run` on a CUDA device this machine does not have, before anything is made
+    (each job would otherwise fail at its start and leave its folder behind)."""
+    device, named_by, on_the_cpu = trained_device(options, overrides)
+    if not device.startswith("cuda"):
+        return
+    # Imported here: torch takes a second and a half to import, and only a GPU run needs it.
+    import torch
+
+    count = torch.cuda.device_count()
+    if int(device.partition(":")[2] or 0) < count:
+        return
+    have = f"{count} CUDA GPU(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA GPU"
+    raise UsageError(
+        f"{named_by} trains on {device}, and this machine has {have}. Nothing was run or "
+        f"written. Fix: run it on a machine with that GPU, or train on the CPU: {on_the_cpu}."
+    )
 
 
 def hydra_list(values: Iterable) -> str:
@@ -342,6 +398,16 @@ class Driver:
         out = args.out or REPO / ("runs" if args.quick else "results") / (
             f"{folder}-quick" if args.quick else folder
         )
+        file = file_in_the_way(out.resolve())
+        if file is not None:
+            raise UsageError(
+                f"--out {out}: {file} is a file, and --out names the folder of the results "
+                "(their CSV files, figures and README.md). Nothing was run or written. Fix: give "
+                f"--out a folder, new or existing, e.g. --out runs/{folder}-mine."
+            )
+        if args.action == "run":
+            check_overrides(overrides)
+            check_device(options, overrides)
         runs = args.runs or REPO / "runs" / folder / time.strftime("%Y-%m-%d_%H-%M-%S")
         return Invocation(
             action=args.action,
@@ -386,7 +452,7 @@ class Driver:
                 f"{named}: not taken by `{args.action}`, which {does}. Nothing was run or "
                 "written. Fix: drop them, or use `run` to train."
             )
-        protocols = [o.flag for o in self.options if o.choices and o.dest in given]
+        protocols = [o.flag for o in self.options if o.quick and o.choices and o.dest in given]
         if args.quick and protocols:
             raise UsageError(
                 f"--quick is a protocol of its own and {protocols[0]} names another. Nothing "

@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from bnrepro.driver import DRIVERS, REPO, Driver, UsageError
+from bnrepro.driver import DRIVERS, REPO, Driver, UsageError, file_in_the_way
 from bnrepro.runinfo import stable_command
 from bnrepro.verdicts import FIXED_COLUMN
 
@@ -426,7 +426,7 @@ def parse_collect(values: Sequence[str], found: Mapping[str, Artifact]) -> dict[
 
 def make_scratch(scratch: Path) -> None:
     """Makes the folder reruns are written into, unless it or a folder above it is a file."""
-    file = next((p for p in (scratch, *scratch.parents) if p.exists() and not p.is_dir()), None)
+    file = file_in_the_way(scratch.absolute())
     if file is not None:
         raise UsageError(
             f"--scratch {scratch}: {file} is a file, and --scratch names the folder reruns are "

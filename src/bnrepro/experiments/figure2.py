@@ -353,7 +353,8 @@ def run(invocation: Invocation) -> None:
     if invocation.packing == "packed":
         if len(seeds) < 2:
             raise UsageError(
-                f"--packing packed with the one seed {seeds[0]} would train the recipes without a "
+                f"--packing packed with the one seed {seeds[0]}"
+                f"{' of --quick' if invocation.quick else ''} would train the recipes without a "
                 "grid as separate runs, which a packed collect does not read. Nothing was run or "
                 "written. Fix: give two seeds or more (e.g. --seeds 0,1,2), or --packing separate."
             )
