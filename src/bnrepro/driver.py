@@ -13,7 +13,8 @@ and its actions:
 The frame owns everything around them. One parser takes the common options (action,
 `--quick`, `--out`, `--runs`) and the driver's; every value is checked before anything
 starts, and a bad one (`--steps 0`, `--jobs -1`, a seed given twice, an option the action does
-not take, a misspelt option) is refused with one paragraph naming it and the fix, exit status
+not take, a misspelt option, an `--out` that is a file, a GPU the machine does not have, an
+override Hydra cannot read) is refused with one paragraph naming it and the fix, exit status
 2, nothing written. While an action runs, a `BnreproError` (a bad input found later: a sweep
 that is not whole, a damaged CSV file) ends it the same way, and `SweepFailed` (jobs of a sweep
 failed) names each failed job with the first sentence of its error and exits with status 1.
