@@ -16,7 +16,6 @@ Targets on the 2-core development machine: the harness at least 4x the conventio
 members at most 12x the cost of one, the full protocol of both nets within 40 s.
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from torch import nn
 
+from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_mnist
 from bnrepro.train_mlp import train
 
@@ -132,14 +132,28 @@ def conventional_steps_per_s(batch_norm: bool, steps: int, data_root: str, devic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=5000, help="harness steps per measurement")
-    parser.add_argument("--baseline-steps", type=int, default=2000)
-    parser.add_argument("--grid-steps", type=int, default=1000, help="steps of the 48 members")
+    parser = Parser(prog="python experiments/bench.py", description=__doc__)
+    parser.add_argument(
+        "--steps",
+        type=positive_int("--steps", "harness steps", 5000),
+        default=5000,
+        help="harness steps per measurement",
+    )
+    parser.add_argument(
+        "--baseline-steps",
+        type=positive_int("--baseline-steps", "conventional steps", 2000),
+        default=2000,
+    )
+    parser.add_argument(
+        "--grid-steps",
+        type=positive_int("--grid-steps", "steps of the 48 members", 1000),
+        default=1000,
+        help="steps of the 48 members",
+    )
     parser.add_argument("--full", action="store_true", help="also time the full 50,000 steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", default=os.environ.get("BNREPRO_DATA", "data"))
-    args = parser.parse_args()
+    args = script_args(parser)
     ensure_mnist(args.data)
     torch.set_num_threads(1)  # the harness's default; the conventional loop gets the same
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread")

@@ -45,6 +45,7 @@ from bench import harness_config, run_config
 from omegaconf import open_dict
 
 from bnrepro import train_inception as ti
+from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_dataset
 from bnrepro.graphs import cuda_graphed
 from bnrepro.models.inception import Inception, count_multiply_adds
@@ -268,19 +269,28 @@ def thread_split(steps: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = Parser(
+        prog="python experiments/bench_inception.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--steps", type=int, default=None, help="steps per timing")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (cpu only)")
+    parser.add_argument(
+        "--steps", type=positive_int("--steps", "steps per timing", 20), help="steps per timing"
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int("--threads", "CPU threads", 1),
+        default=1,
+        help="CPU threads (cpu only)",
+    )
     parser.add_argument("--thread-split", action="store_true", help="cpu: also the thread split")
     parser.add_argument(
         "--cuda-tests", action="store_true", help="cuda: also the CUDA tests and the MLP's graph"
     )
     parser.add_argument("--only-step", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
+    args = script_args(parser)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_inception: --device cuda needs a CUDA GPU; none is visible.")
     ensure_dataset("fashion_mnist", str(REPO / "data"))

@@ -33,6 +33,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.train_inception import imagenet_datasets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,16 +160,27 @@ def workers_needed_for(target: float, per_worker: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = Parser(
+        prog="python experiments/bench_loader.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "bench_loader")
-    parser.add_argument("--images", type=int, default=1024, help="timed images per setting")
+    parser.add_argument(
+        "--images",
+        type=positive_int("--images", "timed images", 1024),
+        default=1024,
+        help="timed images per setting",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--breakdown-images", type=int, default=100)
+    parser.add_argument(
+        "--breakdown-images",
+        type=positive_int("--breakdown-images", "images", 100),
+        default=100,
+    )
     parser.add_argument("--target", type=float, default=5091.0, help="images/s to feed")
     parser.add_argument("--json", type=Path, help="also write the JSON line here")
-    args = parser.parse_args()
+    args = script_args(parser)
     torch.set_num_threads(1)  # as a DataLoader worker: one core per process
 
     train_set = training_set(ensure_folder(args.root))

@@ -5,13 +5,13 @@ interleaved in the same process (median of several repeats), and prints their ra
 the CPU, and on the GPU too when one is visible.
 """
 
-import argparse
 import statistics
 import time
 
 import torch
 from torch import nn
 
+from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.nn import BatchNorm
 
 SHAPES = {
@@ -45,9 +45,9 @@ def time_fwd_bwd(layer: nn.Module, x: torch.Tensor, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=50)
-    args = parser.parse_args()
+    parser = Parser(prog="python experiments/bench_norm.py", description=__doc__)
+    parser.add_argument("--repeats", type=positive_int("--repeats", "timings", 50), default=50)
+    args = script_args(parser)
     torch.set_num_threads(1)  # as the harness: see `threads` in configs/train.yaml
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:

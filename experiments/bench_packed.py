@@ -44,6 +44,7 @@ from omegaconf import DictConfig
 from bnrepro import train_inception as ti
 from bnrepro import train_packed as tp
 from bnrepro.config import select_device
+from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_dataset
 from bnrepro.graphs import cuda_graphed
 from bnrepro.runinfo import hardware
@@ -216,8 +217,10 @@ def member_counts(text: str) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = Parser(
+        prog="python experiments/bench_packed.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--preset", help="a preset of configs/preset/ (default: the device's)")
@@ -225,13 +228,23 @@ def main() -> None:
     parser.add_argument(
         "--members", type=member_counts, default=[9], help="member counts, e.g. 1,3,9,15"
     )
-    parser.add_argument("--steps", type=int, help="timed steps per repeat")
+    parser.add_argument(
+        "--steps", type=positive_int("--steps", "timed steps", 10), help="timed steps per repeat"
+    )
     parser.add_argument("--warmup", type=int, help="untimed steps first")
-    parser.add_argument("--repeats", type=int, help="timings per side; the median is kept")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: the preset's)")
+    parser.add_argument(
+        "--repeats",
+        type=positive_int("--repeats", "timings", 3),
+        help="timings per side; the median is kept",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int("--threads", "CPU threads", 1),
+        help="CPU threads (default: the preset's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.width=0.0625")
-    args = parser.parse_args()
+    args = script_args(parser)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_packed: --device cuda needs a CUDA GPU; none is visible.")
     preset = args.preset or ("gpu_plateau" if args.device == "cuda" else "cpu")

@@ -1,6 +1,7 @@
 """README.md and docs/*.md quote results only through generated blocks (bnrepro.docs)."""
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -103,3 +104,33 @@ def test_the_headline_of_figure1_follows_its_summary(tmp_path) -> None:
     summary.loc[summary.variant == "bn", "final_test_acc"] = 0.5
     summary.to_csv(tmp_path / "figure1" / "summary.csv", index=False)
     assert "with BN the net ends at 0.5000" in docs.figure1_headline(Path(tmp_path))
+
+
+def random_bytes(results: Path) -> None:
+    (results / "claims" / "claims.csv").write_bytes(bytes(range(256)) * 4)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (random_bytes, "claims/claims.csv is not a CSV table: it holds bytes that are not text"),
+        (lambda r: (r / "claims" / "claims.csv").unlink(), "claims/claims.csv does not exist"),
+        (lambda r: shutil.rmtree(r / "claims"), "results/claims does not exist"),
+        (lambda r: shutil.rmtree(r), "results does not exist"),
+        (lambda r: (r / "claims" / "claims.csv").write_text(""), "claims.csv is empty"),
+    ],
+    ids=["random bytes", "a deleted CSV", "a missing folder", "no results/", "an empty CSV"],
+)
+def test_damaged_results_get_one_paragraph(tmp_path, monkeypatch, capsys, damage, expected):
+    page = tmp_path / "README.md"
+    text = "<!-- begin generated: claims-headline -->\nold\n<!-- end generated -->\n"
+    page.write_text(text)
+    shutil.copytree(RESULTS / "claims", tmp_path / "results" / "claims")
+    damage(tmp_path / "results")
+    monkeypatch.setattr(docs, "REPO", tmp_path)
+    monkeypatch.setattr(docs, "pages", lambda: [page])
+    assert docs.main(["--check"]) == 2 and docs.main([]) == 2
+    stderr = capsys.readouterr().err.splitlines()
+    assert len(stderr) == 2 and stderr[0].startswith("README.md: ") and expected in stderr[0]
+    assert "Fix: restore the committed results with `git checkout -- results/`" in stderr[0]
+    assert page.read_text() == text

@@ -11,13 +11,15 @@ import pytest
 from conftest import REPO
 
 from bnrepro.driver import DRIVERS, Driver, UsageError, first_sentence, hydra_list
+from bnrepro.errors import BnreproError
+from bnrepro.experiments import figure1, figure2, ics_proxy
 
 # The options each bad value is tried on, for every driver that takes the option.
 BAD_VALUES = {
     "--steps": ["0", "-5", "many", "1.5"],
     "--every": ["0", "-1"],
     "--jobs": ["0", "-1"],
-    "--seeds": ["0,0", "a", "-1", ""],
+    "--seeds": ["0,0", "a", "-1", "", "4294967296"],
     "--device": ["gpu", "cuda:x"],
     "--lrs": ["0.1,0.1", "inf", "-1", "nan"],
     "--init-stds": ["0", "1,1"],
@@ -81,6 +83,74 @@ def test_options_an_action_does_not_take_are_refused(driver) -> None:
     if driver.collect:
         with pytest.raises(UsageError, match="collect needs the runs"):
             driver.invocation(["collect"])
+
+
+NO_GPU = "and this machine has no CUDA GPU. Nothing was run or written. Fix: run it on a machine"
+
+
+@pytest.mark.parametrize(
+    ("driver", "argv", "expected"),
+    [
+        (figure2, ["--preset", "gpu_plateau"], "--preset gpu_plateau (configs/preset/gpu_plateau"
+         ".yaml: device: cuda) trains on cuda, " + NO_GPU),
+        (ics_proxy, ["--preset", "gpu"], "device: cuda) trains on cuda, " + NO_GPU),
+        (figure1, ["--device", "cuda"], "--device cuda trains on cuda, " + NO_GPU),
+        (figure1, ["--device", "cpu", "device=cuda:1"], "The override device=cuda:1 trains on "
+         "cuda:1, " + NO_GPU),
+    ],
+    ids=["figure2 gpu_plateau", "ics_proxy gpu", "--device cuda", "an override"],
+)  # fmt: skip
+def test_a_run_on_a_gpu_this_machine_lacks_is_refused_before_any_folder(
+    driver, argv, expected, tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    with pytest.raises(SystemExit) as caught:
+        driver.DRIVER.main(["run", *argv, "--out", str(out), "--runs", str(runs)])
+    assert caught.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("bnrepro: ") and expected in stderr and stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_device_check_knows_which_gpus_there_are(monkeypatch) -> None:
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    with pytest.raises(UsageError, match="this machine has 1 CUDA GPU\\(s\\), cuda:0 to cuda:0"):
+        figure1.DRIVER.invocation(["run", "--device", "cuda:1"])
+    assert figure1.DRIVER.invocation(["run", "--device", "cuda:0"]).device == "cuda:0"
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    for argv in (["--preset", "gpu_plateau", "--device", "cpu"], ["--preset", "gpu", "device=cpu"]):
+        assert figure2.DRIVER.invocation(["run", *argv]).action == "run"
+
+
+@pytest.mark.parametrize("under", ["", "sub"], ids=["a file", "a path under a file"])
+@pytest.mark.parametrize("action", ["run", "draw"])
+def test_an_out_that_is_a_file_is_refused_as_not_a_folder(tmp_path, action, under) -> None:
+    file = tmp_path / "README.md"
+    file.write_text("kept\n")
+    with pytest.raises(UsageError) as refused:
+        figure1.DRIVER.invocation([action, "--out", str(file / under if under else file)])
+    message = str(refused.value)
+    assert f"{file} is a file, and --out names the folder of the results" in message
+    assert "does not exist" not in message and "Fix: give --out a folder" in message
+    assert file.read_text() == "kept\n"
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("hydra.run.dir=/tmp/\u00e9", "'hydra.run.dir=\"/tmp/\u00e9\"'"),
+        ("data.root=/data/a=b", "'data.root=\"/data/a=b\"'"),
+    ],
+    ids=["non-ASCII", "an equals sign"],
+)
+def test_an_override_hydra_cannot_read_is_refused_with_how_to_quote_it(word, expected) -> None:
+    with pytest.raises(BnreproError) as refused:
+        figure1.DRIVER.invocation(["run", "--quick", word])
+    message = str(refused.value)
+    assert message.startswith(f"Hydra cannot read the override {word!r} (")
+    assert "Nothing was run or written. Fix: quote the value" in message
+    assert message.endswith(f"inside single quotes for the shell: {expected}.")
 
 
 def test_defaults_are_the_committed_protocol_and_quick_its_short_one() -> None:

@@ -499,7 +499,9 @@ def test_draw_refuses_incomplete_results_and_writes_nothing(tmp_path, damage, ex
     ],
     ids=["committed protocol", "gpu", "quick", "quick elsewhere"],
 )  # fmt: skip
-def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, preset, seeds, jobs, out):
+def test_run_trains_the_protocol_it_is_asked_for(
+    monkeypatch, two_gpus, args, preset, seeds, jobs, out
+):
     """`run` alone is the committed protocol (the cpu preset), into results/figure2/, another
     preset into results/figure2_<preset>/; `--quick` writes its results under
     runs/figure2-quick/ unless `--out` says otherwise."""
@@ -513,7 +515,7 @@ def test_run_trains_the_protocol_it_is_asked_for(monkeypatch, args, preset, seed
     assert invocation.out == out
 
 
-def test_a_packed_run_trains_each_architecture_as_one_model(monkeypatch) -> None:
+def test_a_packed_run_trains_each_architecture_as_one_model(monkeypatch, two_gpus) -> None:
     """gpu_plateau packs: the two ladder families with every rate and seed as members, then the
     three other recipes with their seeds, one process at a time, into <runs>/packs/."""
     calls = []
@@ -539,7 +541,7 @@ def test_a_packed_run_trains_each_architecture_as_one_model(monkeypatch) -> None
     assert figure2.member_roles("bn_baseline", float("nan")) == ("bn_baseline", None)
 
 
-def test_the_drivers_presets_are_the_config_groups() -> None:
+def test_the_drivers_presets_are_the_config_groups(two_gpus) -> None:
     """Every configs/preset/ file has this driver's seeds and runs at a time, and `--preset`
     offers every one but quick (which is `--quick`)."""
     files = {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
@@ -568,6 +570,18 @@ def test_bad_options_are_refused_before_anything_starts(argv, expected) -> None:
         figure2.DRIVER.invocation(argv)
     message = str(refused.value)
     assert expected in message and "Fix: " in message and "\n" not in message
+
+
+def test_quick_and_packed_is_refused_for_quick_s_one_seed(monkeypatch) -> None:
+    """--packing is not a protocol: beside --quick it is refused for the real reason."""
+    monkeypatch.setattr(figure2, "multirun", lambda *call: pytest.fail("a sweep started"))
+    invocation = figure2.DRIVER.invocation(["run", "--quick", "--packing", "packed"])
+    with pytest.raises(UsageError) as refused:
+        figure2.run(invocation)
+    message = str(refused.value)
+    assert message.startswith("--packing packed with the one seed 0 of --quick would train the")
+    assert "names another" not in message and "Fix: give two seeds or more" in message
+    assert figure2.DRIVER.invocation(["run", "--quick", "--packing", "packed", "--seeds", "0,1"])
 
 
 def test_a_refused_run_exits_2_and_creates_nothing(tmp_path) -> None:
@@ -679,7 +693,25 @@ def test_a_packed_sweep_gives_the_files_a_separate_sweep_gives(tmp_path) -> None
     assert "seeds 0, 1: Inception as it is" in readme and "packed: 5 models" in readme
 
 
-def test_a_packed_run_needs_two_seeds_and_a_pack_the_ladders_rates() -> None:
+def test_a_missing_pack_folder_is_named(tmp_path) -> None:
+    """A packed sweep without its recipes' packs: named as missing folders, not as the
+    summary.csv that collect would have written."""
+    for experiment in ("inception", "bn_x5"):
+        (tmp_path / "runs" / "packs" / "ladder" / experiment).mkdir(parents=True)
+        (tmp_path / "runs" / "packs" / "ladder" / experiment / "run.json").write_text("{}")
+    argv = ["collect", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    with pytest.raises(ResultsError) as refused:
+        figure2.collect(figure2.DRIVER.invocation(argv))
+    message = str(refused.value)
+    recipes = tmp_path / "runs" / "packs" / "recipes"
+    assert message.startswith(
+        f"The packed sweep in {tmp_path / 'runs' / 'packs'} lacks 3 of its 5 packs (no folder "
+        f"with a run.json): {recipes / 'bn_baseline'}; {recipes / 'bn_x5_sigmoid'}; "
+    )
+    assert "summary.csv" not in message and not (tmp_path / "out").exists()
+
+
+def test_a_packed_run_needs_two_seeds_and_a_pack_the_ladders_rates(two_gpus) -> None:
     """One seed would leave the recipes' packs as separate runs; a ladder pack at a rate off
     the ladder (or without a grid) cannot be placed on it: both refused with their fix."""
     invocation = figure2.DRIVER.invocation(["run", "--preset", "gpu_plateau", "--seeds", "0"])

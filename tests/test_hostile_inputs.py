@@ -4,22 +4,26 @@ directory. Each gets one paragraph naming the value and the fix, and nothing alr
 changes (every byte of the run directory, its lock file included)."""
 
 import errno
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train, data_root
+from conftest import REPO, compose_train, data_root, tiny_proxy
 from omegaconf import OmegaConf
 
-from bnrepro import atomic, lifecycle, train_mlp
+from bnrepro import atomic, lifecycle, tables, train_mlp, train_packed
 from bnrepro.checkpoint import CheckpointError
 from bnrepro.errors import ConfigError, ResumeError
+from bnrepro.experiments import figure1
 from bnrepro.hydra_callbacks import OutputDirCheck
 from bnrepro.lifecycle import Run, RunBusyError, RunWriteError
+from bnrepro.tables import ResultsError
 from bnrepro.train import train
 from bnrepro.train_mlp import METRIC_COLUMNS, RESUME_KEYS
 
@@ -176,6 +180,33 @@ def test_a_grid_no_machine_holds_is_refused(small_cfg, tmp_path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_a_pack_too_large_for_memory_is_refused_before_anything(tmp_path, monkeypatch):
+    """A packed Inception run is refused before any member is built (building 10,000 took
+    minutes, then the allocator failed)."""
+    monkeypatch.setattr(train_packed, "available_memory", lambda device: 10**9)
+    seeds = ",".join(map(str, range(100)))
+    cfg = tiny_proxy("bn_x5", f"seeds=[{seeds}]", "grid.lr_multiplier=[1,5]")
+    with pytest.raises(ConfigError) as caught:
+        train(cfg, tmp_path / "run")
+    message = str(caught.value)
+    assert "grid.lr_multiplier (2) x seeds (100) = 200 members of 41,518 parameters" in message
+    assert "each need about 4.3 GB (weights, gradients, momentum and the activations" in message
+    assert "more than the 1.0 GB of memory available on cpu. Fix: train fewer members" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_pack_no_machine_holds_is_refused_at_once(tmp_path) -> None:
+    """10,000 members at gpu_plateau's size: about 1.2 TB."""
+    factors = "[" + ",".join(str(i + 1) for i in range(100)) + "]"
+    cfg = tiny_proxy(
+        "bn_x5", "data.size=32", "model.width=0.125", f"grid.lr_multiplier={factors}",
+        f"grid.l2_divisor={factors}",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="10,000 members .* GB of memory available"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "model", ["model=mlp", "model=mlp_bn", "model=mlp_noisy", "model.bn_position=after"]
 )
@@ -198,6 +229,7 @@ def test_the_memory_estimate_counts_every_parameter(small_cfg, model) -> None:
         ("grid.init_std=[-inf]", "Each value of grid.init_std must be a finite number"),
         ("grid.lr=[-0.1]", "grid.lr=[-0.1]. Give a list of positive values"),
         ("grid.lr=[0]", "grid.lr=[0.0]. Give a list of positive values"),
+        ("grid.lr=[]", "grid.lr=[]. An empty grid list trains nothing: give a list of one"),
         ("grid.lr=[0.1,0.1]", "grid.lr=[0.1, 0.1]. Give distinct values"),
         ("grid.init_std=[0.1,0.3,0.1]", "grid.init_std=[0.1, 0.3, 0.1]. Give distinct values"),
         ("grid.lr=abc", "grid.lr must be a list of numbers or null, e.g. grid.lr=[0.01,0.1,1.0]."),
@@ -212,6 +244,22 @@ def test_bad_grid_values_are_refused_naming_them(small_cfg, tmp_path, override, 
     message = str(caught.value)
     assert message.startswith("Invalid config: ") and expected in message
     assert "?" not in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("grid.lr_multiplier=[]", "grid.lr_multiplier=[]. An empty grid list trains nothing"),
+        ("grid.dropout_off=[]", "one or more values, e.g. grid.dropout_off=[false,true], or"),
+        ("grid.lr_multiplier=[5,5]", "grid.lr_multiplier=[5.0, 5.0]. Give distinct values"),
+    ],
+)
+def test_bad_pack_grid_values_are_refused_naming_them(tmp_path, override, expected) -> None:
+    with pytest.raises(ConfigError) as caught:
+        train(tiny_proxy("bn_x5", override), tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith("Invalid config: ") and expected in message
     assert not (tmp_path / "run").exists()
 
 
@@ -256,6 +304,17 @@ def test_a_refused_command_leaves_no_directory(tmp_path) -> None:
     assert result.returncode == 2 and "steps='abc'" in result.stderr
     assert "Traceback" not in result.stderr
     assert [p.name for p in tmp_path.rglob("*")] == ["existing"]
+
+
+@pytest.mark.parametrize("name", ["\u00e9t\u00e9", "a=b"], ids=["non-ASCII", "an equals sign"])
+def test_an_override_hydra_cannot_read_gets_how_to_quote_it(tmp_path, name) -> None:
+    run_dir = tmp_path / name
+    result = cli("steps=1", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip()
+    assert message.startswith(f"bnrepro: Hydra cannot read the override 'hydra.run.dir={run_dir}'")
+    assert message.endswith(f"single quotes for the shell: 'hydra.run.dir=\"{run_dir}\"'.")
+    assert "\n" not in message and list(tmp_path.iterdir()) == []
 
 
 def lock_state(run_dir: Path) -> tuple[bytes, int, int]:
@@ -338,3 +397,82 @@ def test_a_run_records_its_overrides_and_a_refused_resume_quotes_them(small_cfg,
     assert again.returncode == 0, again.stderr
     assert "nothing left to train" in again.stdout
     assert every_byte(tmp_path) == before
+
+
+# ------------------------------------------------------------------ damaged results files
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is empty: it holds no CSV table, not even a header."),
+        (
+            b"step\n\x89PNG\x00\xff",
+            "is not a CSV table: it holds bytes that are not text, from byte 5.",
+        ),
+        (b"step\n\xc3(\n", "is not a CSV table: it holds bytes that are not text, from byte 5."),
+        (b"step,seed\n0,", "ends in the middle of a line (12 bytes): the file was cut short."),
+    ],
+    ids=["empty", "binary", "not UTF-8", "cut short"],
+)
+def test_a_damaged_csv_is_named_for_what_it_is(tmp_path, content, expected) -> None:
+    path = tmp_path / "curves.csv"
+    path.write_bytes(content)
+    with pytest.raises(ResultsError) as caught:
+        tables.read_csv(path, {"step": "int"}, "rebuild it")
+    assert str(caught.value) == f"{path} {expected} Nothing was written. Fix: rebuild it."
+
+
+def test_draw_of_an_empty_curves_csv_says_it_is_empty(tmp_path, capsys) -> None:
+    for name in ("curves.csv", "summary.csv"):
+        shutil.copy(REPO / "results" / "figure1" / name, tmp_path / name)
+    (tmp_path / "curves.csv").write_bytes(b"")
+    with pytest.raises(SystemExit) as caught:
+        figure1.DRIVER.main(["draw", "--out", str(tmp_path)])
+    assert caught.value.code == 2
+    stderr = capsys.readouterr().err
+    assert f"{tmp_path / 'curves.csv'} is empty: it holds no CSV table" in stderr
+    assert "cut short" not in stderr and sorted(p.name for p in tmp_path.iterdir()) == [
+        "curves.csv",
+        "summary.csv",
+    ]
+
+
+# ------------------------------------------------------------------ benchmarks' options
+
+
+def script(monkeypatch, name: str):
+    """experiments/`name`.py as a module (the benchmarks import their neighbour bench.py)."""
+    monkeypatch.syspath_prepend(str(REPO / "experiments"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "expected"),
+    [
+        ("bench", ["--steps", "0"], "--steps 0 is not a number of harness steps"),
+        ("bench", ["--steps", "-5"], "--steps -5 is not a number of harness steps"),
+        (
+            "bench",
+            ["--grid-steps", "x"],
+            "--grid-steps x is not a number of steps of the 48 members",
+        ),
+        ("bench_inception", ["--steps", "-1"], "--steps -1 is not a number of steps per timing"),
+        ("bench_inception", ["--threads", "0"], "--threads 0 is not a number of CPU threads"),
+        ("bench_packed", ["--repeats", "0"], "--repeats 0 is not a number of timings"),
+        ("bench_norm", ["--repeats", "-1"], "--repeats -1 is not a number of timings"),
+        ("bench_loader", ["--images", "0"], "--images 0 is not a number of timed images"),
+    ],
+)
+def test_a_benchmark_refuses_a_bad_count_before_anything(monkeypatch, capsys, name, argv, expected):
+    main = script(monkeypatch, name).main
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
+    with pytest.raises(SystemExit) as caught:
+        main()
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"bnrepro: {expected}: it takes a whole number above 0.")
+    assert "Nothing was run or written. Fix: e.g. " in captured.err and captured.out == ""

@@ -189,7 +189,7 @@ def test_the_driver_refuses_runs_that_were_not_diagnosed(sweep, tmp_path) -> Non
     assert not (tmp_path / "out").exists()
 
 
-def test_presets_are_the_config_groups_with_the_measurements(monkeypatch) -> None:
+def test_presets_are_the_config_groups_with_the_measurements(monkeypatch, two_gpus) -> None:
     """The sizes come from configs/preset/ (as for figure2); the driver adds its seeds, its
     runs at a time and the measurements' cadences, and `--device` goes to every run."""
     files = {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}

@@ -248,7 +248,7 @@ def test_a_bad_option_exits_2_and_creates_nothing(tmp_path) -> None:
     ],
 )  # fmt: skip
 def test_run_launches_the_four_runs_as_one_multirun(
-    monkeypatch, tmp_path, argv, jobs, expected
+    monkeypatch, two_gpus, tmp_path, argv, jobs, expected
 ) -> None:
     launched = []
     monkeypatch.setattr(sensitivity, "multirun", lambda *args: launched.append(args))

@@ -269,6 +269,24 @@ def test_bad_options_are_refused(args, expected) -> None:
     assert expected in result.stderr
 
 
+@pytest.mark.parametrize("under", ["", "sub"], ids=["a file", "a path under a file"])
+def test_a_scratch_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys, under) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("kept\n")
+    scratch = file / under if under else file
+    argv = ["verify.py", "--quick", "--only", "figure1", "--scratch", str(scratch)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as caught:
+        verify.main()
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == (
+        f"bnrepro: --scratch {scratch}: {file} is a file, and --scratch names the folder reruns "
+        "are written into. Nothing was run or written. Fix: give --scratch a folder, new or "
+        "existing, e.g. --scratch runs/verify/mine.\n"
+    )
+    assert file.read_text() == "kept\n" and list(tmp_path.iterdir()) == [file]
+
+
 @pytest.mark.integration
 def test_quick_figure1_end_to_end(tmp_path, mnist_root, monkeypatch) -> None:
     """The quick protocol reruns to the committed reference (byte for byte on the CPU model

@@ -27,6 +27,8 @@ import pandas as pd
 
 from bnrepro.atomic import atomic_write_text
 from bnrepro.drift import NAME as DRIFT_NAME
+from bnrepro.errors import BnreproError
+from bnrepro.tables import csv_problem
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/*.md")
@@ -42,12 +44,41 @@ FIGURE1_FOLDERS = {
 }
 
 
+class UnreadableResults(BnreproError):
+    """A results file the generated blocks are written from is missing or damaged."""
+
+
+def unreadable(file: Path, problem: str) -> UnreadableResults:
+    return UnreadableResults(
+        f"{file} {problem}, and the pages' generated blocks are written from it. Fix: restore "
+        "the committed results with `git checkout -- results/` (or rebuild the folder with its "
+        "driver's collect or draw), then run `python -m bnrepro.docs` again."
+    )
+
+
 def csv(results: Path, path: str) -> pd.DataFrame:
-    return pd.read_csv(results / path)
+    """results/`path`, once it is known to be a whole CSV file (bnrepro.tables.csv_problem)."""
+    file = results / path
+    for folder in (results, file.parent):
+        if not folder.is_dir():
+            raise unreadable(folder, "does not exist")
+    problem = csv_problem(file)
+    if problem:
+        raise unreadable(file, problem)
+    try:
+        return pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise unreadable(file, f"is not a readable CSV file ({error})") from None
 
 
 def provenance(results: Path, folder: str) -> dict:
-    return json.loads((results / folder / "provenance.json").read_text())
+    file = results / folder / "provenance.json"
+    try:
+        return json.loads(file.read_text())
+    except OSError as error:
+        raise unreadable(file, f"cannot be read ({error.strerror})") from None
+    except ValueError as error:
+        raise unreadable(file, f"is not valid JSON ({error})") from None
 
 
 def accuracy(values: pd.Series) -> str:
@@ -469,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         text = path.read_text()
         try:
             written = render(text, REPO / "results")
-        except UnknownBlock as error:
+        except (UnknownBlock, UnreadableResults) as error:
             print(f"{path.relative_to(REPO)}: {error}", file=sys.stderr)
             return 2
         if written == text:

@@ -13,7 +13,8 @@ and its actions:
 The frame owns everything around them. One parser takes the common options (action,
 `--quick`, `--out`, `--runs`) and the driver's; every value is checked before anything
 starts, and a bad one (`--steps 0`, `--jobs -1`, a seed given twice, an option the action does
-not take, a misspelt option) is refused with one paragraph naming it and the fix, exit status
+not take, a misspelt option, an `--out` that is a file, a GPU the machine does not have, an
+override Hydra cannot read) is refused with one paragraph naming it and the fix, exit status
 2, nothing written. While an action runs, a `BnreproError` (a bad input found later: a sweep
 that is not whole, a damaged CSV file) ends it the same way, and `SweepFailed` (jobs of a sweep
 failed) names each failed job with the first sentence of its error and exits with status 1.
@@ -34,9 +35,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from bnrepro.atomic import atomic_write_text
 from bnrepro.errors import BnreproError
+from bnrepro.hydra_callbacks import check_overrides
 from bnrepro.results import failed_jobs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +87,15 @@ def seed_list(text: str) -> tuple[int, ...]:
             "separated by commas. Nothing was run or written. Fix: e.g. --seeds 0,1,2."
         )
     seeds = tuple(int(word) for word in words)
+    # Imported here: bnrepro.config brings torch, which draw and collect start without.
+    from bnrepro.config import MAX_SEED
+
+    if max(seeds) > MAX_SEED:
+        raise UsageError(
+            f"--seeds {text} names the seed {max(seeds)}, above {MAX_SEED}, the largest seed a "
+            "run takes (its random generators take 32 bits). Nothing was run or written. Fix: "
+            f"give seeds from 0 to {MAX_SEED}, e.g. --seeds 0,1,2."
+        )
     if len(set(seeds)) != len(seeds):
         raise UsageError(
             f"--seeds {text} names a seed twice: each seed is one run, and a second one would "
@@ -124,6 +136,51 @@ def device_name(text: str) -> str:
             "written. Fix: give auto, cpu, cuda or cuda:N (e.g. --device cuda:0)."
         )
     return text
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file at `folder`, or at a folder above it, where a folder is wanted; None if none."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
+def trained_device(options: Mapping[str, Any], overrides: Sequence[str]) -> tuple[str, str, str]:
+    """The device a `run` trains on, what names it, and how to name the CPU instead: the last
+    `device=` override, else `--device`, else the device of the `--preset`'s
+    configs/preset/<name>.yaml; "auto" where none names one."""
+    for word in reversed(overrides):
+        key, _, value = word.partition("=")
+        if key.lstrip("+") == "device":
+            return value, f"The override {word}", "write the override device=cpu"
+    if options.get("device"):
+        return options["device"], f"--device {options['device']}", "give --device cpu"
+    preset = options.get("preset")
+    device = preset and OmegaConf.load(REPO / "configs" / "preset" / f"{preset}.yaml").get("device")
+    if not device:
+        return "auto", "", ""
+    return (
+        device,
+        f"--preset {preset} (configs/preset/{preset}.yaml: device: {device})",
+        "choose a CPU preset (e.g. --preset cpu), or add --device cpu",
+    )
+
+
+def check_device(options: Mapping[str, Any], overrides: Sequence[str]) -> None:
+    """Refuses a `run` on a CUDA device this machine does not have, before anything is made
+    (each job would otherwise fail at its start and leave its folder behind)."""
+    device, named_by, on_the_cpu = trained_device(options, overrides)
+    if not device.startswith("cuda"):
+        return
+    # Imported here: torch takes a second and a half to import, and only a GPU run needs it.
+    import torch
+
+    count = torch.cuda.device_count()
+    if int(device.partition(":")[2] or 0) < count:
+        return
+    have = f"{count} CUDA GPU(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA GPU"
+    raise UsageError(
+        f"{named_by} trains on {device}, and this machine has {have}. Nothing was run or "
+        f"written. Fix: run it on a machine with that GPU, or train on the CPU: {on_the_cpu}."
+    )
 
 
 def hydra_list(values: Iterable) -> str:
@@ -260,6 +317,17 @@ class Parser(argparse.ArgumentParser):
         )
 
 
+def script_args(parser: Parser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The checked command line of a script beside the drivers (the benchmarks): `parser`'s
+    arguments, each option checked by the frame's parsers (`positive_int`, ...), or the
+    refusal's paragraph on stderr and exit status 2 before anything starts."""
+    try:
+        return parser.parse_args(argv)
+    except UsageError as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 @dataclass(frozen=True)
 class Driver:
     """One experiment: see the module docstring for what each field is for."""
@@ -331,6 +399,16 @@ class Driver:
         out = args.out or REPO / ("runs" if args.quick else "results") / (
             f"{folder}-quick" if args.quick else folder
         )
+        file = file_in_the_way(out.resolve())
+        if file is not None:
+            raise UsageError(
+                f"--out {out}: {file} is a file, and --out names the folder of the results "
+                "(their CSV files, figures and README.md). Nothing was run or written. Fix: give "
+                f"--out a folder, new or existing, e.g. --out runs/{folder}-mine."
+            )
+        if args.action == "run":
+            check_overrides(overrides)
+            check_device(options, overrides)
         runs = args.runs or REPO / "runs" / folder / time.strftime("%Y-%m-%d_%H-%M-%S")
         return Invocation(
             action=args.action,
@@ -375,7 +453,7 @@ class Driver:
                 f"{named}: not taken by `{args.action}`, which {does}. Nothing was run or "
                 "written. Fix: drop them, or use `run` to train."
             )
-        protocols = [o.flag for o in self.options if o.choices and o.dest in given]
+        protocols = [o.flag for o in self.options if o.quick and o.choices and o.dest in given]
         if args.quick and protocols:
             raise UsageError(
                 f"--quick is a protocol of its own and {protocols[0]} names another. Nothing "

@@ -1,13 +1,42 @@
-"""Hydra callbacks: checks before Hydra touches the output directory, and a sweep's report."""
+"""Hydra's command line made safe: its overrides checked before Hydra reads them, callbacks that
+check the output directory before Hydra touches it, and a sweep's report."""
 
 import atexit
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from bnrepro.errors import ConfigError
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Refuses an override Hydra's grammar cannot read, saying how to quote it: Hydra's own
+    message for a path holding '=' or a letter outside ASCII (a lexer error) names no fix."""
+    parser = OverridesParser.create()
+    for word in overrides:
+        try:
+            parser.parse_overrides([word])
+        except OverrideParseException as error:
+            said = error.message.splitlines()[0]
+            key, equal, value = word.partition("=")
+            if not equal:
+                raise ConfigError(
+                    f"Hydra cannot read the override {word!r} ({said}). Nothing was run or "
+                    "written. Fix: write an override as key=value, e.g. steps=1000."
+                ) from None
+            raise ConfigError(
+                f"Hydra cannot read the override {word!r} ({said}): unquoted, a value may hold "
+                "only ASCII letters, digits and a few symbols, not '=' or a letter such as 'é'. "
+                "Nothing was run or written. Fix: quote the value, in double quotes for Hydra "
+                f"inside single quotes for the shell: '{key}=\"{value}\"'."
+            ) from None
 
 
 def _unwritable_reason(directory: Path) -> str | None:

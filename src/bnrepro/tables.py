@@ -99,26 +99,42 @@ def check_columns(
             )
 
 
+def csv_problem(path: Path) -> str | None:
+    """What keeps the file at `path` from being a whole CSV file, worded to follow its name,
+    or None: it is missing, empty, not text (a NUL byte or a byte that is not UTF-8), or it
+    does not end with a line break (every CSV bnrepro writes does; one cut short by a full
+    disk, a kill or an interrupted copy does not)."""
+    if not path.is_file():
+        return "does not exist"
+    data = path.read_bytes()
+    if not data:
+        return "is empty: it holds no CSV table, not even a header"
+    binary = data.find(b"\0")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        binary = error.start if binary < 0 else min(binary, error.start)
+    if binary >= 0:
+        return f"is not a CSV table: it holds bytes that are not text, from byte {binary:,}"
+    if not data.endswith(b"\n"):
+        return f"ends in the middle of a line ({len(data):,} bytes): the file was cut short"
+    return None
+
+
 def read_csv(
     path: Path,
     columns: Mapping[str, str],
     fix: str,
     optional: Collection[str] = (),
 ) -> pd.DataFrame:
-    """The CSV file at `path` after `check_columns`, once it is known to be whole: present,
-    readable and ending with a line break (every CSV bnrepro writes does; one cut short by a
-    full disk, a kill or an interrupted copy does not)."""
-    if not path.is_file():
-        fail(f"{path} does not exist.", fix)
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        fail(
-            f"{path} ends in the middle of a line ({len(data):,} bytes): the file was cut short.",
-            fix,
-        )
+    """The CSV file at `path` after `check_columns`, once it is known to be whole
+    (`csv_problem`) and readable."""
+    problem = csv_problem(path)
+    if problem:
+        fail(f"{path} {problem}.", fix)
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         fail(f"{path} is not a readable CSV file ({error}).", fix)
     check_columns(frame, path, columns, fix, optional)
     return frame

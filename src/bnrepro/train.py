@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bnrepro.errors import BnreproError, ConfigError
+from bnrepro.hydra_callbacks import check_overrides
 from bnrepro.lifecycle import Interrupted, exit_code, record_failed_start, report
 
 TRAINERS = ("mlp", "inception")
@@ -74,5 +76,16 @@ def main(cfg: DictConfig) -> None:
     print(f"{info['status']} in {info['wall_s']:.1f} s; final test accuracy by seed {seeds}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m bnrepro.train`: Hydra's command line, its overrides checked first
+    (`check_overrides`), so that one Hydra cannot read ends with one paragraph and the fix."""
+    try:
+        check_overrides(get_args_parser().parse_args().overrides)
+    except ConfigError as error:
+        report(error)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -101,7 +101,14 @@ def validate(cfg: DictConfig) -> DictConfig:
     for key in ("lr", "init_std"):
         values = None if cfg.grid[key] is None else list(cfg.grid[key])
         check(
-            values is None or (len(values) > 0 and min(values) > 0),
+            values != [],
+            f"grid.{key}",
+            values,
+            f"An empty grid list trains nothing: give a list of one or more values, e.g. "
+            f"grid.{key}=[0.01,0.1,1.0], or null.",
+        )
+        check(
+            values is None or min(values) > 0,
             f"grid.{key}",
             values,
             f"Give a list of positive values, e.g. grid.{key}=[0.01,0.1,1.0], or null.",

@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from bnrepro.driver import DRIVERS, REPO, Driver, UsageError
+from bnrepro.driver import DRIVERS, REPO, Driver, UsageError, file_in_the_way
 from bnrepro.runinfo import stable_command
 from bnrepro.verdicts import FIXED_COLUMN
 
@@ -424,6 +424,18 @@ def parse_collect(values: Sequence[str], found: Mapping[str, Artifact]) -> dict[
     return runs
 
 
+def make_scratch(scratch: Path) -> None:
+    """Makes the folder reruns are written into, unless it or a folder above it is a file."""
+    file = file_in_the_way(scratch.absolute())
+    if file is not None:
+        raise UsageError(
+            f"--scratch {scratch}: {file} is a file, and --scratch names the folder reruns are "
+            "written into. Nothing was run or written. Fix: give --scratch a folder, new or "
+            "existing, e.g. --scratch runs/verify/mine."
+        )
+    scratch.mkdir(parents=True, exist_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python experiments/verify.py",
@@ -457,11 +469,11 @@ def main() -> None:
             )
         chosen = {name: known[name] for name in names}
         runs = parse_collect(args.collect, chosen)
+        scratch = args.scratch or REPO / "runs" / "verify" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        make_scratch(scratch)
     except UsageError as error:
         print(f"bnrepro: {error}", file=sys.stderr)
         sys.exit(2)
-    scratch = args.scratch or REPO / "runs" / "verify" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    scratch.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     gpu = torch.cuda.is_available()
     outcomes = [

@@ -384,7 +384,8 @@ def run(invocation: Invocation) -> None:
     if invocation.packing == "packed":
         if len(seeds) < 2:
             raise UsageError(
-                f"--packing packed with the one seed {seeds[0]} would train the recipes without a "
+                f"--packing packed with the one seed {seeds[0]}"
+                f"{' of --quick' if invocation.quick else ''} would train the recipes without a "
                 "grid as separate runs, which a packed collect does not read. Nothing was run or "
                 "written. Fix: give two seeds or more (e.g. --seeds 0,1,2), or --packing separate."
             )
@@ -590,12 +591,32 @@ def member_roles(experiment: str, multiplier: float) -> tuple[str | None, tuple 
     return LADDER_REUSED.get(rung), rung
 
 
+def check_packs(packs_dir: Path) -> None:
+    """Every pack of PACKED_SWEEPS has its folder, <packs_dir>/<sweep>/<experiment>, with its
+    run.json: a missing one is named as such, not as the variants it would have held."""
+    packs = [
+        packs_dir / name / e
+        for name, (experiments, _) in PACKED_SWEEPS.items()
+        for e in experiments
+    ]
+    absent = [str(pack) for pack in packs if not (pack / "run.json").is_file()]
+    if absent:
+        fail(
+            f"The packed sweep in {packs_dir} lacks {len(absent)} of its {len(packs)} packs "
+            f"(no folder with a run.json): {listing(absent)}.",
+            "give --runs the whole sweep that `python experiments/figure2.py run --packing "
+            "packed` trained (its packs under <sweep dir>/packs/), or train the missing packs "
+            "into it, then collect again",
+        )
+
+
 def collect_packed(invocation: Invocation) -> None:
     """`collect` for a packed sweep (`--runs`/packs/): each pack's members split into the
     files a separate sweep gives (curves.csv and summary.csv of the seven variants, ladder.csv
     and ladder_summary.csv of every rung and seed), once the packs are known whole."""
     runs_dir, out_dir = invocation.runs, invocation.out
     packs_dir = runs_dir / PACKS_DIR
+    check_packs(packs_dir)
     runs = load_sweep(packs_dir, SWEEP_FIX)
     problems = [
         f"{r.run_dir}: {r.status}" for r in runs.drop_duplicates("run_dir").itertuples()
