@@ -193,7 +193,8 @@ def test_presets_are_the_config_groups_with_the_measurements(monkeypatch, two_gp
     """The sizes come from configs/preset/ (as for figure2); the driver adds its seeds, its
     runs at a time and the measurements' cadences, and `--device` goes to every run."""
     files = {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
-    assert set(ics_proxy.PRESETS) == files - {"gpu_plateau"}  # figure2's packed protocol alone
+    # figure2's packed protocol and its campaign are figure2's alone
+    assert set(ics_proxy.PRESETS) == files - {"gpu_plateau", "cpu_plateau"}
     with pytest.raises(UsageError, match="invalid choice: 'gpu_plateau'"):
         ics_proxy.DRIVER.invocation(["run", "--preset", "gpu_plateau"])
     calls = []
