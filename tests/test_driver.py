@@ -2,11 +2,15 @@
 before anything starts (one paragraph, exit status 2, no folder made), every driver declares
 its contract, and a sweep whose jobs fail names them (exit status 1, no traceback)."""
 
+import contextlib
 import importlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -267,3 +271,60 @@ def test_draw_does_not_take_replace() -> None:
 
     with pytest.raises(UsageError, match="--replace: not taken by `draw`"):
         figure1.DRIVER.invocation(["draw", "--replace"])
+
+
+def session_processes(session: int) -> list[str]:
+    """The processes (not zombies) of session `session`, as '<pid> <command>'."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[3]) == session and fields[0] != "Z":
+                found.append(f"{stat.parent.name} {(stat.parent / 'cmdline').read_text()}")
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def run_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.integration
+def test_sigterm_to_a_driver_stops_its_whole_sweep(tmp_path, mnist_root) -> None:
+    """SIGTERM to the driver alone (as `timeout` sends it) reaches the Hydra sweep and its
+    training workers: within 10 s no process of the driver's session is left, every started
+    run reads `interrupted` with its resume command, and the driver exits 143."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    driver = subprocess.Popen(
+        [sys.executable, "experiments/figure1.py", "run", "--quick", "--steps", "200000",
+         "--out", str(out), "--runs", str(runs), f"data.root={mnist_root}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not all(run_status(runs / v) == "running" for v in ("plain", "bn")):
+            assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read()
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGTERM)
+        _, stderr = driver.communicate(timeout=10)
+        deadline = time.monotonic() + 10
+        while session_processes(driver.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert session_processes(driver.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 128 + signal.SIGTERM, stderr
+    assert (
+        stderr.strip().splitlines()[-1].startswith(f"bnrepro: SIGTERM stopped the sweep in {runs}")
+    )
+    for variant in ("plain", "bn"):
+        info = json.loads((runs / variant / "run.json").read_text())
+        assert info["status"] == "interrupted", info
+        assert "Resume it with: " in info["error"]
+    assert not out.exists()

@@ -17,7 +17,10 @@ not take, a misspelt option) is refused with one paragraph naming it and the fix
 2, nothing written. While an action runs, a `BnreproError` (a bad input found later: a sweep
 that is not whole, a damaged CSV file) ends it the same way, and `SweepFailed` (jobs of a sweep
 failed) names each failed job with the first sentence of its error and exits with status 1.
-Words that are not options go to every training run as Hydra overrides.
+Words that are not options go to every training run as Hydra overrides. SIGINT or SIGTERM to
+a driver reaches every process of its sweep (a process group of its own): the driver waits
+until all of them have ended, each started run `interrupted` with its checkpoint, and exits
+with 128 + the signal's number (`Stopped`).
 
 A results folder is never replaced by runs of another protocol: before `collect` writes, the
 protocol its provenance.json records (PROTOCOL_KEYS of the runs' configs) is compared with
@@ -25,10 +28,13 @@ that of the runs it gathers, and a difference is refused naming both, unless `--
 """
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +63,14 @@ class UsageError(BnreproError):
 
 class SweepFailed(BnreproError):
     """Jobs of a sweep failed; the message names each and the first sentence of its error."""
+
+
+class Stopped(BnreproError):
+    """SIGINT or SIGTERM stopped the driver and, with it, every process of its sweep."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 # ---------------------------------------------------------------- option values
@@ -426,6 +440,9 @@ class Driver:
                 check_protocol(invocation)
                 self.collect(invocation)
             self.draw(invocation.out)
+        except Stopped as error:
+            print(f"bnrepro: {error}", file=sys.stderr)
+            sys.exit(error.exit_code)
         except SweepFailed as error:
             print(f"bnrepro: {error}", file=sys.stderr)
             sys.exit(1)
@@ -458,17 +475,87 @@ def failed_job_lines(sweep_dir: Path) -> list[str]:
     return lines
 
 
+def group_alive(group: int) -> bool:
+    """Whether a process of process group `group` is still running (a zombie, ended but not
+    yet reaped, is not): a sweep's workers outlive its Hydra process, which dies at once."""
+    stats = list(Path("/proc").glob("[0-9]*/stat"))
+    if not stats:  # no /proc: whether the group has any process, zombies included
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in stats:
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                return True
+    return False
+
+
+def training(sweep_dir: Path) -> bool:
+    """Whether a trainer still holds a run directory under `sweep_dir` (its lock)."""
+    from bnrepro.lifecycle import LOCK_FILE, owner_alive  # brings torch: only once stopped
+
+    return any(owner_alive(lock.parent) for lock in sweep_dir.rglob(LOCK_FILE))
+
+
+def run_group(command: Sequence[str], sweep_dir: Path) -> tuple[int, int | None]:
+    """Runs `command` (a sweep into `sweep_dir`) in a process group of its own and waits for
+    it: (its exit status, the signal that stopped it or None). SIGINT and SIGTERM to this
+    process go on to the whole group. Hydra's process dies of it at once, starting no further
+    job; each trainer records its run `interrupted` and lets go of it; what is left of the
+    group then (the launcher's idle workers and resource trackers, which outlive Hydra and
+    ignore SIGTERM) is killed, and the driver waits until none of it runs."""
+    stop: list[int] = []
+    group: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        stop.append(signum)
+        for pid in group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signum)
+
+    handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        process = subprocess.Popen(command, cwd=REPO, process_group=0)
+        group.append(process.pid)
+        if stop:
+            forward(stop[0], None)
+        code = process.wait()
+        if stop:
+            while group_alive(process.pid) and training(sweep_dir):
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            while group_alive(process.pid):
+                time.sleep(0.1)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return code, stop[0] if stop else None
+
+
 def multirun(overrides: Sequence[str], sweep_dir: Path, subdir: str, jobs: int) -> None:
     """`python -m bnrepro.train -m <overrides>` into `sweep_dir`/`subdir`, `jobs` runs at a
     time through Hydra's joblib launcher (every driver launches this one way). Raises
-    SweepFailed naming each failed job, or BnreproError when Hydra refused the sweep before
-    any job started (its own message is printed above)."""
+    Stopped when SIGINT or SIGTERM stopped it, SweepFailed naming each failed job, or
+    BnreproError when Hydra refused the sweep before any job started (its own message is
+    printed above)."""
     command = [
         sys.executable, "-m", "bnrepro.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}",
         f"hydra.sweep.subdir={subdir}", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
     ]  # fmt: skip
     print("+", shlex.join(command), flush=True)
-    code = subprocess.run(command, cwd=REPO).returncode
+    code, signum = run_group(command, sweep_dir)
+    if signum is not None:
+        raise Stopped(
+            signum,
+            f"{signal.Signals(signum).name} stopped the sweep in {sweep_dir} and every process "
+            "of it; each run it had started is `interrupted` at its last checkpoint (its "
+            "run.json holds its resume command). Nothing was collected. Fix: resume the sweep "
+            f"with `{shlex.join([*command, 'resume=true'])}`, then collect it.",
+        )
     if code == 0:
         return
     failed = failed_job_lines(sweep_dir)
