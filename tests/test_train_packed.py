@@ -13,6 +13,8 @@ grows to 2e-4 within 12 steps at the base rate and to 1e-3 within 4 steps at BN-
 """
 
 import json
+import os
+import signal
 from dataclasses import replace
 
 import numpy as np
@@ -25,6 +27,7 @@ from omegaconf import DictConfig
 from bnrepro import train_inception as ti
 from bnrepro import train_packed
 from bnrepro.errors import ConfigError
+from bnrepro.lifecycle import Interrupted
 from bnrepro.models.inception import load_member, member_state
 from bnrepro.train import train
 
@@ -256,3 +259,24 @@ def test_a_graphed_pack_trains_as_the_eager_pack_does(fashion_root, tmp_path) ->
     eager, graphed = runs["eager"].train_loss, runs["graphed"].train_loss
     noise = (eager - runs["eager_again"].train_loss).abs().div(eager.abs()).max()
     np.testing.assert_allclose(graphed, eager, rtol=max(1e-4, 4 * noise))
+
+
+def test_a_signal_during_a_packs_set_up_stops_it_before_the_next_member(
+    fashion_root, tmp_path, monkeypatch
+) -> None:
+    """SIGTERM while the members' networks are built (400 of them take a minute) stops the
+    pack before the next member is built, not once all are: no run.json, nothing trained."""
+    built = []
+
+    def load(model, k, state) -> None:
+        built.append(k)
+        if k == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        load_member(model, k, state)
+
+    monkeypatch.setattr(train_packed, "load_member", load)
+    pack = tiny("inception", "seeds=[0,1,2,3]", "grid.lr_multiplier=[1,2,5,10]")
+    with pytest.raises(Interrupted, match=r"SIGTERM stopped the run in .* during its set-up; "):
+        train_packed.train(pack, tmp_path / "pack")
+    assert built == [0]
+    assert not (tmp_path / "pack" / "run.json").exists()
