@@ -348,12 +348,13 @@ def build_packed_training(
     members: list[dict[str, Any]],
     settings: list[Settings],
     device: torch.device,
-    check_stop: Callable[[], None],
+    check_stop: Callable[[], None] = lambda: None,
 ) -> tuple[Inception, MemberSGD, torch.Tensor, MemberSchedule]:
     """The packed model on `device`, each member starting as its single run's network (built
     under the member's seed, `load_member`), its MemberSGD, the (members,) learning-rate tensor
-    that optimizer reads, and the schedule that fills it. `check_stop` is called before each
-    member's network is built (a few hundred take a minute), to stop on a signal."""
+    that optimizer reads, and the schedule that fills it. `check_stop` (a run's: `Run.check_stop`)
+    is called before each member's network is built (a few hundred take a minute), to stop
+    on a signal."""
     count = len(members)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg, replace(settings[0], dropout=0.0), members=count)
