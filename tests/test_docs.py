@@ -19,7 +19,10 @@ DECIMAL = re.compile(r"(?<![\w.])0\.\d{3,}(?![\w.])")
 
 def prose(text: str) -> str:
     """`text` without its generated blocks, fenced code, inline code and link targets."""
-    text = docs.BLOCK.sub("", text)
+    lines = text.splitlines(keepends=True)
+    for block in reversed(docs.blocks(lines, "page")):
+        del lines[block.begin : block.end + 1]
+    text = "".join(lines)
     text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
     text = re.sub(r"`[^`]*`", "", text)
     return re.sub(r"\]\([^)]*\)", "]", text)
@@ -74,7 +77,7 @@ def test_a_block_is_rewritten_from_the_results_and_text_around_it_is_kept() -> N
 
 
 def test_an_unknown_block_is_refused_with_the_names_it_takes() -> None:
-    with pytest.raises(docs.UnknownBlock, match="'nope'.*figure1-headline"):
+    with pytest.raises(docs.UnknownBlock, match="line 1: .*'nope'.*figure1-headline"):
         docs.render("<!-- begin generated: nope -->\n<!-- end generated -->\n", RESULTS)
 
 
@@ -131,6 +134,80 @@ def test_damaged_results_get_one_paragraph(tmp_path, monkeypatch, capsys, damage
     monkeypatch.setattr(docs, "pages", lambda: [page])
     assert docs.main(["--check"]) == 2 and docs.main([]) == 2
     stderr = capsys.readouterr().err.splitlines()
-    assert len(stderr) == 2 and stderr[0].startswith("README.md: ") and expected in stderr[0]
+    assert len(stderr) == 2 and expected in stderr[0]
+    assert stderr[0].startswith("bnrepro: README.md line 1, block 'claims-headline': ")
     assert "Fix: restore the committed results with `git checkout -- results/`" in stderr[0]
     assert page.read_text() == text
+
+
+HEADLINE = "<!-- begin generated: figure1-headline -->\nold\n<!-- end generated -->\n"
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch) -> Path:
+    """A tree of one page, README.md, and a copy of the results its figure1 headline reads:
+    what `python -m bnrepro.docs` rewrites there."""
+    for folder in ("figure1", "figure1_momentum"):
+        shutil.copytree(RESULTS / folder, tmp_path / "results" / folder)
+    page = tmp_path / "README.md"
+    page.write_text("Intro.\n" + HEADLINE)
+    monkeypatch.setattr(docs, "REPO", tmp_path)
+    monkeypatch.setattr(docs, "pages", lambda: [page])
+    return tmp_path
+
+
+def refused(site: Path, capsys, *expected: str) -> None:
+    """Both `make docs` and `--check` exit 2 naming the problem, and the page keeps its bytes
+    (and `--check` does not advise `make docs`)."""
+    before = (site / "README.md").read_bytes()
+    for argv in ([], ["--check"]):
+        assert docs.main(argv) == 2
+        message = capsys.readouterr().err
+        assert message.startswith("bnrepro: ") and "Nothing was written. Fix: " in message
+        assert len(message.strip().splitlines()) == 1 and "differ from what" not in message
+        for text in expected:
+            assert text in message
+    assert (site / "README.md").read_bytes() == before
+
+
+def test_a_results_csv_cut_mid_row_is_not_published(site, capsys) -> None:
+    summary = site / "results" / "figure1" / "summary.csv"
+    summary.write_bytes(summary.read_bytes()[:-15])
+    refused(site, capsys, "README.md line 2, block 'figure1-headline': ", f"{summary} ends in")
+
+
+def test_a_missing_number_is_not_published_as_nan(site, capsys) -> None:
+    summary = site / "results" / "figure1" / "summary.csv"
+    frame = pd.read_csv(summary)
+    frame.loc[frame.variant == "bn", "final_test_acc"] = None
+    frame.to_csv(summary, index=False)
+    refused(site, capsys, "README.md line 2: block 'figure1-headline' would publish nan")
+
+
+@pytest.mark.parametrize(
+    ("page", "expected"),
+    [
+        (
+            "<!-- begin generated: claims-headline -->\n" + "hand-written\n" * 27 + HEADLINE,
+            "README.md line 29: the begin marker of block 'figure1-headline' comes before the "
+            "end marker of block 'claims-headline', begun at line 1.",
+        ),
+        (
+            HEADLINE + "<!-- begin generated: claims-headline -->\nhand-written\n",
+            "README.md line 4: the begin marker of block 'claims-headline' has no end marker",
+        ),
+        (
+            HEADLINE.replace("end generated -->", "end generated ->"),
+            "README.md line 3: '<!-- end generated ->' is a damaged marker.",
+        ),
+        (
+            "hand-written\n<!-- end generated -->\n" + HEADLINE,
+            "README.md line 2: an end marker with no begin marker above it.",
+        ),
+    ],
+    ids=["a stray begin marker", "a begin marker without its end", "a damaged end marker",
+         "an end marker alone"],
+)  # fmt: skip
+def test_a_damaged_page_structure_is_refused_naming_the_line(site, capsys, page, expected) -> None:
+    (site / "README.md").write_text(page)
+    refused(site, capsys, expected)

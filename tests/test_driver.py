@@ -2,15 +2,29 @@
 before anything starts (one paragraph, exit status 2, no folder made), every driver declares
 its contract, and a sweep whose jobs fail names them (exit status 1, no traceback)."""
 
+import contextlib
 import importlib
+import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO
 
-from bnrepro.driver import DRIVERS, Driver, UsageError, first_sentence, hydra_list
+from bnrepro.driver import (
+    DRIVERS,
+    Driver,
+    UsageError,
+    check_protocol,
+    first_sentence,
+    hydra_list,
+    trained_protocol,
+)
 from bnrepro.errors import BnreproError
 from bnrepro.experiments import figure1, figure2, ics_proxy
 
@@ -235,3 +249,152 @@ def test_bad_make_variables_are_refused_the_same_way(variables, expected, tmp_pa
     assert result.returncode == 2, result.stdout + result.stderr
     assert expected in result.stderr and "Fix: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def fake_runs(root: Path, **configs: dict) -> Path:
+    """A runs folder of one run directory per entry of `configs` (name -> config), each with
+    an empty run.json: all that the protocol check reads."""
+    import yaml
+
+    for name, config in configs.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "run.json").write_text("{}")
+        (root / name / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def committed_copy(folder: str, tmp_path: Path) -> Path:
+    out = tmp_path / "results" / folder
+    shutil.copytree(REPO / "results" / folder, out)
+    return out
+
+
+def every_file(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def mlp_config(steps: int, seeds: list[int], variant: str) -> dict:
+    return {"name": "figure1", "steps": steps, "seeds": seeds, "data": {"input": "grey"},
+            "model": {"variant": variant}}  # fmt: skip
+
+
+def test_a_quick_sweep_is_not_collected_over_the_committed_figure1(tmp_path, capsys) -> None:
+    """figure1's committed folder records 50,000 steps; runs of 1,000 steps collected into it
+    are refused before anything is read or written, and the folder keeps every byte."""
+    from bnrepro.experiments import figure1
+
+    out = committed_copy("figure1", tmp_path)
+    before = every_file(out)
+    runs = fake_runs(
+        tmp_path / "runs",
+        plain=mlp_config(1000, [0, 1], "plain"),
+        bn=mlp_config(1000, [0, 1], "bn"),
+    )
+    with pytest.raises(SystemExit) as ended:
+        figure1.DRIVER.main(["collect", "--runs", str(runs), "--out", str(out)])
+    assert ended.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith(f"bnrepro: {out} holds results of another protocol than the runs")
+    assert "records steps=50000 (made by `python experiments/figure1.py run`)" in message
+    assert "the runs were trained with steps=1000. Nothing was written." in message
+    assert "--replace" in message and len(message.strip().splitlines()) == 1
+    assert every_file(out) == before
+
+
+def test_a_packed_ten_step_sweep_is_not_collected_over_the_committed_figure2(tmp_path) -> None:
+    from bnrepro.experiments import figure2
+
+    out = committed_copy("figure2", tmp_path)
+    config = {"name": "bn_x5", "steps": 10, "seeds": [0, 1], "model": {"width": 0.0625},
+              "data": {"size": 16, "eval_size": 500}}  # fmt: skip
+    runs = fake_runs(tmp_path / "runs", **{"packs/ladder/bn_x5": config})
+    invocation = figure2.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)])
+    with pytest.raises(UsageError) as refused:
+        check_protocol(invocation)
+    message = str(refused.value)
+    assert "steps=2000; model.width=0.125; data.eval_size=2000 (made by" in message
+    assert "trained with name=bn_x5; steps=10; model.width=0.0625; data.eval_size=500" in message
+
+
+def test_replace_or_the_same_protocol_collects(tmp_path) -> None:
+    """--replace lets a collect replace results of another protocol; runs of the protocol a
+    folder records (its `protocol`, written by `provenance`) collect into it unasked."""
+    from bnrepro.experiments import figure1
+
+    out = committed_copy("figure1", tmp_path)
+    runs = fake_runs(tmp_path / "runs", plain=mlp_config(1000, [0, 1], "plain"))
+    argv = ["collect", "--runs", str(runs), "--out", str(out)]
+    check_protocol(figure1.DRIVER.invocation([*argv, "--replace"]))
+    record = json.loads((out / "provenance.json").read_text())
+    record["protocol"] = trained_protocol(runs)
+    (out / "provenance.json").write_text(json.dumps(record))
+    check_protocol(figure1.DRIVER.invocation(argv))
+    other = fake_runs(tmp_path / "other", plain=mlp_config(1000, [0, 1, 2], "plain"))
+    with pytest.raises(UsageError, match=r"records seeds=0,1 .* trained with seeds=0,1,2\. "):
+        check_protocol(
+            figure1.DRIVER.invocation(["collect", "--runs", str(other), "--out", str(out)])
+        )
+
+
+def test_draw_does_not_take_replace() -> None:
+    from bnrepro.experiments import figure1
+
+    with pytest.raises(UsageError, match="--replace: not taken by `draw`"):
+        figure1.DRIVER.invocation(["draw", "--replace"])
+
+
+def session_processes(session: int) -> list[str]:
+    """The processes (not zombies) of session `session`, as '<pid> <command>'."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[3]) == session and fields[0] != "Z":
+                found.append(f"{stat.parent.name} {(stat.parent / 'cmdline').read_text()}")
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def run_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.integration
+def test_sigterm_to_a_driver_stops_its_whole_sweep(tmp_path, mnist_root) -> None:
+    """SIGTERM to the driver alone (as `timeout` sends it) reaches the Hydra sweep and its
+    training workers: within 10 s no process of the driver's session is left, every started
+    run reads `interrupted` with its resume command, and the driver exits 143."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    driver = subprocess.Popen(
+        [sys.executable, "experiments/figure1.py", "run", "--quick", "--steps", "200000",
+         "--out", str(out), "--runs", str(runs), f"data.root={mnist_root}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not all(run_status(runs / v) == "running" for v in ("plain", "bn")):
+            assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read()
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGTERM)
+        _, stderr = driver.communicate(timeout=10)
+        deadline = time.monotonic() + 10
+        while session_processes(driver.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert session_processes(driver.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 128 + signal.SIGTERM, stderr
+    assert (
+        stderr.strip().splitlines()[-1].startswith(f"bnrepro: SIGTERM stopped the sweep in {runs}")
+    )
+    for variant in ("plain", "bn"):
+        info = json.loads((runs / variant / "run.json").read_text())
+        assert info["status"] == "interrupted", info
+        assert "Resume it with: " in info["error"]
+    assert not out.exists()

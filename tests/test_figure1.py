@@ -175,6 +175,19 @@ def drop_last_row(path: Path) -> None:
     path.write_text("".join(lines[:-1]))
 
 
+def nan_accuracy(path: Path, step: int) -> None:
+    """`nan` written as seed 1's test accuracy at `step` of a metrics.csv."""
+    lines = path.read_text().splitlines(keepends=True)
+    header = lines[0].strip().split(",")
+    for number, line in enumerate(lines[1:], 1):
+        fields = line.split(",")
+        if (fields[header.index("step")], fields[header.index("seed")]) == (str(step), "1"):
+            fields[header.index("test_acc")] = "nan"
+            lines[number] = ",".join(fields)
+            break
+    path.write_text("".join(lines))
+
+
 def set_status(path: Path, status: str) -> None:
     summary = pd.read_csv(path)
     summary.loc[len(summary) - 1, "status"] = status
@@ -239,8 +252,16 @@ def stale(run_dir: Path) -> None:
             "metrics.csv holds curves that do not end at their last step: seed=1 ends at step "
             "150, not 200",
         ),
+        (
+            lambda runs: nan_accuracy(runs / "bn" / "metrics.csv", 0),
+            "bn/metrics.csv line 3: column test_acc holds 'nan', not a finite number",
+        ),
+        (
+            lambda runs: nan_accuracy(runs / "plain" / "metrics.csv", 200),
+            "plain/metrics.csv line 11: column test_acc holds 'nan', not a finite number",
+        ),
     ],
-    ids=["a stale job", "a job missing", "a metrics.csv short"],
+    ids=["a stale job", "a job missing", "a metrics.csv short", "nan at step 0", "nan at the end"],
 )
 def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(
     figure1_runs, figure1_csvs, tmp_path, damage, expected

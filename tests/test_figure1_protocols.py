@@ -3,13 +3,13 @@ figure1_momentum experiment (a public reproduction's choices) and binary input. 
 compose, argument passing, and the README generated from committed CSV files."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import REPO, compose_train
 
+from bnrepro import driver as frame
 from bnrepro.experiments import figure1 as driver
 
 # The committed folders `make figures` redraws: (folder, experiment, input).
@@ -58,11 +58,11 @@ def test_binary_input_is_a_data_override() -> None:
 def test_run_passes_the_experiment_to_the_sweep(monkeypatch, args, experiment, out) -> None:
     calls = {}
 
-    def sweep(command, **kw):
+    def sweep(command, sweep_dir):
         calls.update(command=command)
-        return subprocess.CompletedProcess(command, 0)
+        return 0, None
 
-    monkeypatch.setattr(subprocess, "run", sweep)
+    monkeypatch.setattr(frame, "run_group", sweep)
     invocation = driver.DRIVER.invocation(["run", *args])
     driver.run(invocation)
     command = calls["command"]

@@ -15,6 +15,8 @@ that rounding is 1e-16 and each member's own BN statistics can be checked to 1e-
 """
 
 import json
+import os
+import signal
 from dataclasses import replace
 
 import numpy as np
@@ -28,6 +30,7 @@ from torch import nn
 from bnrepro import train_inception as ti
 from bnrepro import train_packed
 from bnrepro.errors import ConfigError
+from bnrepro.lifecycle import Interrupted
 from bnrepro.models.inception import Inception, load_member, member_state
 from bnrepro.train import train
 
@@ -303,3 +306,24 @@ def test_packed_bn_members_train_as_their_single_networks_in_float64(activation)
             torch.testing.assert_close(state[name], value, rtol=1e-10, atol=1e-12, msg=name)
         single.eval()
         torch.testing.assert_close(packed_logits[:, k], single(test), rtol=1e-10, atol=1e-12)
+
+
+def test_a_signal_during_a_packs_set_up_stops_it_before_the_next_member(
+    fashion_root, tmp_path, monkeypatch
+) -> None:
+    """SIGTERM while the members' networks are built (400 of them take a minute) stops the
+    pack before the next member is built, not once all are: no run.json, nothing trained."""
+    built = []
+
+    def load(model, k, state) -> None:
+        built.append(k)
+        if k == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        load_member(model, k, state)
+
+    monkeypatch.setattr(train_packed, "load_member", load)
+    pack = tiny("inception", "seeds=[0,1,2,3]", "grid.lr_multiplier=[1,2,5,10]")
+    with pytest.raises(Interrupted, match=r"SIGTERM stopped the run in .* during its set-up; "):
+        train_packed.train(pack, tmp_path / "pack")
+    assert built == [0]
+    assert not (tmp_path / "pack" / "run.json").exists()

@@ -367,3 +367,32 @@ def test_an_artifact_made_on_a_gpu_is_known_by_its_preset_or_device(command, gpu
     artifact = verify.Artifact("figure2", REPO / "results" / "figure2", driver, command)
     assert artifact.needs_gpu is gpu
     assert {"gpu", "gpu_plateau"} <= verify.gpu_presets() and "cpu" not in verify.gpu_presets()
+
+
+@pytest.mark.parametrize(
+    ("text", "damage"),
+    [
+        ('{"command": "python experiments/figure1.py run", "git', "it is not valid JSON ("),
+        ("[]", "it records no command"),
+        ('{"command": "python experiments/figure1.py ru"}', "is not a driver's `run` command"),
+    ],
+    ids=["cut short", "not an object", "command damaged"],
+)
+def test_a_damaged_provenance_is_reported_and_fails_the_verify(
+    tmp_path, monkeypatch, capsys, text, damage
+) -> None:
+    """A folder whose provenance.json names no driver's command is not skipped: a full verify
+    that cannot check it reports it as damaged and exits 1."""
+    root = tmp_path / "results"
+    shutil.copytree(REPO / "results" / "figure1", root / "figure1")
+    (root / "figure1" / "provenance.json").write_text(text)
+    found = verify.artifacts(root)
+    assert set(found) == {"figure1"} and damage in found["figure1"].damage
+    monkeypatch.setattr(verify, "RESULTS", root)
+    monkeypatch.setattr(sys, "argv", ["verify.py", "--scratch", str(tmp_path / "scratch")])
+    with pytest.raises(SystemExit) as ended:
+        verify.main()
+    assert ended.value.code == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| figure1 |" in line)
+    assert row.startswith(f"| figure1 | damaged | {root}/figure1/provenance.json is damaged: ")
+    assert damage in row and "nothing was rerun. Fix: restore it with `git checkout -- " in row

@@ -627,6 +627,25 @@ class Run:
             return False
         return self.sync_stop(self._signal is not None)
 
+    def check_stop(self) -> None:
+        """Raises Interrupted where SIGINT or SIGTERM arrived during the trainer's set-up,
+        before `start`: building a large pack takes a minute, which a stop would otherwise
+        wait out in silence. A new run has written nothing yet; a resumed one keeps its
+        checkpoint. (One process only: replicas agree on a stop between steps, in `steps`.)"""
+        if self._signal is None:
+            return
+        name = signal.Signals(self._signal).name
+        if self.checkpoint is None:
+            kept = "nothing of it was written. Start it again with the same command"
+        else:
+            kept = (
+                f"its checkpoint at step {self.step} is as it was. Resume it with: "
+                f"{resume_command(self.dir, self.overrides)}"
+            )
+        raise Interrupted(
+            self._signal, f"{name} stopped the run in {self.dir} during its set-up; {kept}"
+        )
+
     def _interrupt_message(self) -> str:
         name = signal.Signals(self._signal or signal.SIGTERM).name
         return (

@@ -28,6 +28,9 @@ STATUS_HINTS = {
     "diverged": "this variant is not expected to diverge",
 }
 SHOWN = 6  # problems named in one message; the rest are counted
+# Columns of a run's metrics.csv that a trainer leaves empty where it measured nothing and
+# fills with a finite number where it measured: `nan` there is damage, not a missing value.
+MEASURED = ("test_acc",)
 
 
 class ResultsError(BnreproError):
@@ -121,14 +124,33 @@ def csv_problem(path: Path) -> str | None:
     return None
 
 
+def check_finite(path: Path, columns: Collection[str], fix: str) -> None:
+    """Every value written in `columns` of the CSV file at `path` is a finite number: pandas
+    reads a written `nan` as an empty cell, so the text itself is read."""
+    text = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=list(columns))
+    for name in columns:
+        written = text[name][text[name] != ""]
+        numbers = pd.to_numeric(written, errors="coerce")
+        bad = written[numbers.isna() | numbers.abs().eq(float("inf"))]
+        if len(bad):
+            line = int(bad.index[0]) + 2
+            fail(
+                f"{path} line {line}: column {name} holds {bad.iloc[0]!r}, not a finite number "
+                f"({len(bad)} rows in all); a trainer leaves it empty where it measured nothing.",
+                fix,
+            )
+
+
 def read_csv(
     path: Path,
     columns: Mapping[str, str],
     fix: str,
     optional: Collection[str] = (),
+    finite: Collection[str] = (),
 ) -> pd.DataFrame:
     """The CSV file at `path` after `check_columns`, once it is known to be whole
-    (`csv_problem`) and readable."""
+    (`csv_problem`) and readable, with a finite number wherever a value is written in the
+    columns `finite`."""
     problem = csv_problem(path)
     if problem:
         fail(f"{path} {problem}.", fix)
@@ -137,6 +159,8 @@ def read_csv(
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         fail(f"{path} is not a readable CSV file ({error}).", fix)
     check_columns(frame, path, columns, fix, optional)
+    if finite:
+        check_finite(path, finite, fix)
     return frame
 
 
@@ -268,7 +292,7 @@ def load_curves(
     for run_dir, run in runs.groupby("run_dir", sort=True):
         path = Path(run_dir) / "metrics.csv"
         fix = f"resume or rerun the run in {run_dir}, then collect again"
-        metrics = read_csv(path, columns, fix, optional)
+        metrics = read_csv(path, columns, fix, optional, [c for c in MEASURED if c in columns])
         check_groups(metrics, path, ["seed"], [(seed,) for seed in run.seed], fix)
         check_unique(metrics, path, ["seed", "step"], fix)
         check_final_steps(metrics, path, ["seed"], int(run.steps.iloc[0]), fix)

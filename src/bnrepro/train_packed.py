@@ -406,15 +406,22 @@ def member_losses(model: Inception, x: torch.Tensor, labels: torch.Tensor, keep)
 
 
 def build_packed_training(
-    cfg: DictConfig, members: list[dict[str, Any]], settings: list[Settings], device: torch.device
+    cfg: DictConfig,
+    members: list[dict[str, Any]],
+    settings: list[Settings],
+    device: torch.device,
+    check_stop: Callable[[], None] = lambda: None,
 ) -> tuple[Inception, MemberSGD, torch.Tensor, MemberSchedule]:
     """The packed model on `device`, each member starting as its single run's network (built
     under the member's seed, `load_member`), its MemberSGD, the (members,) learning-rate tensor
-    that optimizer reads, and the schedule that fills it."""
+    that optimizer reads, and the schedule that fills it. `check_stop` (a run's: `Run.check_stop`)
+    is called before each member's network is built (a few hundred take a minute), to stop
+    on a signal."""
     count = len(members)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg, replace(settings[0], dropout=0.0), members=count)
     for k, (member, member_setting) in enumerate(zip(members, settings, strict=True)):
+        check_stop()
         torch.manual_seed(member["seed"])
         load_member(model, k, build_model(cfg, member_setting).state_dict())
     model = model.to(device).to(memory_format=memory_format)
@@ -490,7 +497,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             return run.info
         state = run.checkpoint["trainer"] if run.checkpoint else None
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model, optimizer, lr, schedule = build_packed_training(cfg, members, settings, device)
+        model, optimizer, lr, schedule = build_packed_training(
+            cfg, members, settings, device, run.check_stop
+        )
         loss_sum, loss_count = torch.zeros(count, device=device), 0
         if state:
             model.load_state_dict(state["model"])
@@ -549,6 +558,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 retire_member(model, optimizer, k)
                 schedule.retire(k)
 
+        run.check_stop()
         run.start(
             trainer_state,
             device,

@@ -7,7 +7,9 @@
 
 An artifact is a folder under results/ (with --quick, under results/reference/) whose
 provenance.json records the command of a declared driver (bnrepro.driver.DRIVERS) that made
-it, e.g. `python experiments/figure1.py run --experiment figure1_momentum`. It is rerun with
+it, e.g. `python experiments/figure1.py run --experiment figure1_momentum`; a provenance.json
+that does not (not JSON, or no driver's `run` command in it) is reported as damaged, which
+fails the verify like a difference, since its folder cannot be checked. An artifact is rerun with
 that command, less the options that only name folders, plus `--out <scratch>/<name> --runs
 <scratch>/runs/<name>` (`--collect NAME=DIR`: `collect --runs DIR` instead), its output going
 to <scratch>/<name>.log; an artifact made on a GPU (`--device cuda`, or a preset whose
@@ -64,9 +66,9 @@ SHOWN = 3  # differences named per artifact; the rest are counted
 # larger are the same number computed in another order (a float's last digits).
 ROUNDING = 1e-12
 IDENTICAL, WITHIN, DIFFERS, FAILED = "identical", "within tolerance", "differs", "failed"
-NEEDS_GPU = "needs a GPU"
+NEEDS_GPU, DAMAGED = "needs a GPU", "damaged"
 NUL = b"\0"
-RANK = {IDENTICAL: 0, WITHIN: 1, NEEDS_GPU: 1, DIFFERS: 2, FAILED: 3}
+RANK = {IDENTICAL: 0, WITHIN: 1, NEEDS_GPU: 1, DIFFERS: 2, FAILED: 3, DAMAGED: 3}
 # CSV file -> columns that record provenance, not results (they name the commits of a run, so
 # any rerun writes them differently): not compared.
 PROVENANCE_COLUMNS: dict[str, tuple[str, ...]] = {"claims.csv": (FIXED_COLUMN,)}
@@ -302,12 +304,14 @@ def compare_folders(
 @dataclass(frozen=True)
 class Artifact:
     """A committed folder and the driver command, recorded in its provenance.json, that
-    made it: `name` is the folder under results/ (or results/reference/)."""
+    made it: `name` is the folder under results/ (or results/reference/). `damage` says why
+    a provenance.json names no such command (no driver then)."""
 
     name: str
     folder: Path
-    driver: Driver
+    driver: Driver | None
     command: list[str]  # the recorded command's words after the action, folders left out
+    damage: str = ""
 
     @property
     def needs_gpu(self) -> bool:
@@ -330,25 +334,41 @@ def driver(name: str) -> Driver:
     return importlib.import_module(f"bnrepro.experiments.{name}").DRIVER
 
 
+def recorded_run(record: Path) -> tuple[Driver, list[str]]:
+    """The driver and the words after `run` of the command `record` (a provenance.json)
+    records; ValueError saying what is wrong where it records none."""
+    try:
+        data = json.loads(record.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"it is not valid JSON ({error})") from None
+    command = data.get("command") if isinstance(data, dict) else None
+    if not isinstance(command, str):
+        raise ValueError("it records no command")
+    try:
+        words = shlex.split(stable_command(command))
+    except ValueError as error:
+        raise ValueError(f"its command {command!r} cannot be read ({error})") from None
+    script = words[1] if len(words) > 2 and words[2] == "run" else ""
+    name = Path(script).stem
+    if script != f"experiments/{name}.py" or name not in DRIVERS:
+        raise ValueError(f"its command {command!r} is not a driver's `run` command")
+    return driver(name), words[3:]
+
+
 def artifacts(root: Path) -> dict[str, Artifact]:
-    """Every folder under `root` whose provenance.json records a driver's `run` command, by
-    its path under `root`; results/reference/ is not an artifact of results/."""
+    """Every folder under `root` with a provenance.json, by its path under `root`, damaged
+    where the record names no driver's `run` command; results/reference/ is not an artifact
+    of results/."""
     found = {}
     for record in sorted(root.rglob("provenance.json")):
         folder = record.parent
         if root == RESULTS and folder.is_relative_to(REFERENCE):
             continue
-        try:
-            command = json.loads(record.read_text()).get("command") or ""
-            words = shlex.split(stable_command(command))
-        except (ValueError, AttributeError):
-            continue
-        script = words[1] if len(words) > 2 and words[2] == "run" else ""
-        name = Path(script).stem
-        if script != f"experiments/{name}.py" or name not in DRIVERS:
-            continue
         relative = folder.relative_to(root).as_posix()
-        found[relative] = Artifact(relative, folder, driver(name), words[3:])
+        try:
+            found[relative] = Artifact(relative, folder, *recorded_run(record))
+        except ValueError as damage:
+            found[relative] = Artifact(relative, folder, None, [], str(damage))
     return found
 
 
@@ -364,6 +384,16 @@ def verify(artifact: Artifact, scratch: Path, runs: Path | None, gpu: bool) -> O
     """Reruns (or, given `runs`, collects) one artifact into `scratch`/<name> and compares its
     CSV files with the committed ones."""
     name, folder = artifact.name, artifact.folder
+    if artifact.damage:
+        record = folder / "provenance.json"
+        where = record.relative_to(REPO) if record.is_relative_to(REPO) else record
+        return Outcome(
+            name,
+            DAMAGED,
+            f"{where} is damaged: {artifact.damage}, so the command that made this folder is "
+            f"unknown and nothing was rerun. Fix: restore it with `git checkout -- {where}`",
+            0.0,
+        )
     if artifact.needs_gpu and not gpu and runs is None:
         return Outcome(
             name,
@@ -414,6 +444,11 @@ def parse_collect(values: Sequence[str], found: Mapping[str, Artifact]) -> dict[
             raise UsageError(
                 f"--collect names {name!r}, which is not an artifact being verified "
                 f"({', '.join(found)}). Fix: name one of them, or add it to --only."
+            )
+        if found[name].driver is None:
+            raise UsageError(
+                f"--collect {value}: the provenance.json of {name} is damaged "
+                f"({found[name].damage}). Fix: restore it, or drop {name} from --collect."
             )
         if found[name].driver.collect is None:
             raise UsageError(
@@ -486,4 +521,4 @@ def main() -> None:
         f"\n{'quick' if args.quick else 'full'} verify of {len(outcomes)} artifact(s) in "
         f"{time.monotonic() - start:.0f} s; reruns in {scratch}"
     )
-    sys.exit(1 if any(o.status in (DIFFERS, FAILED) for o in outcomes) else 0)
+    sys.exit(1 if any(o.status in (DIFFERS, FAILED, DAMAGED) for o in outcomes) else 0)

@@ -50,7 +50,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 from bnrepro import claims, plots, verdicts  # noqa: E402
 from bnrepro.atomic import atomic_write_text, write_json  # noqa: E402
 from bnrepro.data import load_mnist  # noqa: E402
-from bnrepro.driver import REPO, Driver, Invocation, provenance, write_csv  # noqa: E402
+from bnrepro.driver import (  # noqa: E402
+    REPO,
+    Driver,
+    Invocation,
+    check_protocol,
+    provenance,
+    write_csv,
+)
 from bnrepro.models.mlp import MLP  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
     check_final_steps,
@@ -961,6 +968,7 @@ def run(invocation: Invocation) -> None:
     data |= results
     settings = {"protocol": name, **dataclasses.asdict(protocol), "overrides": invocation.overrides}
     check_complete(data, settings, out_dir, RUN_FIX)
+    check_protocol(invocation)
     for csv_name in COLUMNS:
         write_csv(out_dir / csv_name, data[csv_name])
     record = provenance(

@@ -141,6 +141,7 @@ from bnrepro.driver import (  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
 from bnrepro.runinfo import stable_command  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
+    MEASURED,
     check_columns,
     check_curves,
     check_final_steps,
@@ -641,7 +642,7 @@ def collect_packed(invocation: Invocation) -> None:
     for run_dir, members in runs.groupby("run_dir", sort=True):
         path = Path(run_dir) / "metrics.csv"
         fix = f"resume or rerun the pack in {run_dir}, then collect again"
-        frame = read_csv(path, columns, fix, optional=("train_loss", "test_acc"))
+        frame = read_csv(path, columns, fix, ("train_loss", "test_acc"), MEASURED)
         check_groups(frame, path, ["member"], [(m,) for m in members.member], fix)
         check_unique(frame, path, ["member", "step"], fix)
         check_final_steps(frame, path, ["member"], members.set_index("member").steps, fix)

@@ -63,6 +63,7 @@ from bnrepro.driver import (
 from bnrepro.plots import HeatmapPanel, sensitivity_heatmaps
 from bnrepro.runinfo import stable_command
 from bnrepro.tables import (
+    MEASURED,
     RESUME,
     check_final_steps,
     check_groups,
@@ -256,7 +257,7 @@ def run_members(run_dir: Path, run: pd.DataFrame) -> list[dict]:
     load_sweep), once its metrics.csv holds every member's curve to the run's last step."""
     path = run_dir / "metrics.csv"
     fix = f"resume or rerun the run in {run_dir}, then collect again"
-    metrics = read_csv(path, METRIC_COLUMNS, fix, OPTIONAL_METRICS)
+    metrics = read_csv(path, METRIC_COLUMNS, fix, OPTIONAL_METRICS, MEASURED)
     check_groups(metrics, path, ["member"], [(int(m),) for m in run.member], fix)
     check_unique(metrics, path, ["member", "step"], fix)
     steps = int(run.steps.iloc[0])
