@@ -91,7 +91,7 @@ the cpu preset and to results/figure2_<preset>/ for another.
   all 10,000 held-out images every 500 steps, packed: five models on one GPU, one after the
   other, hold every recipe, control and rung of the ladder for every seed as their members.
 - cpu_plateau: width 1/8, 16x16 inputs, lr x 0.96 every 60 steps, all 10,000 held-out images
-  every 100 steps, each run 150 of its own decays: a campaign of hours on 2 cores, trained by
+  every 100 steps, each run 180 of its own decays: a campaign of hours on 2 cores, trained by
   `make reproduce-figure2 PRESET=cpu_plateau` (bnrepro.campaign, the plan
   experiments/campaigns/figure2_cpu_plateau.yaml), not by `run`.
 - quick (`--quick`): width 1/16, 16x16 inputs, 40 steps, 1 seed, 500 held-out images, two runs
