@@ -10,12 +10,20 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from conftest import compose_train
 
-from bnrepro.campaign import CampaignError, load_plan, makespan
+from bnrepro.campaign import (
+    CampaignError,
+    PlannedRun,
+    RunState,
+    load_plan,
+    makespan,
+    step_seconds,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "experiments" / "campaigns" / "figure2_cpu_plateau.yaml"
@@ -191,3 +199,16 @@ def test_a_campaign_refuses_uncommitted_code_and_a_changed_plan(tmp_path, fashio
     refused = campaign(repo, "run", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = refused.communicate(timeout=60)
     assert refused.returncode == 2 and "another version of the plan" in out, out
+
+
+def test_the_step_rate_counts_running_runs_from_their_segments_start():
+    """A running run's rate is its steps since its segment started over the time since; an
+    ended run's is its run.json's wall time over its steps."""
+    run = PlannedRun("a_seed0", "inception", 0, 100, ())
+    running = RunState(run, "running", 60, 0.0, {"segments": [
+        {"from_step": 20, "started": "2026-12-07T18:00:00+0000"}]})  # fmt: skip
+    ended = RunState(run, "done", 100, 50.0, {"steps": 100})
+    now = datetime(2026, 12, 7, 18, 0, 20, tzinfo=timezone.utc).timestamp()
+    assert step_seconds([running], now) == pytest.approx(20 / 40)
+    assert step_seconds([running, ended], now) == pytest.approx((20 + 50) / (40 + 100))
+    assert step_seconds([RunState(run, "new", 0, 0.0, {})], now) is None

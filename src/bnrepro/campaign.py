@@ -41,6 +41,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -489,11 +490,20 @@ def run(campaign: Campaign, jobs: int) -> int:
 # ---------------------------------------------------------------- status
 
 
-def step_seconds(states: Iterable[RunState]) -> float | None:
-    """Seconds a step of one process, evaluations included, over every run that has trained."""
-    trained = [(s.wall_s, s.info.get("steps") or s.step) for s in states if s.wall_s > 0]
+def step_seconds(states: Iterable[RunState], now: float) -> float | None:
+    """Seconds a step of one process, evaluations included, over every run that has trained:
+    an ended or stopped run's wall time and steps (run.json), a running one's time and steps
+    since its segment started."""
+    trained = []
+    for s in states:
+        if s.state == "running":
+            segment = s.info["segments"][-1]
+            started = datetime.strptime(segment["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            trained.append((now - started, s.step - segment["from_step"]))
+        elif s.wall_s > 0:
+            trained.append((s.wall_s, s.info.get("steps") or s.step))
     steps = sum(n for _, n in trained)
-    return sum(w for w, _ in trained) / steps if steps else None
+    return sum(w for w, _ in trained) / steps if steps > 0 else None
 
 
 def makespan(remaining: list[float], jobs: int) -> float:
@@ -523,7 +533,7 @@ def status(campaign: Campaign, jobs: int) -> str:
         lines.append(f"  {s.run.dir:<{width}}  {s.step:>6,}/{s.run.steps:<6,}  {s.state}{hardware}")
     ended = [s for s in states if s.state in ("done", "diverged")]
     left = [0 if s in ended else s.run.steps - s.step for s in states]
-    per_step = step_seconds(states)
+    per_step = step_seconds(states, time.time())
     lines.append(
         f"ended {len(ended)} of {len(states)} runs; {sum(left):,} of "
         f"{sum(s.run.steps for s in states):,} planned steps left (diverged runs end early)"
