@@ -34,11 +34,15 @@ def test_the_committed_plan_follows_its_length_rule():
     ladder's own rungs of plain Inception a third of that; every run for every seed."""
     plan = load_plan(PLAN)
     assert len(plan.runs) == 15 * 3
+    composed = {}
     for run in plan.runs:
-        cfg = compose_train(
-            [f"experiment={run.experiment}", *plan.groups, f"preset={plan.preset}",
-             *plan.overrides, *run.overrides]
-        )  # fmt: skip
+        key = (run.experiment, run.overrides)
+        if key not in composed:
+            composed[key] = compose_train(
+                [f"experiment={run.experiment}", *plan.groups, f"preset={plan.preset}",
+                 *plan.overrides, *run.overrides]
+            )  # fmt: skip
+        cfg = composed[key]
         assert cfg.data.eval_size is None  # every evaluation takes all 10,000 images
         decays = 180 // 3 if run.dir.startswith("ladder/inception/") else 180
         assert run.steps == math.ceil(decays * cfg.optim.decay_steps / cfg.recipe.decay_speedup)
