@@ -1,5 +1,6 @@
 """The paper's claims, each measured small by `bnrepro.claims` and asserted."""
 
+import copy
 import json
 import re
 import shutil
@@ -191,11 +192,14 @@ def test_population_statistics_are_per_member_means_of_batch_statistics():
 def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
     """Rows per seed and batch count, and the accuracies are those of a net that learned: after
     100 plain SGD steps (0.2 s) every member is above chance (0.1; the commonest class is 0.134
-    of these 500 test images) by 0.4, with population statistics within 0.1 of the moving
-    averages. Measured for the member seeds 0-9 in pairs: 0.708-0.768 with either statistics, at
-    most 0.038 apart; untrained, 0.08-0.15."""
+    of these 500 test images) by 0.4. Measured for the member seeds 0-9 in pairs: 0.708-0.768
+    with either statistics, up to 0.038 apart after so few steps, so the moving averages are no
+    reference at claim 6's threshold (0.005). The population row is checked instead against an
+    independent estimate of the same statistics: PyTorch's own cumulative average (momentum
+    None, unbiased variances) over the same two training batches, within one of the 500 test
+    images (0.002, float rounding at a decision boundary), below the 0.005 the claim judges."""
     from bnrepro.data import load_mnist
-    from bnrepro.train_mlp import EpochSampler, batch_of, member_losses, to_input
+    from bnrepro.train_mlp import EpochSampler, batch_of, member_losses, test_accuracy, to_input
 
     images, labels = load_mnist(mnist_root, "train")
     test_images, test_labels = load_mnist(mnist_root, "test")
@@ -222,10 +226,20 @@ def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
     )
     pd.testing.assert_frame_equal(frame[["seed", "statistics"]], expected)
     assert (frame.test_acc > 0.1 + 0.4).all(), frame.test_acc.tolist()
-    moving, population = (
-        frame[frame.statistics == kind].test_acc.to_numpy() for kind in ("moving", "population")
-    )
-    np.testing.assert_allclose(population, moving, atol=0.1)
+    population = frame[frame.statistics == "population"].test_acc.to_numpy()
+    cumulative = copy.deepcopy(model)
+    norms = [m for m in cumulative.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # the running statistics become the plain mean over batches
+    cumulative.train()
+    with torch.no_grad():
+        for batch in claims.training_batches(x_train, [0, 1], 60, 2, "grey"):
+            cumulative(batch)
+    cumulative.eval()
+    x_test = to_input(test_images.flatten(1)[:500], "grey")
+    independent = np.asarray(test_accuracy(cumulative, x_test, test_labels[:500]))
+    assert norms and np.abs(population - independent).max() <= 1 / 500, (population, independent)
 
 
 # ---------------------------------------------------------------- the driver: verdicts and drawing

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from bnrepro import docs
+from bnrepro import docs, drift
 
 RESULTS = REPO / "results"
 # An accuracy-like decimal of at least three significant digits in prose (0.9749, 0.773):
@@ -211,3 +211,50 @@ def test_a_missing_number_is_not_published_as_nan(site, capsys) -> None:
 def test_a_damaged_page_structure_is_refused_naming_the_line(site, capsys, page, expected) -> None:
     (site / "README.md").write_text(page)
     refused(site, capsys, expected)
+
+
+def test_docs_ics_dates_each_results_thresholds_as_its_claims_csv_does() -> None:
+    """docs/ics.md once said every threshold was committed before the runs it judges, while
+    results/ics/proxy/'s rows say committed after: the page now quotes, per result, what each
+    claims.csv's threshold_fixed says, and states no order of its own."""
+    text = docs.thresholds_fixed(RESULTS, ("ics", "ics/proxy"))
+    lines = dict(zip(("ics", "ics/proxy"), text.splitlines(), strict=True))
+    for folder, line in lines.items():
+        fixed = pd.read_csv(RESULTS / folder / "claims.csv").threshold_fixed
+        assert line.startswith(f"- `results/{folder}/`: ")
+        for said, count in fixed.value_counts().items():
+            assert f"{said} ({count} of {len(fixed)})" in line
+    page = (REPO / "docs" / "ics.md").read_text()
+    assert text in page and "committed before the runs it judges" not in page
+
+
+def test_the_ics_headline_says_what_each_measure_of_ics_says() -> None:
+    """The gradient-based ICS says BN did not reduce it; the percentile drift of the same runs
+    says the input without BN drifted more (results/ics/proxy: 7.8 to 30 times): the front
+    page names both, not the first alone."""
+    headline = docs.ics_headline(RESULTS)
+    assert headline.count("by Santurkar et al.'s gradient-based ICS measure") == 2
+    assert headline.count("by the percentile drift of") == 2
+    curves = pd.read_csv(RESULTS / "ics" / "proxy" / "curves.csv").dropna(subset=["p50"])
+    moved = drift.drift_by(curves, ["variant", "seed"])
+    ratio = moved.xs("inception") / moved.xs("bn_baseline")  # from the probe, not the claims
+    assert f"(no BN / BN {ratio.min():.4g} to {ratio.max():.4g})" in headline
+
+
+def test_the_init_std_1_row_is_measured_against_the_default_protocols_gap() -> None:
+    """docs/sensitivity.md once called every gap outside the stuck cells small; the init std 1
+    row is +1.1 to +2.6 points, several times the default protocol's: the block says so from
+    members.csv, computed here from its rows alone."""
+    members = pd.read_csv(RESULTS / "sensitivity" / "members.csv")
+    members = members[~members.diverged]
+    gap = members.pivot_table("final_acc", ["optimizer", "lr", "init_std"], "net")
+    gap = (gap.bn - gap.plain) * 100
+    row = gap[
+        (gap.index.get_level_values("init_std") == 1) & (gap.index.get_level_values("lr") < 1)
+    ]
+    default = gap["sgd", 0.1, 0.1]
+    line = docs.widest_std_gaps(pd.read_csv(RESULTS / "sensitivity" / "members.csv"))
+    assert f"BN ends {row.min():+.2f} to {row.max():+.2f} points ahead" in line
+    assert f"{row.min() / default:.1f} to {row.max() / default:.1f} times" in line
+    assert row.min() / default > 2, "the row is not what the page calls it"
+    assert line in (REPO / "docs" / "sensitivity.md").read_text()

@@ -51,6 +51,24 @@ def commit_date(commit: str) -> str:
     return shown.stdout.strip()
 
 
+def first_of_value(file: str, commit: str) -> str:
+    """The oldest commit of `file`'s history at or before `commit` from which the file has
+    held the relation and value it holds at `commit`, read with git and yaml alone."""
+
+    def held(at: str):
+        shown = git("show", f"{at}:{file}")
+        data = yaml.safe_load(shown.stdout) if shown.returncode == 0 else None
+        return (data["relation"], float(data["value"])) if isinstance(data, dict) else None
+
+    history = git("log", "--format=%H", commit, "--", file).stdout.split()
+    first = history[0]
+    for older in history[1:]:
+        if held(older) != held(history[0]):
+            break
+        first = older
+    return first
+
+
 @pytest.fixture(scope="module", autouse=True)
 def clone() -> None:
     if not verdicts.has_history():
@@ -76,13 +94,11 @@ def test_each_row_says_what_git_says_of_its_threshold(folder: str, monkeypatch) 
         assert match["file_date"] == commit_date(match["file"])
         if match.re is AFTER:
             assert git("cat-file", "-e", f"{runs}:{file}").returncode != 0, (folder, file)
-            first = git("log", "--reverse", "--format=%h", "--abbrev=7", "--", file).stdout
-            assert first.split()[0].startswith(match["file"])
+            assert first_of_value(file, "HEAD").startswith(match["file"]), (folder, file)
             continue
-        # the file as of the runs' commit: its last change at or before it
+        # the value the file held at the runs' commit, dated by its first commit
         assert ancestor(match["file"], runs), (folder, row.claim, fixed)
-        last = git("log", "-1", "--format=%H", runs, "--", file).stdout.strip()
-        assert last.startswith(match["file"]), (folder, row.claim, fixed)
+        assert first_of_value(file, runs).startswith(match["file"]), (folder, row.claim, fixed)
         stated = yaml.safe_load(git("show", f"{match['file']}:{file}").stdout)
         then = f"{stated['relation']} {stated['value']:g}"
         if match.re is BEFORE:
@@ -158,7 +174,8 @@ def test_a_threshold_changed_after_the_runs_gives_its_earlier_outcome(tmp_path) 
     """In a repository of its own: a threshold committed, runs made, then the threshold
     changed. The row names the runs, the earlier value and the verdict that value gives; a
     file first committed after the runs says so; one committed before them, unchanged, says
-    before."""
+    before. Each is dated by the first commit of its relation and value: a comment reworded
+    later does not move the date, a value tightened later does."""
     repo = tmp_path / "repo"
     folder = repo / verdicts.THRESHOLDS / "ics"
     folder.mkdir(parents=True)
@@ -172,27 +189,35 @@ def test_a_threshold_changed_after_the_runs_gives_its_earlier_outcome(tmp_path) 
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     (folder / "beta.yaml").write_text("claim: beta\nrelation: '<'\nvalue: 1\n")
     (folder / "ics.yaml").write_text("claim: ics\nrelation: '>='\nvalue: 1\n")
+    (folder / "accuracy.yaml").write_text("claim: acc\nrelation: '>='\nvalue: -0.05\n")
     first = commit("thresholds")
+    (folder / "ics.yaml").write_text("# why 1\nclaim: ics\nrelation: '>='\nvalue: 1\n")
+    (folder / "accuracy.yaml").write_text("claim: acc\nrelation: '>='\nvalue: -0.01\n")
+    tightened = commit("ics's comment reworded, accuracy tightened")
+    (folder / "accuracy.yaml").write_text("# why\nclaim: acc\nrelation: '>='\nvalue: -0.01\n")
+    commit("accuracy's comment reworded")
     (repo / "runs.txt").write_text("the runs\n")
     runs = commit("runs")
     (folder / "beta.yaml").write_text("claim: beta\nrelation: '<'\nvalue: 2\n")
     (folder / "loss_range.yaml").write_text("claim: loss\nrelation: '<'\nvalue: 1\n")
-    commit("beta loosened, loss range added")
+    added = commit("beta loosened, loss range added")
+    (folder / "loss_range.yaml").write_text("# why\nclaim: loss\nrelation: '<'\nvalue: 1\n")
+    commit("loss range's comment reworded")
 
     verdict = {1.0: "fail", 2.0: "pass"}  # a measured beta of 1.5 against each value
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(verdicts, "REPO", repo)
         for cached in (verdicts.load, verdicts.has_history, verdicts.commit_stamp,
-                       verdicts.file_at, verdicts.first_commit):  # fmt: skip
+                       verdicts.value_since):  # fmt: skip
             cached.cache_clear()
         try:
             texts = {
                 key: verdicts.fixed(verdicts.load("ics", key), runs, lambda t: verdict[t.value])
-                for key in ("beta", "ics", "loss_range")
+                for key in ("beta", "ics", "accuracy", "loss_range")
             }
         finally:
             for cached in (verdicts.load, verdicts.has_history, verdicts.commit_stamp,
-                           verdicts.file_at, verdicts.first_commit):  # fmt: skip
+                           verdicts.value_since):  # fmt: skip
                 cached.cache_clear()
     date = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}"
     stamp = f"{runs[:7]} \\({date}\\)"
@@ -201,11 +226,15 @@ def test_a_threshold_changed_after_the_runs_gives_its_earlier_outcome(tmp_path) 
         "giving fail",
         texts["beta"],
     ), texts["beta"]
+    # dated by the first commit of the value, not by the comment reworded after it
     assert re.fullmatch(
         f"threshold {first[:7]} \\({date}\\) before the runs' {stamp}", texts["ics"]
-    )
+    ), texts["ics"]
     assert re.fullmatch(
-        f"threshold [0-9a-f]{{7}} \\({date}\\) committed after the runs' {stamp}",
+        f"threshold {tightened[:7]} \\({date}\\) before the runs' {stamp}", texts["accuracy"]
+    ), texts["accuracy"]
+    assert re.fullmatch(
+        f"threshold {added[:7]} \\({date}\\) committed after the runs' {stamp}",
         texts["loss_range"],
     ), texts["loss_range"]
 

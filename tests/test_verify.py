@@ -2,6 +2,7 @@
 the quick mode of figure1 end to end (rerun, collect, and a reference that no longer
 matches)."""
 
+import dataclasses
 import json
 import math
 import re
@@ -326,7 +327,7 @@ def test_quick_figure1_end_to_end(tmp_path, mnist_root, monkeypatch) -> None:
     (tmp_path / "c").mkdir()
     outcome = verify.verify(artifact, tmp_path / "c", runs=runs, gpu=False)
     assert outcome.status == "differs"
-    assert outcome.detail.startswith("summary.csv variant=bn, seed=7: missing in the rerun")
+    assert "summary.csv variant=bn, seed=7: missing in the rerun" in outcome.detail
 
 
 def test_a_timed_row_is_reported_not_compared(tmp_path) -> None:
@@ -396,3 +397,48 @@ def test_a_damaged_provenance_is_reported_and_fails_the_verify(
     row = next(line for line in capsys.readouterr().out.splitlines() if "| figure1 |" in line)
     assert row.startswith(f"| figure1 | damaged | {root}/figure1/provenance.json is damaged: ")
     assert damage in row and "nothing was rerun. Fix: restore it with `git checkout -- " in row
+
+
+def rerun_on(tmp_path: Path, made: str, rerun: str, rerun_curves: str) -> tuple[str, str]:
+    """compare_rerun of a committed curves.csv made on CPU `made` against `rerun_curves`
+    rerun on CPU `rerun`, each folder with a provenance.json recording only its hardware."""
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    for folder, text, cpu in (("committed", CURVES, made), ("rerun", rerun_curves, rerun)):
+        (root / folder).mkdir()
+        (root / folder / "curves.csv").write_text(text)
+        record = {"hardware": {"cpu": cpu, "device": "cpu"}}
+        (root / folder / "provenance.json").write_text(json.dumps(record))
+    driver = dataclasses.replace(verify.driver("figure1"), tolerances=TOLERANCES, timed={})
+    artifact = verify.Artifact("figure1", root / "committed", driver, [])
+    return verify.compare_rerun(artifact, root / "rerun")
+
+
+def test_another_cpu_model_is_named_and_judged_within_the_tolerances(tmp_path) -> None:
+    """A quick reference made on an AMD EPYC and rerun on an Intel Xeon: a difference within
+    the driver's TOLERANCES is reported as such, with both models named, not as "differs";
+    beyond them it still differs."""
+    within = CURVES.replace("bn,0,100,0.9,0.25", "bn,0,100,0.9005,0.25")
+    status, detail = rerun_on(tmp_path, "AMD EPYC 7B13", "Intel(R) Xeon(R) CPU @ 2.20GHz", within)
+    assert status == "within tolerance"
+    assert detail == (
+        "made on AMD EPYC 7B13, rerun on Intel(R) Xeon(R) CPU @ 2.20GHz: compared within "
+        "tolerance; curves.csv test_acc up to 0.0005 (tolerance 0.001)"
+    )
+    beyond = CURVES.replace("bn,0,100,0.9,0.25", "bn,0,100,0.91,0.25")
+    status, detail = rerun_on(tmp_path, "AMD EPYC 7B13", "Intel Xeon", beyond)
+    assert status == "differs" and detail.startswith("made on AMD EPYC 7B13, rerun on Intel Xeon")
+    assert "curves.csv variant=bn, seed=0, step=100: test_acc 0.9 vs 0.91" in detail
+
+
+def test_the_same_cpu_model_names_no_machine(tmp_path) -> None:
+    """On the CPU model that made the reference the report names no machine: a difference
+    within the TOLERANCES is within tolerance (one model name covers processors whose kernels
+    round differently), beyond them it differs, and identical files are identical."""
+    within = CURVES.replace("bn,0,100,0.9,0.25", "bn,0,100,0.9005,0.25")
+    status, detail = rerun_on(tmp_path, "AMD EPYC 7B13", "AMD EPYC 7B13", within)
+    assert status == "within tolerance" and not detail.startswith("made on")
+    beyond = CURVES.replace("bn,0,100,0.9,0.25", "bn,0,100,0.91,0.25")
+    status, detail = rerun_on(tmp_path, "AMD EPYC 7B13", "AMD EPYC 7B13", beyond)
+    assert status == "differs"
+    assert detail == "curves.csv variant=bn, seed=0, step=100: test_acc 0.9 vs 0.91"
+    assert rerun_on(tmp_path, "AMD EPYC 7B13", "AMD EPYC 7B13", CURVES) == ("identical", "")

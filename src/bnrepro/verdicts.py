@@ -12,8 +12,11 @@ relation and value it is judged against, and a comment saying why that value. A 
 own has a history of its own, so whether a threshold was written before the runs it judges is
 a fact git can tell, not a sentence a driver asserts: `fixed` reads it from git for the
 `threshold_fixed` column, from the commit the runs were made from (provenance.json's
-git.commit). The text names commits and dates, so it is provenance, not a result:
-`make verify` does not compare it (bnrepro.verify.PROVENANCE_COLUMNS).
+git.commit). A threshold is dated by the first commit whose file holds its relation and value
+(`value_since`), not by the file's last change: a reworded comment is not a new threshold, and
+a value is not older than the first commit that states it. The text names commits and dates,
+so it is provenance, not a result: `make verify` does not compare it
+(bnrepro.verify.PROVENANCE_COLUMNS).
 """
 
 import math
@@ -172,23 +175,47 @@ def file_at(path: str, commit: str) -> tuple[str, str] | None:
     return stamp(line) if line else None
 
 
+def stated(path: str, commit: str) -> tuple[str, float] | None:
+    """The (relation, value) the threshold file `path` holds at `commit`; None where it does
+    not exist there or does not hold a threshold."""
+    driver, key = Path(path).parent.name, Path(path).stem
+    text = git("show", f"{commit}:{path}")
+    try:
+        found = parse(text, driver, key, path) if text is not None else None
+    except ThresholdError:
+        return None
+    return (found.relation, found.value) if found else None
+
+
 @cache
-def first_commit(path: str) -> tuple[str, str] | None:
-    """The first commit of the current history that holds `path`, as commit_stamp gives it."""
-    lines = git("log", "--reverse", "--format=%H %cd", f"--date={DATE_FORMAT}", "--", path)
-    return stamp(lines.splitlines()[0]) if lines else None
+def value_since(path: str, commit: str) -> tuple[str, str] | None:
+    """The first commit, at or before `commit`, from which `path` has held the relation and
+    value it holds at `commit` without a break, as commit_stamp gives it: the file's commits
+    are walked from `commit` back to the last one that held another threshold (or none).
+    None where `path` has no commit at or before `commit`."""
+    lines = git("log", "--format=%H %cd", f"--date={DATE_FORMAT}", commit, "--", path)
+    since, held = None, None
+    for line in (lines or "").splitlines():
+        found = stamp(line)
+        now = stated(path, found[0])
+        if now is None or (since is not None and now != held):
+            break
+        since, held = found, now
+    return since
 
 
 def fixed(threshold: Threshold, runs_commit: Any, judge: Callable[[Threshold], str]) -> str:
-    """When `threshold` was written, against the commit the runs were made from, from git:
+    """When `threshold` was written, against the commit the runs were made from, from git;
+    each threshold is dated by the first commit of its relation and value (`value_since`):
 
     - `threshold <hash> (<date>) before the runs' <hash> (<date>)`: the file as of the runs'
-      commit (its last change at or before it) holds the value used now;
+      commit holds the value used now, first committed at <hash>;
     - `threshold <hash> (<date>) committed after the runs' <hash> (<date>)`: the runs' commit
-      has no such file; the hash is the file's first commit;
+      has no such file; the hash is the first commit of the value the file holds now;
     - `threshold changed after the runs' <hash> (<date>): was <relation> <value> (<hash>,
-      <date>), giving <verdict>`: the file at the runs' commit held another threshold, and
-      `judge` (the claim's verdict against a threshold) says what that one gives;
+      <date>), giving <verdict>`: the file at the runs' commit held another threshold, first
+      committed at that hash, and `judge` (the claim's verdict against a threshold) says what
+      that one gives;
     - `not recorded (...)`: no git history, no runs' commit, or one this clone lacks.
     """
     if not has_history():
@@ -199,12 +226,12 @@ def fixed(threshold: Threshold, runs_commit: Any, judge: Callable[[Threshold], s
     if runs is None:
         return f"not recorded (the runs' commit {runs_commit[:7]} is not in this clone)"
     path = threshold.path.as_posix()
-    then = file_at(path, runs[0])
+    then = value_since(path, runs[0])
     if then is None:
-        first = first_commit(path)
-        if first is None:
+        now = value_since(path, "HEAD")
+        if now is None:
             return f"not recorded ({path} is not committed)"
-        return f"threshold {first[1]} committed after the runs' {runs[1]}"
+        return f"threshold {now[1]} committed after the runs' {runs[1]}"
     earlier = parse(git("show", f"{then[0]}:{path}") or "", threshold.driver, threshold.key, path)
     if (earlier.relation, earlier.value) == (threshold.relation, threshold.value):
         return f"threshold {then[1]} before the runs' {runs[1]}"

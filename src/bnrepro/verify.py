@@ -25,6 +25,12 @@ compared with the rerun's:
   a damaged file (truncated, NUL bytes, not UTF-8, rows of the wrong width) is named as
   damaged, never printed.
 
+Where the rerun ran on another processor than the committed runs (`machine`: the GPU, else the
+CPU model, of each folder's provenance.json), the report begins "made on <model>, rerun on
+<model>: compared within tolerance", so that a difference is read against the machines that
+made it. The driver's TOLERANCES apply on every machine: a CPU model name ("AMD EPYC") covers
+processors whose kernels round differently.
+
 A column of PROVENANCE_COLUMNS is left out of the comparison, and a file that differs only
 there is identical: claims.csv's threshold_fixed says from git when each threshold was
 committed against the commit the runs were made from, so every rerun names another commit,
@@ -380,6 +386,38 @@ class Outcome:
     wall_s: float
 
 
+def machine(record: Path) -> str | None:
+    """The processor the runs of a provenance.json were made on: its GPU where they ran on
+    one, else its CPU model; None where the record names neither (or cannot be read)."""
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    hardware = data.get("hardware") if isinstance(data, dict) else None
+    if not isinstance(hardware, dict):
+        return None
+    found = hardware.get("gpu") or hardware.get("cpu")
+    return found if isinstance(found, str) and found else None
+
+
+def compare_rerun(artifact: Artifact, out: Path) -> tuple[str, str]:
+    """The status and report of the rerun in `out` against the committed folder, within the
+    driver's TOLERANCES; the report names both processors first where they differ."""
+    made = machine(artifact.folder / "provenance.json")
+    rerun = machine(out / "provenance.json")
+    same = made is not None and made == rerun
+    tolerances = artifact.driver.tolerances
+    result = compare_folders(artifact.folder, out, tolerances, artifact.driver.timed)
+    found = result.summary(tolerances)
+    if same:
+        return result.status, found
+    where = (
+        f"made on {made or 'a processor not recorded'}, rerun on "
+        f"{rerun or 'a processor not recorded'}: compared within tolerance"
+    )
+    return result.status, f"{where}; {found}" if found else where
+
+
 def verify(artifact: Artifact, scratch: Path, runs: Path | None, gpu: bool) -> Outcome:
     """Reruns (or, given `runs`, collects) one artifact into `scratch`/<name> and compares its
     CSV files with the committed ones."""
@@ -420,9 +458,7 @@ def verify(artifact: Artifact, scratch: Path, runs: Path | None, gpu: bool) -> O
         lines = log.read_text().strip().splitlines()
         last = lines[-1] if lines else "no output"
         return Outcome(name, FAILED, f"exit status {code}: {last}", wall)
-    tolerances = artifact.driver.tolerances
-    result = compare_folders(folder, out, tolerances, artifact.driver.timed)
-    return Outcome(name, result.status, result.summary(tolerances), wall)
+    return Outcome(name, *compare_rerun(artifact, out), wall)
 
 
 def table(outcomes: Sequence[Outcome]) -> str:

@@ -291,6 +291,8 @@ def claims(curves: pd.DataFrame, diagnostics: pd.DataFrame) -> list[Claim]:
     ]
 
 
+# The input the probe watches, as the README names it.
+PROBED = "the sigmoid input"
 # The landscape measures as the conclusion names them, and what a verdict says of one.
 MEASURES = {
     "loss_range": "the loss range",
@@ -310,12 +312,68 @@ def listed(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def ics_text(verdict: dict[str, str]) -> str:
-    """What the ICS claim's verdict says, seed by seed."""
-    return {
-        "fail": "BN reduced ICS in every seed, as the paper's hypothesis predicts",
-        "pass": "BN did not reduce ICS in any seed, against the paper's hypothesis",
-    }.get(verdict["ics"], "the seeds disagree on whether BN reduces ICS")
+def spread(values: pd.Series) -> str:
+    """`values` (one per seed) as their range, or the one value of a single seed."""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.4g}"
+    return f"{values.min():.4g} to {values.max():.4g}"
+
+
+def drift_without_bn(found: list[Claim]) -> pd.Series:
+    """Per seed: the percentile drift of the net without BN over BN's, the suite's own measure
+    of how far a layer's input moves, from claim (a)'s two drift ratios (noisy BN / BN over
+    noisy BN / no BN), so that it is the same runs' drift the claims judge."""
+    by_key = {claim.key: claim.per_seed for claim in found}
+    return by_key["drift_bn"] / by_key["drift_plain"]
+
+
+def drift_verdict(found: list[Claim]) -> str:
+    """pass when the net without BN drifted more than BN in every seed, fail when in none."""
+    return verdicts.verdict(ratio > 1 for ratio in drift_without_bn(found))
+
+
+def ics_text(found: list[Claim], probed: str) -> str:
+    """What each measure of internal covariate shift says, seed by seed, with its numbers:
+    Santurkar et al.'s gradient-based ICS (claim (b)) and the percentile drift of `probed`,
+    the input the probe watched. The two can disagree, so neither is reported alone."""
+    verdict = {claim.key: claim.verdict() for claim in found}
+    (ics,) = [claim for claim in found if claim.key == "ics"]
+    gradient = {
+        "fail": "BN reduced ICS in every seed",
+        "pass": "BN did not reduce ICS in any seed",
+    }.get(verdict["ics"], "BN reduced ICS in some seeds only")
+    drifted = {
+        "pass": "drifted more than with BN in every seed",
+        "fail": "did not drift more than with BN in any seed",
+    }.get(drift_verdict(found), "drifted more than with BN in some seeds only")
+    return (
+        f"by Santurkar et al.'s gradient-based ICS measure {gradient} (BN / no BN "
+        f"{spread(ics.per_seed)}); by the {percentile_drift.NAME} of {probed}, the input "
+        f"without BN {drifted} (no BN / BN {spread(drift_without_bn(found))})"
+    )
+
+
+def noisy_text(found: list[Claim], probed: str) -> str:
+    """What noisy BN's claims say of BN's speed and the stability of `probed`, and how close
+    the accuracy claim's worst seed came to its threshold: with few seeds a margin of a few
+    test images cannot carry a claim that stability plays no part."""
+    verdict = {claim.key: claim.verdict() for claim in found}
+    if verdict["accuracy"] != "pass" or verdict["drift_bn"] != "pass":
+        return (
+            f"Noisy BN did not both train about as fast as BN and have a less stable {probed}, "
+            "so this experiment does not separate BN's speed from the stability of its inputs."
+        )
+    (accuracy,) = [claim for claim in found if claim.key == "accuracy"]
+    worst = accuracy.per_seed.min()
+    seeds = len(accuracy.per_seed)
+    margin = worst - accuracy.threshold.value
+    return (
+        f"Noisy BN trained about as fast as BN while its {probed} drifted more than BN's, so "
+        "here BN's speed did not need inputs as stable as BN's; but with "
+        f"{seeds} seed{'s' if seeds > 1 else ''} and the worst {margin:.2g} inside its "
+        f"threshold ({worst:.4g} against {accuracy.threshold.text}), this does not show that "
+        "stable inputs play no part in it."
+    )
 
 
 def landscape_text(verdict: dict[str, str]) -> str:
@@ -335,14 +393,20 @@ def landscape_text(verdict: dict[str, str]) -> str:
     return f"Of the landscape measures, {listed(each)}: {seeds}, and the measures {measures}."
 
 
-def supported(verdict: dict[str, str]) -> str:
-    """What the verdicts say of each explanation: the paper's ICS hypothesis (claim (b)) and
-    the smoothness explanation, by how many of its three measures BN made smaller in every
-    seed."""
-    ics_part = {
-        "pass": "contradicts the paper's ICS hypothesis",
-        "fail": "supports the paper's ICS hypothesis",
-    }.get(verdict["ics"], "does not decide the paper's ICS hypothesis (the seeds disagree)")
+def supported(found: list[Claim]) -> str:
+    """What the data says of each explanation: of the premise of the paper's ICS hypothesis
+    (that BN reduces internal covariate shift), by each of the two measures, and of the
+    smoothness explanation, by how many of its three measures BN made smaller in every seed."""
+    verdict = {claim.key: claim.verdict() for claim in found}
+    says = {"pass": "contradicts", "fail": "supports"}  # of claim (b): BN does not reduce ICS
+    gradient = says.get(verdict["ics"], "does not decide (the seeds disagree on)")
+    drift = {"pass": "supports it", "fail": "contradicts it"}.get(
+        drift_verdict(found), "does not decide it (the seeds disagree)"
+    )
+    ics_part = (
+        f"the gradient-based ICS measure {gradient} the premise of the paper's ICS hypothesis "
+        f"(that BN reduces internal covariate shift) and the {percentile_drift.NAME} {drift}"
+    )
     passed = [name for key, name in MEASURES.items() if verdict[key] == "pass"]
     if len(passed) == len(MEASURES):
         smooth = "supports the smoothness explanation in all three of its measures"
@@ -353,25 +417,20 @@ def supported(verdict: dict[str, str]) -> str:
             f"supports the smoothness explanation in {COUNTS[len(passed)]} of its three "
             f"measures only ({listed(passed)})"
         )
-    return f"{ics_part} and {smooth}"
+    return f"{ics_part}; the data {smooth}"
 
 
 def conclusion(found: list[Claim]) -> list[str]:
-    """A few lines on what the verdicts support: the paper's ICS hypothesis and the
-    smoothness explanation, each measure's consistency across seeds and whether the measures
-    agree with each other."""
+    """A few lines on what the data supports: what each measure of ICS says, each landscape
+    measure's consistency across seeds and whether the measures agree with each other, what
+    noisy BN says, and what that makes of each explanation."""
     verdict = {claim.key: claim.verdict() for claim in found}
     seeds = len(found[0].per_seed)
-    noisy = verdict["accuracy"] == "pass" and verdict["drift_bn"] == "pass"
     return [
-        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics_text(verdict)}.",
+        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics_text(found, PROBED)}.",
         landscape_text(verdict),
-        "Noisy BN trained about as fast as BN while its sigmoid inputs moved more than BN's, "
-        "so stable layer inputs were not what made BN train fast."
-        if noisy
-        else "Noisy BN did not both train about as fast as BN and have less stable inputs, so "
-        "this experiment does not separate BN's speed from the stability of its inputs.",
-        f"On this net the data {supported(verdict)}.",
+        noisy_text(found, "sigmoid input"),
+        f"On this net {supported(found)}.",
     ]
 
 
@@ -544,9 +603,9 @@ DEFINITIONS = (
 THRESHOLD_FILES = (
     "Each threshold is a file of its own, `configs/thresholds/{driver}/<key>.yaml` (the",
     "claim, its relation and value, and why that value), read by `bnrepro.experiments.{driver}`.",
-    "The last column of the claims table says, from git, whether that file was committed",
-    "before the commit the runs were made from (`provenance.json`): the threshold's commit and",
-    "date, then the runs'.",
+    "The last column of the claims table says, from git, whether the file's relation and value",
+    "were first committed before the commit the runs were made from (`provenance.json`): the",
+    "commit that first held them and its date, then the runs'.",
 )
 # What changed in the claims of results/ics/ after results were judged, and what the earlier
 # judgements gave: from the history of experiments/ics.py, src/bnrepro/experiments/ics.py and

@@ -233,21 +233,20 @@ def claims(curves: pd.DataFrame, diagnostics: pd.DataFrame) -> list[Claim]:
     ]
 
 
+# The input the probe watches, as the README names it.
+PROBED = "the late layer's input"
+
+
 def conclusion(found: list[Claim]) -> list[str]:
-    """What the verdicts support, in a few lines (ics.conclusion's, for the proxy's late
+    """What the data supports, in a few lines (ics.conclusion's, for the proxy's late
     layer)."""
     verdict = {claim.key: claim.verdict() for claim in found}
     seeds = len(found[0].per_seed)
-    noisy = verdict["accuracy"] == "pass" and verdict["drift_bn"] == "pass"
     return [
-        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics.ics_text(verdict)}.",
+        f"Over {seeds} seed{'s' if seeds > 1 else ''}, {ics.ics_text(found, PROBED)}.",
         ics.landscape_text(verdict),
-        "Noisy BN trained about as fast as BN while its late layer's input moved more than BN's, "
-        "so a stable input was not what made BN train fast."
-        if noisy
-        else "Noisy BN did not both train about as fast as BN and have a less stable late-layer "
-        "input, so this experiment does not separate BN's speed from the stability of its inputs.",
-        f"On this proxy the data {ics.supported(verdict)}.",
+        ics.noisy_text(found, "late-layer input"),
+        f"On this proxy {ics.supported(found)}.",
     ]
 
 
