@@ -439,7 +439,7 @@ def test_collect_and_draw_write_every_file_with_its_columns(ics_csvs):
         assert (ics_csvs / f"{stem}.png").stat().st_size > 10_000
         assert (ics_csvs / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
     readme = (ics_csvs / "README.md").read_text()
-    assert "## What the data supports" in readme and "On this net the data " in readme
+    assert "## What the data supports" in readme and "On this net " in readme
     assert "`configs/thresholds/ics/<key>.yaml`" in readme
     assert "## History of this result" not in readme, "the history is the committed protocol's"
     assert "- command: `python experiments/ics.py collect`" in readme
