@@ -21,11 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bnrepro.campaign import RECORD_FILES  # noqa: E402
 from bnrepro.driver import write_csv  # noqa: E402
 from bnrepro.experiments.figure2 import PLATEAU_TOLERANCE, plateau  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
-
-RECORD_FILES = ("metrics.csv", "run.json", "config.yaml")
 
 
 def checks(curves: pd.DataFrame, lengths: list[int]) -> pd.DataFrame:

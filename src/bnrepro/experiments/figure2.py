@@ -479,6 +479,17 @@ def decay_variant(speedup: float) -> str:
     return f"bn_x5_decay{speedup:g}"
 
 
+def run_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv's rows (SUMMARY_COLUMNS) of `runs` as `load_sweep` gives them: each run's
+    own status and the held-out images of its evaluations, by variant and seed."""
+    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
+    summary["eval_images"] = [
+        held_out_images(data, f"{run_dir}/config.yaml")
+        for data, run_dir in zip(run_data(runs), runs.run_dir, strict=True)
+    ]
+    return summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
+
+
 def collect_decay(decay_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The decay arm's runs under `decay_dir`, checked whole (BN-x5 at each of DECAY_SPEEDUPS
     for the same seeds, each completed or diverged), and its curves and summary (the main
@@ -487,12 +498,7 @@ def collect_decay(decay_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     runs["variant"] = [decay_variant(s) for s in runs["config.recipe.decay_speedup"]]
     check_runs(runs, decay_dir, {decay_variant(s): DECAY_STATUSES for s in DECAY_SPEEDUPS})
     curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
-    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
-    summary["eval_images"] = [
-        held_out_images(data, f"{run_dir}/config.yaml")
-        for data, run_dir in zip(run_data(runs), runs.run_dir, strict=True)
-    ]
-    summary = summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
+    summary = run_summary(runs)
     return runs, curves[list(CURVE_COLUMNS)], summary
 
 
@@ -529,12 +535,7 @@ def collect(invocation: Invocation) -> None:
     runs = load_sweep(runs_dir, SWEEP_FIX, skip=(ladder_dir, decay_dir))
     check_runs(runs, runs_dir, ACCEPTED)
     curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
-    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
-    summary["eval_images"] = [
-        held_out_images(data, f"{run_dir}/config.yaml")
-        for data, run_dir in zip(run_data(runs), runs.run_dir, strict=True)
-    ]
-    summary = summary[list(SUMMARY_COLUMNS)].sort_values(["variant", "seed"])
+    summary = run_summary(runs)
     ladder_runs, ladder, ladder_summary = collect_ladder(ladder_dir, curves, summary)
     configs = {
         variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
