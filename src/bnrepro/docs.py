@@ -30,6 +30,7 @@ import pandas as pd
 from bnrepro.atomic import atomic_write_text
 from bnrepro.drift import NAME as DRIFT_NAME
 from bnrepro.errors import BnreproError
+from bnrepro.markdown import table
 from bnrepro.tables import csv_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -408,12 +409,11 @@ def shown(measured) -> str:
 
 def claims_table(results: Path, folder: str) -> str:
     claims = csv(results, f"{folder}/claims.csv")
-    lines = ["| claim | measured | threshold | verdict |", "|---|---|---|---|"]
-    lines += [
-        f"| {escape(r.claim)} | {shown(r.measured)} | {r.threshold} | **{r.verdict}** |"
+    rows = [
+        (escape(r.claim), shown(r.measured), r.threshold, f"**{r.verdict}**")
         for r in claims.itertuples()
     ]
-    return "\n".join(lines)
+    return "\n".join(table(("claim", "measured", "threshold", "verdict"), rows))
 
 
 def tally(results: Path, folder: str) -> str:
