@@ -398,3 +398,38 @@ def test_sigterm_to_a_driver_stops_its_whole_sweep(tmp_path, mnist_root) -> None
         assert info["status"] == "interrupted", info
         assert "Resume it with: " in info["error"]
     assert not out.exists()
+
+
+@pytest.mark.integration
+def test_sigterm_to_verify_stops_the_driver_it_reruns(tmp_path) -> None:
+    """verify runs each driver as a child: SIGTERM to verify alone reaches the driver and,
+    through it, the driver's sweep. Within 10 s no process of verify's session is left, every
+    started run reads `interrupted` (or `completed`, if it ended first) and verify exits 143
+    saying what it was rerunning."""
+    scratch = tmp_path / "scratch"
+    verify = subprocess.Popen(
+        [sys.executable, "experiments/verify.py", "--quick", "--only", "figure2",
+         "--scratch", str(scratch)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    runs = scratch / "runs" / "figure2"
+    try:
+        deadline = time.monotonic() + 300
+        while not any(run_status(r.parent) == "running" for r in runs.rglob("run.json")):
+            assert verify.poll() is None and time.monotonic() < deadline, verify.stderr.read()
+            time.sleep(0.2)
+        verify.send_signal(signal.SIGTERM)
+        _, stderr = verify.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while session_processes(verify.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert session_processes(verify.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(verify.pid, signal.SIGKILL)
+    assert verify.returncode == 128 + signal.SIGTERM, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("bnrepro: SIGTERM stopped `make verify` while it reran figure2"), last
+    statuses = [run_status(r.parent) for r in runs.rglob("run.json")]
+    assert "interrupted" in statuses and set(statuses) <= {"interrupted", "completed"}, statuses

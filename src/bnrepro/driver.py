@@ -581,9 +581,10 @@ def run_group(command: Sequence[str], sweep_dir: Path) -> tuple[int, int | None]
     """Runs `command` (a sweep into `sweep_dir`) in a process group of its own and waits for
     it: (its exit status, the signal that stopped it or None). SIGINT and SIGTERM to this
     process go on to the whole group. Hydra's process dies of it at once, starting no further
-    job; each trainer records its run `interrupted` and lets go of it; what is left of the
-    group then (the launcher's idle workers and resource trackers, which outlive Hydra and
-    ignore SIGTERM) is killed, and the driver waits until none of it runs."""
+    job (the jobs its launcher had already queued are stopped as they start); each trainer
+    records its run `interrupted` and lets go of it; what is left of the group then (the
+    launcher's idle workers and resource trackers, which outlive Hydra and ignore SIGTERM) is
+    killed, and the driver waits until none of it runs."""
     stop: list[int] = []
     group: list[int] = []
 
@@ -602,7 +603,12 @@ def run_group(command: Sequence[str], sweep_dir: Path) -> tuple[int, int | None]
         code = process.wait()
         if stop:
             while group_alive(process.pid) and training(sweep_dir):
-                time.sleep(0.1)
+                # A job the launcher queued before the stop starts in a worker that was idle
+                # when the signal came (idle workers ignore it): SIGTERM is sent again until no
+                # trainer holds a run, so such a job ends `interrupted` at its first step.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                time.sleep(0.5)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             while group_alive(process.pid):
@@ -622,6 +628,7 @@ def multirun(overrides: Sequence[str], sweep_dir: Path, subdir: str, jobs: int) 
     command = [
         sys.executable, "-m", "bnrepro.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}",
         f"hydra.sweep.subdir={subdir}", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
+        "hydra.launcher.pre_dispatch=n_jobs",
     ]  # fmt: skip
     print("+", shlex.join(command), flush=True)
     code, signum = run_group(command, sweep_dir)

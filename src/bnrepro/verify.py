@@ -50,6 +50,7 @@ import importlib
 import json
 import math
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from bnrepro.driver import DRIVERS, REPO, Driver, UsageError, file_in_the_way
+from bnrepro.driver import DRIVERS, REPO, Driver, Stopped, UsageError, file_in_the_way
 from bnrepro.runinfo import stable_command
 from bnrepro.verdicts import FIXED_COLUMN
 
@@ -451,14 +452,43 @@ def verify(artifact: Artifact, scratch: Path, runs: Path | None, gpu: bool) -> O
     print(f"{name}: {shlex.join(command)} (output: {log})", flush=True)
     start = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as output:
-        code = subprocess.run(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT).returncode
+    code, signum = run_driver(command, log)
     wall = time.monotonic() - start
+    if signum is not None:
+        raise Stopped(
+            signum,
+            f"{signal.Signals(signum).name} stopped `make verify` while it reran {name}: the "
+            f"driver and its whole sweep stopped with it (its output: {log}). Nothing was "
+            "compared. Fix: run verify again (`--only` names the artifacts still to check).",
+        )
     if code != 0:
         lines = log.read_text().strip().splitlines()
         last = lines[-1] if lines else "no output"
         return Outcome(name, FAILED, f"exit status {code}: {last}", wall)
     return Outcome(name, *compare_rerun(artifact, out), wall)
+
+
+def run_driver(command: Sequence[str], log: Path) -> tuple[int, int | None]:
+    """Runs a driver's `command` with its output in `log` and waits for it: (its exit status,
+    the signal that stopped verify or None). SIGTERM to verify goes on to the driver, which
+    stops its own sweep's process group; SIGINT from a terminal reaches the driver itself, as
+    part of the foreground group, so it is only noted here."""
+    stop: list[int] = []
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+
+        def forward(signum: int, frame) -> None:
+            stop.append(signum)
+            if signum == signal.SIGTERM:
+                process.send_signal(signum)
+
+        handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = process.wait()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    return code, stop[0] if stop else None
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
@@ -547,10 +577,14 @@ def main() -> None:
         sys.exit(2)
     start = time.monotonic()
     gpu = torch.cuda.is_available()
-    outcomes = [
-        verify(artifact, scratch.resolve(), runs.get(name), gpu)
-        for name, artifact in chosen.items()
-    ]
+    try:
+        outcomes = [
+            verify(artifact, scratch.resolve(), runs.get(name), gpu)
+            for name, artifact in chosen.items()
+        ]
+    except Stopped as error:
+        print(f"bnrepro: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     print()
     print(table(outcomes))
     print(
