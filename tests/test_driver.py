@@ -301,17 +301,23 @@ def test_a_quick_sweep_is_not_collected_over_the_committed_figure1(tmp_path, cap
     assert every_file(out) == before
 
 
-def test_a_packed_ten_step_sweep_is_not_collected_over_the_committed_figure2(tmp_path) -> None:
+def test_a_packed_ten_step_sweep_is_not_collected_over_the_committed_figure2(
+    tmp_path, capsys
+) -> None:
+    """Packed runs of 10 steps collected into figure2's committed folder: refused, naming both
+    protocols, and the folder keeps every byte."""
     from bnrepro.experiments import figure2
 
     out = committed_copy("figure2", tmp_path)
+    before = every_file(out)
     config = {"name": "bn_x5", "steps": 10, "seeds": [0, 1], "model": {"width": 0.0625},
               "data": {"size": 16, "eval_size": 500}}  # fmt: skip
     runs = fake_runs(tmp_path / "runs", **{"packs/ladder/bn_x5": config})
-    invocation = figure2.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)])
-    with pytest.raises(UsageError) as refused:
-        check_protocol(invocation)
-    message = str(refused.value)
+    with pytest.raises(SystemExit) as ended:
+        figure2.DRIVER.main(["collect", "--runs", str(runs), "--out", str(out)])
+    assert ended.value.code == 2
+    message = capsys.readouterr().err
+    assert every_file(out) == before
     assert "steps=2000; model.width=0.125; data.eval_size=2000 (made by" in message
     assert "trained with name=bn_x5; steps=10; model.width=0.0625; data.eval_size=500" in message
 
