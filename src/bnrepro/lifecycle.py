@@ -139,9 +139,7 @@ class Run:
             try:
                 check_wandb(self.cfg.logger.wandb.mode)
                 self._claim.claim()
-                self.checkpoint = resume_state(
-                    self.dir, self.cfg, self.resume_keys, check_metrics_file=self.main
-                )
+                self.checkpoint = resume_state(self.dir, self.cfg, self.resume_keys)
                 ended = ended_run(self.dir, self.checkpoint, self.total_steps, len(self.keys))
             except BaseException as caught:
                 self._claim.release(self._recorded)

@@ -50,12 +50,12 @@ def resume_command(run_dir: Path, overrides: Sequence[str] | None) -> str:
 
 
 def resume_state(
-    run_dir: Path, cfg: DictConfig, resume_keys: Sequence[str], *, check_metrics_file: bool
+    run_dir: Path, cfg: DictConfig, resume_keys: Sequence[str]
 ) -> dict[str, Any] | None:
     """The checkpoint to resume the run in `run_dir` from, checked against `cfg` (the
-    `resume_keys` that shape the results must match) and, with `check_metrics_file`, against
-    metrics.csv; None for a directory that holds no run. A directory that holds one is refused
-    without `resume=true`, or when its checkpoint is missing, unreadable or of another layout."""
+    `resume_keys` that shape the results must match) and against metrics.csv; None for a
+    directory that holds no run. A directory that holds one is refused without `resume=true`,
+    or when its checkpoint is missing, unreadable or of another layout."""
     path = run_dir / "checkpoint.pt"
     if not holds_run(run_dir):
         return None
@@ -78,8 +78,7 @@ def resume_state(
             "directory, or resume it with the bnrepro commit named in its run.json."
         )
     check_config(run_dir, cfg, resume_keys, state)
-    if check_metrics_file:
-        check_metrics(run_dir, state["logger"]["metrics"])
+    check_metrics(run_dir, state["logger"]["metrics"])
     return state
 
 
