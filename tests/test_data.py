@@ -23,6 +23,7 @@ import torch
 
 from bnrepro import data, fetch, idx
 from bnrepro.data import DataError
+from bnrepro.digest import file_digest
 from bnrepro.idx import IdxFileError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -499,7 +500,7 @@ def test_real_mnist_files_match_published_md5_and_label_counts():
     root = real_mnist_root()
     raw_dir = data.MNIST.raw_dir(root)
     for name, expected in data.MNIST_MD5.items():
-        assert idx.md5sum(raw_dir / name) == expected
+        assert file_digest(raw_dir / name, "md5") == expected
 
     images, labels = data.load_mnist(root, "test")
 
@@ -774,7 +775,7 @@ def test_real_fashion_mnist_files_match_published_md5_and_class_counts():
     root = real_mnist_root()
     raw_dir = data.FASHION_MNIST.raw_dir(root)
     for name, expected in data.FASHION_MNIST_MD5.items():
-        assert idx.md5sum(raw_dir / name) == expected
+        assert file_digest(raw_dir / name, "md5") == expected
 
     for split, per_class in (("train", 6_000), ("test", 1_000)):
         images, labels = data.load_fashion_mnist(root, split)

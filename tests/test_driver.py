@@ -16,17 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bnrepro.driver import (
-    DRIVERS,
-    Driver,
-    UsageError,
-    check_protocol,
-    first_sentence,
-    hydra_list,
-    trained_protocol,
-)
+from bnrepro.driver import DRIVERS, Driver, UsageError, check_protocol, hydra_list
 from bnrepro.errors import BnreproError
 from bnrepro.experiments import figure1, figure2, ics_proxy
+from bnrepro.run_protocol import trained_protocol
+from bnrepro.sweep import first_sentence
 
 # The options each bad value is tried on, for every driver that takes the option.
 BAD_VALUES = {

@@ -58,7 +58,7 @@ def test_binary_input_is_a_data_override() -> None:
 def test_run_passes_the_experiment_to_the_sweep(monkeypatch, args, experiment, out) -> None:
     calls = {}
 
-    def sweep(command, sweep_dir):
+    def sweep(command, sweep_dir, cwd):
         calls.update(command=command)
         return 0, None
 

@@ -17,12 +17,13 @@ import torch
 from conftest import REPO, compose_train, data_root, tiny_proxy
 from omegaconf import OmegaConf
 
-from bnrepro import atomic, lifecycle, tables, train_mlp, train_packed
+from bnrepro import atomic, lifecycle, rundir, tables, train_mlp, train_packed
 from bnrepro.checkpoint import CheckpointError
 from bnrepro.errors import ConfigError, ResumeError
 from bnrepro.experiments import figure1
 from bnrepro.hydra_callbacks import OutputDirCheck
-from bnrepro.lifecycle import Run, RunBusyError, RunWriteError
+from bnrepro.lifecycle import Run
+from bnrepro.rundir import DirectoryClaim, RunBusyError, RunWriteError
 from bnrepro.tables import ResultsError
 from bnrepro.train import train
 from bnrepro.train_mlp import METRIC_COLUMNS, RESUME_KEYS
@@ -73,8 +74,8 @@ def refuse_lock_file(self, lock: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "name", "refuse", "reason"),
     [
-        (lifecycle.os, "pwrite", refuse_pwrite, NO_SPACE),
-        (Run, "_take_lock", refuse_lock_file, os.strerror(errno.EACCES)),
+        (rundir.os, "pwrite", refuse_pwrite, NO_SPACE),
+        (DirectoryClaim, "_take_lock", refuse_lock_file, os.strerror(errno.EACCES)),
     ],
     ids=["full disk", "no permission"],
 )

@@ -12,8 +12,9 @@ import torch
 from bnrepro import lifecycle
 from bnrepro.checkpoint import CheckpointError
 from bnrepro.errors import ResumeError
-from bnrepro.lifecycle import Run, RunBusyError, RunWriteError
+from bnrepro.lifecycle import Run
 from bnrepro.results import load_runs
+from bnrepro.rundir import RunBusyError, RunWriteError
 from bnrepro.train import train
 from bnrepro.train_mlp import METRIC_COLUMNS, RESUME_KEYS
 

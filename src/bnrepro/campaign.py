@@ -43,12 +43,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import OmegaConf
 
 from bnrepro.atomic import atomic_write_bytes, write_json
 from bnrepro.errors import BnreproError
+from bnrepro.rundir import owner_alive
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_FILE = "campaign.json"
@@ -233,8 +234,6 @@ def last_step(run_dir: Path) -> int:
 
 
 def run_state(runs_dir: Path, run: PlannedRun) -> RunState:
-    from bnrepro.lifecycle import owner_alive
-
     run_dir = runs_dir / run.dir
     info = read_info(run_dir)
     status = info.get("status")
@@ -400,12 +399,10 @@ def launch(campaign: Campaign, s: RunState) -> subprocess.Popen:
         )  # fmt: skip
 
 
-def run(campaign: Campaign, jobs: int) -> int:
-    """Trains what is left of the campaign, `jobs` processes at a time; returns the exit
-    status (0: every run ended; 1: a run failed; 128 + signal: stopped)."""
-    lock_path = campaign.dir / LOCK_FILE
-    commit = campaign.start_or_resume()
-    lock = lock_path.open("a+")
+def take_lock(campaign: Campaign) -> IO[str]:
+    """The campaign's lock file, locked (until it is closed) and naming this process; a
+    CampaignError, before anything starts, where another process trains the campaign."""
+    lock = (campaign.dir / LOCK_FILE).open("a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -419,7 +416,14 @@ def run(campaign: Campaign, jobs: int) -> int:
     lock.truncate()
     lock.write(f"pid {os.getpid()}\n")
     lock.flush()
+    return lock
 
+
+def run(campaign: Campaign, jobs: int) -> int:
+    """Trains what is left of the campaign, `jobs` processes at a time; returns the exit
+    status (0: every run ended; 1: a run failed; 128 + signal: stopped)."""
+    commit = campaign.start_or_resume()
+    lock = take_lock(campaign)
     states = campaign.states()
     check_commits(states, commit)
     busy = [s.run.dir for s in states if s.state == "running"]

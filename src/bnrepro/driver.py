@@ -18,25 +18,20 @@ override Hydra cannot read) is refused with one paragraph naming it and the fix,
 2, nothing written. While an action runs, a `BnreproError` (a bad input found later: a sweep
 that is not whole, a damaged CSV file) ends it the same way, and `SweepFailed` (jobs of a sweep
 failed) names each failed job with the first sentence of its error and exits with status 1.
-Words that are not options go to every training run as Hydra overrides. SIGINT or SIGTERM to
-a driver reaches every process of its sweep (a process group of its own): the driver waits
-until all of them have ended, each started run `interrupted` with its checkpoint, and exits
-with 128 + the signal's number (`Stopped`).
+Words that are not options go to every training run as Hydra overrides. SIGINT or SIGTERM
+stops the driver and every process of its sweep (bnrepro.sweep), exit status 128 + its number.
 
 A results folder is never replaced by runs of another protocol: before `collect` writes, the
-protocol its provenance.json records (PROTOCOL_KEYS of the runs' configs) is compared with
-that of the runs it gathers, and a difference is refused naming both, unless `--replace`.
+protocol its provenance.json records (bnrepro.run_protocol: PROTOCOL_KEYS of the runs'
+configs) is compared with that of the runs it gathers, and a difference is refused naming
+both, unless `--replace`.
 """
 
 import argparse
-import contextlib
 import json
 import math
-import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,7 +45,13 @@ from omegaconf import OmegaConf
 from bnrepro.atomic import atomic_write_text
 from bnrepro.errors import BnreproError
 from bnrepro.hydra_callbacks import check_overrides
-from bnrepro.results import failed_jobs, run_dirs
+from bnrepro.run_protocol import (
+    PROTOCOL_KEYS,
+    describe_protocol,
+    recorded_protocol,
+    trained_protocol,
+)
+from bnrepro.sweep import Stopped, SweepFailed, check_sweep_end, run_group
 from bnrepro.tables import read_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,18 +62,6 @@ ACTIONS = ("run", "collect", "draw")
 
 class UsageError(BnreproError):
     """A bad option value on a driver's command line, found before anything started."""
-
-
-class SweepFailed(BnreproError):
-    """Jobs of a sweep failed; the message names each and the first sentence of its error."""
-
-
-class Stopped(BnreproError):
-    """SIGINT or SIGTERM stopped the driver and, with it, every process of its sweep."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 # ---------------------------------------------------------------- option values
@@ -531,94 +520,6 @@ class Driver:
 # ---------------------------------------------------------------- sweeps
 
 
-def first_sentence(error: str) -> str:
-    """The first sentence of the first line of a run's recorded error: what went wrong, short
-    enough to list one failed job after another (run.json keeps the whole paragraph)."""
-    line = error.strip().splitlines()[0] if error.strip() else ""
-    return line.split(". ")[0].rstrip(".")
-
-
-def failed_job_lines(sweep_dir: Path) -> list[str]:
-    """Each failed job under `sweep_dir` (bnrepro.results.failed_jobs) with the first
-    sentence of its error: '<dir>: <status> - <error>'."""
-    if not sweep_dir.exists():
-        return []
-    _, bad = failed_jobs(sweep_dir)
-    lines = []
-    for run_dir, job in bad.iterrows():
-        error = first_sentence(job.error) if isinstance(job.error, str) else ""
-        where = Path(run_dir).relative_to(sweep_dir)
-        lines.append(f"{where}: {job.status}" + (f" - {error}" if error else ""))
-    return lines
-
-
-def group_alive(group: int) -> bool:
-    """Whether a process of process group `group` is still running (a zombie, ended but not
-    yet reaped, is not): a sweep's workers outlive its Hydra process, which dies at once."""
-    stats = list(Path("/proc").glob("[0-9]*/stat"))
-    if not stats:  # no /proc: whether the group has any process, zombies included
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for stat in stats:
-        with contextlib.suppress(OSError, IndexError):
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[2]) == group and fields[0] != "Z":
-                return True
-    return False
-
-
-def training(sweep_dir: Path) -> bool:
-    """Whether a trainer still holds a run directory under `sweep_dir` (its lock)."""
-    from bnrepro.lifecycle import LOCK_FILE, owner_alive  # brings torch: only once stopped
-
-    return any(owner_alive(lock.parent) for lock in sweep_dir.rglob(LOCK_FILE))
-
-
-def run_group(command: Sequence[str], sweep_dir: Path) -> tuple[int, int | None]:
-    """Runs `command` (a sweep into `sweep_dir`) in a process group of its own and waits for
-    it: (its exit status, the signal that stopped it or None). SIGINT and SIGTERM to this
-    process go on to the whole group. Hydra's process dies of it at once, starting no further
-    job (the jobs its launcher had already queued are stopped as they start); each trainer
-    records its run `interrupted` and lets go of it; what is left of the group then (the
-    launcher's idle workers and resource trackers, which outlive Hydra and ignore SIGTERM) is
-    killed, and the driver waits until none of it runs."""
-    stop: list[int] = []
-    group: list[int] = []
-
-    def forward(signum: int, frame: Any) -> None:
-        stop.append(signum)
-        for pid in group:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signum)
-
-    handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        process = subprocess.Popen(command, cwd=REPO, process_group=0)
-        group.append(process.pid)
-        if stop:
-            forward(stop[0], None)
-        code = process.wait()
-        if stop:
-            while group_alive(process.pid) and training(sweep_dir):
-                # A job the launcher queued before the stop starts in a worker that was idle
-                # when the signal came (idle workers ignore it): SIGTERM is sent again until no
-                # trainer holds a run, so such a job ends `interrupted` at its first step.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-                time.sleep(0.5)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            while group_alive(process.pid):
-                time.sleep(0.1)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    return code, stop[0] if stop else None
-
-
 def multirun(overrides: Sequence[str], sweep_dir: Path, subdir: str, jobs: int) -> None:
     """`python -m bnrepro.train -m <overrides>` into `sweep_dir`/`subdir`, `jobs` runs at a
     time through Hydra's joblib launcher (every driver launches this one way). Raises
@@ -631,91 +532,11 @@ def multirun(overrides: Sequence[str], sweep_dir: Path, subdir: str, jobs: int) 
         "hydra.launcher.pre_dispatch=n_jobs",
     ]  # fmt: skip
     print("+", shlex.join(command), flush=True)
-    code, signum = run_group(command, sweep_dir)
-    if signum is not None:
-        raise Stopped(
-            signum,
-            f"{signal.Signals(signum).name} stopped the sweep in {sweep_dir} and every process "
-            "of it; each run it had started is `interrupted` at its last checkpoint (its "
-            "run.json holds its resume command). Nothing was collected. Fix: resume the sweep "
-            f"with `{shlex.join([*command, 'resume=true'])}`, then collect it.",
-        )
-    if code == 0:
-        return
-    failed = failed_job_lines(sweep_dir)
-    if failed:
-        raise SweepFailed(
-            f"{len(failed)} job(s) of the sweep in {sweep_dir} failed: {'; '.join(failed)}. "
-            "Nothing was collected. Fix: each job's run.json holds its whole error (and its "
-            "output is above); once the cause is fixed, rerun the sweep."
-        )
-    raise BnreproError(
-        f"The sweep into {sweep_dir} stopped with exit status {code} before any job recorded "
-        "a result; Hydra's or the trainer's message is printed above. Nothing was collected. "
-        "Fix: correct the override it names and run again."
-    )
+    code, signum = run_group(command, sweep_dir, REPO)
+    check_sweep_end(command, sweep_dir, code, signum)
 
 
-# ---------------------------------------------------------------- protocols
-
-# The config keys whose values make a run's protocol: what it trains, for how long and on what
-# (a preset sets the proxy's width, size and held-out images); not where or on which machine.
-PROTOCOL_KEYS = (
-    "name", "steps", "seeds", "model.width", "data.size", "data.eval_size", "data.input",
-    "grid.lr", "grid.init_std",
-)  # fmt: skip
-
-
-def config_value(config: Mapping[str, Any], key: str) -> Any:
-    """The value of dotted `key` in `config`, None where it has no such key."""
-    for part in key.split("."):
-        if not isinstance(config, Mapping):
-            return None
-        config = config.get(part)
-    return config
-
-
-def protocol_of(configs: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Each PROTOCOL_KEYS key's distinct values over `configs` as sorted JSON text (null where
-    a config has no such key); `seeds` holds every seed any config trains."""
-    values: dict[str, set[str]] = {key: set() for key in PROTOCOL_KEYS}
-    for config in configs:
-        for key in PROTOCOL_KEYS:
-            value = config_value(config, key)
-            if key == "seeds" and isinstance(value, list):
-                values[key] |= {json.dumps(seed) for seed in value}
-            else:
-                values[key].add(json.dumps(value))
-    return {key: sorted(found) for key, found in values.items() if found}
-
-
-def trained_protocol(runs_dir: Path) -> dict[str, list[str]]:
-    """The protocol of the runs under `runs_dir`, from each run's config.yaml."""
-    configs = [
-        OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-        for run_dir in run_dirs(runs_dir)
-        if (run_dir / "config.yaml").is_file()
-    ]
-    return protocol_of(configs)
-
-
-def recorded_protocol(record: Mapping[str, Any]) -> dict[str, list[str]]:
-    """The protocol a results folder's provenance.json records: its `protocol`, or, in one
-    written before it had one, what its `config` (one config per net or variant) gives except
-    the seeds, which a variant's first run does not give."""
-    if isinstance(record.get("protocol"), dict):
-        return record["protocol"]
-    configs = record.get("config")
-    if not isinstance(configs, dict):
-        return {}
-    protocol = protocol_of(c for c in configs.values() if isinstance(c, dict))
-    protocol.pop("seeds", None)
-    return protocol
-
-
-def describe_protocol(protocol: Mapping[str, list[str]], keys: Iterable[str]) -> str:
-    """`keys` of `protocol` as Hydra would take them: steps=2000; seeds=0,1,2."""
-    return "; ".join(key + "=" + ",".join(v.strip('"') for v in protocol[key]) for key in keys)
+# ---------------------------------------------------------------- records
 
 
 def check_protocol(invocation: Invocation) -> None:
@@ -738,9 +559,6 @@ def check_protocol(invocation: Invocation) -> None:
             f"`{record.get('command', 'a command not recorded')}`), the runs were trained with "
             f"{describe_protocol(new, differ)}. Nothing was written. Fix: {fix} with these runs."
         )
-
-
-# ---------------------------------------------------------------- records
 
 
 def provenance(run_dir: Path, runs_dir: Path, command: str, **fields: Any) -> dict[str, Any]:

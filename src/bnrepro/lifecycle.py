@@ -3,16 +3,13 @@
 A trainer builds its data and model, takes one training step and evaluates; what concerns the
 run directory happens here, once:
 
-- claim: `Run` takes an exclusive lock on `<run>/.lock` (fcntl.flock, held while the run
-  lives; the file names the owner's pid and host), creating the directory when needed. A
-  second process is refused before it changes anything, the lock file included; a disk that
-  cannot take the lock file is a RunWriteError.
-- refuse or resume: a directory that holds a run (metrics.csv, checkpoint.pt or model.pt) is
-  never trained into afresh. With `resume=true` its checkpoint.pt is loaded and checked: the
-  settings that shape the results must match (only steps, logging and device may change), and
-  metrics.csv must still be the file the checkpoint saw (length and sha256 of its first part).
-  A run that has nothing left to train and ended (completed or diverged) is `complete`: the
-  trainer returns its run.json as it is.
+- claim: `Run` locks `<run>/.lock` for as long as the run lives, creating the directory when
+  needed; a second process is refused before it changes anything (bnrepro.rundir, which also
+  names the files that make a run and writes run.json).
+- refuse or resume: a directory that holds a run is never trained into afresh; with
+  `resume=true` its checkpoint.pt is loaded and checked against the run (bnrepro.resume). A run
+  that has nothing left to train and ended (completed or diverged) is `complete`: the trainer
+  returns its run.json as it is.
 - a run that never starts (refused, complete, or stopped by an error before its run.json is
   written) leaves the directory as the claim found it: the lock file's text restored, or the
   lock file and the directories the claim created removed.
@@ -28,17 +25,12 @@ run directory happens here, once:
   full for an atomic write gets run.json rewritten in place) or `interrupted` (a checkpoint
   is written and the command that resumes is printed);
   completed and diverged runs also get model.pt. A run.json left at `running` by a process
-  that is gone reads as `crashed` (`owner_alive`, used by bnrepro.results.load_runs).
+  that is gone reads as `crashed` (bnrepro.rundir.owner_alive, used by bnrepro.results).
 """
 
 import contextlib
-import errno
-import fcntl
-import hashlib
-import json
 import math
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -52,18 +44,19 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bnrepro.atomic import atomic_open, atomic_write_text, json_text, write_json
+from bnrepro.atomic import atomic_open, atomic_write_text, write_json
 from bnrepro.checkpoint import load_checkpoint
 from bnrepro.errors import BnreproError, ResumeError
-from bnrepro.loggers import RunLogger, check_wandb, prefix_bytes
+from bnrepro.loggers import RunLogger, check_wandb
+from bnrepro.resume import ended_run, resume_command, resume_state
+from bnrepro.rundir import (
+    WRITE_ERRNOS,
+    DirectoryClaim,
+    RunWriteError,
+    earlier_segments,
+    write_run_json,
+)
 from bnrepro.runinfo import git_state, hardware
-
-RUN_FILES = ("metrics.csv", "checkpoint.pt", "model.pt")
-LOCK_FILE = ".lock"
-CHECKPOINT_KEYS = ("step", "config", "wall_s", "diverged_at", "last_rows", "logger", "trainer")
-# The errors of a write that the user fixes on the machine: space, quota, permissions.
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
-WRITE_ERRNOS = (*FULL_DISK, errno.EACCES, errno.EROFS)
 
 
 class Interrupted(Exception):
@@ -75,53 +68,6 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
 
 
-class RunBusyError(ResumeError):
-    """Another live process owns the run directory."""
-
-
-class RunWriteError(BnreproError):
-    """The run directory could not be written (a full disk, permissions)."""
-
-
-def holds_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in RUN_FILES)
-
-
-def owner_alive(run_dir: Path) -> bool:
-    """Whether a live process holds the run directory's lock (a run.json at `running` whose
-    owner is gone is a crash). Without a lock file, whether run.json's pid lives on this host."""
-    lock = run_dir / LOCK_FILE
-    if lock.exists():
-        with open(lock) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-        if info.get("host") != socket.gethostname():
-            return True
-        os.kill(int(info["pid"]), 0)
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    except (OSError, ValueError, KeyError, TypeError):
-        return True
-    return True
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def command_overrides() -> list[str] | None:
     """The command line's overrides, as Hydra's overrides.yaml would list them; None for a run
     started from Python (without Hydra's command line)."""
@@ -129,58 +75,6 @@ def command_overrides() -> list[str] | None:
         return list(HydraConfig.get().overrides.task)
     except ValueError:
         return None
-
-
-def resume_command(run_dir: Path, overrides: Sequence[str] | None) -> str:
-    """The command line that continues the run in `run_dir`, started with `overrides` (None:
-    not known, a placeholder stands for them)."""
-    if overrides is None:
-        overrides = ["<the run's overrides>"]
-    kept = [
-        o for o in overrides if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir="))
-    ]
-    args = ["python", "-m", "bnrepro.train", *kept, f"hydra.run.dir={run_dir}", "resume=true"]
-    return shlex.join(args)
-
-
-def write_run_json(path: Path, info: dict[str, Any]) -> None:
-    """Writes run.json atomically or, on a disk too full for the atomic write's temporary
-    file, over the old run.json in place: that takes no new space while the text fits in the
-    blocks the old file holds, so a run stopped by a full disk still reads `failed`, not
-    `crashed`."""
-    try:
-        write_json(path, info)
-    except OSError as error:
-        if error.errno not in FULL_DISK or not path.exists():
-            raise
-        data = json_text(info).encode()
-        with open(path, "r+b") as f:
-            if len(data) > os.fstat(f.fileno()).st_blocks * 512:
-                raise
-            f.write(data)
-            f.truncate()
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def record_failed_start(run_dir: Path, cfg: DictConfig, error: BaseException) -> None:
-    """Records that a sweep job failed before it started, so the sweep's report and
-    bnrepro.results show it with its message. A directory that holds a run, or that another
-    process owns, is left exactly as it is."""
-    if holds_run(run_dir) or not run_dir.is_dir() or owner_alive(run_dir):
-        return
-    with contextlib.suppress(OSError):
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=False))
-        write_json(
-            run_dir / "run.json",
-            {
-                "name": OmegaConf.select(cfg, "name", default=None),
-                "variant": OmegaConf.select(cfg, "model.variant", default=None),
-                "status": "failed",
-                "error": str(error),
-                "started": None,
-            },
-        )
 
 
 class Run:
@@ -230,12 +124,8 @@ class Run:
         self.overrides = command_overrides()
         self.logger: RunLogger | None = None
         self._state: Callable[[], dict[str, Any]] | None = None
-        self._lock: int | None = None
-        self._lock_created = False
-        self._lock_text: bytes | None = None
-        self._made: list[Path] = []
+        self._claim = DirectoryClaim(self.dir)
         self._recorded = False
-        self._held_run = False
         self._started_at: float | None = None
         self._wall_before = 0.0
         self._signal: int | None = None
@@ -248,12 +138,11 @@ class Run:
         if self.main:
             try:
                 check_wandb(self.cfg.logger.wandb.mode)
-                self._claim()
-                self._held_run = holds_run(self.dir)
-                self.checkpoint = self._resume_state()
-                ended = self._ended(self.checkpoint)
+                self._claim.claim()
+                self.checkpoint = resume_state(self.dir, self.cfg, self.resume_keys)
+                ended = ended_run(self.dir, self.checkpoint, self.total_steps, len(self.keys))
             except BaseException as caught:
-                self._release()
+                self._claim.release(self._recorded)
                 if not isinstance(caught, BnreproError) or self.broadcast is None:
                     raise
                 error = caught
@@ -295,193 +184,6 @@ class Run:
         self._install_signal_handlers()
         return self
 
-    def _claim(self) -> None:
-        """Takes the lock and writes this process into it, creating the run directory (and its
-        missing parents) first. What it creates and the lock file's former text are kept for
-        `_release`; a disk or a permission that refuses any of it is a RunWriteError, after
-        which nothing of the claim is left."""
-        lock = self.dir / LOCK_FILE
-        self._made = [d for d in (self.dir, *self.dir.parents) if not d.exists()]
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._lock, self._lock_created = self._take_lock(lock)
-            self._lock_text = os.pread(self._lock, 4096, 0)
-            owner = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
-            os.pwrite(self._lock, owner, 0)
-            os.ftruncate(self._lock, len(owner))
-        except OSError as error:
-            self._release()
-            raise RunWriteError(
-                f"Could not write {error.filename or lock}: {error.strerror}. Nothing was "
-                "changed. Fix: free disk space (or fix the permissions), or train in another "
-                "directory (hydra.run.dir=...), then run the command again."
-            ) from error
-
-    def _take_lock(self, lock: Path) -> tuple[int, bool]:
-        """The locked descriptor of `lock`, and whether this call created the file. A run that
-        never starts removes the lock file it created (`_release`); a descriptor locked after
-        that removal holds a file that is no longer the directory's, so it is dropped and the
-        lock taken anew."""
-        while True:
-            try:
-                fd, created = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
-            except FileExistsError:
-                try:
-                    fd, created = os.open(lock, os.O_RDWR), False
-                except FileNotFoundError:
-                    continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                owner = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise RunBusyError(
-                    f"{self.dir} is in use by another process ({owner}). Nothing was changed. "
-                    "Fix: wait for that run to end, or train in another directory "
-                    "(hydra.run.dir=...)."
-                ) from None
-            except OSError:
-                os.close(fd)
-                if created:
-                    lock.unlink(missing_ok=True)
-                raise
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                    return fd, created
-            os.close(fd)
-
-    def _release(self) -> None:
-        """Lets go of the lock (closing the descriptor releases the flock). A run that never
-        wrote its run.json leaves the directory as the claim found it: the lock file is removed
-        when the claim created it, or its former text is put back, and the directories the
-        claim created are removed while empty. Best effort: a disk that refuses it leaves the
-        lock file as it is, never a run's file."""
-        lock = self.dir / LOCK_FILE
-        if self._lock is not None:
-            if not self._recorded:
-                with contextlib.suppress(OSError):
-                    if self._lock_created:
-                        lock.unlink()
-                    elif self._lock_text is not None:
-                        os.pwrite(self._lock, self._lock_text, 0)
-                        os.ftruncate(self._lock, len(self._lock_text))
-            os.close(self._lock)
-            self._lock = None
-        if not self._recorded:
-            for directory in self._made:  # the run directory first, then its parents
-                try:
-                    directory.rmdir()
-                except OSError:
-                    break
-        self._made = []
-
-    def _resume_state(self) -> dict[str, Any] | None:
-        path = self.dir / "checkpoint.pt"
-        if not self._held_run:
-            return None
-        if not self.cfg.resume:
-            raise ResumeError(
-                f"{self.dir} already holds a run. Nothing was changed. Fix: continue it with "
-                "resume=true, or train in a new directory (another hydra.run.dir)."
-            )
-        if not path.exists():
-            raise ResumeError(
-                f"Cannot resume {self.dir}: it holds a run but no checkpoint.pt. Nothing was "
-                "changed. Fix: train in a new directory (another hydra.run.dir), or restore "
-                "the checkpoint."
-            )
-        state = load_checkpoint(path)
-        if not isinstance(state, dict) or not all(key in state for key in CHECKPOINT_KEYS):
-            raise ResumeError(
-                f"Cannot resume {self.dir}: its checkpoint.pt was written by an earlier version "
-                "of bnrepro, in another layout. Nothing was changed. Fix: train in a new "
-                "directory, or resume it with the bnrepro commit named in its run.json."
-            )
-        self._check_config(state)
-        if self.main:
-            self._check_metrics(state["logger"]["metrics"])
-        return state
-
-    def _ended(self, state: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The run.json of a resumed run that has nothing left to train (at its last step, or
-        every seed diverged) and ended completed or diverged, with its model.pt; None when
-        there is something to do, finishing it included."""
-        if state is None or not (self.dir / "model.pt").exists():
-            return None
-        if state["step"] < self.total_steps and len(state["diverged_at"]) < len(self.keys):
-            return None
-        try:
-            info = json.loads((self.dir / "run.json").read_text())
-        except (OSError, ValueError):
-            return None
-        ended = isinstance(info, dict) and info.get("status") in ("completed", "diverged")
-        return info if ended else None
-
-    def _recorded_overrides(self) -> list[str] | None:
-        """The overrides the run.json in the directory records (None: none recorded, by an
-        older version or a run started from Python)."""
-        try:
-            overrides = json.loads((self.dir / "run.json").read_text()).get("overrides")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return overrides if isinstance(overrides, list) and overrides else None
-
-    def _check_config(self, state: dict[str, Any]) -> None:
-        def settings(container: dict[str, Any]) -> dict[str, Any]:
-            conf = OmegaConf.create(container)
-            picked = {key: OmegaConf.select(conf, key) for key in self.resume_keys}
-            return flatten(
-                {
-                    k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
-                    for k, v in picked.items()
-                }
-            )
-
-        saved = settings(state["config"])
-        now = settings(OmegaConf.to_container(self.cfg, resolve=True))
-        changed = [
-            f"{k}={saved.get(k)!r} (now {now.get(k)!r})"
-            for k in sorted(saved | now)
-            if saved.get(k) != now.get(k)
-        ]
-        if changed:
-            recorded = self._recorded_overrides()
-            original = (
-                f"(its run.json records them: {shlex.join(recorded)}), for example: "
-                f"{resume_command(self.dir, recorded)}"
-                if recorded
-                else "(see its config.yaml)"
-            )
-            raise ResumeError(
-                f"Cannot resume {self.dir}: its checkpoint was made with {'; '.join(changed)}. "
-                f"Nothing was changed. Fix: resume with the run's original overrides {original}; "
-                "or drop resume and train in a new directory. Only steps, logging and device "
-                "may change on resume."
-            )
-        if state["step"] > self.cfg.steps:
-            raise ResumeError(
-                f"Cannot resume {self.dir} with steps={self.cfg.steps}: it is already at step "
-                f"{state['step']}. Nothing was changed. Fix: pass steps >= {state['step']}."
-            )
-
-    def _check_metrics(self, recorded: dict[str, Any]) -> None:
-        path = self.dir / "metrics.csv"
-        problem = None
-        if not path.exists():
-            problem = "metrics.csv is missing"
-        elif path.stat().st_size < recorded["bytes"]:
-            problem = "metrics.csv is shorter than when the checkpoint was written"
-        elif (
-            hashlib.sha256(prefix_bytes(path, recorded["bytes"])).hexdigest() != recorded["sha256"]
-        ):
-            problem = "the rows of metrics.csv up to the checkpoint were changed"
-        if problem:
-            raise ResumeError(
-                f"Cannot resume {self.dir}: {problem}, so the resumed run's log would not be "
-                "the run's. Nothing was changed. Fix: restore metrics.csv, or train in a new "
-                "directory (another hydra.run.dir)."
-            )
-
     # ------------------------------------------------------------------ start
 
     def start(self, state: Callable[[], dict[str, Any]], device: torch.device, **info: Any) -> None:
@@ -497,6 +199,7 @@ class Run:
             "git": git_state(),
             "hardware": hardware(device),
         }
+        earlier = [] if self.checkpoint is None else earlier_segments(self.dir)
         self.info = {
             "name": self.cfg.name,
             "variant": self.cfg.model.variant,
@@ -509,7 +212,7 @@ class Run:
             "resumed_from_step": self.checkpoint["step"] if self.checkpoint else None,
             "overrides": self.overrides or [],
             **info,
-            "segments": [*self._earlier_segments(), segment],
+            "segments": [*earlier, segment],
         }
         if self.main:
             for stale in self.dir.glob(".*.tmp"):  # left by a process killed while writing
@@ -524,24 +227,6 @@ class Run:
             print(f"bnrepro: run directory {self.dir}", flush=True)
         if self.checkpoint is None:
             self.save_checkpoint()
-
-    def _earlier_segments(self) -> list[dict[str, Any]]:
-        """The segments of a resumed run before this one, from the run.json it left: each
-        start of the run with its step, host, commit and hardware, and, where it ended with a
-        record, the step and time it ended (a killed process leaves none)."""
-        if self.checkpoint is None:
-            return []
-        try:
-            earlier = json.loads((self.dir / "run.json").read_text())
-        except (OSError, ValueError):
-            return []
-        if not isinstance(earlier, dict):
-            return []
-        if isinstance(earlier.get("segments"), list):
-            return earlier["segments"]
-        keys = ("started", "host", "git", "hardware")
-        return [{"from_step": earlier.get("resumed_from_step") or 0,
-                 **{k: earlier.get(k) for k in keys}}]  # fmt: skip
 
     # ------------------------------------------------------------------ the loop
 
@@ -733,12 +418,12 @@ class Run:
             if self.logger is not None:
                 with contextlib.suppress(Exception):
                     self.logger.close("failed")
-            self._release()
+            self._claim.release(self._recorded)
 
     def _record_end(self, status: str, message: str) -> None:
         """Best effort: a full disk may refuse run.json too; the message is printed anyway.
         A run that never started records nothing (the command line records a sweep job's
-        failed start, `record_failed_start`)."""
+        failed start, bnrepro.rundir.record_failed_start)."""
         if self._started_at is None:
             return
         with contextlib.suppress(OSError):

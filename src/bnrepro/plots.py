@@ -1,19 +1,19 @@
-"""The paper's figures, drawn from logged curves (never from anything else)."""
+"""The paper's figures, drawn from logged curves (never from anything else).
+
+No matplotlib backend is chosen here: a notebook keeps its own, MPLBACKEND chooses one, and
+without a display matplotlib falls back to Agg by itself, so `save_figure` writes headless."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
-
-from bnrepro.atomic import atomic_open  # noqa: E402
+from bnrepro.atomic import atomic_open
 
 VARIANT_STYLE = {
     "plain": {"label": "Without BN", "color": "tab:blue", "linestyle": "--"},

@@ -6,6 +6,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bnrepro.rundir import owner_alive
+
 
 def run_dirs(root: str | Path) -> list[Path]:
     """Every run directory (one holding run.json) under `root`, sorted by path."""
@@ -17,10 +19,6 @@ def run_status(run_dir: Path, info: dict) -> str:
     status = info.get("status")
     if status != "running":
         return status
-    # Imported here: bnrepro.lifecycle brings torch, which the drivers' draw and collect,
-    # reading finished runs only, start about a second and a half faster without.
-    from bnrepro.lifecycle import owner_alive
-
     return status if owner_alive(run_dir) else "crashed"
 
 
@@ -64,8 +62,3 @@ def load_runs(root: str | Path) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame.from_records(records)
-
-
-def load_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """The metrics.csv of one run (columns step, seed, train_loss, test_acc, p15, p50, p85)."""
-    return pd.read_csv(Path(run_dir) / "metrics.csv")

@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 
 from bnrepro.errors import BnreproError, ConfigError
 from bnrepro.hydra_callbacks import check_overrides
-from bnrepro.lifecycle import Interrupted, exit_code, record_failed_start, report
+from bnrepro.lifecycle import Interrupted, exit_code, report
+from bnrepro.rundir import record_failed_start
 
 TRAINERS = ("mlp", "inception")
 

@@ -62,8 +62,9 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from bnrepro.driver import DRIVERS, REPO, Driver, Stopped, UsageError, file_in_the_way
+from bnrepro.driver import DRIVERS, REPO, Driver, UsageError, file_in_the_way
 from bnrepro.runinfo import stable_command
+from bnrepro.sweep import Stopped
 from bnrepro.verdicts import FIXED_COLUMN
 
 RESULTS = REPO / "results"
