@@ -285,6 +285,7 @@ def test_committed_results_redraw(tmp_path) -> None:
     for name in ("curves.csv", "summary.csv", "ladder.csv", "ladder_summary.csv"):
         shutil.copy(committed / name, tmp_path / name)
     shutil.copy(committed / "provenance.json", tmp_path / "provenance.json")
+    shutil.copy(committed / "HISTORY.md", tmp_path / "HISTORY.md")  # the README links it
     result = subprocess.run(
         [sys.executable, "experiments/figure2.py", "draw", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,

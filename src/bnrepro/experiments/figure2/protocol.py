@@ -117,18 +117,16 @@ LADDER_SUMMARY_COLUMNS = {
 LADDER_KEYS = ["family", "multiplier", "seed"]
 # Absolute tolerances (CSV file -> column -> tolerance) within which a rerun on another CPU
 # model or on a GPU still reproduces the committed results; every other column must match
-# exactly. Training is chaotic here: Inception and BN-x5 rerun with the cpu preset on an AMD
-# EPYC started from the same step-0 accuracy as the committed Intel Xeon runs, but their
-# training losses differed from step 50 on, by up to 0.088, and their held-out accuracies by
-# up to 0.049 (0.011 in maximum accuracy); the learning rates were identical. The tolerances
-# allow about 1.25 times those gaps, to every accuracy, to the plateau check's gain (a
-# difference of two maxima), to the crossing's margin (an accuracy less a maximum) and to its
-# evaluation sd (a function of an accuracy that varies less than it). The step counts and
-# speed-ups (steps to the target and their interval, step of the maximum, the speed-ups'
-# intervals, the per-seed steps, the fraction of resamples reaching the target) and whether a
-# crossing is marginal jump by whole evaluations when a curve moves this much, and a rung of
-# the ladder may diverge a few steps earlier or later, so they are not given a tolerance: such
-# a rerun reports them as differing. No GPU rerun has been measured.
+# exactly. Training is chaotic here: a rerun of the cpu preset on another CPU model
+# (results/figure2/HISTORY.md) moved the training losses by up to 0.088 and the held-out
+# accuracies by up to 0.049. The tolerances allow about 1.25 times those gaps, to every
+# accuracy, to the plateau check's gain (a difference of two maxima), to the crossing's margin
+# (an accuracy less a maximum) and to its evaluation sd (a function of an accuracy that varies
+# less than it). The step counts and speed-ups (steps to the target and their interval, step
+# of the maximum, the speed-ups' intervals, the per-seed steps, the fraction of resamples
+# reaching the target) and whether a crossing is marginal jump by whole evaluations when a
+# curve moves this much, and a rung of the ladder may diverge a few steps earlier or later, so
+# they are not given a tolerance: such a rerun reports them as differing.
 TOLERANCES: dict[str, dict[str, float]] = {
     "curves.csv": {"train_loss": 0.11, "test_acc": 0.06},
     "table.csv": dict.fromkeys(

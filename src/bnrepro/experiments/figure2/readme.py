@@ -19,6 +19,7 @@ from bnrepro.experiments.figure2.protocol import CONTROLS, LABELS, LADDER_LABELS
 from bnrepro.runinfo import stable_command
 from bnrepro.verdicts import NO_HISTORY, file_at, has_history
 
+HISTORY_FILE = "HISTORY.md"  # hand-written beside the README, which links it
 PAPER_CONTROLS = {
     "inception_x5": "diverged (parameters reached machine infinity)",
     "inception_sigmoid": "never above chance (0.1% on 1000 classes)",
@@ -409,26 +410,18 @@ def packing_lines(provenance: dict) -> list[str]:
     ]
 
 
-# Earlier protocols of a preset's committed results and what they gave, shown in its README so
-# that a reader sees which outcomes changed with the protocol (preset -> lines).
-HISTORY = {
-    "cpu": [
-        "- Until 2026-11-26 the cpu preset trained one seed per recipe for 3,000 steps with "
-        "`decay_steps = steps / 32` (GoogLeNet's own schedule over its ~250 epochs). Plain "
-        "Inception's maximum, 0.7802, came at its last step; BN-Baseline, BN-x5 and BN-x30 "
-        "reached it 2.2x, 5.0x and 3.3x sooner, Inception x5 never, and BN-x5-Sigmoid, which "
-        "does not reach the target under the current protocol, 2.5x sooner.",
-        "- The same one-seed protocol on an Intel Xeon gave 1.6x, 3.2x and 2.7x for BN-Baseline, "
-        "BN-x5 and BN-x30: the CPU's float rounding alone moved the one-seed factors, which is "
-        "why the current protocol has three seeds and intervals.",
-    ],
-}
-
-
-def history_section(provenance: dict) -> list[str]:
-    """Earlier protocols' outcomes for the preset that made these results, if it changed."""
-    lines = HISTORY.get(provenance.get("preset"), [])
-    return ["", "## History of this result", "", *lines] if lines else []
+def history_section(history: bool) -> list[str]:
+    """A link to the folder's HISTORY.md (hand-written: earlier protocols of this result and
+    what they gave, and reruns on other machines), where it has one."""
+    if not history:
+        return []
+    return [
+        "",
+        "## History of this result",
+        "",
+        f"Earlier protocols of this result, what they gave, and its reruns on other machines: "
+        f"[{HISTORY_FILE}]({HISTORY_FILE}).",
+    ]
 
 
 def plan_section(provenance: dict) -> list[str]:
@@ -493,9 +486,11 @@ def readme(
     summary: pd.DataFrame,
     provenance: dict,
     decays: pd.DataFrame | None = None,
+    history: bool = False,
 ) -> str:
     """README.md: the Figure 3 analogue with intervals, the verdicts, the plateau check and
-    the ladder, from the tables `draw` writes; how they were made where provenance.json says."""
+    the ladder, from the tables `draw` writes; how they were made where provenance.json says;
+    a link to HISTORY.md where `history`."""
     lines = [
         *figure3_section(results, summary),
         *crossings_section(results),
@@ -507,7 +502,7 @@ def readme(
         *ladder_section(ladder, results.chance_acc.iloc[0], provenance),
         *runs_section(seeds, summary),
         *(protocol_section(provenance) if provenance else []),
-        *history_section(provenance),
+        *history_section(history),
         "",
     ]
     return "\n".join(lines)
