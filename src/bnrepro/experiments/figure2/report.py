@@ -43,7 +43,6 @@ from bnrepro.experiments.figure2.protocol import (
     decay_variant,
 )
 from bnrepro.experiments.figure2.readme import HISTORY_FILE, crossing_text, images_text, readme
-from bnrepro.markdown import span
 from bnrepro.plots import save_figure
 from bnrepro.tables import check_columns, check_curves, fail, listing, read_csv, read_json
 
@@ -282,7 +281,7 @@ def figure2_notes(results: Path) -> str:
                 if len(failed)
                 else f"above chance at every rung up to x{rows.multiplier.max():g}"
             )
-            + f" ({span(per_rung.min(), per_rung.max(), 'd')} seed(s) a rung)"
+            + f" ({markdown.span(per_rung.min(), per_rung.max(), 'd')} seed(s) a rung)"
         )
     return "\n".join(
         [
