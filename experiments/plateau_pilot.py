@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from bnrepro.campaign import RECORD_FILES  # noqa: E402
 from bnrepro.driver import write_csv  # noqa: E402
-from bnrepro.experiments.figure2 import PLATEAU_TOLERANCE, plateau  # noqa: E402
+from bnrepro.experiments.figure2.analysis import PLATEAU_TOLERANCE, plateau  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
 
 

@@ -17,6 +17,7 @@ from test_train_packed import LOSS_TOLERANCE
 from bnrepro import verify
 from bnrepro.driver import UsageError
 from bnrepro.experiments import figure2
+from bnrepro.experiments.figure2 import analysis, collect, protocol, readme, report
 from bnrepro.tables import ResultsError
 
 # Synthetic runs: (accuracy reached at the end, steps to get there, diverged at step).
@@ -51,7 +52,7 @@ def build(runs: dict[str, list[tuple]], images: int = IMAGES) -> tuple[pd.DataFr
     for variant, seeds in runs.items():
         for seed, (final, rise, diverged) in enumerate(seeds):
             run = curve(final, rise, diverged)
-            curves.append(run.assign(variant=variant, seed=seed)[list(figure2.CURVE_COLUMNS)])
+            curves.append(run.assign(variant=variant, seed=seed)[list(protocol.CURVE_COLUMNS)])
             summary.append(
                 {
                     "variant": variant,
@@ -91,14 +92,14 @@ def synthetic_ladder(
         ladder, ladder_summary = build({"ladder": [run]})
         parts.append(ladder.assign(family=family, multiplier=multiplier))
         rows.append(ladder_summary.assign(family=family, multiplier=multiplier, source="ladder"))
-    for (family, multiplier), variant in figure2.LADDER_REUSED.items():
+    for (family, multiplier), variant in protocol.LADDER_REUSED.items():
         rung = {"family": family, "multiplier": multiplier}
         parts.append(curves[(curves.variant == variant) & (curves.seed == 0)].assign(**rung))
         main = summary[(summary.variant == variant) & (summary.seed == 0)]
         rows.append(main.assign(source=variant, **rung))
-    keys = figure2.LADDER_KEYS
-    ladder = pd.concat(parts).sort_values([*keys, "step"])[list(figure2.LADDER_COLUMNS)]
-    ladder_summary = pd.concat(rows).sort_values(keys)[list(figure2.LADDER_SUMMARY_COLUMNS)]
+    keys = protocol.LADDER_KEYS
+    ladder = pd.concat(parts).sort_values([*keys, "step"])[list(protocol.LADDER_COLUMNS)]
+    ladder_summary = pd.concat(rows).sort_values(keys)[list(protocol.LADDER_SUMMARY_COLUMNS)]
     return ladder, ladder_summary
 
 
@@ -116,7 +117,7 @@ def write_inputs(folder: Path, curves: pd.DataFrame, summary: pd.DataFrame) -> N
 
 def test_table_measures_steps_to_inceptions_maximum_and_speedups() -> None:
     curves, summary = synthetic()
-    table = figure2.table(curves, summary, num_classes=10).set_index("variant")
+    table = analysis.table(curves, summary, num_classes=10).set_index("variant")
     assert table.target_acc.iloc[0] == pytest.approx(0.80)
     assert table.steps_to_target["inception"] == 1000
     # BN-x5 rises to 0.84 in 100 steps: 0.80 is first reached at step 100 * 0.70 / 0.74.
@@ -128,8 +129,8 @@ def test_table_measures_steps_to_inceptions_maximum_and_speedups() -> None:
     assert table.diverged_at_step["inception_x5"] == 60
     assert table.max_acc["bn_x30"] == pytest.approx(0.86)
     assert table.paper_speedup["bn_x5"] == pytest.approx(31.0 / 2.1)
-    found = figure2.relations(curves, summary, num_classes=10)
-    verdicts = {c: v for c, _, _, v in figure2.verdicts(table.reset_index(), found)}
+    found = analysis.relations(curves, summary, num_classes=10)
+    verdicts = {c: v for c, _, _, v in analysis.verdicts(table.reset_index(), found)}
     assert set(verdicts.values()) == {"yes"}, verdicts
 
 
@@ -140,14 +141,14 @@ def test_the_redraw_has_the_spread_of_a_binomial_proportion() -> None:
     the same inputs draw the same numbers."""
     accuracy = {"inception": np.full((3, 5), 0.75)}
     images = {"inception": np.full(3, 2_000)}
-    seeds_only = figure2.bootstrap_means(accuracy, 4_000)["inception"]
+    seeds_only = analysis.bootstrap_means(accuracy, 4_000)["inception"]
     assert (seeds_only == 0.75).all()
-    redrawn = figure2.bootstrap_means(accuracy, 4_000, images)["inception"]
+    redrawn = analysis.bootstrap_means(accuracy, 4_000, images)["inception"]
     expected = np.sqrt(0.75 * 0.25 / 2_000) / np.sqrt(3)
-    assert figure2.evaluation_sd(0.75, images["inception"]) == pytest.approx(expected)
+    assert analysis.evaluation_sd(0.75, images["inception"]) == pytest.approx(expected)
     assert redrawn.mean() == pytest.approx(0.75, abs=2e-4)
     assert redrawn.std(axis=0) == pytest.approx(np.full(5, expected), rel=0.06)
-    again = figure2.bootstrap_means(accuracy, 4_000, images)["inception"]
+    again = analysis.bootstrap_means(accuracy, 4_000, images)["inception"]
     assert (again == redrawn).all()
 
 
@@ -155,11 +156,11 @@ def test_the_held_out_sample_widens_intervals_that_the_seeds_leave_points() -> N
     """Identical seeds: over seeds alone every interval is its point; with the held-out
     sample each has a width, and the width shrinks as the evaluations take more images."""
     curves, summary = synthetic(seeds=3)
-    seeds_only = figure2.table(curves, summary, num_classes=10, evaluation_noise=False)
+    seeds_only = analysis.table(curves, summary, num_classes=10, evaluation_noise=False)
     seeds_only = seeds_only.set_index("variant")
     widths = {}
     for images in (500, 2_000, 10_000):
-        r = figure2.table(*synthetic(seeds=3, images=images), num_classes=10).set_index("variant")
+        r = analysis.table(*synthetic(seeds=3, images=images), num_classes=10).set_index("variant")
         widths[images] = np.array(
             [
                 r.target_acc_high["inception"] - r.target_acc_low["inception"],
@@ -183,14 +184,14 @@ def test_the_crossing_step_and_its_margin(images, marginal) -> None:
     10: they first reach Inception's maximum, 0.80, at step 490, at 0.1 + 0.72 * 0.98. The
     margin is that less 0.80; on 500 images an evaluation's noise exceeds it (marginal), on
     10,000 it does not."""
-    results = figure2.table(*synthetic(images=images), num_classes=10).set_index("variant")
+    results = analysis.table(*synthetic(images=images), num_classes=10).set_index("variant")
     r = results.loc["bn_baseline"]
     accuracy = 0.1 + 0.72 * 0.98
     sd = np.sqrt(accuracy * (1 - accuracy) / images) / np.sqrt(2)
     assert r.steps_to_target == 490 and r.crossing_acc == pytest.approx(accuracy)
     assert r.crossing_margin == pytest.approx(accuracy - 0.80)
     assert r.crossing_sd == pytest.approx(sd) and r.crossing_marginal == marginal
-    text = figure2.crossing_text(results.reset_index().iloc[2])
+    text = readme.crossing_text(results.reset_index().iloc[2])
     where = f"crosses at step 490 by +{accuracy - 0.80:.4f}"
     if marginal:
         assert text == f"{where} (marginal: under one evaluation sd, {sd:.4f})"
@@ -199,9 +200,9 @@ def test_the_crossing_step_and_its_margin(images, marginal) -> None:
     rows = results.reset_index().set_index("variant", drop=False)
     inception, sigmoid = rows.loc["inception"], rows.loc["bn_x5_sigmoid"]
     assert inception.crossing_margin == 0.0
-    assert figure2.crossing_text(inception) == "its maximum, at step 1,000, is the target"
+    assert readme.crossing_text(inception) == "its maximum, at step 1,000, is the target"
     assert np.isnan(sigmoid.crossing_margin) and pd.isna(sigmoid.crossing_marginal)
-    assert figure2.crossing_text(sigmoid) == (
+    assert readme.crossing_text(sigmoid) == (
         "does not reach it: its maximum, 0.7800, is -0.0200 from it"
     )
 
@@ -216,12 +217,12 @@ def test_the_crossing_step_and_its_margin(images, marginal) -> None:
     ids=["every image", "the first 2,000", "more than the split holds"],
 )
 def test_held_out_images_follow_the_data_config(data, images) -> None:
-    assert figure2.held_out_images(data, "config.yaml") == images
+    assert collect.held_out_images(data, "config.yaml") == images
 
 
 def test_held_out_images_of_an_unknown_dataset_are_refused() -> None:
     with pytest.raises(ResultsError, match="names the dataset 'imagenet'"):
-        figure2.held_out_images({"name": "imagenet", "eval_size": None}, "config.yaml")
+        collect.held_out_images({"name": "imagenet", "eval_size": None}, "config.yaml")
 
 
 def test_a_summary_without_eval_images_takes_them_from_provenance(tmp_path) -> None:
@@ -233,14 +234,14 @@ def test_a_summary_without_eval_images_takes_them_from_provenance(tmp_path) -> N
     pd.read_csv(path).drop(columns="eval_images").to_csv(path, index=False)
     before = snapshot(tmp_path)
     with pytest.raises(ResultsError, match="has no column eval_images, and provenance.json"):
-        figure2.draw(tmp_path)
+        report.draw(tmp_path)
     assert snapshot(tmp_path) == before
     data = {"name": "fashion_mnist", "eval_size": 500}
     record = {"config": {variant: {"data": data} for variant in RUNS}}
     (tmp_path / "provenance.json").write_text(json.dumps(record))
-    figure2.draw(tmp_path)
+    report.draw(tmp_path)
     summary = pd.read_csv(path)
-    assert list(summary.columns) == list(figure2.SUMMARY_COLUMNS)
+    assert list(summary.columns) == list(protocol.SUMMARY_COLUMNS)
     assert set(summary.eval_images) == {500}
     assert "each evaluation took n = 500 held-out" in (tmp_path / "README.md").read_text()
 
@@ -284,6 +285,7 @@ def test_committed_results_redraw(tmp_path) -> None:
     for name in ("curves.csv", "summary.csv", "ladder.csv", "ladder_summary.csv"):
         shutil.copy(committed / name, tmp_path / name)
     shutil.copy(committed / "provenance.json", tmp_path / "provenance.json")
+    shutil.copy(committed / "HISTORY.md", tmp_path / "HISTORY.md")  # the README links it
     result = subprocess.run(
         [sys.executable, "experiments/figure2.py", "draw", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -321,7 +323,7 @@ def fake_run(run_dir: Path, config: str, metrics: pd.DataFrame, r) -> None:
     run.json from `r` (a row of summary.csv or ladder_summary.csv)."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(config)
-    metrics[list(figure2.METRIC_COLUMNS)].to_csv(run_dir / "metrics.csv", index=False)
+    metrics[list(protocol.METRIC_COLUMNS)].to_csv(run_dir / "metrics.csv", index=False)
     diverged = None if pd.isna(r.diverged_at_step) else int(r.diverged_at_step)
     seed = {"seed": r.seed, "status": r.status, "diverged_at_step": diverged}
     info = {
@@ -350,7 +352,7 @@ def fake_sweep(root: Path) -> Path:
         fake_run(root / f"{r.variant}_seed{r.seed}", config, rows, r)
     ladder, ladder_summary = synthetic_ladder(curves, summary)
     for r in ladder_summary[ladder_summary.source == "ladder"].itertuples():
-        variant = figure2.LADDER_FAMILIES[r.family]
+        variant = protocol.LADDER_FAMILIES[r.family]
         config = (
             f"model:\n  variant: {variant}\nrecipe:\n  lr_multiplier: {float(r.multiplier)}\n"
             f"seeds: [{r.seed}]\n{DATA}"
@@ -361,13 +363,13 @@ def fake_sweep(root: Path) -> Path:
     return root
 
 
-def collect(runs: Path, out: Path) -> None:
+def collect_sweep(runs: Path, out: Path) -> None:
     """`python experiments/figure2.py collect --runs <runs> --out <out>`, in this process."""
-    figure2.collect(figure2.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)]))
+    collect.collect(figure2.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)]))
 
 
 def test_collect_gathers_a_whole_sweep(tmp_path) -> None:
-    collect(fake_sweep(tmp_path / "runs"), tmp_path / "out")
+    collect_sweep(fake_sweep(tmp_path / "runs"), tmp_path / "out")
     curves, summary = synthetic()
     collected = pd.read_csv(tmp_path / "out" / "summary.csv")
     expected = summary.sort_values(["variant", "seed"]).reset_index(drop=True)
@@ -449,7 +451,7 @@ def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(tmp_path, damage
 def test_a_diverged_control_is_collected(tmp_path) -> None:
     """Inception at 5x its rate may diverge: the sweep is whole all the same."""
     runs = fake_sweep(tmp_path / "runs")
-    collect(runs, tmp_path / "out")
+    collect_sweep(runs, tmp_path / "out")
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert set(summary[summary.variant == "inception_x5"].status) == {"diverged"}
 
@@ -507,9 +509,9 @@ def test_run_trains_the_protocol_it_is_asked_for(
     preset into results/figure2_<preset>/; `--quick` writes its results under
     runs/figure2-quick/ unless `--out` says otherwise."""
     calls = []
-    monkeypatch.setattr(figure2, "multirun", lambda *call: calls.append(call))
+    monkeypatch.setattr(protocol, "multirun", lambda *call: calls.append(call))
     invocation = figure2.DRIVER.invocation(["run", *args])
-    figure2.run(invocation)
+    protocol.run(invocation)
     (overrides, sweep_dir, _, sweep_jobs), *ladder = calls
     assert f"preset={preset}" in overrides and f"seeds={seeds}" in overrides
     assert sweep_dir == invocation.runs and sweep_jobs == jobs and len(ladder) == 2
@@ -520,11 +522,11 @@ def test_a_packed_run_trains_each_architecture_as_one_model(monkeypatch, two_gpu
     """gpu_plateau packs: the two ladder families with every rate and seed as members, then the
     three other recipes with their seeds, one process at a time, into <runs>/packs/."""
     calls = []
-    monkeypatch.setattr(figure2, "multirun", lambda *call: calls.append(call))
+    monkeypatch.setattr(protocol, "multirun", lambda *call: calls.append(call))
     invocation = figure2.DRIVER.invocation(["run", "--preset", "gpu_plateau"])
     assert invocation.packing == "packed"
     assert invocation.out == REPO / "results" / "figure2_gpu_plateau"
-    figure2.run(invocation)
+    protocol.run(invocation)
     (ladder, ladder_dir, subdir, jobs), (recipes, recipes_dir, _, _) = calls
     assert "experiment=inception,bn_x5" in ladder and "seeds=[0,1,2]" in ladder
     assert "++grid.lr_multiplier=[1,2,5,10,30]" in ladder and "preset=gpu_plateau" in ladder
@@ -534,19 +536,19 @@ def test_a_packed_run_trains_each_architecture_as_one_model(monkeypatch, two_gpu
     assert recipes_dir == invocation.runs / "packs" / "recipes" and subdir == "${model.variant}"
     trained = set()
     for experiment in ("inception", "bn_x5"):
-        for multiplier in figure2.LADDER_MULTIPLIERS:
-            main, rung = figure2.member_roles(experiment, multiplier)
+        for multiplier in protocol.LADDER_MULTIPLIERS:
+            main, rung = collect.member_roles(experiment, multiplier)
             trained |= {main} if main else set()
             assert rung[1] == multiplier
     assert trained == {"inception", "inception_x5", "bn_x5", "bn_x30"}
-    assert figure2.member_roles("bn_baseline", float("nan")) == ("bn_baseline", None)
+    assert collect.member_roles("bn_baseline", float("nan")) == ("bn_baseline", None)
 
 
 def test_the_drivers_presets_are_the_config_groups(two_gpus) -> None:
     """Every configs/preset/ file has this driver's seeds and runs at a time, and `--preset`
     offers every one but quick (which is `--quick`)."""
     files = {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
-    assert set(figure2.PRESETS) == files
+    assert set(protocol.PRESETS) == files
     for name in files - {"quick"}:
         assert figure2.DRIVER.invocation(["run", "--preset", name]).preset == name
     with pytest.raises(UsageError, match="invalid choice: 'quick'"):
@@ -575,10 +577,10 @@ def test_bad_options_are_refused_before_anything_starts(argv, expected) -> None:
 
 def test_quick_and_packed_is_refused_for_quick_s_one_seed(monkeypatch) -> None:
     """--packing is not a protocol: beside --quick it is refused for the real reason."""
-    monkeypatch.setattr(figure2, "multirun", lambda *call: pytest.fail("a sweep started"))
+    monkeypatch.setattr(protocol, "multirun", lambda *call: pytest.fail("a sweep started"))
     invocation = figure2.DRIVER.invocation(["run", "--quick", "--packing", "packed"])
     with pytest.raises(UsageError) as refused:
-        figure2.run(invocation)
+        protocol.run(invocation)
     message = str(refused.value)
     assert message.startswith("--packing packed with the one seed 0 of --quick would train the")
     assert "names another" not in message and "Fix: give two seeds or more" in message
@@ -603,7 +605,7 @@ def test_the_default_protocol_is_the_committed_one() -> None:
     committed = pd.json_normalize(provenance["config"]["inception"])
     for key, value in preset.iloc[0].items():
         assert committed[key].iloc[0] == value, key
-    seeds = ",".join(f"[{seed}]" for seed in figure2.PRESETS["cpu"].seeds)
+    seeds = ",".join(f"[{seed}]" for seed in protocol.PRESETS["cpu"].seeds)
     assert f"seeds={seeds}" in provenance["sweep_command"].split()
 
 
@@ -614,7 +616,7 @@ def test_volatile_values_are_in_provenance_only(tmp_path) -> None:
         ["collect", "--runs", str(fake_sweep(tmp_path / "runs"))]
     )
     invocation.out, invocation.command = tmp_path / "out", "python x --out y"
-    figure2.collect(invocation)
+    collect.collect(invocation)
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert provenance["wall_s"]["bn_x5_seed1"] == 10.0
     assert "wall_s" not in (tmp_path / "out" / "summary.csv").read_text()
@@ -649,8 +651,8 @@ def test_quick_protocol_reproduces_its_reference(tmp_path) -> None:
         (tmp_path / side).mkdir()
         for name in ("curves.csv", "summary.csv", "ladder.csv", "ladder_summary.csv"):
             shutil.copy(source / name, tmp_path / side / name)
-    logged = verify.compare_folders(tmp_path / "committed", tmp_path / "rerun", figure2.TOLERANCES)
-    assert logged.status in ("identical", "within tolerance"), logged.summary(figure2.TOLERANCES)
+    logged = verify.compare_folders(tmp_path / "committed", tmp_path / "rerun", protocol.TOLERANCES)
+    assert logged.status in ("identical", "within tolerance"), logged.summary(protocol.TOLERANCES)
 
 
 @pytest.mark.integration
@@ -689,13 +691,13 @@ def test_a_packed_sweep_gives_the_files_a_separate_sweep_gives(tmp_path) -> None
     out = tmp_path / "packed"
     summary = pd.read_csv(out / "summary.csv")
     assert set(zip(summary.variant, summary.seed, strict=True)) == {
-        (v, s) for v in figure2.VARIANTS for s in (0, 1)
+        (v, s) for v in protocol.VARIANTS for s in (0, 1)
     }
     assert (summary.steps == 20).all() and (summary.eval_images == 200).all()
     ladder = pd.read_csv(out / "ladder_summary.csv")
-    assert len(ladder) == 2 * len(figure2.LADDER_MULTIPLIERS) * 2
+    assert len(ladder) == 2 * len(protocol.LADDER_MULTIPLIERS) * 2
     reused = ladder[ladder.source != "ladder"]
-    assert set(reused.source) == set(figure2.LADDER_REUSED.values())
+    assert set(reused.source) == set(protocol.LADDER_REUSED.values())
     curves = pd.read_csv(out / "curves.csv")
     assert curves.groupby(["variant", "seed"]).step.max().eq(20).all()
     provenance = json.loads((out / "provenance.json").read_text())
@@ -716,7 +718,7 @@ def test_a_missing_pack_folder_is_named(tmp_path) -> None:
         (tmp_path / "runs" / "packs" / "ladder" / experiment / "run.json").write_text("{}")
     argv = ["collect", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     with pytest.raises(ResultsError) as refused:
-        figure2.collect(figure2.DRIVER.invocation(argv))
+        collect.collect(figure2.DRIVER.invocation(argv))
     message = str(refused.value)
     recipes = tmp_path / "runs" / "packs" / "recipes"
     assert message.startswith(
@@ -731,7 +733,7 @@ def test_a_packed_run_needs_two_seeds_and_a_pack_the_ladders_rates(two_gpus) -> 
     the ladder (or without a grid) cannot be placed on it: both refused with their fix."""
     invocation = figure2.DRIVER.invocation(["run", "--preset", "gpu_plateau", "--seeds", "0"])
     with pytest.raises(UsageError, match="two seeds or more"):
-        figure2.run(invocation)
+        protocol.run(invocation)
     for multiplier in (float("nan"), 2.5, 3.0):
         with pytest.raises(ResultsError, match="not one of the ladder's"):
-            figure2.member_roles("bn_x5", multiplier)
+            collect.member_roles("bn_x5", multiplier)

@@ -14,13 +14,15 @@ from test_figure2 import (
     RUNS,
     assert_refused,
     build,
-    figure2,
     run_driver,
     snapshot,
     synthetic,
     synthetic_ladder,
     write_inputs,
 )
+
+from bnrepro.experiments import figure2
+from bnrepro.experiments.figure2 import analysis, protocol, readme, report
 
 
 def runs_with(seeds: int, **changed: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -34,20 +36,20 @@ def judged(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """table.csv and relations.csv of `runs` (curves, summary)."""
     return (
-        figure2.table(*runs, num_classes=10, evaluation_noise=evaluation_noise),
-        figure2.relations(*runs, num_classes=10, evaluation_noise=evaluation_noise),
+        analysis.table(*runs, num_classes=10, evaluation_noise=evaluation_noise),
+        analysis.relations(*runs, num_classes=10, evaluation_noise=evaluation_noise),
     )
 
 
 def verdict(tables: tuple[pd.DataFrame, pd.DataFrame], relation: str) -> tuple[str, str]:
     """(ours, verdict) of the relation that starts with `relation`."""
-    found = [(o, v) for c, _, o, v in figure2.verdicts(*tables) if c.startswith(relation)]
+    found = [(o, v) for c, _, o, v in analysis.verdicts(*tables) if c.startswith(relation)]
     assert len(found) == 1, relation
     return found[0]
 
 
 def test_identical_seeds_give_intervals_equal_to_the_points() -> None:
-    results = figure2.table(*synthetic(seeds=3), num_classes=10, evaluation_noise=False)
+    results = analysis.table(*synthetic(seeds=3), num_classes=10, evaluation_noise=False)
     results = results.set_index("variant")
     for variant in ["inception", "bn_baseline", "bn_x5", "bn_x30"]:
         r = results.loc[variant]
@@ -67,7 +69,7 @@ def test_one_seed_gives_points_and_no_unresolved_verdict() -> None:
     main = results[results.variant.isin(["inception", "bn_baseline", "bn_x5", "bn_x30"])]
     assert (main.speedup_low == main.speedup).all() and (main.speedup_high == main.speedup).all()
     assert (found.low == found.point).all() and (found.high == found.point).all()
-    assert {v for *_, v in figure2.verdicts(results, found)} == {"yes"}
+    assert {v for *_, v in analysis.verdicts(results, found)} == {"yes"}
 
 
 def test_a_variant_faster_in_every_seed_gets_yes() -> None:
@@ -190,9 +192,9 @@ def test_plateau_check(curves, before, after, plateaued) -> None:
     """The bests before and after the cutoff and the gain are those the curves were built
     with, not recomputed from the check's own columns: a gain off by a tenth of the
     tolerance (0.0005, five of 10,000 images) fails."""
-    check = figure2.plateau(*curves).iloc[0]
+    check = analysis.plateau(*curves).iloc[0]
     assert check.plateaued == plateaued
-    assert check.cutoff_step == 800 and check.tolerance == figure2.PLATEAU_TOLERANCE
+    assert check.cutoff_step == 800 and check.tolerance == analysis.PLATEAU_TOLERANCE
     assert check.best_before == pytest.approx(before, abs=1e-9)
     assert check.best_after == pytest.approx(after, abs=1e-9)
     assert check.gain == pytest.approx(after - before, abs=1e-9)
@@ -202,7 +204,7 @@ def test_plateau_check(curves, before, after, plateaued) -> None:
 def test_ladder_table_marks_diverged_rungs() -> None:
     curves, summary = synthetic()
     ladder, ladder_summary = synthetic_ladder(curves, summary)
-    rungs = figure2.ladder_table(ladder, ladder_summary, target=0.80, inception_steps=1000.0)
+    rungs = analysis.ladder_table(ladder, ladder_summary, target=0.80, inception_steps=1000.0)
     rungs = rungs.set_index(["family", "multiplier"])
     diverged = rungs[rungs.status == "diverged"]
     assert list(diverged.index) == [("inception", 5), ("inception", 10), ("inception", 30)]
@@ -221,19 +223,19 @@ def test_a_rung_that_learns_nothing_without_diverging_is_not_called_training() -
         {"status": "completed", "max_acc": 0.1095, "step_of_max": 400, "steps_to_target": None,
          "speedup": None, "diverged_at_step": None}
     )  # fmt: skip
-    assert figure2.ladder_cell(rung, chance=0.1).startswith("fails to train: at chance")
+    assert readme.ladder_cell(rung, chance=0.1).startswith("fails to train: at chance")
     learned = rung.copy()
     learned["max_acc"] = 0.7
-    assert figure2.ladder_cell(learned, chance=0.1).startswith("trains: maximum 0.7000")
+    assert readme.ladder_cell(learned, chance=0.1).startswith("trains: maximum 0.7000")
 
 
 def test_run_trains_the_ladders_missing_rungs_after_the_sweep(monkeypatch, tmp_path) -> None:
     calls = []
-    monkeypatch.setattr(figure2, "multirun", lambda *call: calls.append(call))
+    monkeypatch.setattr(protocol, "multirun", lambda *call: calls.append(call))
     argv = ["run", "--quick", "--seeds", "3,4", "--runs", str(tmp_path), "++log_every=5"]
-    figure2.run(figure2.DRIVER.invocation(argv))
+    protocol.run(figure2.DRIVER.invocation(argv))
     main, inception, bn = calls
-    assert "experiment=" + ",".join(figure2.VARIANTS) in main[0] and "seeds=[3],[4]" in main[0]
+    assert "experiment=" + ",".join(protocol.VARIANTS) in main[0] and "seeds=[3],[4]" in main[0]
     for (overrides, sweep_dir, subdir, jobs), experiment, multipliers, family in (
         (inception, "inception", "2,10,30", "inception"),
         (bn, "bn_x5", "1,2,10", "bn_recipe"),
@@ -243,7 +245,7 @@ def test_run_trains_the_ladders_missing_rungs_after_the_sweep(monkeypatch, tmp_p
         assert {"seeds=[3]", "++log_every=5", "preset=quick"} <= set(overrides)
         assert sweep_dir == tmp_path / "ladder" / family
         assert subdir == "x${recipe.lr_multiplier}_seed${seeds[0]}"
-        assert jobs == figure2.PRESETS["quick"].jobs
+        assert jobs == protocol.PRESETS["quick"].jobs
 
 
 def test_a_rung_is_its_experiment_at_another_rate() -> None:
@@ -269,11 +271,11 @@ def spread_inputs(folder) -> None:
 
 def test_draw_is_deterministic_and_writes_what_verify_compares(tmp_path) -> None:
     spread_inputs(tmp_path)
-    figure2.draw(tmp_path)
+    report.draw(tmp_path)
     first = snapshot(tmp_path)
-    figure2.draw(tmp_path)
+    report.draw(tmp_path)
     assert snapshot(tmp_path) == first
-    for name, columns in figure2.TOLERANCES.items():
+    for name, columns in protocol.TOLERANCES.items():
         header = pd.read_csv(tmp_path / name, nrows=0).columns
         assert set(columns) <= set(header), name
     table = pd.read_csv(tmp_path / "table.csv").set_index("variant")
@@ -336,7 +338,7 @@ def test_the_plateau_check_judges_the_mean_curve_and_every_seed() -> None:
     curves, summary = runs_with(2, inception=[(0.80, 500, None)] * 2)
     tail = (curves.variant == "inception") & (curves.seed == 1) & (curves.step > 800)
     curves.loc[tail, "test_acc"] += (curves.step[tail] - 800) / 200 * 0.008
-    checks = figure2.plateau(curves, summary).set_index("curve")
+    checks = analysis.plateau(curves, summary).set_index("curve")
     assert list(checks.index) == ["mean", "seed 0", "seed 1"]
     assert checks.gain["mean"] == pytest.approx(0.004)
     assert checks.plateaued["mean"] and checks.plateaued["seed 0"]
@@ -351,7 +353,7 @@ def test_the_decay_arm_judges_bn_x5_at_each_decay_speedup() -> None:
     decay, decay_summary = build(
         {"bn_x5_decay1": [(0.81, 1000, None)] * 2, "bn_x5_decay3": [(0.79, 200, None)] * 2}
     )
-    table = figure2.decay_table(curves, summary, decay, decay_summary, evaluation_noise=False)
+    table = analysis.decay_table(curves, summary, decay, decay_summary, evaluation_noise=False)
     table = table.set_index("decay_speedup")
     assert list(table.index) == [1, 3, 6] and table.variant[6] == "bn_x5"
     assert table.target_acc.iloc[0] == pytest.approx(0.80)
@@ -375,11 +377,11 @@ def test_a_campaigns_readme_dates_its_plan_from_git() -> None:
     plan = "configs/preset/cpu_plateau.yaml"
     campaign = {"plan_file": plan, "commit": head, "plan_sha256": "ab" * 32,
                 "started": "2026-12-07T18:00:00+0000"}  # fmt: skip
-    text = "\n".join(figure2.plan_section({"campaign": campaign}))
+    text = "\n".join(readme.plan_section({"campaign": campaign}))
     last = subprocess.run(
         ["git", "log", "-1", "--format=%h", head, "--", plan],
         cwd=REPO, capture_output=True, text=True, check=False,
     ).stdout.strip()  # fmt: skip
     assert f"`{plan}`, last changed in {last[:7]} (" in text
     assert "first run started\n2026-12-07T18:00:00+0000." in text
-    assert figure2.plan_section({}) == []
+    assert readme.plan_section({}) == []

@@ -17,7 +17,6 @@ around the blocks carries no number a results folder holds.
 """
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -28,10 +27,11 @@ from typing import NoReturn
 import pandas as pd
 
 from bnrepro.atomic import atomic_write_text
+from bnrepro.committed import csv
 from bnrepro.drift import NAME as DRIFT_NAME
 from bnrepro.errors import BnreproError
-from bnrepro.markdown import table
-from bnrepro.tables import csv_problem
+from bnrepro.experiments.figure2 import report as figure2_report
+from bnrepro.markdown import span, table
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/*.md")
@@ -46,44 +46,6 @@ FIGURE1_FOLDERS = {
     "figure1_momentum": ("figure1_momentum (momentum 0.9, lr 0.01, N(0, 0.01²))", "grey"),
     "figure1_momentum_binary": ("figure1_momentum", "binary"),
 }
-
-
-class UnreadableResults(BnreproError):
-    """A results file the generated blocks are written from is missing or damaged."""
-
-
-def unreadable(file: Path, problem: str) -> UnreadableResults:
-    return UnreadableResults(
-        f"{file} {problem}, and the pages' generated blocks are written from it. Nothing was "
-        "written. Fix: restore "
-        "the committed results with `git checkout -- results/` (or rebuild the folder with its "
-        "driver's collect or draw), then run `python -m bnrepro.docs` again."
-    )
-
-
-def csv(results: Path, path: str) -> pd.DataFrame:
-    """results/`path`, once it is known to be a whole CSV file (bnrepro.tables.csv_problem)."""
-    file = results / path
-    for folder in (results, file.parent):
-        if not folder.is_dir():
-            raise unreadable(folder, "does not exist")
-    problem = csv_problem(file)
-    if problem:
-        raise unreadable(file, problem)
-    try:
-        return pd.read_csv(file)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise unreadable(file, f"is not a readable CSV file ({error})") from None
-
-
-def provenance(results: Path, folder: str) -> dict:
-    file = results / folder / "provenance.json"
-    try:
-        return json.loads(file.read_text())
-    except OSError as error:
-        raise unreadable(file, f"cannot be read ({error.strerror})") from None
-    except ValueError as error:
-        raise unreadable(file, f"is not valid JSON ({error})") from None
 
 
 def accuracy(values: pd.Series) -> str:
@@ -134,11 +96,6 @@ def figure1_protocols(results: Path) -> str:
         "is below the plain net's, from `curves.csv`.",
     ]
     return "\n".join(lines)
-
-
-def span(low: float, high: float, spec: str) -> str:
-    """`low`–`high` in `spec`, or one number where they are equal."""
-    return f"{low:{spec}}" if f"{low:{spec}}" == f"{high:{spec}}" else f"{low:{spec}}–{high:{spec}}"
 
 
 def first_steps_above(curves: pd.DataFrame, variant: str, level: float) -> pd.Series:
@@ -288,109 +245,6 @@ def sensitivity_headline(results: Path) -> str:
     )
 
 
-# ---------------------------------------------------------------- Figures 2 and 3
-
-
-def figure2_relations(results: Path) -> str:
-    from bnrepro.experiments.figure2 import LABELS, MAIN, crossing_text, images_text, verdicts
-
-    table = csv(results, "figure2/table.csv")
-    found = csv(results, "figure2/relations.csv")
-    check = csv(results, "figure2/checks.csv").iloc[0]
-    summary = csv(results, "figure2/summary.csv")
-    preset = provenance(results, "figure2").get("preset", "not recorded")
-    crossings = "; ".join(
-        f"{LABELS[r.variant]} {crossing_text(r)}"
-        for r in table[table.variant.isin(MAIN) & (table.variant != "inception")].itertuples()
-    )
-    lines = [
-        "| relation (Section 4.2.2) | paper | ours | verdict |",
-        "|---|---|---|---|",
-        *[f"| {c} | {p} | {o} | {v} |" for c, p, o, v in verdicts(table, found)],
-        "",
-        "The intervals are over seeds and over the held-out sample of each evaluation "
-        f"({images_text(summary)} images, redrawn as binomial proportions). Against plain "
-        f"Inception's maximum, {table.target_acc.iloc[0]:.4f}: {crossings}.",
-        "",
-        f"Preset `{preset}`, {int(table.seeds.min())} seeds per recipe. Plain Inception "
-        + (
-            "had levelled off"
-            if check.plateaued
-            else f"had **not** levelled off (its mean curve gained {check.gain:.4f} in the last "
-            f"part of the run, against a tolerance of {check.tolerance}), so the target is a "
-            "lower bound and every speed-up depends on the run's length"
-        )
-        + " (`results/figure2/checks.csv`).",
-    ]
-    return "\n".join(lines)
-
-
-def figure2_notes(results: Path) -> str:
-    from bnrepro.experiments.figure2 import CHANCE_MARGIN, LABELS, LADDER_LABELS
-
-    table = csv(results, "figure2/table.csv").set_index("variant")
-    curves = csv(results, "figure2/curves.csv")
-    seeds = csv(results, "figure2/seeds.csv")
-    rungs = csv(results, "figure2/ladder_table.csv")
-    chance = table.chance_acc.iloc[0]
-    peaks = ", ".join(
-        f"{LABELS[v]} {table.max_acc[v]:.4f} at step {int(table.step_of_max[v]):,}"
-        for v in ("bn_baseline", "bn_x5", "bn_x30")
-    )
-    x5 = curves[(curves.variant == "bn_x5") & (curves.seed == curves.seed.min())].dropna(
-        subset=["lr"]
-    )
-    low = x5[x5.lr < 0.02 * x5.lr.iloc[0]].step
-    reached = seeds[seeds.variant == "bn_x5"].steps_to_target
-    reach = ", ".join(
-        "never" if pd.isna(step) else f"{step:,.0f}" for step in reached.sort_values()
-    )
-    ladder = []
-    for family, rows in rungs.groupby("family", sort=False):
-        failed = rows[rows.max_acc < chance + CHANCE_MARGIN].multiplier
-        per_rung = rows.groupby("multiplier").seed.count()
-        ladder.append(
-            f"{LADDER_LABELS[family]}: "
-            + (
-                f"at chance from x{failed.min():g} on"
-                if len(failed)
-                else f"above chance at every rung up to x{rows.multiplier.max():g}"
-            )
-            + f" ({span(per_rung.min(), per_rung.max(), 'd')} seed(s) a rung)"
-        )
-    return "\n".join(
-        [
-            f"- Maxima of the mean curves: {peaks}.",
-            f"- BN-x5's learning rate (seed {int(x5.seed.iloc[0])}) is below 2% of its start "
-            + (f"from step {low.min():,} on." if len(low) else "at no logged step."),
-            f"- Steps each BN-x5 seed took to the target: {reach}.",
-            f"- The control Inception x5 (no BN) ends with a maximum of "
-            f"{table.max_acc['inception_x5']:.4f}, "
-            f"{'above' if table.max_acc['inception_x5'] > table.max_acc['bn_x5'] else 'below'} "
-            f"BN-x5's {table.max_acc['bn_x5']:.4f}.",
-            f"- The learning-rate ladder (maximum within {CHANCE_MARGIN} of chance counts as at "
-            f"chance): {'; '.join(ladder)}.",
-        ]
-    )
-
-
-def figure2_headline(results: Path) -> str:
-    from bnrepro.experiments.figure2 import verdicts
-
-    found = verdicts(csv(results, "figure2/table.csv"), csv(results, "figure2/relations.csv"))
-    check = csv(results, "figure2/checks.csv").iloc[0]
-    tally = {v: sum(1 for *_, verdict in found if verdict == v) for v in ("yes", "no")}
-    unresolved = len(found) - tally["yes"] - tally["no"]
-    preset = provenance(results, "figure2").get("preset", "not recorded")
-    return (
-        f"**Figures 2 and 3** (Inception variants on a Fashion-MNIST proxy, preset `{preset}`): "
-        f"of the paper's {len(found)} relations, {tally['yes']} hold, {tally['no']} do not and "
-        f"{unresolved} are unresolved; plain Inception "
-        + ("had levelled off" if check.plateaued else "was still improving when the runs ended")
-        + ". [results/figure2](results/figure2/README.md), [docs/figure2.md](docs/figure2.md)"
-    )
-
-
 # ---------------------------------------------------------------- claims and ICS
 
 
@@ -492,9 +346,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "sensitivity-headline": sensitivity_headline,
     "sensitivity-map": sensitivity_map,
     "sensitivity-gaps": sensitivity_gaps,
-    "figure2-headline": figure2_headline,
-    "figure2-relations": figure2_relations,
-    "figure2-notes": figure2_notes,
+    **figure2_report.BLOCKS,
     "claims-headline": claims_headline,
     "claims-table": lambda results: claims_table(results, "claims"),
     "ics-headline": ics_headline,
