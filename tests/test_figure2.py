@@ -627,32 +627,53 @@ def test_volatile_values_are_in_provenance_only(tmp_path) -> None:
         assert volatile not in readme
 
 
+# Within what the quick protocol's logged curves reproduce on another processor: the largest
+# gaps measured against results/reference/figure2/ were 0.01 in accuracy (5 of 500 images;
+# two "AMD EPYC" machines of this project) and, with this machine's AVX2 kernels replaced by
+# the scalar ones (ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41), 0.006 in accuracy
+# and 0.0026 in training loss. Three times the accuracy gap, and the same for the loss: still
+# under the one effect 40 steps show, BN-x30 ahead of Inception (0.086 in accuracy and 0.065
+# in loss at step 40).
+QUICK_TOLERANCES = {
+    name: {"train_loss": 0.03, "test_acc": 0.03} for name in ("curves.csv", "ladder.csv")
+}
+
+
+def logged_files(source: Path, into: Path) -> Path:
+    into.mkdir()
+    for name in ("curves.csv", "summary.csv", "ladder.csv", "ladder_summary.csv"):
+        shutil.copy(source / name, into / name)
+    return into
+
+
 @pytest.mark.integration
 def test_quick_protocol_reproduces_its_reference(tmp_path) -> None:
     """`python experiments/verify.py --quick --only figure2`: the seven variants' quick runs log
     the curves of results/reference/figure2/ again, byte for byte on a processor that rounds as
-    the reference's did, within the driver's TOLERANCES on another (CPU kernels round
-    differently, and one model name covers processors that differ: two "AMD EPYC" machines of
-    this project gave accuracies 0.01 apart). The tables drawn from curves that moved within
-    tolerance can move by whole evaluations (a step of a maximum, steps to a target), which
-    have no tolerance: verify reports them, and this test judges the logged curves."""
+    the reference's did, within QUICK_TOLERANCES on another (CPU kernels round differently, and
+    one model name covers processors that differ). The tables drawn from curves that moved
+    within tolerance can move by whole evaluations (a step of a maximum, steps to a target),
+    which have no tolerance: verify reports them, and this test judges the logged curves.
+    The same comparison fails on a rerun whose BN-x30 learned no faster than Inception."""
     result = subprocess.run(
         [sys.executable, "experiments/verify.py", "--quick", "--only", "figure2",
          "--scratch", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode in (0, 1), result.stdout + result.stderr
     assert re.search(r"\| figure2 \| (identical|within tolerance|differs) \|", result.stdout)
-    sources = {
-        "committed": REPO / "results" / "reference" / "figure2",
-        "rerun": tmp_path / "figure2",
-    }
-    for side, source in sources.items():
-        (tmp_path / side).mkdir()
-        for name in ("curves.csv", "summary.csv", "ladder.csv", "ladder_summary.csv"):
-            shutil.copy(source / name, tmp_path / side / name)
-    logged = verify.compare_folders(tmp_path / "committed", tmp_path / "rerun", protocol.TOLERANCES)
-    assert logged.status in ("identical", "within tolerance"), logged.summary(protocol.TOLERANCES)
+    committed = logged_files(REPO / "results" / "reference" / "figure2", tmp_path / "committed")
+    rerun = logged_files(tmp_path / "figure2", tmp_path / "rerun")
+    logged = verify.compare_folders(committed, rerun, QUICK_TOLERANCES)
+    assert logged.status in ("identical", "within tolerance"), logged.summary(QUICK_TOLERANCES)
+
+    curves = pd.read_csv(rerun / "curves.csv")
+    bn_x30, inception = (curves.variant == v for v in ("bn_x30", "inception"))
+    for column in ("train_loss", "test_acc"):
+        curves.loc[bn_x30, column] = curves.loc[inception, column].to_numpy()
+    curves.to_csv(rerun / "curves.csv", index=False)
+    slower = verify.compare_folders(committed, rerun, QUICK_TOLERANCES)
+    assert slower.status == "differs", slower.summary(QUICK_TOLERANCES)
 
 
 @pytest.mark.integration
