@@ -123,12 +123,14 @@ def writer_import_s() -> float:
 
 def main() -> None:
     parser = Parser(prog="python experiments/bench_loggers.py", description=__doc__)
-    parser.add_argument("--repeats", type=positive_int("--repeats", "runs", 3), default=3)
     parser.add_argument(
-        "--mlp-steps", type=positive_int("--mlp-steps", "steps", 2000), default=2000
+        "--repeats", type=positive_int("--repeats", "timed runs of each setting", 3), default=3
     )
     parser.add_argument(
-        "--proxy-steps", type=positive_int("--proxy-steps", "steps", 100), default=100
+        "--mlp-steps", type=positive_int("--mlp-steps", "MLP steps", 2000), default=2000
+    )
+    parser.add_argument(
+        "--proxy-steps", type=positive_int("--proxy-steps", "proxy steps", 100), default=100
     )
     parser.add_argument("--data", default=os.environ.get("BNREPRO_DATA", "data"))
     args = script_args(parser)
