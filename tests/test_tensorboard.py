@@ -138,6 +138,19 @@ def test_a_resume_purges_what_was_logged_after_the_checkpoint(tmp_path) -> None:
     assert len(pd.read_csv(tmp_path / "metrics.csv")) == 10
 
 
+def test_a_seed_whose_loss_became_non_finite_ends_as_a_failure(tmp_path) -> None:
+    """The run completed (its other seed trained on): the diverged seed's HParams session
+    failed, the other's succeeded."""
+    cfg = compose_train(["logger.wandb.mode=disabled", "logger.tensorboard=true"])
+    logger = RunLogger(tmp_path, cfg, ["step", "seed", "train_loss", "test_acc"])
+    logger.log([{"step": 10, "seed": 0, "train_loss": 1.0, "test_acc": None},
+                {"step": 10, "seed": 1, "train_loss": float("nan"), "test_acc": None}])  # fmt: skip
+    logger.close("completed")
+    runs = tensorboard_runs(tmp_path / "tensorboard")
+    assert session_status(runs["seed_0"]) == "STATUS_SUCCESS"
+    assert session_status(runs["seed_1"]) == "STATUS_FAILURE"
+
+
 class FakeWandbRun:
     id = "fake"
 

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import io
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -141,13 +142,14 @@ class TensorBoardRuns:
     the run's own scalars, so its `test_acc` column is the final test accuracy. No experiment
     summary is written: without one, the view gathers the hyperparameters and metrics of every
     run it finds, MLP and Inception runs alike. `close` ends each session: success for a
-    completed run, failure for a diverged or failed one; an interrupted run, to be resumed, is
-    left running. A resumed run's writers purge the events logged after its checkpoint
-    (`purge_step`)."""
+    completed run, failure for a diverged or failed one and for a seed whose training loss
+    became non-finite; an interrupted run, to be resumed, is left running. A resumed run's
+    writers purge the events logged after its checkpoint (`purge_step`)."""
 
     def __init__(self, folder: Path, cfg: DictConfig, purge_step: int):
         self.folder, self.cfg, self.purge_step = folder, cfg, purge_step
         self.writers: dict[str, Any] = {}
+        self.diverged: set[str] = set()
 
     def log(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -155,6 +157,9 @@ class TensorBoardRuns:
             name = curve_name(row)
             if name not in self.writers:
                 self.writers[name] = self._open(name, row, labels)
+            loss = row.get("train_loss")
+            if loss is not None and not math.isfinite(loss):
+                self.diverged.add(name)
             for key, value in metrics(row, labels).items():
                 self.writers[name].add_scalar(key, value, row["step"])
 
@@ -168,10 +173,10 @@ class TensorBoardRuns:
         return writer
 
     def close(self, status: str) -> None:
-        end = SESSION_END.get(status)
-        for writer in self.writers.values():
-            if end is not None:
-                writer.file_writer.add_summary(session_end(end))
+        for name, writer in self.writers.items():
+            if status in SESSION_END:
+                ended = "diverged" if name in self.diverged else status
+                writer.file_writer.add_summary(session_end(SESSION_END[ended]))
             writer.close()
 
 

@@ -64,7 +64,7 @@ def labelled(key: str) -> bool:
     return not any(key == skip or key.startswith(f"{skip}.") for skip in skipped)
 
 
-def run_settings(run_dir: Path, info: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+def run_settings(info: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
     """The run's command-line overrides as key -> value, or its config's scalar keys where it
     recorded none (a run started from Python)."""
     overrides = info.get("overrides") or []
@@ -93,7 +93,7 @@ def read_run(run_dir: Path) -> LoggedRun | str:
         values = metrics[grid].astype(str)
         member = values.apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items()), axis=1)
         metrics = metrics.assign(member_label=member)
-    return LoggedRun(run_dir, run_settings(run_dir, info, config), metrics)
+    return LoggedRun(run_dir, run_settings(info, config), metrics)
 
 
 def load_logged_runs(root: Path) -> tuple[list[LoggedRun], list[str]]:
