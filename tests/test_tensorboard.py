@@ -91,7 +91,8 @@ def test_each_seed_is_a_run_with_plain_tags_and_its_hparams(mnist_root, tmp_path
 
 
 def test_each_grid_member_is_a_run_with_its_grid_values(mnist_root, tmp_path) -> None:
-    """A member's lr and init_std are its hyperparameters (grid.lr, grid.init_std), not tags."""
+    """A member's lr and init_std are its hyperparameters (optim.lr and model.init_std, as a
+    separate run's), not tags."""
     run_dir = tmp_path / "run"
     train(tiny_mlp(mnist_root, "seeds=[3]", "grid.lr=[0.1,0.5]"), run_dir)
     metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -103,8 +104,9 @@ def test_each_grid_member_is_a_run_with_its_grid_values(mnist_root, tmp_path) ->
         assert_curve(run, "test_acc", metrics[metrics.member == member])
         hparams = hparams_of(run)
         assert (hparams["member"], hparams["seed"]) == (member, 3)
-        assert hparams["grid.lr"] == pytest.approx(lr)
-        assert hparams["grid.init_std"] == pytest.approx(0.1)  # model.init_std, not a list
+        assert hparams["optim.lr"] == pytest.approx(lr)
+        assert hparams["model.init_std"] == pytest.approx(0.1)  # no grid: the config's
+        assert not [key for key in hparams if key.startswith("grid.")]
 
 
 def rows_at(step: int, scale: float) -> list[dict[str, Any]]:

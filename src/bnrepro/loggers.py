@@ -116,9 +116,12 @@ def flat_scalars(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def hyperparameters(cfg: DictConfig, row: dict[str, Any], labels: Sequence[str]) -> dict:
     """The scalar keys of `cfg` but NOT_HYPERPARAMETERS, by dotted name (`optim.lr`,
-    `model.variant`), and the curve's `seed` (a member's: also `member` and `grid.<key>`) from
-    `row`. A boolean is written as the string true or false: torch's `hparams` would record it
-    as the number 1 or 0."""
+    `model.variant`), and the curve's `seed` from `row`. A grid member also has its `member`
+    index, and its value of each grid key replaces the config key it stands for (the MLP's
+    `lr` is `optim.lr`, `init_std` is `model.init_std`; a packed run's `lr_multiplier` is
+    `recipe.lr_multiplier`, ...), so a member and a separate run of the same settings line up
+    in the HParams view. A boolean is written as the string true or false: torch's `hparams`
+    would record it as the number 1 or 0."""
     values = {
         key: value
         for key, value in flat_scalars(OmegaConf.to_container(cfg, resolve=True)).items()
@@ -127,8 +130,9 @@ def hyperparameters(cfg: DictConfig, row: dict[str, Any], labels: Sequence[str])
     values["seed"] = row["seed"]
     if "member" in row:
         values["member"] = row["member"]
-        grid_keys = [key for key in labels if key not in ("step", "member", "seed")]
-        values.update({f"grid.{key}": row[key] for key in grid_keys})
+        for grid_key in (key for key in labels if key not in ("step", "member", "seed")):
+            replaced = [key for key in values if key.endswith(f".{grid_key}")]
+            values.update(dict.fromkeys(replaced or [f"grid.{grid_key}"], row[grid_key]))
     return {key: str(v).lower() if isinstance(v, bool) else v for key, v in values.items()}
 
 
