@@ -44,10 +44,12 @@ help:
 	@echo "make test-integration   multi-process, DDP, browser and notebook tests (CI runs them second)"
 	@echo "make browser            install Debian's chromium (as root) for the dashboard's browser test"
 	@echo "make bench              steps/s of the harness against a conventional PyTorch loop"
+	@echo "                        (and what TensorBoard logging costs a run)"
 	@echo "make gpu-check          on a GPU: every CUDA test (pytest -m cuda), graphed vs eager steps, 224 px"
 	@echo "                        throughput: results/gpu-check/ (one JSON, the tests' JUnit XML)"
 	@echo "make lint               ruff check and format check"
 	@echo "make dashboard          TensorBoard on the runs under $(RUNS)/: http://127.0.0.1:$(PORT)/"
+	@echo "                        (python -m bnrepro.plot <sweep dir>: a sweep's curves as PNG and PDF)"
 	@echo "make wandb-sync         upload the offline wandb runs under $(RUNS)/ (needs wandb login)"
 	@echo ""
 	@echo "make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu"
@@ -133,6 +135,7 @@ bench: data
 	$(FETCH) fashion_mnist
 	$(PY) experiments/bench_inception.py --device cpu --thread-split
 	$(PY) experiments/bench_packed.py --device cpu
+	$(PY) experiments/bench_loggers.py
 
 # On a GPU machine (a few minutes on one H200): every test marked `cuda` under tests/ (pytest
 # -m cuda, slow and integration ones included), the MLP and the Inception proxy step graphed vs
@@ -154,7 +157,8 @@ format: venv
 
 .PHONY: dashboard wandb-sync
 
-# Serves every run logged with logger.tensorboard=true, on loopback only.
+# Serves every run under RUNS (TensorBoard logs each seed of a run as a TensorBoard run of its
+# own, unless logger.tensorboard=false), on loopback only.
 dashboard: venv
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port $(PORT)
 

@@ -1,10 +1,12 @@
 """`make dashboard`: TensorBoard serves a run's scalars, and the page renders in a real browser.
 
 A short run logged with `logger.tensorboard=true` is served by `tensorboard --logdir ...
---host 127.0.0.1` on a free loopback port. Its JSON API must list the run's scalar tags with
-the values of metrics.csv, and headless Chromium must render the TensorBoard app with the run
-and its tags. Nothing leaves the machine: TensorBoard listens on loopback only, every request
-bypasses proxies, and Chromium runs with its background networking off.
+--host 127.0.0.1` on a free loopback port. Its JSON API must list the run's seed as a run of
+its own with the run's scalar tags and the values of metrics.csv, and the seed's
+hyperparameters and final test accuracy in the HParams view; headless Chromium must render
+the TensorBoard app with the run and its tags. Nothing leaves the machine: TensorBoard listens
+on loopback only, every request bypasses proxies, and Chromium runs with its background
+networking off.
 
 Chromium is Debian's `chromium` (`make browser` installs it, as root); the browser test is
 skipped when it is missing.
@@ -38,7 +40,7 @@ from bnrepro.train import train
 pytestmark = pytest.mark.integration
 
 METRICS = ("train_loss", "test_acc", "p15", "p50", "p85")
-RUN_NAME = "run/tensorboard"  # the run directory's event folder, relative to --logdir
+RUN_NAME = "run/tensorboard/seed_0"  # the seed's event folder, relative to --logdir
 STARTUP_TIMEOUT_S = 60
 CHROMIUM_TIMEOUT_S = 40
 CHROMIUM_FLAGS = (
@@ -66,6 +68,14 @@ LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def get_json(url: str) -> Any:
     with LOOPBACK.open(url, timeout=5) as response:
+        return json.load(response)
+
+
+def post_json(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with LOOPBACK.open(request, timeout=10) as response:
         return json.load(response)
 
 
@@ -161,13 +171,31 @@ def dashboard(tmp_path_factory, mnist_root) -> Iterator[Dashboard]:
 def test_api_lists_the_run_and_serves_its_curves(dashboard) -> None:
     tags = get_json(f"{dashboard.url}/data/plugin/scalars/tags")
     assert set(tags) == {RUN_NAME}
-    assert set(tags[RUN_NAME]) == {f"{metric}/seed_0" for metric in METRICS}
+    assert set(tags[RUN_NAME]) == set(METRICS)
 
-    query = urllib.parse.urlencode({"run": RUN_NAME, "tag": "test_acc/seed_0"})
+    query = urllib.parse.urlencode({"run": RUN_NAME, "tag": "test_acc"})
     points = get_json(f"{dashboard.url}/data/plugin/scalars/scalars?{query}")
     logged = pd.read_csv(dashboard.run_dir / "metrics.csv").dropna(subset=["test_acc"])
     assert [step for _, step, _ in points] == logged.step.tolist() == [0, 30, 60]
     assert [value for _, _, value in points] == pytest.approx(logged.test_acc.tolist(), rel=1e-6)
+
+
+def test_hparams_view_lists_the_seed_with_its_final_accuracy(dashboard) -> None:
+    """The HParams plugin's API (what its table shows): one session, the seed's run, with its
+    hyperparameters and, as its test_acc metric, the run's final test accuracy."""
+    statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+    request = {"experimentName": "", "allowedStatuses": statuses, "colParams": [],
+               "startIndex": 0, "sliceSize": 10}  # fmt: skip
+    groups = post_json(f"{dashboard.url}/data/plugin/hparams/session_groups", request)
+    (group,) = groups["sessionGroups"]
+    assert group["name"] == RUN_NAME
+    assert group["hparams"]["seed"] == 0 and group["hparams"]["model.variant"] == "plain"
+    assert group["hparams"]["optim.lr"] == pytest.approx(0.1)
+    assert [session["status"] for session in group["sessions"]] == ["STATUS_SUCCESS"]
+    metrics = {m["name"]["tag"]: m for m in group["metricValues"]}
+    final = pd.read_csv(dashboard.run_dir / "metrics.csv").dropna(subset=["test_acc"]).iloc[-1]
+    assert metrics["test_acc"]["trainingStep"] == final.step == 60
+    assert metrics["test_acc"]["value"] == pytest.approx(final.test_acc, rel=1e-6)
 
 
 class RenderedPage(HTMLParser):

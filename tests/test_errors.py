@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,14 +73,19 @@ def cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
+def every_file(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (TensorBoard's event files included) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def test_a_bad_value_into_a_finished_run_exits_2_and_changes_nothing(small_cfg, tmp_path):
     train(small_cfg("steps=20", "eval_every=10", "probe.every=10"), tmp_path)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = every_file(tmp_path)
     result = cli("steps=abc", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert "steps='abc'. steps must be a whole number" in result.stderr
     assert "Traceback" not in result.stderr
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert every_file(tmp_path) == before
 
 
 def test_wandb_online_without_credentials_writes_nothing(tmp_path) -> None:

@@ -466,6 +466,11 @@ def script(monkeypatch, name: str):
         ("bench_packed", ["--repeats", "0"], "--repeats 0 is not a number of timings"),
         ("bench_norm", ["--repeats", "-1"], "--repeats -1 is not a number of timings"),
         ("bench_loader", ["--images", "0"], "--images 0 is not a number of timed images"),
+        (
+            "bench_loggers",
+            ["--repeats", "0"],
+            "--repeats 0 is not a number of timed runs of each setting",
+        ),
     ],
 )
 def test_a_benchmark_refuses_a_bad_count_before_anything(monkeypatch, capsys, name, argv, expected):

@@ -22,8 +22,13 @@ RUN = ("model=mlp_bn", "seeds=[0,1]", "steps=300", "checkpoint_every=100")
 
 
 def snapshot(run_dir) -> dict[str, bytes]:
-    """Every file of a run directory (the lock file aside) and its bytes."""
-    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}
+    """Every file under a run directory (the lock file aside; TensorBoard's event files
+    included) and its bytes, by its path in the run directory."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.fixture
