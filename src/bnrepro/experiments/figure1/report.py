@@ -1,153 +1,35 @@
-"""Figure 1 of the paper (MNIST, Section 4.1): train both nets, then draw the figure.
-
-    python experiments/figure1.py run [--seeds 0,1,2] [--steps 50000] [hydra overrides ...]
-    python experiments/figure1.py run --experiment figure1_momentum   # -> results/figure1_momentum/
-    python experiments/figure1.py run --quick   # 2 seeds x 1,000 steps into runs/figure1-quick/
-    python experiments/figure1.py collect --runs runs/figure1/<time>   # gather finished runs
-    python experiments/figure1.py draw          # redraw from results/figure1/*.csv only
-
-`run` trains the plain and the BN net (all seeds in one vectorized model each) through
-`python -m bnrepro.train -m experiment=figure1 model=mlp,mlp_bn`, collects their logged
-metrics into results/figure1/curves.csv and summary.csv, then does what `draw` does:
-figure1.png/.pdf and README.md from those CSV files. Its defaults are the protocol of the
-committed results/figure1/; `--quick` is a short protocol whose results go to
-runs/figure1-quick/ (any action: `--out` names another folder), never over results/.
-`--experiment NAME` trains configs/experiment/NAME.yaml instead of figure1 (into
-results/NAME/ unless `--out` says otherwise), e.g. figure1_momentum, the protocol of a public
-reproduction; Hydra overrides such as `data.input=binary` go through to both runs. The README
-names the experiment and the input, read from the runs' config in provenance.json.
-
-The CSV files and README.md hold results only; what changes from one faithful run to the next
-(wall times, date, machine, commit, the command as typed, the runs' directory) is written to
-provenance.json alone.
-
-`collect` and `draw` write nothing unless their inputs are whole (bnrepro.tables): both nets
-for every seed, each run `completed`, each curve logged to its last step. Otherwise they print
-one paragraph naming the file or run and the fix, and exit with status 2.
-"""
+"""What `draw` writes from curves.csv and summary.csv: figure1.png/.pdf (laid out like the
+paper's Figure 1) and README.md; and the generated blocks of the pages (bnrepro.docs) that
+quote the four results/figure1* folders."""
 
 import textwrap
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
-from omegaconf import OmegaConf
 
-from bnrepro.atomic import atomic_write_text, write_json
+from bnrepro.atomic import atomic_write_text
+from bnrepro.docblocks import csv, span
 from bnrepro.drift import DEFINITION, NAME, drift_by
-from bnrepro.driver import (
-    Driver,
-    Invocation,
-    Option,
-    device_option,
-    draw_fix,
-    hydra_list,
-    jobs_option,
-    multirun,
-    provenance,
-    seeds_option,
-    steps_option,
-    sweep_fix,
-    write_csv,
+from bnrepro.experiments.figure1.analysis import (
+    PAPER_ACCURACY,
+    PUBLISHED,
+    drifts_less,
+    first_steps_above,
+    published_name,
+)
+from bnrepro.experiments.figure1.protocol import (
+    ACCEPTED,
+    CURVE_COLUMNS,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_INPUT,
+    DRAW_FIX,
+    SUMMARY_COLUMNS,
+    protocol,
 )
 from bnrepro.plots import figure1
 from bnrepro.runinfo import stable_command
-from bnrepro.tables import check_curves, check_runs, load_curves, load_sweep, read_csv, read_json
-
-VARIANTS = ("plain", "bn")
-ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
-METRIC_COLUMNS = {
-    "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
-    "p15": "float", "p50": "float", "p85": "float",
-}  # fmt: skip
-CURVE_COLUMNS = {
-    "variant": "str", "seed": "int", "step": "int", "test_acc": "float",
-    "p15": "float", "p50": "float", "p85": "float",
-}  # fmt: skip
-SUMMARY_COLUMNS = {
-    "variant": "str", "seed": "int", "final_test_acc": "float", "steps": "int", "status": "str",
-}  # fmt: skip
-DEFAULT_SEEDS = (0, 1, 2)  # with experiment=figure1's 50,000 steps: the committed protocol
-QUICK = {"seeds": (0, 1), "steps": 1000}
-# Absolute tolerances (CSV file -> column -> tolerance) within which a rerun on another CPU
-# model or on a GPU still reproduces the committed results; every other column must match
-# exactly. A full rerun on an AMD EPYC against the committed Intel Xeon results gave identical
-# final accuracies, test accuracies one test image (1e-4) apart in 2 of 3,006 curve rows, and
-# percentiles up to 3.1e-5 apart: the tolerances allow five test images and about three times
-# the percentiles' measured gap. No GPU rerun has been measured.
-TOLERANCES: dict[str, dict[str, float]] = {
-    "curves.csv": {"test_acc": 5e-4, "p15": 1e-4, "p50": 1e-4, "p85": 1e-4},
-    "summary.csv": {"final_test_acc": 5e-4},
-}
-PAPER_ACCURACY = {"plain": 0.95, "bn": 0.98}  # read off the paper's Figure 1(a) at 50k steps
-DEFAULT_EXPERIMENT = "figure1"
-DEFAULT_INPUT = "grey"  # configs/data/mnist.yaml
-# Final test accuracies that others published for an experiment's protocol: experiment ->
-# (column header, {variant: accuracy}).
-PUBLISHED = {
-    "figure1_momentum": (
-        "[Al13n0231](https://github.com/Al13n0231/batch-normalization-reproduction) (1 seed, grey)",
-        {"plain": 0.9492, "bn": 0.9815},
-    ),
-}
-SWEEP_FIX = sweep_fix("figure1")
-DRAW_FIX = draw_fix("figure1")
-
-
-def run(invocation: Invocation) -> None:
-    """Both nets (every seed in one vectorized model each) in one multirun, one net a job."""
-    multirun(
-        [
-            f"experiment={invocation.experiment}", "model=mlp,mlp_bn",
-            f"seeds={hydra_list(invocation.seeds)}",
-            *([f"steps={invocation.steps}"] if invocation.steps else []),
-            *([f"device={invocation.device}"] if invocation.device else []),
-            *invocation.overrides,
-        ],
-        invocation.runs, "${model.variant}", invocation.jobs,
-    )  # fmt: skip
-
-
-def collect(invocation: Invocation) -> None:
-    """Writes curves.csv, summary.csv and provenance.json of the runs under `--runs`, once
-    they are known to be the whole sweep (both nets, every seed), finished. The experiment is
-    the runs' own `name` (each configs/experiment/NAME.yaml sets name: NAME)."""
-    runs_dir, out_dir = invocation.runs, invocation.out
-    runs = load_sweep(runs_dir, SWEEP_FIX)
-    check_runs(runs, runs_dir, ACCEPTED)
-    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
-    summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
-    wall = runs.groupby("variant").wall_s.max()  # all seeds of a net train in one run
-    configs = {
-        variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
-        for run_dir, variant in runs.groupby("run_dir").variant.first().items()
-    }
-    write_csv(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)])
-    write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
-    write_json(
-        out_dir / "provenance.json",
-        provenance(
-            runs["run_dir"].iloc[0], runs_dir, invocation.command,
-            wall_s=wall.to_dict(), config=configs, experiment=experiment_of(configs),
-        ),
-    )  # fmt: skip
-
-
-def experiment_of(configs: dict) -> str:
-    """The experiment both nets' runs were trained with."""
-    names = sorted({config["name"] for config in configs.values()})
-    return names[0] if len(names) == 1 else "+".join(names)
-
-
-def protocol(provenance: dict) -> tuple[str, str]:
-    """(experiment, input) of the runs behind a results folder, from their provenance.json;
-    a provenance without them (results/figure1/ before --experiment existed) is figure1's."""
-    inputs = sorted(
-        {
-            config.get("data", {}).get("input", DEFAULT_INPUT)
-            for config in provenance.get("config", {}).values()
-        }
-    )
-    return provenance.get("experiment", DEFAULT_EXPERIMENT), "+".join(inputs) or DEFAULT_INPUT
+from bnrepro.tables import check_curves, read_csv, read_json
 
 
 def every(steps: pd.Series) -> int:
@@ -254,19 +136,6 @@ def speed_section(curves: pd.DataFrame) -> list[str]:
     ]
 
 
-def published_name(header: str) -> str:
-    """The name of a PUBLISHED entry, from its Markdown link header."""
-    return header.split("]")[0].lstrip("[")
-
-
-def drifts_less(curves: pd.DataFrame) -> tuple[int, int]:
-    """(seeds in which BN's sigmoid input drifted less than the plain net's, seeds), by the
-    suite's percentile drift."""
-    drifts = drift_by(curves, ["variant", "seed"])
-    less = drifts.xs("bn") < drifts.xs("plain")
-    return int(less.sum()), len(less)
-
-
 def drift_ratio_text(plain: float, bn: float) -> str:
     """Drift without BN over with BN; where BN's input did not move at all there is no ratio,
     only which net moved."""
@@ -367,30 +236,117 @@ def draw(out_dir: Path) -> None:
     summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX)
     provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
     check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
+    matplotlib.use("Agg")  # figures are written to files, never shown
     for path in figure1(curves, out_dir):
         print(f"wrote {path}")
     atomic_write_text(out_dir / "README.md", readme(summary, curves, provenance))
     print(f"wrote {out_dir / 'README.md'}")
 
 
-DRIVER = Driver(
-    name="figure1",
-    doc=__doc__,
-    run=run,
-    collect=collect,
-    draw=draw,
-    options=(
-        Option(
-            "--experiment",
-            "the configs/experiment/ file to train both nets with (default figure1); results "
-            "go to results/<experiment>/ unless --out names another folder",
-            default=DEFAULT_EXPERIMENT,
-        ),
-        seeds_option(DEFAULT_SEEDS, QUICK["seeds"]),
-        steps_option(None, QUICK["steps"], "the experiment's, 50,000 for figure1"),
-        jobs_option(2),
-        device_option(),
-    ),
-    tolerances=TOLERANCES,
-    folder=lambda options: options.get("experiment", DEFAULT_EXPERIMENT),
-)
+# ---------------------------------------------------------------- the pages' generated blocks
+
+FIGURE1_FOLDERS = {
+    "figure1": ("figure1 (SGD lr 0.1, N(0, 0.1²))", "grey"),
+    "figure1_binary": ("figure1", "binary"),
+    "figure1_momentum": ("figure1_momentum (momentum 0.9, lr 0.01, N(0, 0.01²))", "grey"),
+    "figure1_momentum_binary": ("figure1_momentum", "binary"),
+}
+
+
+def accuracy(values: pd.Series) -> str:
+    """Mean (min–max) of final accuracies, four decimals."""
+    return f"{values.mean():.4f} ({values.min():.4f}–{values.max():.4f})"
+
+
+def final_accuracies(results: Path, folder: str) -> dict[str, pd.Series]:
+    summary = csv(results, f"{folder}/summary.csv")
+    return {v: summary[summary.variant == v].final_test_acc for v in ("plain", "bn")}
+
+
+def stabler_seeds(results: Path, folder: str) -> tuple[int, int]:
+    return drifts_less(csv(results, f"{folder}/curves.csv"))
+
+
+def figure1_protocols(results: Path) -> str:
+    lines = [
+        "| protocol | input | without BN | with BN | gap (points) | BN drifts less | folder |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for folder, (label, data_input) in FIGURE1_FOLDERS.items():
+        acc = final_accuracies(results, folder)
+        gap = (acc["bn"].mean() - acc["plain"].mean()) * 100
+        less, seeds = stabler_seeds(results, folder)
+        lines.append(
+            f"| {label} | {data_input} | {accuracy(acc['plain'])} | {accuracy(acc['bn'])} | "
+            f"{gap:.2f} | {less} of {seeds} seeds | `results/{folder}/` |"
+        )
+    header, published = PUBLISHED["figure1_momentum"]
+    name = published_name(header)
+    gap = (published["bn"] - published["plain"]) * 100
+    lines += [
+        f"| {name}'s published run (1 seed) | grey | {published['plain']:.4f} | "
+        f"{published['bn']:.4f} | {gap:.2f} | | its README |",
+        f"| the paper's Figure 1(a), read off the plot | binary | ≈ {PAPER_ACCURACY['plain']} | "
+        f"≈ {PAPER_ACCURACY['bn']} | ≈ 3 | | |",
+        "",
+        "Final test accuracy, mean over seeds (min–max), from each folder's `summary.csv`; "
+        f'"BN drifts less": the seeds in which the BN net\'s {NAME} (`bnrepro.drift`) '
+        "is below the plain net's, from `curves.csv`.",
+    ]
+    return "\n".join(lines)
+
+
+def figure1_protocol_notes(results: Path) -> str:
+    header, published = PUBLISHED["figure1_momentum"]
+    name = published_name(header)
+    momentum = final_accuracies(results, "figure1_momentum")
+    curves = csv(results, "figure1_momentum/curves.csv")
+    stuck = first_steps_above(curves, "plain", 0.5)
+    at_10k = curves[(curves.variant == "bn") & (curves.step == 10_000)].test_acc
+    default = first_steps_above(csv(results, "figure1/curves.csv"), "plain", 0.5)
+    stuck_at, bn_at = span(stuck.min(), stuck.max(), ","), span(at_10k.min(), at_10k.max(), ".4f")
+    default_at = span(default.min(), default.max(), ",")
+    differences = {v: (momentum[v].mean() - published[v]) * 100 for v in ("plain", "bn")}
+    costs = []
+    for grey, binary in (
+        ("figure1", "figure1_binary"),
+        ("figure1_momentum", "figure1_momentum_binary"),
+    ):
+        a, b = final_accuracies(results, grey), final_accuracies(results, binary)
+        cost = ", ".join(
+            f"{(a[v].mean() - b[v].mean()) * 100:.2f} ({label})"
+            for v, label in (("plain", "without BN"), ("bn", "with BN"))
+        )
+        costs.append(f"{grey} {cost}")
+    return (
+        f"Under the public reproduction's protocol our seeds' mean differs from {name}'s "
+        f"single published seed by {differences['plain']:+.2f} points without BN and "
+        f"{differences['bn']:+.2f} with BN. The gap comes from the plain net: with N(0, 0.01²) "
+        f"weights its test accuracy first exceeds 0.5 at step {stuck_at} "
+        f"and it has not caught up when the run ends, while the BN net is at "
+        f"{bn_at} by step 10,000. Under our default protocol the "
+        f"plain net first exceeds 0.5 at step {default_at}. Binary "
+        f"input lowers the final accuracy (points, grey minus binary): {'; '.join(costs)}."
+    )
+
+
+def figure1_headline(results: Path) -> str:
+    acc = final_accuracies(results, "figure1")
+    momentum = final_accuracies(results, "figure1_momentum")
+    less, seeds = stabler_seeds(results, "figure1")
+    return (
+        f"**Figure 1** (MNIST, {len(acc['bn'])} seeds): with BN the net ends at "
+        f"{acc['bn'].mean():.4f} against {acc['plain'].mean():.4f} without "
+        f"({(acc['bn'].mean() - acc['plain'].mean()) * 100:+.2f} points; the paper's plot: about "
+        f"+3); under a public reproduction's protocol (momentum, N(0, 0.01²) weights) "
+        f"{(momentum['bn'].mean() - momentum['plain'].mean()) * 100:+.2f} points. BN's sigmoid "
+        f"input drifts less in {less} of {seeds} seeds ({NAME}). "
+        "[results/figure1](results/figure1/README.md), [docs/figure1.md](docs/figure1.md)"
+    )
+
+
+BLOCKS = {
+    "figure1-headline": figure1_headline,
+    "figure1-protocols": figure1_protocols,
+    "figure1-protocol-notes": figure1_protocol_notes,
+}
