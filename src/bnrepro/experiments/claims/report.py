@@ -9,7 +9,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bnrepro import plots
+from bnrepro import markdown, plots
 from bnrepro.atomic import atomic_write_text
 from bnrepro.docblocks import claims_table, csv, escape
 from bnrepro.driver import write_csv
@@ -136,8 +136,6 @@ INTRO = (
     "each stated below with the section of the paper it is from, are each a measured number",
     "with a threshold; `claims.csv` holds this table.",
     "",
-    "| claim | measured | threshold | verdict | threshold fixed |",
-    "|---|---|---|---|---|",
 )
 # What the README says below the claims table: where the thresholds are kept and how the table
 # dates them, and why only claim 5's speed-up is rounded.
@@ -178,7 +176,7 @@ def readme(
         5: folding_notes(data["folding_agreement.csv"], table, settings),
         6: population_notes(data["population_statistics.csv"]),
     }
-    lines = [*INTRO, *claim_rows(table), "", *THRESHOLDS_AND_ROUNDING, ""]
+    lines = [*INTRO, *claims_csv_table(table), "", *THRESHOLDS_AND_ROUNDING, ""]
     for number in DESCRIPTIONS:
         lines += claim_section(number, notes.get(number))
     lines += method(settings, train_device)
@@ -187,14 +185,16 @@ def readme(
     return "\n".join([*lines, ""])
 
 
-def claim_rows(table: pd.DataFrame) -> list[str]:
-    """The claims table's rows, from claims.csv's `table`."""
-    return [
-        f"| {escape(r.claim)} | "
-        f"{r.measured if isinstance(r.measured, str) else f'{r.measured:.4g}'} | "
-        f"{r.threshold} | **{r.verdict}** | {r.threshold_fixed} |"
+def claims_csv_table(table: pd.DataFrame) -> list[str]:
+    """The claims table, from claims.csv's `table`."""
+    rows = [
+        (
+            escape(r.claim), r.measured if isinstance(r.measured, str) else f"{r.measured:.4g}",
+            r.threshold, f"**{r.verdict}**", r.threshold_fixed,
+        )
         for r in table.itertuples()
-    ]
+    ]  # fmt: skip
+    return markdown.table(("claim", "measured", "threshold", "verdict", "threshold fixed"), rows)
 
 
 def claim_section(number: int, notes: list[str] | None) -> list[str]:
@@ -246,12 +246,13 @@ def position_notes(curves: pd.DataFrame, table: pd.DataFrame, settings: dict) ->
         "published protocol; the shorter reading shows how much a verdict owes to the "
         "length of the runs.",
         "",
-        f"| net | seed | test accuracy at step {short:,} | at step {long:,} |",
-        "|---|---|---|---|",
-        *[
-            f"| {r.variant} | {r.seed} | {r.test_acc_x:.4f} | {r.test_acc_y:.4f} |"
-            for r in accuracy.itertuples()
-        ],
+        *markdown.table(
+            ("net", "seed", f"test accuracy at step {short:,}", f"at step {long:,}"),
+            (
+                (r.variant, r.seed, f"{r.test_acc_x:.4f}", f"{r.test_acc_y:.4f}")
+                for r in accuracy.itertuples()
+            ),
+        ),
     ]
 
 
@@ -259,13 +260,19 @@ def folding_notes(agreement: pd.DataFrame, table: pd.DataFrame, settings: dict) 
     """Claim 5: folded against unfolded logits per seed and dtype, and the speed-up."""
     speedup = table[table.claim.str.startswith("5. inference speed-up")].iloc[0]
     return [
-        "| seed | dtype | max abs. logit difference | max rel. | predictions agreeing |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {r.seed} | {r.dtype} | {r.max_abs_diff:.3g} | {r.max_rel_diff:.3g} | "
-            f"{r.prediction_agreement:.4f} |"
-            for r in agreement.itertuples()
-        ],
+        *markdown.table(
+            ("seed", "dtype", "max abs. logit difference", "max rel.", "predictions agreeing"),
+            (
+                (
+                    r.seed,
+                    r.dtype,
+                    f"{r.max_abs_diff:.3g}",
+                    f"{r.max_rel_diff:.3g}",
+                    f"{r.prediction_agreement:.4f}",
+                )
+                for r in agreement.itertuples()
+            ),
+        ),
         "",
         f"Inference speed-up, time unfolded / time folded: {speedup.measured}, "
         f"**{speedup.verdict}** over {settings['timing_repeats']} repeats. Folding removes "
@@ -277,14 +284,13 @@ def folding_notes(agreement: pd.DataFrame, table: pd.DataFrame, settings: dict) 
 
 def population_notes(population: pd.DataFrame) -> list[str]:
     """Claim 6: the test accuracy per seed, statistics and batch count."""
-    return [
-        "| seed | statistics | batches | test accuracy |",
-        "|---|---|---|---|",
-        *[
-            f"| {r.seed} | {r.statistics} | {r.n_batches or '-'} | {r.test_acc:.4f} |"
+    return markdown.table(
+        ("seed", "statistics", "batches", "test accuracy"),
+        (
+            (r.seed, r.statistics, r.n_batches or "-", f"{r.test_acc:.4f}")
             for r in population.itertuples()
-        ],
-    ]
+        ),
+    )
 
 
 def method(settings: dict, train_device: str) -> list[str]:

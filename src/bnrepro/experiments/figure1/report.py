@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from bnrepro import markdown
 from bnrepro.atomic import atomic_write_text
 from bnrepro.docblocks import csv, span
 from bnrepro.drift import DEFINITION, NAME, drift_by
@@ -45,11 +46,8 @@ def speed_table(curves: pd.DataFrame) -> list[str]:
     """Test accuracy early in training and steps to reach fixed accuracies, mean over seeds."""
     accuracy = curves.dropna(subset=["test_acc"])
     steps = [s for s in CHECKPOINT_STEPS if s in set(accuracy.step)]
-    lines = [
-        "| net | " + " | ".join(f"step {s:,}" for s in steps) + " | "
-        + " | ".join(f"steps to {t:.2f}" for t in TARGETS) + " |",
-        "|---|" + "---|" * (len(steps) + len(TARGETS)),
-    ]  # fmt: skip
+    header = ("net", *(f"step {s:,}" for s in steps), *(f"steps to {t:.2f}" for t in TARGETS))
+    cells = []
     for variant, name in (("plain", "without BN"), ("bn", "with BN")):
         rows = accuracy[accuracy.variant == variant]
         at = rows.groupby("step").test_acc.mean()
@@ -61,11 +59,8 @@ def speed_table(curves: pd.DataFrame) -> list[str]:
                 f"{first.mean():,.0f}" if len(first) == n_seeds
                 else f"not reached by {n_seeds - len(first)} of {n_seeds} seeds"
             )  # fmt: skip
-        lines.append(
-            f"| {name} | " + " | ".join(f"{at[s]:.4f}" for s in steps) + " | "
-            + " | ".join(reach) + " |"
-        )  # fmt: skip
-    return lines
+        cells.append((name, *(f"{at[s]:.4f}" for s in steps), *reach))
+    return markdown.table(header, cells)
 
 
 def title(experiment: str, data_input: str) -> list[str]:
@@ -93,22 +88,23 @@ def title(experiment: str, data_input: str) -> list[str]:
 def accuracy_section(summary: pd.DataFrame, published: tuple | None) -> list[str]:
     """Final test accuracy of each net beside the paper's (and a published reproduction's
     where one used this experiment's protocol), and the gap BN makes."""
-    lines = [
-        "## Test accuracy after training",
-        "",
-        "| net | ours (mean ± std) | min – max | seeds | steps | paper (read off Fig. 1a) |"
-        + (f" {published[0]} |" if published else ""),
-        "|---|---|---|---|---|---|" + ("---|" if published else ""),
-    ]
+    header = [
+        "net", "ours (mean ± std)", "min – max", "seeds", "steps", "paper (read off Fig. 1a)",
+        *([published[0]] if published else []),
+    ]  # fmt: skip
+    cells = []
     for variant, name in (("plain", "without BN"), ("bn", "with BN")):
         rows = summary[summary.variant == variant]
         acc = rows.final_test_acc
-        lines.append(
-            f"| {name} | {acc.mean():.4f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.4f} | "
-            f"{acc.min():.4f} – {acc.max():.4f} | {len(rows)} | {int(rows.steps.max()):,} | "
-            f"≈ {PAPER_ACCURACY[variant]:.2f} |"
-            + (f" {published[1][variant]:.4f} |" if published else "")
-        )
+        cells.append(
+            (
+                name, f"{acc.mean():.4f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.4f}",
+                f"{acc.min():.4f} – {acc.max():.4f}", len(rows), f"{int(rows.steps.max()):,}",
+                f"≈ {PAPER_ACCURACY[variant]:.2f}",
+                *([f"{published[1][variant]:.4f}"] if published else []),
+            )
+        )  # fmt: skip
+    lines = ["## Test accuracy after training", "", *markdown.table(header, cells)]
     means = summary.groupby("variant").final_test_acc.mean()
     gap = (means["bn"] - means["plain"]) * 100
     theirs = (
@@ -168,12 +164,13 @@ def stability_section(curves: pd.DataFrame) -> list[str]:
             90,
         ),
         "",
-        f"| seed | {NAME} without BN | with BN | without / with BN |",
-        "|---|---|---|---|",
-        *[
-            f"| {seed} | {plain:.4f} | {bn:.4f} | {drift_ratio_text(plain, bn)} |"
-            for (seed, plain, bn) in rows
-        ],
+        *markdown.table(
+            ("seed", f"{NAME} without BN", "with BN", "without / with BN"),
+            (
+                (seed, f"{plain:.4f}", f"{bn:.4f}", drift_ratio_text(plain, bn))
+                for (seed, plain, bn) in rows
+            ),
+        ),
         "",
         *textwrap.wrap(
             f"BN's sigmoid input drifted less than the plain net's in {less} of {seeds} "
@@ -187,12 +184,13 @@ def per_seed_section(summary: pd.DataFrame) -> list[str]:
     return [
         "## Per seed",
         "",
-        "| net | seed | final test accuracy | status |",
-        "|---|---|---|---|",
-        *[
-            f"| {r.variant} | {r.seed} | {r.final_test_acc:.4f} | {r.status} |"
-            for r in summary.itertuples()
-        ],
+        *markdown.table(
+            ("net", "seed", "final test accuracy", "status"),
+            (
+                (r.variant, r.seed, f"{r.final_test_acc:.4f}", r.status)
+                for r in summary.itertuples()
+            ),
+        ),
     ]
 
 

@@ -138,16 +138,12 @@ def readme(
         "",
         "## Final held-out accuracy",
         "",
-        "| net | mean | min – max | seeds |",
-        "|---|---|---|---|",
+        *report.accuracy_table(summary, VARIANTS, STYLE),
+        "",
+        "## How these numbers were made",
+        "",
+        *protocol_lines(summary, provenance),
     ]
-    for variant in VARIANTS:
-        acc = summary[summary.variant == variant].final_test_acc
-        lines.append(
-            f"| {STYLE[variant]['label']} | {acc.mean():.4f} | {acc.min():.4f} – "
-            f"{acc.max():.4f} | {len(acc)} |"
-        )
-    lines += ["", "## How these numbers were made", "", *protocol_lines(summary, provenance)]
     if history:
         lines += ["", *history]
     return "\n".join([*lines, ""])

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from bnrepro import drift as percentile_drift
+from bnrepro import markdown
 from bnrepro.atomic import atomic_write_text
 from bnrepro.driver import write_csv
 from bnrepro.experiments.ics.analysis import Claim, claims, conclusion
@@ -113,14 +114,13 @@ def smoothness_figure(
 def claims_and_figures(found: list[Claim], rows: list[dict]) -> list[str]:
     """A results README's claims table (claims.csv's `rows`), its per-seed table and its four
     figures (Markdown)."""
+    header = ("claim", "measured (mean over seeds)", "threshold", "verdict", "threshold fixed")
+    cells = [
+        (r["claim"], r["measured"], r["threshold"], f"**{r['verdict']}**", r["threshold_fixed"])
+        for r in rows
+    ]
     return [
-        "| claim | measured (mean over seeds) | threshold | verdict | threshold fixed |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {r['claim']} | {r['measured']} | {r['threshold']} | **{r['verdict']}** | "
-            f"{r['threshold_fixed']} |"
-            for r in rows
-        ],
+        *markdown.table(header, cells),
         "",
         "A verdict is `pass` when every seed meets the threshold, `fail` when none does and",
         "`inconclusive` when the seeds disagree. Per seed:",
@@ -141,16 +141,15 @@ def claims_and_figures(found: list[Claim], rows: list[dict]) -> list[str]:
 
 def per_seed_table(found: list[Claim]) -> list[str]:
     seeds = list(found[0].per_seed.index)
-    lines = [
-        "| claim | " + " | ".join(f"seed {s}" for s in seeds) + " | threshold | verdict |",
-        "|---|" + "---|" * (len(seeds) + 2),
-    ]
-    for claim in found:
-        values = " | ".join(f"{claim.per_seed[s]:.4g}" for s in seeds)
-        lines.append(
-            f"| {claim.text} | {values} | {claim.threshold.text} | **{claim.verdict()}** |"
+    header = ("claim", *(f"seed {s}" for s in seeds), "threshold", "verdict")
+    rows = [
+        (
+            claim.text, *(f"{claim.per_seed[s]:.4g}" for s in seeds), claim.threshold.text,
+            f"**{claim.verdict()}**",
         )
-    return lines
+        for claim in found
+    ]  # fmt: skip
+    return markdown.table(header, rows)
 
 
 def noise_text(provenance: dict) -> str:
@@ -215,24 +214,28 @@ def readme(
         *INTRO, "", "## What the data supports", "", *conclusion(found), "",
         *claims_and_figures(found, rows), "",
         *(line.format(driver="ics") for line in THRESHOLD_FILES), "",
-        *accuracy_table(summary), "",
+        "## Final test accuracy", "", *accuracy_table(summary), "",
         *method(curves, diagnostics, summary, provenance),
         *(["", *history] if history else []), "",
     ]  # fmt: skip
     return "\n".join(lines)
 
 
-def accuracy_table(summary: pd.DataFrame) -> list[str]:
-    """Each net's final test accuracy over the seeds."""
-    lines = ["## Final test accuracy", "", "| net | mean | min – max | seeds |"]
-    lines.append("|---|---|---|---|")
-    for variant in VARIANTS:
+def accuracy_table(
+    summary: pd.DataFrame, variants: tuple[str, ...] = VARIANTS, styles: dict = STYLE
+) -> list[str]:
+    """Each net's final accuracy over the seeds (`variants` in order, named as `styles` label
+    them): mean, min – max and how many seeds."""
+    rows = []
+    for variant in variants:
         acc = summary[summary.variant == variant].final_test_acc
-        lines.append(
-            f"| {STYLE[variant]['label']} | {acc.mean():.4f} | {acc.min():.4f} – "
-            f"{acc.max():.4f} | {len(acc)} |"
-        )
-    return lines
+        rows.append(
+            (
+                styles[variant]["label"], f"{acc.mean():.4f}", f"{acc.min():.4f} – {acc.max():.4f}",
+                len(acc),
+            )
+        )  # fmt: skip
+    return markdown.table(("net", "mean", "min – max", "seeds"), rows)
 
 
 def logged_every(steps: pd.Series, single: int) -> int:

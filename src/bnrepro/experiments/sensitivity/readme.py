@@ -7,6 +7,7 @@ import textwrap
 
 import pandas as pd
 
+from bnrepro import markdown
 from bnrepro.drift import DEFINITION, DRIFT_FROM
 from bnrepro.experiments.sensitivity.analysis import (
     CLAIMS,
@@ -66,16 +67,11 @@ def claim_table(table: pd.DataFrame, claim: str, optimizer: str) -> list[str]:
     """One optimizer's map of one claim: init std down, lr across, mean and verdict."""
     rows = table[table.optimizer == optimizer]
     lrs = sorted(set(rows.lr))
-    lines = [
-        "| init std \\ lr | " + " | ".join(f"{lr:g}" for lr in lrs) + " |",
-        "|---|" + "---|" * len(lrs),
+    by_std = [
+        (f"{std:g}", *(cell_text(group.set_index("lr").loc[lr], claim) for lr in lrs))
+        for std, group in rows.groupby("init_std")
     ]
-    for std, by_std in rows.groupby("init_std"):
-        by_lr = by_std.set_index("lr")
-        lines.append(
-            f"| {std:g} | " + " | ".join(cell_text(by_lr.loc[lr], claim) for lr in lrs) + " |"
-        )
-    return lines
+    return markdown.table(("init std \\ lr", *(f"{lr:g}" for lr in lrs)), by_std)
 
 
 def region(table: pd.DataFrame, claim: str) -> str:
@@ -101,27 +97,29 @@ def protocol_name(name: str, folder: str, steps: int) -> str:
 
 
 def protocol_lines(table: pd.DataFrame, early: str | None, steps: int) -> list[str]:
-    lines = [
-        "| protocol | optimizer, lr, init std | plain / BN final | final gap | early gap | "
-        "steps to 0.95 plain / BN | percentile drift plain / BN |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "protocol", "optimizer, lr, init std", "plain / BN final", "final gap", "early gap",
+        "steps to 0.95 plain / BN", "percentile drift plain / BN",
+    )  # fmt: skip
+    rows = []
     for (name, folder), (optimizer, lr, std) in PROTOCOLS.items():
         label = protocol_name(name, folder, steps)
         cell = table[(table.optimizer == optimizer) & (table.lr == lr) & (table.init_std == std)]
         if cell.empty:
-            lines.append(
-                f"| {label} | {OPTIMIZERS[optimizer]}, {lr:g}, {std:g} | not on this map |"
-            )
+            rows.append((label, f"{OPTIMIZERS[optimizer]}, {lr:g}, {std:g}", "not on this map"))
             continue
         c = cell.iloc[0]
-        lines.append(
-            f"| {label} | {OPTIMIZERS[optimizer]}, {lr:g}, {std:g} | "
-            f"{c.plain_final:.4f} / {c.bn_final:.4f} | {number(c.final_gap, False)} "
-            f"{c.ends_higher} | {number(c.early_gap, False) if early else '—'} {c.faster_early} | "
-            f"{ratio_text(c)} {c.sooner_to_095} | {number(c.drift_ratio, True)} {c.stabler} |"
-        )
-    return lines
+        rows.append(
+            (
+                label, f"{OPTIMIZERS[optimizer]}, {lr:g}, {std:g}",
+                f"{c.plain_final:.4f} / {c.bn_final:.4f}",
+                f"{number(c.final_gap, False)} {c.ends_higher}",
+                f"{number(c.early_gap, False) if early else '—'} {c.faster_early}",
+                f"{ratio_text(c)} {c.sooner_to_095}",
+                f"{number(c.drift_ratio, True)} {c.stabler}",
+            )
+        )  # fmt: skip
+    return markdown.table(header, rows)
 
 
 def readme(members: pd.DataFrame, table: pd.DataFrame, provenance: dict) -> str:
@@ -239,11 +237,11 @@ def decision_rule(members: pd.DataFrame, early: str | None, provenance: dict) ->
 
 def minimum_table(members: pd.DataFrame, rates: dict[str, tuple[float, float] | None]) -> list[str]:
     """Each claim's measure, its minimum effect and the rule's false-positive `rates`."""
-    lines = [
-        "| claim | measure per seed | minimum effect of the mean | called holds or reversed "
-        "without an effect | by agreement in sign alone |",
-        "|---|---|---|---|---|",
-    ]
+    header = (
+        "claim", "measure per seed", "minimum effect of the mean",
+        "called holds or reversed without an effect", "by agreement in sign alone",
+    )  # fmt: skip
+    rows = []
     for claim, (title, _, measure) in CLAIMS.items():
         minimum = MIN_EFFECT[measure]
         shown = (
@@ -255,8 +253,8 @@ def minimum_table(members: pd.DataFrame, rates: dict[str, tuple[float, float] | 
         with_minimum, by_sign = (
             (f"{rate[0]:.1%}", f"{rate[1]:.1%}") if rate else ("not estimable",) * 2
         )
-        lines.append(f"| {title} | {measure} | {shown} | {with_minimum} | {by_sign} |")
-    return lines
+        rows.append((title, measure, shown, with_minimum, by_sign))
+    return markdown.table(header, rows)
 
 
 def minimum_reasons(members: pd.DataFrame, provenance: dict) -> list[str]:
@@ -370,15 +368,20 @@ def protocol_section(table: pd.DataFrame, early: str | None, steps: int) -> list
 
 def diverged_section(members: pd.DataFrame) -> list[str]:
     diverged = members[members.diverged]
-    rows = [
-        "| net | optimizer | lr | init std | seed | diverged at step |",
-        "|---|---|---|---|---|---|",
-        *[
-            f"| {r.net} | {r.optimizer} | {r.lr:g} | {r.init_std:g} | {r.seed} | "
-            f"{int(r.diverged_at_step):,} |"
+    rows = markdown.table(
+        ("net", "optimizer", "lr", "init std", "seed", "diverged at step"),
+        (
+            (
+                r.net,
+                r.optimizer,
+                f"{r.lr:g}",
+                f"{r.init_std:g}",
+                r.seed,
+                f"{int(r.diverged_at_step):,}",
+            )
             for r in diverged.itertuples()
-        ],
-    ]
+        ),
+    )
     if diverged.empty:
         rows = ["None: every member trained to its last step with a finite loss."]
     return ["## Diverged members", "", *rows, ""]

@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from bnrepro import markdown
 from bnrepro.atomic import atomic_write_text
 from bnrepro.docblocks import csv
 from bnrepro.experiments.sensitivity.analysis import (
@@ -140,15 +141,9 @@ def sensitivity_gaps(results: Path) -> str:
     for optimizer, name in OPTIMIZERS.items():
         by_std = gaps[optimizer]
         lrs = sorted({lr for row in by_std.values() for lr in row})
-        lines += [
-            f"| {name}: init std \\ lr | " + " | ".join(f"{lr:g}" for lr in lrs) + " |",
-            "|---|" + "---|" * len(lrs),
-            *[
-                f"| {std:g} | " + " | ".join(f"{by_std[std][lr]:+.2f}" for lr in lrs) + " |"
-                for std in sorted(by_std)
-            ],
-            "",
-        ]
+        header = (f"{name}: init std \\ lr", *(f"{lr:g}" for lr in lrs))
+        rows = [(f"{std:g}", *(f"{by_std[std][lr]:+.2f}" for lr in lrs)) for std in sorted(by_std)]
+        lines += [*markdown.table(header, rows), ""]
     lines.append(
         "Final test accuracy, BN minus plain, points, mean over seeds (`members.csv`; "
         "`headline` in `bnrepro.experiments.sensitivity`)."
