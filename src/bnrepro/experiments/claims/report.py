@@ -15,7 +15,6 @@ from bnrepro.docblocks import claims_table, csv, escape
 from bnrepro.driver import write_csv
 from bnrepro.experiments.claims.analysis import SPEEDUP_DIGITS, Check, checks, significant
 from bnrepro.experiments.claims.protocol import CSV_FILES, accuracy_at, load
-from bnrepro.markdown import history_lines
 from bnrepro.verdicts import runs_commit
 
 # claim -> (title, the section of arXiv:1502.03167 it is from, the claim, figure, method)
@@ -369,7 +368,7 @@ def draw(out_dir: Path) -> None:
     for path in paths:
         print(f"wrote {path}")
     train_device = provenance.get("train_device", "?")
-    text = readme(table, data, settings, train_device, history_lines(out_dir))
+    text = readme(table, data, settings, train_device, markdown.history_lines(out_dir))
     atomic_write_text(out_dir / "README.md", text)
     print(f"wrote {out_dir / 'README.md'}")
     print(table.drop(columns="threshold_fixed").to_string(index=False, formatters=[str] * 4))

@@ -47,8 +47,6 @@ TOLERANCES: dict[str, dict[str, float]] = {
 
 DEFAULT_EXPERIMENT = "figure1"
 DEFAULT_INPUT = "grey"  # configs/data/mnist.yaml
-
-
 SWEEP_FIX = sweep_fix("figure1")
 DRAW_FIX = draw_fix("figure1")
 

@@ -34,8 +34,6 @@ from bnrepro.tables import (
 VARIANTS = ("plain", "bn", "noisy")
 MODELS = {"plain": "mlp", "bn": "mlp_bn", "noisy": "mlp_noisy"}
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
-
-
 METRIC_COLUMNS = {
     "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
     "p15": "float", "p50": "float", "p85": "float",
@@ -74,8 +72,6 @@ TOLERANCES: dict[str, dict[str, float]] = {
     },
     "summary.csv": {"final_test_acc": 5e-4},
 }
-
-
 SWEEP_FIX = sweep_fix("ics")
 DRAW_FIX = draw_fix("ics")
 

@@ -28,8 +28,6 @@ from bnrepro.train_inception import DIAGNOSTIC_COLUMNS
 
 VARIANTS = ("inception", "bn_baseline", "bn_baseline_noisy")
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
-
-
 PERCENTILE_COLUMNS = ("p15", "p50", "p85")
 METRIC_COLUMNS = {
     "step": "int", "seed": "int", "train_loss": "float", "lr": "float", "test_acc": "float",
@@ -64,8 +62,6 @@ PRESETS = {
     "gpu": Preset((0, 1, 2), 1),
     "quick": Preset((0,), 2, probe_every=10, diagnostics_every=20),
 }
-
-
 SWEEP_FIX = sweep_fix("ics_proxy", "ics/proxy")
 DRAW_FIX = draw_fix("ics_proxy", "ics/proxy")
 

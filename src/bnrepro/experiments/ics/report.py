@@ -13,7 +13,6 @@ from bnrepro.atomic import atomic_write_text
 from bnrepro.driver import write_csv
 from bnrepro.experiments.ics.analysis import Claim, claims, conclusion
 from bnrepro.experiments.ics.protocol import LANDSCAPE, PERCENTILES, VARIANTS, layers, load
-from bnrepro.markdown import history_lines
 from bnrepro.plots import save_figure
 from bnrepro.runinfo import stable_command
 from bnrepro.verdicts import runs_commit
@@ -284,6 +283,6 @@ def draw(out_dir: Path) -> None:
         print(f"wrote {path}")
     rows = [claim.row(runs_commit(provenance)) for claim in claims(curves, diagnostics)]
     write_csv(out_dir / "claims.csv", pd.DataFrame(rows))
-    text = readme(curves, diagnostics, summary, provenance, rows, history_lines(out_dir))
+    text = readme(curves, diagnostics, summary, provenance, rows, markdown.history_lines(out_dir))
     atomic_write_text(out_dir / "README.md", text)
     print(f"wrote {out_dir / 'README.md'}")

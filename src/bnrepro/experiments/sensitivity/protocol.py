@@ -64,8 +64,6 @@ OPTIONAL_METRICS = ("train_loss", "test_acc", "p15", "p50", "p85")
 CHECKPOINTS = {"acc_1k": 1_000, "acc_5k": 5_000, "acc_10k": 10_000}
 TARGETS = {"steps_to_095": 0.95, "steps_to_097": 0.97}
 MEMBER_KEYS = ("net", "optimizer", "lr", "init_std", "seed")
-
-
 # Absolute tolerances within which `make verify` takes a rerun on another machine as the same
 # map (members.csv column -> tolerance): Figure 1's for accuracies (five test images), one
 # evaluation (500 steps) for the steps to a target, and twice Figure 1's percentile tolerance
