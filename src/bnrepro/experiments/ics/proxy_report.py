@@ -11,7 +11,7 @@ from bnrepro import drift as percentile_drift
 from bnrepro.atomic import atomic_write_text
 from bnrepro.experiments.ics import report
 from bnrepro.experiments.ics.proxy_analysis import claims, conclusion
-from bnrepro.experiments.ics.proxy_protocol import PERCENTILE_COLUMNS, VARIANTS, load
+from bnrepro.experiments.ics.proxy_protocol import VARIANTS, load
 from bnrepro.markdown import history_lines
 from bnrepro.plots import save_figure
 from bnrepro.train_inception import ICS_LAYERS
@@ -37,22 +37,6 @@ def accuracy_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     ax.set_title("Fashion-MNIST proxy (median over seeds, band: min to max)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out_dir, "accuracy")
-
-
-def percentiles_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """The 15/50/85th percentiles of the probed input, lowest seed, one panel per net with a
-    shared scale, laid out as the paper's Figure 1(b, c)."""
-    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(12, 3.4), sharey=True)
-    for ax, variant in zip(axes, VARIANTS, strict=True):
-        rows = curves[curves.variant == variant].dropna(subset=list(PERCENTILE_COLUMNS))
-        rows = rows[rows.seed == rows.seed.min()].sort_values("step")
-        for column in PERCENTILE_COLUMNS:
-            ax.plot(rows.step, rows[column], color="k", linewidth=0.8)
-        ax.set_xlabel("training steps")
-        ax.set_title(STYLE[variant]["label"])
-    axes[0].set_ylabel("input to a ReLU of module 5b\n(15th, 50th, 85th percentiles)")
-    fig.tight_layout()
-    return save_figure(fig, out_dir, "percentiles")
 
 
 def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -155,7 +139,7 @@ def draw(out_dir: Path) -> None:
     matplotlib.use("Agg")  # figures are written to files, never shown
     paths = [
         *accuracy_figure(curves, out_dir),
-        *percentiles_figure(curves, out_dir),
+        *report.percentiles_figure(curves, out_dir, STYLE, "a ReLU of module 5b"),
         *ics_figure(diagnostics, out_dir),
         *report.smoothness_figure(diagnostics, out_dir, STYLE, legend_size=7),
     ]

@@ -57,18 +57,21 @@ def accuracy_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "accuracy")
 
 
-def percentiles_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """The 15/50/85th percentiles of the probed sigmoid's input, lowest seed, one panel per
-    net with a shared scale, as the paper's Figure 1(b, c)."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
-    for ax, variant in zip(axes, VARIANTS, strict=True):
-        rows = curves[curves.variant == variant]
+def percentiles_figure(
+    curves: pd.DataFrame, out_dir: Path, styles: dict = STYLE, probed: str = "a last-layer sigmoid"
+) -> list[Path]:
+    """The 15/50/85th percentiles of the probed input (`probed`: the MNIST net's sigmoid, the
+    proxy's ReLU), lowest seed, one panel per net (in the order of `styles`) with a shared
+    scale, as the paper's Figure 1(b, c); rows without a probe are left out."""
+    fig, axes = plt.subplots(1, len(styles), figsize=(12, 3.4), sharey=True)
+    for ax, (variant, style) in zip(axes, styles.items(), strict=True):
+        rows = curves[curves.variant == variant].dropna(subset=list(PERCENTILES))
         rows = rows[rows.seed == rows.seed.min()].sort_values("step")
         for column in PERCENTILES:
             ax.plot(rows.step, rows[column], color="k", linewidth=0.8)
         ax.set_xlabel("training steps")
-        ax.set_title(STYLE[variant]["label"])
-    axes[0].set_ylabel("input to a last-layer sigmoid\n(15th, 50th, 85th percentiles)")
+        ax.set_title(style["label"])
+    axes[0].set_ylabel(f"input to {probed}\n(15th, 50th, 85th percentiles)")
     fig.tight_layout()
     return save_figure(fig, out_dir, "percentiles")
 
