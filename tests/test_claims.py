@@ -20,6 +20,9 @@ from torch import nn
 from bnrepro import claims, verdicts
 from bnrepro.driver import UsageError
 from bnrepro.experiments import claims as claims_driver
+from bnrepro.experiments.claims import analysis as claims_analysis
+from bnrepro.experiments.claims import protocol as claims_protocol
+from bnrepro.experiments.claims import report as claims_report
 from bnrepro.models.mlp import MLP
 from bnrepro.nn import BatchNorm
 from bnrepro.tables import ResultsError
@@ -260,7 +263,7 @@ def threshold(relation: str, value: float, claim: str = "x") -> verdicts.Thresho
 
 
 def test_check_verdict_follows_relation_and_nan_is_missing():
-    Check = claims_driver.Check
+    Check = claims_analysis.Check
     assert Check(threshold("<", 1.0), "1. x", 0.5).verdict() == "pass"
     assert Check(threshold("<", 1.0), "1. x", 1.0).verdict() == "fail"
     assert Check(threshold(">=", 1.0), "1. x", 1.0).verdict() == "pass"
@@ -280,7 +283,7 @@ def test_every_check_is_judged_against_its_threshold_file():
     """checks() takes each claim's relation and value from configs/thresholds/claims/, and its
     text from the file, with the protocol's steps filled in."""
     folder = REPO / "results" / "claims"
-    found = claims_driver.judged(folder)
+    found = claims_analysis.judged(folder)
     keys = {path.stem for path in (REPO / "configs/thresholds/claims").glob("*.yaml")}
     assert {c.key for c in found} == keys
     settings = json.loads((folder / "provenance.json").read_text())["settings"]
@@ -308,13 +311,13 @@ def test_every_check_is_judged_against_its_threshold_file():
 def test_check_with_an_interval_is_decided_on_the_whole_interval(low, median, high, verdict, shown):
     """Against '> 1': pass when all of the interval is above 1, fail when none of it is,
     inconclusive when it straddles 1; decided unrounded, shown to 2 significant digits."""
-    row = claims_driver.Check(threshold(">", 1), "5. speed-up", median, low, high).row(None)
+    row = claims_analysis.Check(threshold(">", 1), "5. speed-up", median, low, high).row(None)
     assert row["verdict"] == verdict
     assert row["measured"] == shown
 
 
 def test_intervals_against_an_upper_threshold():
-    Check = claims_driver.Check
+    Check = claims_analysis.Check
     assert Check(threshold("<", 1.0), "1. x", 0.5, 0.4, 0.6).verdict() == "pass"
     assert Check(threshold("<", 1.0), "1. x", 1.5, 1.0, 2.0).verdict() == "fail"
     assert Check(threshold("<", 1.0), "1. x", 0.9, 0.8, 1.1).verdict() == "inconclusive"
@@ -379,7 +382,7 @@ def small_logged_csvs(out_dir: Path) -> None:
     provenance = {
         "settings": {"protocol": "quick", "steps": 200, "short_steps": 100, "seeds": "0,1",
                      "population_batches": 5, "timing_repeats": 8, "harness": [], "overrides": []},
-        "timing": claims_driver.timing_record(timing),
+        "timing": claims_protocol.timing_record(timing),
         "train_device": "cpu",
     }  # fmt: skip
     (out_dir / "provenance.json").write_text(json.dumps(provenance))
@@ -387,7 +390,7 @@ def small_logged_csvs(out_dir: Path) -> None:
 
 def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
     small_logged_csvs(tmp_path)
-    claims_driver.draw(tmp_path)
+    claims_report.draw(tmp_path)
     table = pd.read_csv(tmp_path / "claims.csv")
     assert list(table.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]
     # the made-up provenance.json records no commit, so git cannot date the thresholds
@@ -416,7 +419,7 @@ def test_claim4_is_read_at_both_lengths_from_one_set_of_curves(tmp_path):
     """Before minus after: behind at step 100 (fail), ahead at step 200 (pass), from the same
     curves; before minus no BN is positive at both."""
     small_logged_csvs(tmp_path)
-    claims_driver.draw(tmp_path)
+    claims_report.draw(tmp_path)
     table = pd.read_csv(tmp_path / "claims.csv").set_index("claim")
     rows = table[table.index.str.startswith("4. ")]
     expected = {
@@ -453,7 +456,7 @@ def test_a_longer_run_begins_with_the_shorter_run_byte_for_byte(small_cfg, tmp_p
 
 def test_draw_names_missing_files(tmp_path):
     with pytest.raises(ResultsError, match="stats_backprop.csv") as error:
-        claims_driver.draw(tmp_path)
+        claims_report.draw(tmp_path)
     assert "population_statistics.csv" in str(error.value)
     assert "provenance.json" in str(error.value)
     assert list(tmp_path.iterdir()) == []
@@ -559,7 +562,7 @@ def test_draw_refuses_incomplete_inputs_and_writes_nothing(tmp_path, damage, exp
     damage(tmp_path)
     before = snapshot(tmp_path)
     with pytest.raises(ResultsError, match=re.escape(expected)):
-        claims_driver.draw(tmp_path)
+        claims_report.draw(tmp_path)
     assert snapshot(tmp_path) == before
 
 
@@ -594,7 +597,7 @@ def fake_claim4_runs(root: Path) -> Path:
 
 def test_claim4_curves_are_collected_from_finished_runs_only(tmp_path):
     runs = fake_claim4_runs(tmp_path / "runs")
-    curves = claims_driver.collect_variants(runs)["bn_position_curves.csv"]
+    curves = claims_protocol.collect_variants(runs)["bn_position_curves.csv"]
     assert list(curves.columns) == ["variant", "seed", "step", "train_loss", "test_acc"]
     assert list(curves.variant.unique()) == ["plain", "bn_before", "bn_after"]
     assert len(curves) == 3 * 2 * 3
@@ -604,7 +607,7 @@ def test_claim4_curves_are_collected_from_finished_runs_only(tmp_path):
         json.dumps({"status": "interrupted", "steps": 50, "error": message})
     )
     with pytest.raises(ResultsError, match=f"{runs / 'bn_after'}: interrupted") as error:
-        claims_driver.collect_variants(runs)
+        claims_protocol.collect_variants(runs)
     assert message in str(error.value)
 
 
@@ -612,7 +615,7 @@ def test_claim4_curves_are_collected_from_finished_runs_only(tmp_path):
 
 
 def test_the_default_is_the_published_protocol_and_quick_never_writes_results():
-    published = claims_driver.PROTOCOLS["published"]
+    published = claims_protocol.PROTOCOLS["published"]
     assert (published.steps, published.short_steps, published.seeds) == (50000, 10000, "0,1,2")
     assert (published.population_batches, published.timing_repeats) == (1000, 100)
     committed = json.loads((REPO / "results/claims/provenance.json").read_text())["settings"]
@@ -689,9 +692,9 @@ def test_committed_results_hold_no_date_commit_machine_or_wall_time():
 
 @pytest.mark.integration
 def test_committed_results_redraw(tmp_path):
-    """`make figures` on a fresh clone: the committed CSVs and provenance.json alone redraw
-    the claims' README, verdicts and figures byte for byte, and the README states each claim
-    with its section of the paper."""
+    """`make figures` on a fresh clone: the committed CSVs, provenance.json and HISTORY.md
+    alone redraw the claims' README, verdicts and figures byte for byte, and the README states
+    each claim with its section of the paper."""
     committed = REPO / "results" / "claims"
     if not (committed / "claims.csv").exists():
         pytest.skip("results/claims has not been generated in this checkout")
@@ -701,7 +704,7 @@ def test_committed_results_redraw(tmp_path):
         or verdicts.git("rev-parse", "--is-shallow-repository") == "true"
     ):
         pytest.skip("threshold_fixed is read from git history, which this clone lacks")
-    for name in [*claims_driver.COLUMNS, "provenance.json"]:
+    for name in [*claims_protocol.COLUMNS, "provenance.json", "HISTORY.md"]:
         shutil.copy(committed / name, tmp_path / name)
     result = subprocess.run(
         [sys.executable, "experiments/claims.py", "draw", "--out", str(tmp_path)],
@@ -717,10 +720,10 @@ def test_tolerances_cover_every_committed_csv_file_and_only_its_measured_columns
     """Every committed CSV file has an entry; a listed column is one of its float columns (keys,
     text and verdicts, not listed, are compared exactly)."""
     committed = REPO / "results" / "claims"
-    assert set(claims_driver.TOLERANCES) == {path.name for path in committed.glob("*.csv")}
-    for name, tolerances in claims_driver.TOLERANCES.items():
+    assert set(claims_protocol.TOLERANCES) == {path.name for path in committed.glob("*.csv")}
+    for name, tolerances in claims_protocol.TOLERANCES.items():
         assert set(tolerances) <= set(pd.read_csv(committed / name, nrows=0).columns), name
-        kinds = claims_driver.COLUMNS.get(name, {})  # claims.csv: only `measured` is listed
+        kinds = claims_protocol.COLUMNS.get(name, {})  # claims.csv: only `measured` is listed
         assert all(kinds.get(column, "float") == "float" for column in tolerances), name
         assert all(value > 0 for value in tolerances.values()), name
 

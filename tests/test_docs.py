@@ -9,6 +9,9 @@ import pytest
 from conftest import REPO
 
 from bnrepro import docs, drift
+from bnrepro.experiments.figure1 import report as figure1_report
+from bnrepro.experiments.ics import blocks as ics_blocks
+from bnrepro.experiments.sensitivity import report as sensitivity_report
 
 RESULTS = REPO / "results"
 # An accuracy-like decimal of at least three significant digits in prose (0.9749, 0.773):
@@ -106,7 +109,7 @@ def test_the_headline_of_figure1_follows_its_summary(tmp_path) -> None:
     summary = pd.read_csv(tmp_path / "figure1" / "summary.csv")
     summary.loc[summary.variant == "bn", "final_test_acc"] = 0.5
     summary.to_csv(tmp_path / "figure1" / "summary.csv", index=False)
-    assert "with BN the net ends at 0.5000" in docs.figure1_headline(Path(tmp_path))
+    assert "with BN the net ends at 0.5000" in figure1_report.figure1_headline(Path(tmp_path))
 
 
 def random_bytes(results: Path) -> None:
@@ -217,7 +220,7 @@ def test_docs_ics_dates_each_results_thresholds_as_its_claims_csv_does() -> None
     """docs/ics.md once said every threshold was committed before the runs it judges, while
     results/ics/proxy/'s rows say committed after: the page now quotes, per result, what each
     claims.csv's threshold_fixed says, and states no order of its own."""
-    text = docs.thresholds_fixed(RESULTS, ("ics", "ics/proxy"))
+    text = ics_blocks.thresholds_fixed(RESULTS, ("ics", "ics/proxy"))
     lines = dict(zip(("ics", "ics/proxy"), text.splitlines(), strict=True))
     for folder, line in lines.items():
         fixed = pd.read_csv(RESULTS / folder / "claims.csv").threshold_fixed
@@ -232,7 +235,7 @@ def test_the_ics_headline_says_what_each_measure_of_ics_says() -> None:
     """The gradient-based ICS says BN did not reduce it; the percentile drift of the same runs
     says the input without BN drifted more (results/ics/proxy: 7.8 to 30 times): the front
     page names both, not the first alone."""
-    headline = docs.ics_headline(RESULTS)
+    headline = ics_blocks.ics_headline(RESULTS)
     assert headline.count("by Santurkar et al.'s gradient-based ICS measure") == 2
     assert headline.count("by the percentile drift of") == 2
     curves = pd.read_csv(RESULTS / "ics" / "proxy" / "curves.csv").dropna(subset=["p50"])
@@ -253,7 +256,7 @@ def test_the_init_std_1_row_is_measured_against_the_default_protocols_gap() -> N
         (gap.index.get_level_values("init_std") == 1) & (gap.index.get_level_values("lr") < 1)
     ]
     default = gap["sgd", 0.1, 0.1]
-    line = docs.widest_std_gaps(pd.read_csv(RESULTS / "sensitivity" / "members.csv"))
+    line = sensitivity_report.widest_std_gaps(pd.read_csv(RESULTS / "sensitivity" / "members.csv"))
     assert f"BN ends {row.min():+.2f} to {row.max():+.2f} points ahead" in line
     assert f"{row.min() / default:.1f} to {row.max() / default:.1f} times" in line
     assert row.min() / default > 2, "the row is not what the page calls it"

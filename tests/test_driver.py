@@ -3,7 +3,6 @@ before anything starts (one paragraph, exit status 2, no folder made), every dri
 its contract, and a sweep whose jobs fail names them (exit status 1, no traceback)."""
 
 import contextlib
-import importlib
 import json
 import os
 import shutil
@@ -16,9 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from bnrepro import experiments
 from bnrepro.driver import DRIVERS, Driver, UsageError, check_protocol, hydra_list
 from bnrepro.errors import BnreproError
-from bnrepro.experiments import figure1, figure2, ics_proxy
+from bnrepro.experiments import figure1, figure2
+from bnrepro.experiments.ics import proxy as ics_proxy
 from bnrepro.run_protocol import trained_protocol
 from bnrepro.sweep import first_sentence
 
@@ -35,7 +36,7 @@ BAD_VALUES = {
 
 
 def drivers() -> list[Driver]:
-    return [importlib.import_module(f"bnrepro.experiments.{name}").DRIVER for name in DRIVERS]
+    return [experiments.driver(name) for name in DRIVERS]
 
 
 def bad_inputs() -> list:

@@ -12,6 +12,8 @@ from conftest import REPO
 
 from bnrepro import drift
 from bnrepro.experiments import figure1
+from bnrepro.experiments.figure1 import protocol as figure1_protocol
+from bnrepro.experiments.figure1 import report as figure1_report
 from bnrepro.runinfo import stable_command
 from bnrepro.train import train
 
@@ -39,7 +41,7 @@ def figure1_runs(tmp_path_factory, mnist_root):
 def figure1_csvs(tmp_path_factory, figure1_runs):
     """curves.csv and summary.csv collected from `figure1_runs`."""
     out = tmp_path_factory.mktemp("figure1")
-    figure1.collect(
+    figure1_protocol.collect(
         figure1.DRIVER.invocation(["collect", "--runs", str(figure1_runs), "--out", str(out)])
     )
     return out
@@ -118,7 +120,7 @@ def test_the_default_protocol_is_the_committed_one() -> None:
     """`python experiments/figure1.py run` trains what results/figure1/ was made with."""
     provenance = json.loads((REPO / "results" / "figure1" / "provenance.json").read_text())
     for config in provenance["config"].values():
-        assert config["seeds"] == list(figure1.DEFAULT_SEEDS)
+        assert config["seeds"] == list(figure1_protocol.DEFAULT_SEEDS)
         assert config["steps"] == 50000
     assert stable_command(provenance["command"]) == "python experiments/figure1.py run"
     experiment = (REPO / "configs" / "experiment" / "figure1.yaml").read_text()
@@ -311,7 +313,7 @@ def test_the_stability_table_judges_each_seed_by_the_shared_drift() -> None:
     how many seeds BN's was less, named as bnrepro.drift names the measure."""
     curves = drifting_curves({("plain", 0): 2.0, ("bn", 0): 0.5, ("plain", 1): 1.0,
                               ("bn", 1): 1.5, ("plain", 2): 3.0, ("bn", 2): 1.0})  # fmt: skip
-    lines = figure1.stability_section(curves)
+    lines = figure1_report.stability_section(curves)
     assert "| 0 | 2.0000 | 0.5000 | 4.00x |" in lines
     assert "| 1 | 1.0000 | 1.5000 | 0.67x |" in lines
     assert "| 2 | 3.0000 | 1.0000 | 3.00x |" in lines
@@ -343,7 +345,7 @@ def test_each_committed_readme_judges_stability_by_its_curves(folder) -> None:
 def test_a_bn_input_that_never_moves_has_no_ratio() -> None:
     curves = drifting_curves({("plain", 0): 1.0, ("bn", 0): 0.0, ("plain", 1): 0.0,
                               ("bn", 1): 0.0})  # fmt: skip
-    lines = figure1.stability_section(curves)
+    lines = figure1_report.stability_section(curves)
     assert "| 0 | 1.0000 | 0.0000 | only without BN |" in lines
     assert "| 1 | 0.0000 | 0.0000 | neither moved |" in lines
     prose = " ".join(" ".join(lines).split())

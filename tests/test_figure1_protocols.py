@@ -11,6 +11,8 @@ from conftest import REPO, compose_train
 
 from bnrepro import driver as frame
 from bnrepro.experiments import figure1 as driver
+from bnrepro.experiments.figure1 import protocol, report
+from bnrepro.tables import read_csv
 
 # The committed folders `make figures` redraws: (folder, experiment, input).
 PROTOCOLS = [
@@ -64,7 +66,7 @@ def test_run_passes_the_experiment_to_the_sweep(monkeypatch, args, experiment, o
 
     monkeypatch.setattr(frame, "run_group", sweep)
     invocation = driver.DRIVER.invocation(["run", *args])
-    driver.run(invocation)
+    protocol.run(invocation)
     command = calls["command"]
     assert f"experiment={experiment}" in command and "model=mlp,mlp_bn" in command
     assert [word for word in command if word.startswith("experiment=")] == [
@@ -95,15 +97,15 @@ def test_the_readme_names_the_protocol_from_provenance() -> None:
         "command": "python experiments/figure1.py run --experiment figure1_momentum "
         "--out /x data.input=binary",
         "config": {"plain": config, "bn": config},
-        "experiment": driver.experiment_of({"plain": config, "bn": config}),
+        "experiment": protocol.experiment_of({"plain": config, "bn": config}),
     }
-    readme = driver.readme(summary, curves, provenance)
+    readme = report.readme(summary, curves, provenance)
     assert "(figure1_momentum, binary input)" in readme
     assert "`data.input=binary`" in readme and "configs/experiment/figure1_momentum.yaml" in readme
     assert "| 0.9492 |" in readme and "| 0.9815 |" in readme and "Al13n0231's: 3.23" in readme
     assert "/x" not in readme
     # figure1 with grey input, or a provenance from before --experiment: the original README.
-    default = driver.readme(summary, curves, {"command": "python experiments/figure1.py run"})
+    default = report.readme(summary, curves, {"command": "python experiments/figure1.py run"})
     assert default.startswith("# Figure 1: MNIST with and without Batch Normalization\n")
     assert "Al13n0231" not in default and "data.input" not in default
 
@@ -116,11 +118,9 @@ def test_committed_protocols_match_their_readme(folder, experiment, data_input) 
     if not (committed / "summary.csv").exists():
         pytest.skip(f"results/{folder} has not been generated in this checkout")
     provenance = json.loads((committed / "provenance.json").read_text())
-    assert driver.protocol(provenance) == (experiment, data_input)
+    assert protocol.protocol(provenance) == (experiment, data_input)
     for config in provenance["config"].values():
         assert (config["steps"], config["seeds"]) == (50_000, [0, 1, 2])
-    summary = driver.read_csv(committed / "summary.csv", driver.SUMMARY_COLUMNS, "")
-    curves = driver.read_csv(
-        committed / "curves.csv", driver.CURVE_COLUMNS, "", optional=("test_acc",)
-    )
-    assert (committed / "README.md").read_text() == driver.readme(summary, curves, provenance)
+    summary = read_csv(committed / "summary.csv", protocol.SUMMARY_COLUMNS, "")
+    curves = read_csv(committed / "curves.csv", protocol.CURVE_COLUMNS, "", optional=("test_acc",))
+    assert (committed / "README.md").read_text() == report.readme(summary, curves, provenance)

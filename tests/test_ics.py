@@ -22,6 +22,9 @@ from bnrepro import ics, verdicts
 from bnrepro.driver import UsageError
 from bnrepro.errors import ConfigError
 from bnrepro.experiments import ics as ics_driver
+from bnrepro.experiments.ics import analysis as ics_analysis
+from bnrepro.experiments.ics import protocol as ics_protocol
+from bnrepro.experiments.ics import report as ics_report
 from bnrepro.models.mlp import MLP
 from bnrepro.nn import NoisyBatchNorm
 from bnrepro.train import train
@@ -407,7 +410,7 @@ def ics_csvs(tmp_path_factory, mnist_root):
     from omegaconf import open_dict
 
     runs = tmp_path_factory.mktemp("runs")
-    for variant, model in ics_driver.MODELS.items():
+    for variant, model in ics_protocol.MODELS.items():
         cfg = compose_train(
             ["experiment=figure1", f"model={model}", "seeds=[0,1]", "steps=200", "eval_every=100",
              "probe.every=50", "probe.size=200", "diagnostics.every=50", "device=cpu",
@@ -417,10 +420,10 @@ def ics_csvs(tmp_path_factory, mnist_root):
             cfg.pop("hydra", None)
         train(cfg, runs / variant)
     out = tmp_path_factory.mktemp("ics")
-    ics_driver.collect(
+    ics_protocol.collect(
         ics_driver.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)])
     )
-    ics_driver.draw(out)
+    ics_report.draw(out)
     return out
 
 
@@ -471,7 +474,7 @@ def test_draw_refuses_a_truncated_diagnostics_csv_and_writes_nothing(ics_csvs, t
 
 @pytest.mark.integration
 def test_collect_refuses_runs_without_diagnostics(small_cfg, tmp_path):
-    for variant, model in ics_driver.MODELS.items():
+    for variant, model in ics_protocol.MODELS.items():
         train(small_cfg(f"model={model}", "steps=20", "eval_every=10"), tmp_path / variant)
     result = run_driver("collect", "--runs", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "logged no diagnostics" in result.stderr
@@ -487,7 +490,7 @@ def test_a_claim_passes_when_every_seed_meets_it_and_is_inconclusive_when_seeds_
 ):
     """Claim (c)'s beta is judged against configs/thresholds/ics/beta.yaml (< 1), seed by
     seed, and against an earlier threshold when asked (the row of a changed threshold)."""
-    claim = ics_driver.Claim.of("beta", pd.Series(values))
+    claim = ics_analysis.Claim.of("beta", pd.Series(values))
     stated = yaml.safe_load((REPO / "configs/thresholds/ics/beta.yaml").read_text())
     assert (
         (claim.threshold.relation, claim.threshold.value)
@@ -510,7 +513,7 @@ def claim_set(ics_ratio: float, smooth_ratios: tuple[float, ...]) -> list:
                 "ics": (ics_ratio,)}  # fmt: skip
     per_seed |= dict(zip(("loss_range", "grad_change", "beta"), smooth_ratios, strict=True))
     return [
-        ics_driver.Claim.of(key, pd.Series(list(values) * (3 // len(values))), step=5000)
+        ics_analysis.Claim.of(key, pd.Series(list(values) * (3 // len(values))), step=5000)
         for key, values in per_seed.items()
     ]
 
@@ -546,7 +549,7 @@ CONTRADICTS, SUPPORTS = PREMISE.format("contradicts"), PREMISE.format("supports"
     ids=["smoothness", "ics, loss range", "neither", "one measure splits the seeds"],
 )  # fmt: skip
 def test_the_conclusion_names_what_the_verdicts_support(ics_ratio, smooth, supported, landscape):
-    lines = ics_driver.conclusion(claim_set(ics_ratio, smooth))
+    lines = ics_analysis.conclusion(claim_set(ics_ratio, smooth))
     assert lines[0].startswith("Over 3 seeds")
     assert lines[1].startswith("Of the landscape measures, the loss range is ")
     assert lines[1].endswith(f": {landscape}.")
@@ -560,14 +563,14 @@ def test_each_measure_of_ics_is_named_with_what_it_says_and_its_numbers():
     two drift rows."""
     found = claim_set(2.0, ((0.5,),) * 3)
     (drift_bn,) = [c for c in found if c.key == "drift_bn"]
-    found[found.index(drift_bn)] = ics_driver.Claim.of("drift_bn", pd.Series([5.0, 3.0, 1.0]))
-    first = ics_driver.conclusion(found)[0]
+    found[found.index(drift_bn)] = ics_analysis.Claim.of("drift_bn", pd.Series([5.0, 3.0, 1.0]))
+    first = ics_analysis.conclusion(found)[0]
     assert first == (
         "Over 3 seeds, by Santurkar et al.'s gradient-based ICS measure BN did not reduce ICS "
         "in any seed (BN / no BN 2 to 2); by the percentile drift of the sigmoid input, the "
         "input without BN drifted more than with BN in some seeds only (no BN / BN 0.5 to 2.5)."
     )
-    assert "the percentile drift does not decide it" in ics_driver.conclusion(found)[-1]
+    assert "the percentile drift does not decide it" in ics_analysis.conclusion(found)[-1]
 
 
 @pytest.mark.parametrize(
@@ -578,8 +581,8 @@ def test_noisy_bn_names_how_close_its_worst_seed_came_to_the_threshold(accuracy,
     threshold of -0.01: the line says so, and says the seeds do not show that stable inputs
     play no part, rather than that they were not what made BN train fast."""
     found = claim_set(2.0, ((0.5,),) * 3)
-    found[0] = ics_driver.Claim.of("accuracy", pd.Series(accuracy), step=5000)
-    noisy = ics_driver.conclusion(found)[2]
+    found[0] = ics_analysis.Claim.of("accuracy", pd.Series(accuracy), step=5000)
+    noisy = ics_analysis.conclusion(found)[2]
     assert f"the worst {margin} inside its threshold ({min(accuracy):.4g} against >= -0.01)" in (
         noisy
     )
@@ -598,7 +601,7 @@ def test_percentile_drift_is_bnrepro_drift_per_net_and_seed():
                       "p15": values - 1, "p50": values, "p85": values + 1})
         for variant, values in (("jitter", jitter), ("wander", wander))
     )  # fmt: skip
-    found = ics_driver.drift(curves)
+    found = ics_analysis.drift(curves)
     assert found[("jitter", 0)] == pytest.approx(1.0)
     assert found[("wander", 0)] == pytest.approx(1.0 - 0.02)
     consecutive = curves.groupby("variant").p50.apply(lambda p: p.diff().abs().mean())
@@ -666,6 +669,6 @@ def test_a_sweep_whose_jobs_fail_names_them_and_exits_1(tmp_path, mnist_root):
     assert "Traceback" not in result.stderr
     report = result.stderr.strip().splitlines()[-1]
     assert report.startswith(f"bnrepro: 3 job(s) of the sweep in {runs} failed: ")
-    for variant in ics_driver.VARIANTS:
+    for variant in ics_protocol.VARIANTS:
         assert f"{variant}: failed - Invalid config" in report
     assert "Nothing was collected." in report and not out.exists()

@@ -17,7 +17,8 @@ from bnrepro import nn as paper_nn
 from bnrepro import train_inception as ti
 from bnrepro.driver import UsageError
 from bnrepro.errors import BnreproError, ConfigError
-from bnrepro.experiments import ics_proxy
+from bnrepro.experiments.ics import proxy as ics_proxy
+from bnrepro.experiments.ics import proxy_protocol, proxy_report
 
 MEASURED = ("late_probe.every=2", "diagnostics.every=2", "diagnostics.multipliers=[0.5,2.0]")
 
@@ -35,7 +36,7 @@ def sweep(fashion_root, tmp_path_factory):
     """The driver's three recipes, seed 0, probed and diagnosed every 2 steps, laid out as its
     multirun lays them out."""
     root = tmp_path_factory.mktemp("ics_proxy_sweep")
-    for variant in ics_proxy.VARIANTS:
+    for variant in proxy_protocol.VARIANTS:
         info = ti.train(tiny(variant, *MEASURED), root / f"{variant}_seed0")
         assert info["status"] == "completed"
     return root
@@ -155,13 +156,13 @@ def test_bad_values_are_refused(overrides, match) -> None:
 def collect(runs, out) -> None:
     """`python experiments/ics_proxy.py collect --quick --runs <runs> --out <out>`, in process."""
     argv = ["collect", "--quick", "--runs", str(runs), "--out", str(out)]
-    ics_proxy.collect(ics_proxy.DRIVER.invocation(argv))
+    proxy_protocol.collect(ics_proxy.DRIVER.invocation(argv))
 
 
 @pytest.mark.integration
 def test_the_driver_collects_and_draws_the_runs(sweep, tmp_path) -> None:
     collect(sweep, tmp_path)
-    ics_proxy.draw(tmp_path)
+    proxy_report.draw(tmp_path)
     for stem in ("accuracy", "percentiles", "ics", "smoothness"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 0
     claims = pd.read_csv(tmp_path / "claims.csv")
@@ -169,7 +170,7 @@ def test_the_driver_collects_and_draws_the_runs(sweep, tmp_path) -> None:
     assert len(claims) == len(list((CONFIG_DIR / "thresholds" / "ics_proxy").glob("*.yaml")))
     assert set(claims.verdict) <= {"pass", "fail", "inconclusive"}
     curves = pd.read_csv(tmp_path / "curves.csv")
-    assert set(curves.variant) == set(ics_proxy.VARIANTS) and curves.p50.notna().all()
+    assert set(curves.variant) == set(proxy_protocol.VARIANTS) and curves.p50.notna().all()
     diagnostics = pd.read_csv(tmp_path / "diagnostics.csv")
     assert list(diagnostics.step.unique()) == [2, 4]
     readme = (tmp_path / "README.md").read_text()
@@ -194,12 +195,14 @@ def test_presets_are_the_config_groups_with_the_measurements(monkeypatch, two_gp
     runs at a time and the measurements' cadences, and `--device` goes to every run."""
     files = {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
     # figure2's packed protocol and its campaign are figure2's alone
-    assert set(ics_proxy.PRESETS) == files - {"gpu_plateau", "cpu_plateau"}
+    assert set(proxy_protocol.PRESETS) == files - {"gpu_plateau", "cpu_plateau"}
     with pytest.raises(UsageError, match="invalid choice: 'gpu_plateau'"):
         ics_proxy.DRIVER.invocation(["run", "--preset", "gpu_plateau"])
     calls = []
-    monkeypatch.setattr(ics_proxy, "multirun", lambda *call: calls.append(call))
-    ics_proxy.run(ics_proxy.DRIVER.invocation(["run", "--preset", "gpu", "--device", "cuda:1"]))
+    monkeypatch.setattr(proxy_protocol, "multirun", lambda *call: calls.append(call))
+    proxy_protocol.run(
+        ics_proxy.DRIVER.invocation(["run", "--preset", "gpu", "--device", "cuda:1"])
+    )
     [(overrides, _, _, jobs)] = calls
     assert {"preset=gpu", "seeds=[0],[1],[2]", "device=cuda:1"} <= set(overrides)
     assert "++late_probe.every=50" in overrides and "diagnostics.every=500" in overrides

@@ -22,6 +22,8 @@ from bnrepro.atomic import atomic_write_text
 from bnrepro.driver import UsageError
 from bnrepro.errors import BnreproError
 from bnrepro.experiments import sensitivity
+from bnrepro.experiments.sensitivity import analysis, protocol, report
+from bnrepro.experiments.sensitivity import readme as map_readme
 from bnrepro.tables import read_json
 from bnrepro.train import train
 
@@ -59,7 +61,7 @@ def hand_made_curve() -> pd.DataFrame:
 
 
 def test_summarize_a_member_with_known_answers() -> None:
-    summary = sensitivity.summarize(hand_made_curve(), 10_000, math.nan)
+    summary = protocol.summarize(hand_made_curve(), 10_000, math.nan)
     assert summary["final_acc"] == pytest.approx(1.00)
     assert summary["acc_1k"] == pytest.approx(0.91)
     assert summary["acc_5k"] == pytest.approx(0.95)
@@ -77,7 +79,7 @@ def test_summarize_a_member_with_known_answers() -> None:
 def test_summarize_leaves_out_what_follows_divergence() -> None:
     curve = hand_made_curve()
     curve.loc[curve.step >= 6_000, ["test_acc", "p15", "p50", "p85"]] = math.nan
-    summary = sensitivity.summarize(curve, 10_000, 6_050.0)
+    summary = protocol.summarize(curve, 10_000, 6_050.0)
     assert summary["diverged"] is True and summary["diverged_at_step"] == 6_050
     assert summary["acc_5k"] == pytest.approx(0.95) and math.isnan(summary["acc_10k"])
     assert summary["steps_to_095"] == 5_000 and math.isnan(summary["steps_to_097"])
@@ -87,7 +89,7 @@ def test_summarize_leaves_out_what_follows_divergence() -> None:
 def test_a_target_never_reached_and_a_checkpoint_past_the_end_are_empty() -> None:
     curve = hand_made_curve()
     curve = curve[curve.step <= 3_000]
-    summary = sensitivity.summarize(curve, 3_000, None)
+    summary = protocol.summarize(curve, 3_000, None)
     assert summary["final_acc"] == pytest.approx(0.93)
     assert math.isnan(summary["acc_5k"]) and math.isnan(summary["steps_to_095"])
 
@@ -103,7 +105,7 @@ def test_a_target_never_reached_and_a_checkpoint_past_the_end_are_empty() -> Non
     ],
 )
 def test_the_verdict_rule(advantages, expected) -> None:
-    assert sensitivity.verdict(pd.Series(advantages)) == expected
+    assert analysis.verdict(pd.Series(advantages)) == expected
 
 
 @pytest.mark.parametrize(
@@ -111,7 +113,7 @@ def test_the_verdict_rule(advantages, expected) -> None:
     [(2000.0, 500.0, 4.0), (math.nan, 500.0, math.inf), (500.0, math.nan, 0.0)],
 )
 def test_steps_ratio(plain, bn, expected) -> None:
-    assert sensitivity.steps_ratio(plain, bn) == expected
+    assert analysis.steps_ratio(plain, bn) == expected
 
 
 def hand_made_members() -> pd.DataFrame:
@@ -139,7 +141,7 @@ def hand_made_members() -> pd.DataFrame:
 
 
 def test_cells_pair_the_nets_seed_by_seed() -> None:
-    table = sensitivity.cells(hand_made_members()).set_index(["optimizer", "lr", "init_std"])
+    table = analysis.cells(hand_made_members()).set_index(["optimizer", "lr", "init_std"])
     assert len(table) == 8
     cell = table.loc[("sgd", 0.1, 0.01)]
     assert cell.final_gap == pytest.approx(0.01) and cell.early_gap == pytest.approx(0.05)
@@ -154,7 +156,7 @@ def test_draw_from_a_hand_made_csv(tmp_path) -> None:
     """draw writes the heatmaps and a README that names each claim's region and the diverged
     member, from members.csv alone."""
     atomic_write_text(tmp_path / "members.csv", hand_made_members().to_csv(index=False))
-    sensitivity.draw(tmp_path)
+    report.draw(tmp_path)
     assert (tmp_path / "sensitivity.png").stat().st_size > 10_000
     assert (tmp_path / "sensitivity.pdf").exists()
     readme = (tmp_path / "README.md").read_text()
@@ -183,7 +185,7 @@ def test_collect_refuses_a_folder_without_runs(tmp_path) -> None:
 def test_the_committed_results_redraw_byte_identical(tmp_path, folder) -> None:
     committed = REPO / folder
     shutil.copytree(committed, tmp_path / "out")
-    sensitivity.draw(tmp_path / "out")
+    report.draw(tmp_path / "out")
     for name in ("README.md", "sensitivity.png", "sensitivity.pdf"):
         assert (tmp_path / "out" / name).read_bytes() == (committed / name).read_bytes(), name
 
@@ -191,8 +193,8 @@ def test_the_committed_results_redraw_byte_identical(tmp_path, folder) -> None:
 @pytest.mark.parametrize(
     ("argv", "folder", "seeds", "steps"),
     [
-        (["run"], "results/sensitivity", sensitivity.SEEDS, 50_000),
-        (["run", "--quick"], "results/reference/sensitivity", sensitivity.QUICK["seeds"], 300),
+        (["run"], "results/sensitivity", protocol.SEEDS, 50_000),
+        (["run", "--quick"], "results/reference/sensitivity", protocol.QUICK["seeds"], 300),
     ],
 )
 def test_the_default_protocols_are_the_committed_ones(argv, folder, seeds, steps) -> None:
@@ -251,8 +253,8 @@ def test_run_launches_the_four_runs_as_one_multirun(
     monkeypatch, two_gpus, tmp_path, argv, jobs, expected
 ) -> None:
     launched = []
-    monkeypatch.setattr(sensitivity, "multirun", lambda *args: launched.append(args))
-    sensitivity.run(sensitivity.DRIVER.invocation([*argv, "--runs", str(tmp_path)]))
+    monkeypatch.setattr(protocol, "multirun", lambda *args: launched.append(args))
+    protocol.run(sensitivity.DRIVER.invocation([*argv, "--runs", str(tmp_path)]))
     [(overrides, sweep_dir, subdir, n_jobs)] = launched
     assert overrides[:4] == [
         "experiment=figure1", "name=sensitivity", "model=mlp_bn,mlp", "optim=sgd,momentum_mlp",
@@ -277,7 +279,7 @@ def test_hydra_launches_the_bn_runs_first() -> None:
 def collect(runs: Path, out: Path, command: str = "test") -> None:
     """`collect --runs runs --out out`, in this process, recording `command` as typed."""
     invocation = sensitivity.DRIVER.invocation(["collect", "--runs", str(runs), "--out", str(out)])
-    sensitivity.collect(dataclasses.replace(invocation, command=command))
+    protocol.collect(dataclasses.replace(invocation, command=command))
 
 
 @pytest.fixture(scope="module")
@@ -285,9 +287,7 @@ def sweep(tmp_path_factory, mnist_root):
     """The four runs of a tiny grid, trained in this process: lr 0.1 trains, lr 1e20 makes every
     net's loss non-finite within the first steps."""
     runs = tmp_path_factory.mktemp("runs")
-    for optimizer, (model, net) in itertools.product(
-        sensitivity.OPTIMIZERS, sensitivity.NETS.items()
-    ):
+    for optimizer, (model, net) in itertools.product(protocol.OPTIMIZERS, protocol.NETS.items()):
         cfg = compose_train(
             ["experiment=figure1", "name=sensitivity", f"model={model}",
              f"optim={optimizer}", "seeds=[0]", "grid.lr=[0.1,1e20]", "grid.init_std=[0.1,1.0]",
@@ -304,16 +304,16 @@ def sweep(tmp_path_factory, mnist_root):
 def collected(tmp_path_factory, sweep):
     out = tmp_path_factory.mktemp("sensitivity")
     collect(sweep, out, "python experiments/sensitivity.py run --quick --jobs 4")
-    sensitivity.draw(out)
+    report.draw(out)
     return out
 
 
 @pytest.mark.integration
 def test_collect_and_draw_a_real_sweep(collected) -> None:
     members = pd.read_csv(collected / "members.csv")
-    assert list(members.columns) == list(sensitivity.MEMBER_COLUMNS)
+    assert list(members.columns) == list(protocol.MEMBER_COLUMNS)
     assert len(members) == 2 * 2 * 2 * 2 * 1, "one row per net, optimizer, lr, init std, seed"
-    assert not members.duplicated(list(sensitivity.MEMBER_KEYS)).any()
+    assert not members.duplicated(list(protocol.MEMBER_KEYS)).any()
     trained, diverged = members[members.lr == 0.1], members[members.lr == 1e20]
     assert not trained.diverged.any() and trained.final_acc.notna().all()
     assert diverged.diverged.all() and diverged.diverged_at_step.notna().all()
@@ -361,13 +361,13 @@ def test_run_quick_end_to_end(tmp_path, mnist_root) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     members = pd.read_csv(tmp_path / "out" / "members.csv")
-    quick = sensitivity.QUICK
+    quick = protocol.QUICK
     assert len(members) == 4 * len(quick["lrs"]) * len(quick["init_stds"]) * len(quick["seeds"])
     assert (members.steps == quick["steps"]).all()
     provenance = read_json(tmp_path / "out" / "provenance.json", "")
     assert provenance["jobs"] == 4 and provenance["sweep_wall_s"] > 0
     assert set(provenance["wall_s"]) == {
-        f"{optimizer}/{net}" for optimizer in sensitivity.OPTIMIZERS for net in ("plain", "bn")
+        f"{optimizer}/{net}" for optimizer in protocol.OPTIMIZERS for net in ("plain", "bn")
     }
     for name in provenance["wall_s"]:
         assert (tmp_path / "runs" / name / "run.json").is_file()
@@ -387,7 +387,7 @@ def test_a_sweep_whose_jobs_fail_exits_1_naming_them(tmp_path) -> None:
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("bnrepro: 4 job(s) of the sweep in ")
-    for optimizer in sensitivity.OPTIMIZERS:
+    for optimizer in protocol.OPTIMIZERS:
         for net in ("plain", "bn"):
             assert f"{optimizer}/{net}: failed - MNIST file(s) " in last
             info = read_json(tmp_path / "runs" / optimizer / net / "run.json", "")
@@ -418,7 +418,7 @@ def test_summarize_drift_is_the_shared_measure_and_what_it_was(seed) -> None:
         curve[p] = rng.normal(0, 0.1, len(curve)).cumsum()
     curve.loc[rng.random(len(curve)) < 0.2, ["p15", "p50", "p85"]] = math.nan
     curve["test_acc"] = [0.9 if s % 500 == 0 else math.nan for s in curve.step]
-    summary = sensitivity.summarize(curve, steps, None)
+    summary = protocol.summarize(curve, steps, None)
     old = old_summarize_drift(curve, steps)
     assert {key: summary[key] for key in old} == old
     assert summary["drift"] == drift.drift(curve, steps)
@@ -445,7 +445,7 @@ def test_members_drift_is_the_shared_measure_of_figure1s_curves(
     ].set_index(["net", "seed"])
     curves = pd.read_csv(REPO / "results" / folder / "curves.csv")
     shared = drift.drift_by(curves, ["variant", "seed"])
-    tolerance = sensitivity.TOLERANCES["members.csv"]["drift"]
+    tolerance = protocol.TOLERANCES["members.csv"]["drift"]
     assert len(shared) == len(cell) == 6
     for (net, seed), value in shared.items():
         assert abs(value - cell.at[(net, seed), "drift"]) <= tolerance, (net, seed)
@@ -455,16 +455,16 @@ def test_the_drift_minimums_reason_holds_on_the_committed_curves() -> None:
     """MIN_EFFECT's drift ratio rests on DRIFT_HALVES_GAP: how far one run's drift from every
     other probe and from the probes between differ, over the runs of results/figure1*."""
     gaps = []
-    for folder in sensitivity.DRIFT_HALVES_FOLDERS:
+    for folder in analysis.DRIFT_HALVES_FOLDERS:
         curves = pd.read_csv(REPO / "results" / folder / "curves.csv")
         for _, rows in curves.groupby(["variant", "seed"]):
             steps, every = int(rows.step.max()), int(rows.step.diff().min())
             halves = [drift.drift(rows[(rows.step // every) % 2 == k], steps) for k in (0, 1)]
             gaps.append(abs(halves[0] - halves[1]) / drift.drift(rows, steps))
     assert len(gaps) == 24
-    assert round(max(gaps), 3) == sensitivity.DRIFT_HALVES_GAP
-    assert round(float(np.median(gaps)), 3) == sensitivity.DRIFT_HALVES_MEDIAN
-    assert sensitivity.MIN_EFFECT["drift ratio"] >= max(gaps)
+    assert round(max(gaps), 3) == analysis.DRIFT_HALVES_GAP
+    assert round(float(np.median(gaps)), 3) == analysis.DRIFT_HALVES_MEDIAN
+    assert analysis.MIN_EFFECT["drift ratio"] >= max(gaps)
 
 
 # ---------------------------------------------------------------- the minimum effect
@@ -491,7 +491,7 @@ def test_the_drift_minimums_reason_holds_on_the_committed_curves() -> None:
 def test_agreement_in_sign_needs_a_mean_beyond_the_minimum(
     effects, minimum, ratio, expected
 ) -> None:
-    assert sensitivity.verdict(pd.Series(effects), minimum, ratio) == expected
+    assert analysis.verdict(pd.Series(effects), minimum, ratio) == expected
 
 
 def test_decided_is_the_verdict_rule_on_many_cells() -> None:
@@ -500,10 +500,10 @@ def test_decided_is_the_verdict_rule_on_many_cells() -> None:
         effects = rng.normal(0, 0.003, (2_000, 3))
         effects = np.exp(effects * 30) if ratio else effects
         expected = [
-            sensitivity.verdict(pd.Series(row), minimum, ratio) in ("holds", "reversed")
+            analysis.verdict(pd.Series(row), minimum, ratio) in ("holds", "reversed")
             for row in effects
         ]
-        assert sensitivity.decided(effects, minimum, ratio).tolist() == expected
+        assert analysis.decided(effects, minimum, ratio).tolist() == expected
 
 
 def one_cell(final_gaps, steps_ratios, drift_ratios) -> pd.DataFrame:
@@ -533,12 +533,12 @@ def test_the_minimum_is_each_measures_own() -> None:
     """One cell where every seed agrees in every measure: a gap of 0.1 points is under the
     accuracy minimum (0.2 points), a steps ratio of 1.12 under the steps minimum (15%), while a
     drift ratio of 1.12 is beyond the drift minimum (10%)."""
-    [cell] = sensitivity.cells(
+    [cell] = analysis.cells(
         one_cell([0.001, 0.0012, 0.0008], [1.12, 1.12, 1.12], [1.12, 1.12, 1.12])
     ).to_dict("records")
     assert (cell["ends_higher"], cell["faster_early"]) == ("small", "small")
     assert cell["sooner_to_095"] == "small" and cell["stabler"] == "holds"
-    [cell] = sensitivity.cells(
+    [cell] = analysis.cells(
         one_cell([0.003, 0.004, 0.005], [1.2, 1.3, 1.2], [1.05, 1.08, 1.06])
     ).to_dict("records")
     assert (cell["ends_higher"], cell["faster_early"]) == ("holds", "holds")
@@ -552,29 +552,29 @@ def test_false_positive_rates_from_the_seeds_spread() -> None:
     a map of one seed has no spread to measure."""
     wide = one_cell([0.01, -0.01, 0.02], [1.5, 0.7, 1.1], [2.0, 0.5, 1.3])
     narrow = one_cell([0.0001, -0.0001, 0.0002], [1.01, 0.99, 1.0], [1.01, 0.99, 1.02])
-    rates = sensitivity.false_positive_rates(wide)
-    assert rates == sensitivity.false_positive_rates(wide)
+    rates = analysis.false_positive_rates(wide)
+    assert rates == analysis.false_positive_rates(wide)
     for claim, (with_minimum, by_sign) in rates.items():
         assert by_sign == pytest.approx(0.25, abs=0.01), claim
         assert with_minimum < by_sign
     assert rates["ends_higher"][0] > 0.2  # a spread of 1.5 points dwarfs 0.2 points
-    for claim, (with_minimum, by_sign) in sensitivity.false_positive_rates(narrow).items():
+    for claim, (with_minimum, by_sign) in analysis.false_positive_rates(narrow).items():
         assert with_minimum == 0 and by_sign == pytest.approx(0.25, abs=0.01), claim
     one_seed = wide[wide.seed == 0]
-    assert set(sensitivity.false_positive_rates(one_seed).values()) == {None}
+    assert set(analysis.false_positive_rates(one_seed).values()) == {None}
 
 
 def test_the_readme_states_the_rule_its_minimums_and_rates(tmp_path) -> None:
     atomic_write_text(tmp_path / "members.csv", hand_made_members().to_csv(index=False))
-    sensitivity.draw(tmp_path)
+    report.draw(tmp_path)
     readme = (tmp_path / "README.md").read_text()
     prose = " ".join(readme.split())
     assert drift.DEFINITION[1:] in prose, "the drift is named as bnrepro.drift defines it"
     assert "is **small**, one whose seeds disagree is **mixed**" in prose
     assert "| (a) BN ends higher | accuracy gap | ± 0.20 points (20 test images) |" in readme
     assert "| 1 ± 10% (above 1.10x or below 0.91x) |" in readme
-    rates = sensitivity.false_positive_rates(hand_made_members())
-    for claim, (title, _, _) in sensitivity.CLAIMS.items():
+    rates = analysis.false_positive_rates(hand_made_members())
+    for claim, (title, _, _) in analysis.CLAIMS.items():
         rate = rates[claim]
         assert f"| {title} |" in readme and f"| {rate[0]:.1%} | {rate[1]:.1%} |" in readme
 
@@ -582,8 +582,8 @@ def test_the_readme_states_the_rule_its_minimums_and_rates(tmp_path) -> None:
 def test_a_short_map_does_not_name_the_results_folders_as_its_numbers() -> None:
     """On a map of Figure 1's length the cell is results/figure1's protocol; on a shorter one
     only its optimizer, lr and init std are."""
-    assert sensitivity.protocol_name("ours", "results/figure1", 50_000) == "ours (results/figure1)"
-    short = sensitivity.protocol_name("ours", "results/figure1", 300)
+    assert map_readme.protocol_name("ours", "results/figure1", 50_000) == "ours (results/figure1)"
+    short = map_readme.protocol_name("ours", "results/figure1", 300)
     assert short == "ours at 300 steps (results/figure1 trains 50,000)"
     reference = (REPO / "results" / "reference" / "sensitivity" / "README.md").read_text()
     assert "| ours (results/figure1) |" not in reference
@@ -594,7 +594,7 @@ def test_a_short_map_does_not_name_the_results_folders_as_its_numbers() -> None:
 
 
 def test_headline_of_a_hand_made_map() -> None:
-    numbers = sensitivity.headline(hand_made_members())
+    numbers = analysis.headline(hand_made_members())
     assert (numbers["steps"], numbers["members"], numbers["cells"]) == (10_000, 32, 8)
     assert numbers["verdicts"]["ends_higher"]["sgd"] == {"holds": 3, "diverged": 1}
     for optimizer in ("sgd", "momentum_mlp"):
@@ -608,10 +608,10 @@ def test_headline_is_what_the_committed_readme_shows() -> None:
     that cell, and each range is the least and greatest of its row."""
     members = pd.read_csv(REPO / "results" / "sensitivity" / "members.csv")
     members["diverged"] = members.diverged.astype(bool)
-    numbers = sensitivity.headline(members)
+    numbers = analysis.headline(members)
     readme = (REPO / "results" / "sensitivity" / "README.md").read_text()
     section = readme.split("### (a) BN ends higher")[1].split("### (b)")[0]
-    for optimizer, name in sensitivity.OPTIMIZERS.items():
+    for optimizer, name in protocol.OPTIMIZERS.items():
         table = section.split(f"{name}:\n")[-1]
         for std, by_lr in numbers["final_gap_points"][optimizer].items():
             row = next(line for line in table.splitlines() if line.startswith(f"| {std:g} |"))
@@ -631,8 +631,8 @@ def test_the_accuracy_and_steps_minimums_reasons_hold_on_the_committed_map() -> 
     steps) over the steps the median BN member takes to 0.95."""
     members = pd.read_csv(REPO / "results" / "sensitivity" / "members.csv")
     median = members.final_acc.median()
-    error = math.sqrt(median * (1 - median) / sensitivity.TEST_IMAGES)
-    assert error <= sensitivity.MIN_EFFECT["accuracy gap"] <= math.sqrt(0.95 * 0.05 / 10_000)
+    error = math.sqrt(median * (1 - median) / analysis.TEST_IMAGES)
+    assert error <= analysis.MIN_EFFECT["accuracy gap"] <= math.sqrt(0.95 * 0.05 / 10_000)
     bn_steps = members[members.net == "bn"].steps_to_095.median()
     assert bn_steps == 3_500
-    assert 500 / bn_steps <= sensitivity.MIN_EFFECT["steps ratio"]
+    assert 500 / bn_steps <= analysis.MIN_EFFECT["steps ratio"]

@@ -14,9 +14,11 @@ import yaml
 from conftest import REPO
 
 from bnrepro import verdicts
-from bnrepro.experiments import claims, ics, ics_proxy
+from bnrepro.experiments.claims import analysis as claims
+from bnrepro.experiments.ics import analysis as ics
+from bnrepro.experiments.ics import proxy_analysis as ics_proxy
 
-# Every committed claims.csv and the driver that judged it.
+# Every committed claims.csv and the analysis of the driver that judged it.
 FOLDERS = {
     "results/claims": claims,
     "results/ics": ics,

@@ -240,3 +240,10 @@ def fixed(threshold: Threshold, runs_commit: Any, judge: Callable[[Threshold], s
         f"threshold changed after the runs' {runs[1]}: was {earlier.text} ({commit}, "
         f"{date.strip('()')}), giving {judge(earlier)}"
     )
+
+
+def runs_commit(provenance: dict) -> str | None:
+    """The commit the runs were made from, as a results folder's provenance.json records it:
+    what `fixed` dates each threshold against."""
+    record = provenance.get("git")
+    return record.get("commit") if isinstance(record, dict) else None

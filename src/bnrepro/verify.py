@@ -46,7 +46,6 @@ else 0.
 
 import argparse
 import csv
-import importlib
 import json
 import math
 import shlex
@@ -63,6 +62,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bnrepro.driver import DRIVERS, REPO, Driver, UsageError, file_in_the_way
+from bnrepro.experiments import driver
 from bnrepro.runinfo import stable_command
 from bnrepro.sweep import Stopped
 from bnrepro.verdicts import FIXED_COLUMN
@@ -336,10 +336,6 @@ def gpu_presets() -> set[str]:
         for path in (REPO / "configs" / "preset").glob("*.yaml")
         if str(OmegaConf.load(path).get("device", "")).startswith("cuda")
     }
-
-
-def driver(name: str) -> Driver:
-    return importlib.import_module(f"bnrepro.experiments.{name}").DRIVER
 
 
 def recorded_run(record: Path) -> tuple[Driver, list[str]]:

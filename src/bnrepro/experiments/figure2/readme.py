@@ -19,7 +19,6 @@ from bnrepro.experiments.figure2.protocol import CONTROLS, LABELS, LADDER_LABELS
 from bnrepro.runinfo import stable_command
 from bnrepro.verdicts import NO_HISTORY, file_at, has_history
 
-HISTORY_FILE = "HISTORY.md"  # hand-written beside the README, which links it
 PAPER_CONTROLS = {
     "inception_x5": "diverged (parameters reached machine infinity)",
     "inception_sigmoid": "never above chance (0.1% on 1000 classes)",
@@ -410,20 +409,6 @@ def packing_lines(provenance: dict) -> list[str]:
     ]
 
 
-def history_section(history: bool) -> list[str]:
-    """A link to the folder's HISTORY.md (hand-written: earlier protocols of this result and
-    what they gave, and reruns on other machines), where it has one."""
-    if not history:
-        return []
-    return [
-        "",
-        "## History of this result",
-        "",
-        f"Earlier protocols of this result, what they gave, and its reruns on other machines: "
-        f"[{HISTORY_FILE}]({HISTORY_FILE}).",
-    ]
-
-
 def plan_section(provenance: dict) -> list[str]:
     """For a campaign's results: its plan file (run lengths and relation rules), when git says
     it was committed, against when the campaign's first run started; nothing for a sweep."""
@@ -486,11 +471,11 @@ def readme(
     summary: pd.DataFrame,
     provenance: dict,
     decays: pd.DataFrame | None = None,
-    history: bool = False,
+    history: list[str] = (),
 ) -> str:
     """README.md: the Figure 3 analogue with intervals, the verdicts, the plateau check and
     the ladder, from the tables `draw` writes; how they were made where provenance.json says;
-    a link to HISTORY.md where `history`."""
+    `history`, the section linking HISTORY.md (bnrepro.markdown.history_lines)."""
     lines = [
         *figure3_section(results, summary),
         *crossings_section(results),
@@ -502,7 +487,7 @@ def readme(
         *ladder_section(ladder, results.chance_acc.iloc[0], provenance),
         *runs_section(seeds, summary),
         *(protocol_section(provenance) if provenance else []),
-        *history_section(history),
+        *(["", *history] if history else []),
         "",
     ]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from bnrepro import markdown
 from bnrepro.atomic import atomic_write_text
-from bnrepro.committed import csv, provenance
+from bnrepro.docblocks import csv, provenance
 from bnrepro.driver import write_csv
 from bnrepro.experiments.figure2.analysis import (
     CHANCE_MARGIN,
@@ -42,7 +42,7 @@ from bnrepro.experiments.figure2.protocol import (
     VARIANTS,
     decay_variant,
 )
-from bnrepro.experiments.figure2.readme import HISTORY_FILE, crossing_text, images_text, readme
+from bnrepro.experiments.figure2.readme import crossing_text, images_text, readme
 from bnrepro.plots import save_figure
 from bnrepro.tables import check_columns, check_curves, fail, listing, read_csv, read_json
 
@@ -167,7 +167,8 @@ def draw(out_dir: Path) -> None:
     """table.csv, relations.csv, seeds.csv, checks.csv, ladder_table.csv (and decay_table.csv
     for a decay arm), figure2.png/.pdf, ladder.png/.pdf and README.md from the files in
     `out_dir`, once they are known whole; and summary.csv's column `eval_images` where it was
-    collected without it (`configured_images`). HISTORY.md, hand-written, is only linked."""
+    collected without it (`configured_images`). HISTORY.md, hand-written, is only linked
+    (bnrepro.markdown.history_lines)."""
     curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
     ladder_path, ladder_summary_path = out_dir / "ladder.csv", out_dir / "ladder_summary.csv"
     curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
@@ -209,7 +210,7 @@ def draw(out_dir: Path) -> None:
         *ladder_figure(ladder, rungs, target, out_dir),
     ]:
         print(f"wrote {path}")
-    history = (out_dir / HISTORY_FILE).exists()
+    history = markdown.history_lines(out_dir)
     atomic_write_text(
         out_dir / "README.md",
         readme(results, found, seeds, checks, rungs, summary, provenance, decays, history),

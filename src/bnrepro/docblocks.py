@@ -1,7 +1,9 @@
-"""The committed results as the pages' generated blocks read them: bnrepro.docs renders the
-blocks, and each experiment's report writes its own from results/ through these functions, so
-that a missing or damaged file is refused with one paragraph naming it and the fix, and no page
-is written from it."""
+"""What the pages' generated blocks share: the results files they are written from, read whole or
+refused in one paragraph, and the pieces more than one experiment's blocks write.
+
+Each experiment's report module writes its own blocks from the committed results (its BLOCKS);
+bnrepro.docs puts them into README.md and docs/*.md.
+"""
 
 import json
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnrepro.errors import BnreproError
+from bnrepro.markdown import table
 from bnrepro.tables import csv_problem
 
 
@@ -48,3 +51,27 @@ def provenance(results: Path, folder: str) -> dict:
         raise unreadable(file, f"cannot be read ({error.strerror})") from None
     except ValueError as error:
         raise unreadable(file, f"is not valid JSON ({error})") from None
+
+
+def escape(text: str) -> str:
+    """`text` safe in a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def shown(measured) -> str:
+    """A measured number to 4 significant digits; text (a range over seeds) as written."""
+    try:
+        return f"{float(measured):.4g}"
+    except ValueError:
+        return str(measured)
+
+
+def claims_table(results: Path, folder: str) -> str:
+    """The claims table of `folder`'s claims.csv (bnrepro.verdicts' rows), as the claims and
+    ICS pages quote it."""
+    claims = csv(results, f"{folder}/claims.csv")
+    rows = [
+        (escape(r.claim), shown(r.measured), r.threshold, f"**{r.verdict}**")
+        for r in claims.itertuples()
+    ]
+    return "\n".join(table(("claim", "measured", "threshold", "verdict"), rows))

@@ -1,0 +1,25 @@
+"""Six claims of the BN paper (arXiv:1502.03167), each a measurement, a verdict and a figure.
+
+    python experiments/claims.py run [--out DIR] [--runs DIR] [hydra overrides ...]
+    python experiments/claims.py run --quick   # the whole pipeline small, into runs/claims-quick/
+    python experiments/claims.py draw [--out DIR]   # redraw from DIR's CSVs and provenance.json
+
+`run` measures every claim (training claim 4's three nets into runs/claims/<time>/) and writes
+the CSV files and provenance.json into results/claims/, then does what `draw` does: claims.csv,
+one figure per claim and README.md. `--quick` runs the whole pipeline small, in well under a
+minute on two CPU cores, into runs/claims-quick/. The protocols: docs/claims.md.
+"""
+
+from bnrepro.driver import Driver
+from bnrepro.experiments.claims.protocol import TOLERANCES, run
+from bnrepro.experiments.claims.report import draw
+
+DRIVER = Driver(
+    name="claims",
+    doc=__doc__,
+    run=run,
+    collect=None,  # `run` measures and writes the CSV files itself: there is nothing to gather
+    draw=draw,
+    tolerances=TOLERANCES,
+    timed={"claims.csv": "5. inference speed-up"},
+)
