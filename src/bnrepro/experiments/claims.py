@@ -58,6 +58,8 @@ from bnrepro.driver import (  # noqa: E402
     provenance,
     write_csv,
 )
+from bnrepro.mlp_data import to_input  # noqa: E402
+from bnrepro.mlp_members import build_model  # noqa: E402
 from bnrepro.models.mlp import MLP  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
     check_final_steps,
@@ -71,7 +73,6 @@ from bnrepro.tables import (  # noqa: E402
     read_json,
 )
 from bnrepro.train import train  # noqa: E402
-from bnrepro.train_mlp import build_model, to_input  # noqa: E402
 
 SCALES = np.logspace(-1, 1, 41)  # claim 1: a from 0.1 to 10
 APPROXIMATE_EPS = 1e-5  # claim 1 is also measured with the harness's BN eps, for contrast

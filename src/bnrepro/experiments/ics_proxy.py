@@ -69,6 +69,7 @@ from bnrepro.driver import (  # noqa: E402
     write_csv,
 )
 from bnrepro.experiments import ics  # noqa: E402
+from bnrepro.inception_probes import DIAGNOSTIC_COLUMNS, ICS_LAYERS  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
 from bnrepro.tables import (  # noqa: E402
     check_columns,
@@ -82,7 +83,6 @@ from bnrepro.tables import (  # noqa: E402
     read_csv,
     read_json,
 )
-from bnrepro.train_inception import DIAGNOSTIC_COLUMNS, ICS_LAYERS  # noqa: E402
 
 VARIANTS = ("inception", "bn_baseline", "bn_baseline_noisy")
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
