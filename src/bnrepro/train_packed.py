@@ -208,19 +208,16 @@ def member_settings(cfg: DictConfig, member: dict[str, Any]) -> Settings:
     return recipe_settings(cfg, recipe)
 
 
-def packed_pipeline(
+def packed_step_inputs(
     data: ProxyData,
     cfg: DictConfig,
     members: list[dict[str, Any]],
     settings: list[Settings],
     features: int,
-    memory_format: torch.memory_format,
-) -> tuple[StepInputs, MakeBatch, EvalBatches]:
-    """The packed step's inputs (every member's batch indices and uniform numbers, stacked
-    member after member), what the step makes of them, and the held-out batches.
-
-    `make_batch` returns the images (N, members * C, H, W) member-major, the labels
-    (members, N) and the dropout mask (N, members * features), or None when no member drops."""
+) -> StepInputs:
+    """What the packed step reads at each step: every member's batch indices (its single run's
+    `BatchOrder`) and uniform numbers (its single run's `StepNoise`, padded to the widest
+    member's), stacked member after member."""
     device, batch = data.x_train.device, cfg.batch_size
     orders = [
         BatchOrder(
@@ -234,8 +231,7 @@ def packed_pipeline(
         )
         for m, s in zip(members, settings, strict=True)
     ]
-    dropouts = [s.dropout for s in settings]
-    widths = [DISTORTION_NOISE + (features if p else 0) for p in dropouts]
+    widths = [DISTORTION_NOISE + (features if s.dropout else 0) for s in settings]
     noises = [
         StepNoise(m["seed"], 0, batch, w, device) for m, w in zip(members, widths, strict=True)
     ]
@@ -252,6 +248,25 @@ def packed_pipeline(
     def step_inputs(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat([order.batch(step) for order in orders]), noise(step)
 
+    return step_inputs
+
+
+def packed_pipeline(
+    data: ProxyData,
+    cfg: DictConfig,
+    members: list[dict[str, Any]],
+    settings: list[Settings],
+    features: int,
+    memory_format: torch.memory_format,
+) -> tuple[StepInputs, MakeBatch, EvalBatches]:
+    """The packed step's inputs (`packed_step_inputs`), what the step makes of them, and the
+    held-out batches.
+
+    `make_batch` returns the images (N, members * C, H, W) member-major, the labels
+    (members, N) and the dropout mask (N, members * features), or None when no member drops."""
+    device, batch = data.x_train.device, cfg.batch_size
+    step_inputs = packed_step_inputs(data, cfg, members, settings, features)
+    dropouts = [s.dropout for s in settings]
     strengths = {s.distortion for s in settings}
     distortion: float | torch.Tensor = next(iter(strengths))
     if len(strengths) > 1:
