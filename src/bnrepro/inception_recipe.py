@@ -54,11 +54,12 @@ def learning_rate(step: int, lr: float, decay_rate: float, decay_steps: float) -
 
 def build_model(cfg: DictConfig, settings: Settings, members: int = 1) -> Inception:
     """The network of `cfg` with the recipe's dropout and LRN; `members` > 1 packs that many
-    (bnrepro.train_packed). Its BN layers are `bnrepro.nn.create_norm`'s."""
+    (bnrepro.train_packed). Its BN layers are `bnrepro.nn.create_norm`'s. `cfg` may be typed
+    or as Hydra composes it, which names `model.noise` only for noisy BN."""
     m = cfg.model
     norm_layer = None
     if m.batch_norm:
-        norm_layer = create_norm(m.norm, 2, m.bn_eps, m.bn_momentum, noise=m.noise)
+        norm_layer = create_norm(m.norm, 2, m.bn_eps, m.bn_momentum, noise=m.get("noise"))
     return Inception(
         num_classes=cfg.data.num_classes,
         norm="batch" if m.batch_norm else "none",

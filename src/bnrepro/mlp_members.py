@@ -98,13 +98,18 @@ def build_model(
     cfg: DictConfig, device: torch.device, members: list[dict[str, Any]] | None = None
 ) -> MLP:
     """The vectorized net: one member per seed, or per grid member (`grid_members`). Its BN
-    layers are `bnrepro.nn.create_norm`'s."""
+    layers are `bnrepro.nn.create_norm`'s. `cfg` may be typed or as Hydra composes it, which
+    names `model.noise` only for noisy BN."""
     m = cfg.model
-
     norm = None
     if m.batch_norm:
         norm = create_norm(
-            m.norm, 1, m.bn_eps, m.bn_momentum, noise=m.noise, stats_backprop=m.bn_stats_backprop
+            m.norm,
+            1,
+            m.bn_eps,
+            m.bn_momentum,
+            noise=m.get("noise"),
+            stats_backprop=m.bn_stats_backprop,
         )
     seeds = [member["seed"] for member in members] if members else list(cfg.seeds)
     stds = [member["init_std"] for member in members] if members else m.init_std
