@@ -124,10 +124,10 @@ def test_resume_draws_the_same_noise(fashion_root, tmp_path, monkeypatch) -> Non
             raise RuntimeError("simulated crash")
         return distort(*args)
 
-    monkeypatch.setattr(ti, "distort", crash_at_step_5)
+    monkeypatch.setattr(inception_data, "distort", crash_at_step_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         ti.train(tiny("bn_baseline_noisy", *overrides), tmp_path / "split")
-    monkeypatch.setattr(ti, "distort", distort)
+    monkeypatch.setattr(inception_data, "distort", distort)
     info = ti.train(tiny("bn_baseline_noisy", *overrides, "resume=true"), tmp_path / "split")
     assert info["resumed_from_step"] == 3 and info["status"] == "completed"
     straight = (tmp_path / "straight" / "metrics.csv").read_bytes()

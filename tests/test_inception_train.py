@@ -432,11 +432,11 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_metrics(
             raise RuntimeError("simulated crash")
         return distort(*args)
 
-    monkeypatch.setattr(ti, "distort", crash_at_step_5)
+    monkeypatch.setattr(inception_data, "distort", crash_at_step_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         ti.train(tiny("bn_x5", *overrides), tmp_path / "split")
     assert json.loads((tmp_path / "split" / "run.json").read_text())["status"] == "failed"
-    monkeypatch.setattr(ti, "distort", distort)
+    monkeypatch.setattr(inception_data, "distort", distort)
     info = ti.train(tiny("bn_x5", *overrides, "resume=true"), tmp_path / "split")
     assert info["resumed_from_step"] == 3 and info["status"] == "completed"
     straight = (tmp_path / "straight" / "metrics.csv").read_text()
