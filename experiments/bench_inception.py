@@ -44,11 +44,13 @@ import torch.nn.functional as F
 from bench import harness_config, run_config
 from omegaconf import open_dict
 
+from bnrepro import inception_checks, inception_recipe
 from bnrepro import train_inception as ti
 from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_dataset
 from bnrepro.graphs import cuda_graphed
 from bnrepro.models.inception import Inception, count_multiply_adds
+from bnrepro.replicas import Replicas
 from bnrepro.train_mlp import train as train_mlp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +68,7 @@ def proxy_config(experiment: str, device: str, channels_last: bool, threads: int
             f"threads={threads or 'null'}",
         ]
     )
-    return ti.validate(cfg)
+    return inception_checks.validate(cfg)
 
 
 def synchronize(device: torch.device) -> None:
@@ -89,15 +91,15 @@ def timed(fn, device: torch.device, repeats: int, calls: int) -> float:
 
 def proxy_step(cfg, graph: bool) -> tuple[Any, Any, torch.device]:
     """The trainer's step for `cfg` (and its evaluation), as `train` builds them."""
-    settings = ti.recipe_settings(cfg)
-    replicas = ti.Replicas(0, 1, torch.device(cfg.device))
+    settings = inception_recipe.recipe_settings(cfg)
+    replicas = Replicas(0, 1, torch.device(cfg.device))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = ti.load_data(cfg, settings, replicas.device)
     model, optimizer, lr = ti.build_training(cfg, settings, replicas, None)
     features = model.fc.in_features
     step_inputs, make_batch, eval_batches = ti.pipeline(data, cfg, settings, replicas, 0, features)
-    autocast = ti.amp_autocast(cfg, replicas.device)
+    autocast = inception_recipe.amp_autocast(cfg, replicas.device)
     train_step = ti.make_train_step(model, optimizer, make_batch, autocast)
     if graph:
         train_step = cuda_graphed(model, optimizer, train_step, step_inputs(0))

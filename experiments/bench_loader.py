@@ -5,7 +5,7 @@
 Builds once (cached under --root) a synthetic ImageFolder of JPEGs at ImageNet-like sizes
 (400-500 x 333-375 pixels, quality 90, smooth multi-scale noise: about 100 KB a file, as
 ILSVRC-2012's are), then times the training transform exactly as
-`bnrepro.train_inception.imagenet_datasets` builds it from configs/data/imagenet.yaml:
+`bnrepro.inception_data.imagenet_datasets` builds it from configs/data/imagenet.yaml:
 
 - images/s through a DataLoader of batch 256 with --workers worker processes (default 0, i.e.
   in-process, 1 and 2), in steady state: worker start-up and each worker's first batch are not
@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from bnrepro.driver import Parser, positive_int, script_args
-from bnrepro.train_inception import imagenet_datasets
+from bnrepro.inception_data import imagenet_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 256

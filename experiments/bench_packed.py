@@ -41,12 +41,14 @@ import torch
 from bench import run_config
 from omegaconf import DictConfig
 
+from bnrepro import inception_checks, inception_data, inception_recipe
 from bnrepro import train_inception as ti
 from bnrepro import train_packed as tp
 from bnrepro.config import select_device
 from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_dataset
 from bnrepro.graphs import cuda_graphed
+from bnrepro.replicas import Replicas
 from bnrepro.runinfo import hardware
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +92,9 @@ def memory_format(cfg: DictConfig) -> torch.memory_format:
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
-def packed_step(cfg: DictConfig, data: ti.ProxyData, device: torch.device) -> Callable[[], None]:
+def packed_step(
+    cfg: DictConfig, data: inception_data.ProxyData, device: torch.device
+) -> Callable[[], None]:
     """One step of bnrepro.train_packed's training loop for `cfg`'s members: the rates of the
     step, its inputs, noisy BN's draws (when the model has them), the packed step."""
     cfg = tp.validate_packed(cfg)
@@ -100,8 +104,8 @@ def packed_step(cfg: DictConfig, data: ti.ProxyData, device: torch.device) -> Ca
     step_inputs, make_batch, _ = tp.packed_pipeline(
         data, cfg, members, settings, model.fc.in_features, memory_format(cfg)
     )
-    autocast = ti.amp_autocast(cfg, device)
-    bn_noise = ti.BNNoiseDraws(model, [m["seed"] for m in members])
+    autocast = inception_recipe.amp_autocast(cfg, device)
+    bn_noise = inception_data.BNNoiseDraws(model, [m["seed"] for m in members])
     train_step = tp.make_packed_step(model, optimizer, make_batch, autocast)
     if cfg.cuda_graph and device.type == "cuda":
         train_step = cuda_graphed(model, optimizer, train_step, step_inputs(0))
@@ -119,15 +123,17 @@ def packed_step(cfg: DictConfig, data: ti.ProxyData, device: torch.device) -> Ca
     return step
 
 
-def single_step(cfg: DictConfig, data: ti.ProxyData, device: torch.device) -> Callable[[], None]:
+def single_step(
+    cfg: DictConfig, data: inception_data.ProxyData, device: torch.device
+) -> Callable[[], None]:
     """One step of bnrepro.train_inception's training loop for `cfg`'s one seed."""
-    cfg = ti.validate(cfg)
-    settings = ti.recipe_settings(cfg)
-    replicas = ti.Replicas(0, 1, device)
+    cfg = inception_checks.validate(cfg)
+    settings = inception_recipe.recipe_settings(cfg)
+    replicas = Replicas(0, 1, device)
     model, optimizer, lr = ti.build_training(cfg, settings, replicas, None)
     step_inputs, make_batch, _ = ti.pipeline(data, cfg, settings, replicas, 0, model.fc.in_features)
-    autocast = ti.amp_autocast(cfg, device)
-    bn_noise = ti.BNNoiseDraws(model, [int(cfg.seeds[0])])
+    autocast = inception_recipe.amp_autocast(cfg, device)
+    bn_noise = inception_data.BNNoiseDraws(model, [int(cfg.seeds[0])])
     train_step = ti.make_train_step(model, optimizer, make_batch, autocast)
     if cfg.cuda_graph and device.type == "cuda":
         train_step = cuda_graphed(model, optimizer, train_step, step_inputs(0))
@@ -137,7 +143,7 @@ def single_step(cfg: DictConfig, data: ti.ProxyData, device: torch.device) -> Ca
 
     def step() -> None:
         i = next(counter)
-        lr.fill_(ti.learning_rate(i, settings.lr, decay_rate, settings.decay_steps))
+        lr.fill_(inception_recipe.learning_rate(i, settings.lr, decay_rate, settings.decay_steps))
         inputs = step_inputs(i)
         if bn_noise:
             bn_noise.resample(i)
@@ -164,7 +170,7 @@ def measure(
     warmup: int,
     repeats: int = 1,
     overrides: Sequence[str] = (),
-    data: ti.ProxyData | None = None,
+    data: inception_data.ProxyData | None = None,
 ) -> dict[str, float]:
     """`members` runs of `experiment` packed and separate: milliseconds per step of all of
     them (`packed_ms`, `separate_ms`), each member's steps a second (`packed_steps_s`,
@@ -172,7 +178,7 @@ def measure(
     packed_cfg = bench_config(experiment, preset, device, range(members), overrides)
     dev = select_device(packed_cfg.device)
     if data is None:
-        data = ti.load_proxy(packed_cfg, dev)
+        data = inception_data.load_proxy(packed_cfg, dev)
     packed = packed_step(packed_cfg, data, dev)
     singles = [
         single_step(bench_config(experiment, preset, device, [seed], overrides), data, dev)
@@ -259,7 +265,7 @@ def main() -> None:
     if threads:
         torch.set_num_threads(threads)
     device = select_device(cfg.device)
-    data = ti.load_proxy(cfg, device)
+    data = inception_data.load_proxy(cfg, device)
     size = {
         "width": cfg.model.width,
         "size": cfg.data.size,

@@ -202,7 +202,9 @@ def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
     None, unbiased variances) over the same two training batches, within one of the 500 test
     images (0.002, float rounding at a decision boundary), below the 0.005 the claim judges."""
     from bnrepro.data import load_mnist
-    from bnrepro.train_mlp import EpochSampler, batch_of, member_losses, test_accuracy, to_input
+    from bnrepro.mlp_data import EpochSampler, batch_of, to_input
+    from bnrepro.mlp_members import test_accuracy
+    from bnrepro.train_mlp import member_losses
 
     images, labels = load_mnist(mnist_root, "train")
     test_images, test_labels = load_mnist(mnist_root, "test")

@@ -8,13 +8,13 @@ from conftest import CONFIG_DIR, compose_train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bnrepro import train_inception, train_mlp
+from bnrepro import inception_checks, train_mlp
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 # Each model family has its own harness, and so its own validation.
-VALIDATORS = {"mlp": train_mlp.validate, "inception": train_inception.validate}
+VALIDATORS = {"mlp": train_mlp.validate, "inception": inception_checks.validate}
 
 
 def family(overrides: list[str]) -> str:
@@ -126,7 +126,7 @@ def test_a_preset_wins_over_the_experiment(preset: str) -> None:
         assert composed[key] == value, key
     assert (experiment.steps, experiment.eval_every) == (10_000, 250)
     assert cfg.name == "bn_x5" and cfg.recipe.lr_multiplier == 5 and cfg.model.batch_norm
-    train_inception.validate(cfg)
+    inception_checks.validate(cfg)
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm", "joblib"])

@@ -17,7 +17,7 @@ import torch
 from conftest import REPO, compose_train, data_root, tiny_proxy
 from omegaconf import OmegaConf
 
-from bnrepro import atomic, lifecycle, rundir, tables, train_mlp, train_packed
+from bnrepro import atomic, lifecycle, mlp_members, rundir, tables, train_mlp, train_packed
 from bnrepro.checkpoint import CheckpointError
 from bnrepro.errors import ConfigError, ResumeError
 from bnrepro.experiments import figure1
@@ -159,7 +159,7 @@ def values(n: int) -> str:
 
 
 def test_a_grid_too_large_for_memory_is_refused_before_anything(small_cfg, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_mlp, "available_memory", lambda device: 8 * 10**9)
+    monkeypatch.setattr(mlp_members, "available_memory", lambda device: 8 * 10**9)
     cfg = small_cfg(
         "optim.weight_decay=0", f"grid.lr={values(100)}", f"grid.init_std={values(100)}"
     )
@@ -213,10 +213,10 @@ def test_a_pack_no_machine_holds_is_refused_at_once(tmp_path) -> None:
 )
 def test_the_memory_estimate_counts_every_parameter(small_cfg, model) -> None:
     cfg = train_mlp.validate(small_cfg("model=mlp_bn", model))
-    net = train_mlp.build_model(cfg, torch.device("cpu"))
+    net = mlp_members.build_model(cfg, torch.device("cpu"))
     state = net.state_dict()
     counted = sum(t.numel() for name, t in state.items() if "num_batches" not in name)
-    assert train_mlp.parameter_count(cfg) == counted
+    assert mlp_members.parameter_count(cfg) == counted
 
 
 # ------------------------------------------------------------------ grid values

@@ -13,6 +13,7 @@ import torch
 from conftest import CONFIG_DIR, REPO, tiny_proxy
 from omegaconf import DictConfig
 
+from bnrepro import inception_checks, inception_data, inception_probes, inception_recipe
 from bnrepro import nn as paper_nn
 from bnrepro import train_inception as ti
 from bnrepro.driver import UsageError
@@ -45,14 +46,14 @@ def sweep(fashion_root, tmp_path_factory):
 def test_noisy_bn_trains_and_logs_the_probe_and_the_diagnostics(sweep) -> None:
     metrics = pd.read_csv(sweep / "bn_baseline_noisy_seed0" / "metrics.csv")
     assert list(metrics.columns) == [
-        *ti.METRIC_COLUMNS, *ti.PROBE_COLUMNS, *ti.DIAGNOSTIC_COLUMNS,
+        *ti.METRIC_COLUMNS, *inception_probes.PROBE_COLUMNS, *inception_probes.DIAGNOSTIC_COLUMNS,
     ]  # fmt: skip
     assert list(metrics.step) == [0, 2, 4]
-    probe = metrics[list(ti.PROBE_COLUMNS)].to_numpy()
+    probe = metrics[list(inception_probes.PROBE_COLUMNS)].to_numpy()
     assert np.isfinite(probe).all() and (np.diff(probe, axis=1) >= 0).all()
     # Step 0 is diagnosed by no step; every later row is, with cosines in [-1, 1].
-    diagnosed = metrics.loc[1:, list(ti.DIAGNOSTIC_COLUMNS)]
-    assert metrics.loc[0, list(ti.DIAGNOSTIC_COLUMNS)].isna().all()
+    diagnosed = metrics.loc[1:, list(inception_probes.DIAGNOSTIC_COLUMNS)]
+    assert metrics.loc[0, list(inception_probes.DIAGNOSTIC_COLUMNS)].isna().all()
     assert np.isfinite(diagnosed.to_numpy()).all()
     cosines = diagnosed.filter(like="ics_cos_").to_numpy()
     assert (np.abs(cosines) <= 1 + 1e-6).all()
@@ -72,7 +73,7 @@ def test_a_run_without_measurements_writes_what_it_always_wrote(sweep, tmp_path)
     """Off by default: no extra column. On, the diagnostics change nothing the run logs."""
     ti.train(tiny("bn_baseline_noisy", "late_probe.every=2"), tmp_path / "probed")
     probed = pd.read_csv(tmp_path / "probed" / "metrics.csv")
-    assert list(probed.columns) == [*ti.METRIC_COLUMNS, *ti.PROBE_COLUMNS]
+    assert list(probed.columns) == [*ti.METRIC_COLUMNS, *inception_probes.PROBE_COLUMNS]
     diagnosed = pd.read_csv(sweep / "bn_baseline_noisy_seed0" / "metrics.csv")
     pd.testing.assert_frame_equal(probed, diagnosed[probed.columns])
     cfg = tiny("bn_baseline")
@@ -81,14 +82,14 @@ def test_a_run_without_measurements_writes_what_it_always_wrote(sweep, tmp_path)
 
 def test_noise_depends_on_seed_and_step_only_and_lands_in_place() -> None:
     cfg = tiny("bn_baseline_noisy")
-    settings = ti.recipe_settings(cfg)
+    settings = inception_recipe.recipe_settings(cfg)
 
     def drawn(seed: int, step: int, model=None) -> list[torch.Tensor]:
-        model = model or ti.build_model(cfg, settings)
-        ti.BNNoiseDraws(model, [seed]).resample(step)
+        model = model or inception_recipe.build_model(cfg, settings)
+        inception_data.BNNoiseDraws(model, [seed]).resample(step)
         return [b.clone() for name, b in model.named_buffers() if "noise" in name]
 
-    model = ti.build_model(cfg, settings)
+    model = inception_recipe.build_model(cfg, settings)
     layers = [m for m in model.modules() if isinstance(m, paper_nn.NoisyBatchNorm)]
     assert len(layers) > 50  # every BN of the net is noisy
     addresses = [m.noise_scale.data_ptr() for m in layers]
@@ -100,7 +101,9 @@ def test_noise_depends_on_seed_and_step_only_and_lands_in_place() -> None:
     scales, shifts = torch.cat(first[0::2]), torch.cat(first[1::2])
     assert scales.min() >= 0.75 and scales.max() <= 1.25 and shifts.abs().max() <= 0.25
     assert scales.std() > 0.1 and shifts.std() > 0.1
-    assert not ti.BNNoiseDraws(ti.build_model(tiny("bn_baseline"), settings), [0])
+    assert not inception_data.BNNoiseDraws(
+        inception_recipe.build_model(tiny("bn_baseline"), settings), [0]
+    )
 
 
 def test_resume_draws_the_same_noise(fashion_root, tmp_path, monkeypatch) -> None:
@@ -114,7 +117,7 @@ def test_resume_draws_the_same_noise(fashion_root, tmp_path, monkeypatch) -> Non
         "late_probe.every=1",
     )
     ti.train(tiny("bn_baseline_noisy", *overrides), tmp_path / "straight")
-    distort, calls = ti.distort, []
+    distort, calls = inception_data.distort, []
 
     def crash_at_step_5(*args):
         calls.append(1)
@@ -122,10 +125,10 @@ def test_resume_draws_the_same_noise(fashion_root, tmp_path, monkeypatch) -> Non
             raise RuntimeError("simulated crash")
         return distort(*args)
 
-    monkeypatch.setattr(ti, "distort", crash_at_step_5)
+    monkeypatch.setattr(inception_data, "distort", crash_at_step_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         ti.train(tiny("bn_baseline_noisy", *overrides), tmp_path / "split")
-    monkeypatch.setattr(ti, "distort", distort)
+    monkeypatch.setattr(inception_data, "distort", distort)
     info = ti.train(tiny("bn_baseline_noisy", *overrides, "resume=true"), tmp_path / "split")
     assert info["resumed_from_step"] == 3 and info["status"] == "completed"
     straight = (tmp_path / "straight" / "metrics.csv").read_bytes()
@@ -150,7 +153,7 @@ def test_bad_values_are_refused(overrides, match) -> None:
     rest = [o for o in overrides if not o.startswith("experiment=")]
     experiment = next((o[11:] for o in overrides if o.startswith("experiment=")), experiment)
     with pytest.raises(ConfigError, match=match):
-        ti.validate(tiny(experiment, *rest))
+        inception_checks.validate(tiny(experiment, *rest))
 
 
 def collect(runs, out) -> None:
@@ -183,7 +186,7 @@ def test_the_driver_refuses_runs_that_were_not_diagnosed(sweep, tmp_path) -> Non
     shutil.copytree(sweep, tmp_path / "runs")
     path = tmp_path / "runs" / "bn_baseline_noisy_seed0" / "metrics.csv"
     metrics = pd.read_csv(path)
-    metrics[list(ti.DIAGNOSTIC_COLUMNS)] = np.nan
+    metrics[list(inception_probes.DIAGNOSTIC_COLUMNS)] = np.nan
     path.write_text(metrics.to_csv(index=False))
     with pytest.raises(BnreproError, match="diagnostics.every > 0"):
         collect(tmp_path / "runs", tmp_path / "out")

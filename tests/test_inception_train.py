@@ -16,8 +16,10 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch import nn
 
+from bnrepro import inception_checks, inception_data, inception_recipe
 from bnrepro import train_inception as ti
 from bnrepro.errors import ConfigError, ResumeError
+from bnrepro.replicas import Replicas
 
 RECIPES = [
     "inception",
@@ -113,7 +115,7 @@ def test_every_recipe_trains_and_writes_its_files(
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == info["status"] and run["variant"] == experiment
     assert run["seeds"][0]["seed"] == 0 and run["seeds"][0]["status"] == run["status"]
-    assert run["settings"] == asdict(ti.recipe_settings(tiny(experiment)))
+    assert run["settings"] == asdict(inception_recipe.recipe_settings(tiny(experiment)))
     assert (run_dir / "model.pt").exists() and (run_dir / "config.yaml").exists()
 
 
@@ -127,7 +129,7 @@ def test_mnist_proxy_trains(mnist_root, tmp_path) -> None:
 def test_the_mlps_data_config_is_refused() -> None:
     cfg = compose_train(["experiment=bn_x5", "data=mnist"])
     with pytest.raises(ConfigError, match="data=mnist_proxy"):
-        ti.validate(cfg)
+        inception_checks.validate(cfg)
 
 
 def test_one_seed_per_run(tmp_path) -> None:
@@ -175,8 +177,8 @@ SWITCHES = {
 
 @pytest.mark.parametrize("switch", SWITCHES)
 def test_each_switch_changes_exactly_its_setting(switch) -> None:
-    base = asdict(ti.recipe_settings(tiny("inception")))
-    changed = asdict(ti.recipe_settings(tiny("inception", switch)))
+    base = asdict(inception_recipe.recipe_settings(tiny("inception")))
+    changed = asdict(inception_recipe.recipe_settings(tiny("inception", switch)))
     assert {k for k in base if base[k] != changed[k]} == {SWITCHES[switch]}
 
 
@@ -187,10 +189,10 @@ def modules_of(model: nn.Module, kind: type) -> list[nn.Module]:
 def test_switches_reach_the_network_and_the_optimizer() -> None:
     def built(*overrides):
         cfg = tiny("inception", *overrides)
-        settings = ti.recipe_settings(cfg)
-        model = ti.build_model(cfg, settings)
+        settings = inception_recipe.recipe_settings(cfg)
+        model = inception_recipe.build_model(cfg, settings)
         lr = torch.tensor(settings.lr)
-        return cfg, settings, model, ti.make_optimizer(model, cfg, settings, lr)
+        return cfg, settings, model, inception_recipe.make_optimizer(model, cfg, settings, lr)
 
     cfg, settings, model, optimizer = built()
     assert model.dropout.p == 0.4 and len(modules_of(model, nn.LocalResponseNorm)) == 2
@@ -204,20 +206,25 @@ def test_switches_reach_the_network_and_the_optimizer() -> None:
     wd = [g["weight_decay"] for g in built("recipe.l2_divisor=5")[3].param_groups]
     assert wd == pytest.approx([4e-5, 0.0])
     assert built("recipe.lr_multiplier=30")[3].param_groups[0]["lr"].item() == pytest.approx(0.3)
-    bn_model = ti.build_model(tiny("bn_x5"), ti.recipe_settings(tiny("bn_x5")))
+    bn_model = inception_recipe.build_model(
+        tiny("bn_x5"), inception_recipe.recipe_settings(tiny("bn_x5"))
+    )
     assert modules_of(bn_model, nn.BatchNorm2d) and not modules_of(bn_model, nn.LocalResponseNorm)
 
 
 def test_decay_speedup_compresses_the_schedule() -> None:
     base, fast = (
-        ti.recipe_settings(tiny("inception", f"recipe.decay_speedup={k}")) for k in (1, 6)
+        inception_recipe.recipe_settings(tiny("inception", f"recipe.decay_speedup={k}"))
+        for k in (1, 6)
     )
     rate = tiny("inception").optim.decay_rate
     for step in (0, 10, 100, 1000):
-        slow = ti.learning_rate(6 * step, base.lr, rate, base.decay_steps)
-        assert ti.learning_rate(step, fast.lr, rate, fast.decay_steps) == pytest.approx(slow)
+        slow = inception_recipe.learning_rate(6 * step, base.lr, rate, base.decay_steps)
+        assert inception_recipe.learning_rate(
+            step, fast.lr, rate, fast.decay_steps
+        ) == pytest.approx(slow)
     two_periods = round(2 * base.decay_steps)  # 625 steps of the default proxy run
-    assert ti.learning_rate(two_periods, base.lr, rate, base.decay_steps) == (
+    assert inception_recipe.learning_rate(two_periods, base.lr, rate, base.decay_steps) == (
         pytest.approx(base.lr * rate**2)
     )
 
@@ -226,23 +233,23 @@ def test_the_papers_rates_on_imagenet() -> None:
     rates = {}
     for recipe in ("inception", "bn_x5", "bn_x30"):
         cfg = tiny(recipe, "model=inception", "data=imagenet", "optim=momentum", "data.root=x")
-        rates[recipe] = ti.recipe_settings(cfg).lr
+        rates[recipe] = inception_recipe.recipe_settings(cfg).lr
     assert rates == pytest.approx({"inception": 0.0015, "bn_x5": 0.0075, "bn_x30": 0.045})
 
 
 # --------------------------------------------------------------------------- data order and input
 
 
-def batch_sets(order: ti.BatchOrder, epoch: int) -> set[frozenset[int]]:
+def batch_sets(order: inception_data.BatchOrder, epoch: int) -> set[frozenset[int]]:
     steps = range(epoch * order.steps_per_epoch, (epoch + 1) * order.steps_per_epoch)
     return {frozenset(order.batch(step).tolist()) for step in steps}
 
 
 def test_fixed_shards_keep_mini_batches_together_within_shard_does_not() -> None:
     n, shards = 120, 6  # shards of 20 examples, batches of 4: no batch straddles two shards
-    fixed = ti.BatchOrder(n, 4, "fixed_shards", shards, seed=0)
-    within = ti.BatchOrder(n, 4, "within_shard", shards, seed=0)
-    full = ti.BatchOrder(n, 4, "full", shards, seed=0)
+    fixed = inception_data.BatchOrder(n, 4, "fixed_shards", shards, seed=0)
+    within = inception_data.BatchOrder(n, 4, "within_shard", shards, seed=0)
+    full = inception_data.BatchOrder(n, 4, "full", shards, seed=0)
     stored = [set(s.tolist()) for s in fixed.shards]
     for order in (fixed, within, full):
         for epoch in (0, 1):
@@ -263,38 +270,42 @@ def test_fixed_shards_keep_mini_batches_together_within_shard_does_not() -> None
 
 
 def test_order_depends_on_seed_and_epoch_only_and_replicas_split_a_global_batch() -> None:
-    a, b = (ti.BatchOrder(100, 5, "within_shard", 4, seed=3) for _ in range(2))
+    a, b = (inception_data.BatchOrder(100, 5, "within_shard", 4, seed=3) for _ in range(2))
     assert torch.equal(a.batch(27), b.batch(27)) and torch.equal(a.batch(3), b.batch(3))
-    other = ti.BatchOrder(100, 5, "within_shard", 4, seed=4)
+    other = inception_data.BatchOrder(100, 5, "within_shard", 4, seed=4)
     assert not torch.equal(a.epoch_order(0), other.epoch_order(0))
-    single = ti.BatchOrder(100, 10, "full", 4, seed=3)
-    ranks = [ti.BatchOrder(100, 5, "full", 4, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    single = inception_data.BatchOrder(100, 10, "full", 4, seed=3)
+    ranks = [
+        inception_data.BatchOrder(100, 5, "full", 4, seed=3, rank=r, world_size=2) for r in (0, 1)
+    ]
     for step in (0, 7, 12):  # 12 is in the second epoch
         assert torch.equal(torch.cat([r.batch(step) for r in ranks]), single.batch(step))
 
 
 def test_distortions() -> None:
     images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
-    noise = ti.StepNoise(seed=0, rank=0, batch_size=8, width=5, device=torch.device("cpu"))
-    plain = ti.distort(images, noise(0), 0, False, 0.0)
+    noise = inception_data.StepNoise(
+        seed=0, rank=0, batch_size=8, width=5, device=torch.device("cpu")
+    )
+    plain = inception_data.distort(images, noise(0), 0, False, 0.0)
     assert torch.equal(plain, images.float() / 255)
-    flipped = ti.distort(images, noise(1), 0, True, 0.0)
+    flipped = inception_data.distort(images, noise(1), 0, True, 0.0)
     flips = [torch.equal(got, want.flip(-1)) for got, want in zip(flipped, plain, strict=True)]
     for got, want, flip in zip(flipped, plain, flips, strict=True):
         assert torch.equal(got, want.flip(-1) if flip else want)
     assert flips == (noise(1)[:, 2] < 0.5).tolist()
-    cropped = ti.distort(images, noise(2), 2, False, 0.0)
+    cropped = inception_data.distort(images, noise(2), 2, False, 0.0)
     padded = torch.nn.functional.pad(plain, (2, 2, 2, 2))
     for got, source, u in zip(cropped, padded, noise(2), strict=True):
         row, col = (u[:2] * 5).long().tolist()
         assert torch.equal(got, source[:, row : row + 16, col : col + 16])
-    jittered = ti.distort(images, noise(3), 0, False, 0.4)
+    jittered = inception_data.distort(images, noise(3), 0, False, 0.4)
     assert jittered.min() >= 0 and jittered.max() <= 1 and not torch.equal(jittered, plain)
 
 
 def test_step_noise_depends_on_seed_rank_and_step_only() -> None:
     def noise(seed=0, rank=0, block=100):
-        return ti.StepNoise(seed, rank, 4, 7, torch.device("cpu"), block=block)
+        return inception_data.StepNoise(seed, rank, 4, 7, torch.device("cpu"), block=block)
 
     a = noise()
     first = [a(step).clone() for step in (0, 99, 100, 250)]
@@ -313,8 +324,8 @@ def test_the_proxy_step_is_a_function_of_its_inputs(fashion_root) -> None:
     (a CUDA graph) and give what the eager step gives: the same inputs, the same batch, the
     same dropout mask, and one step from equal states lands on equal weights."""
     cfg = tiny("inception", "model.width=0.125")
-    settings = ti.recipe_settings(cfg)
-    replicas = ti.Replicas(0, 1, torch.device("cpu"))
+    settings = inception_recipe.recipe_settings(cfg)
+    replicas = Replicas(0, 1, torch.device("cpu"))
     data = ti.load_data(cfg, settings, replicas.device)
     states, losses = [], []
     for _ in range(2):
@@ -326,7 +337,9 @@ def test_the_proxy_step_is_a_function_of_its_inputs(fashion_root) -> None:
         kept = keep != 0
         assert torch.allclose(keep[kept], torch.tensor(1 / 0.6))
         assert keep.shape == (cfg.batch_size, features) and 0 < kept.float().mean() < 1
-        step = ti.make_train_step(model, optimizer, make_batch, ti.amp_autocast(cfg, lr.device))
+        step = ti.make_train_step(
+            model, optimizer, make_batch, inception_recipe.amp_autocast(cfg, lr.device)
+        )
         lr.fill_(0.05)
         losses.append(step(*inputs))
         states.append(model.state_dict())
@@ -337,9 +350,9 @@ def test_the_proxy_step_is_a_function_of_its_inputs(fashion_root) -> None:
 
 def test_the_learning_rate_tensor_drives_the_update() -> None:
     cfg = tiny("inception")
-    settings = ti.recipe_settings(cfg)
+    settings = inception_recipe.recipe_settings(cfg)
     model, optimizer, lr = ti.build_training(
-        cfg, settings, ti.Replicas(0, 1, torch.device("cpu")), None
+        cfg, settings, Replicas(0, 1, torch.device("cpu")), None
     )
     weight = model.fc.weight
     before = weight.detach().clone()
@@ -352,9 +365,9 @@ def test_the_learning_rate_tensor_drives_the_update() -> None:
 
 def test_proxy_sizes() -> None:
     images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
-    padded = ti.to_size(images, 32, "pad")
+    padded = inception_data.to_size(images, 32, "pad")
     assert padded.shape == (3, 1, 32, 32) and torch.equal(padded[..., 2:30, 2:30], images)
-    assert ti.to_size(images, 16, "bilinear").shape == (3, 1, 16, 16)
+    assert inception_data.to_size(images, 16, "bilinear").shape == (3, 1, 16, 16)
 
 
 # --------------------------------------------------------------------------- ImageNet folders
@@ -392,13 +405,15 @@ def test_imagenet_evaluates_one_center_crop_of_the_resized_image(tmp_path) -> No
         "inception", "data=imagenet", f"data.root={tmp_path}", "data.num_classes=2",
         "data.eval_size=null",
     )  # fmt: skip
-    train_set, val_set = ti.imagenet_datasets(cfg, ti.recipe_settings(cfg))
+    train_set, val_set = inception_data.imagenet_datasets(
+        cfg, inception_recipe.recipe_settings(cfg)
+    )
     resize, crop, *_ = val_set.transform.transforms
     assert (resize.size, crop.size) == (256, (224, 224))
     assert val_set[0][0].shape == (3, 224, 224) and train_set[0][0].shape == (3, 224, 224)
     missing = tiny("inception", "data=imagenet", f"data.root={tmp_path / 'missing'}")
     with pytest.raises(ConfigError, match="has no train folder"):
-        ti.imagenet_datasets(missing, ti.recipe_settings(missing))
+        inception_data.imagenet_datasets(missing, inception_recipe.recipe_settings(missing))
 
 
 # --------------------------------------------------------------------------- resume and DDP
@@ -409,7 +424,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_metrics(
 ) -> None:
     overrides = ("steps=8", "checkpoint_every=3")
     ti.train(tiny("bn_x5", *overrides), tmp_path / "straight")
-    distort, calls = ti.distort, []
+    distort, calls = inception_data.distort, []
 
     def crash_at_step_5(*args):
         calls.append(1)
@@ -417,11 +432,11 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_metrics(
             raise RuntimeError("simulated crash")
         return distort(*args)
 
-    monkeypatch.setattr(ti, "distort", crash_at_step_5)
+    monkeypatch.setattr(inception_data, "distort", crash_at_step_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         ti.train(tiny("bn_x5", *overrides), tmp_path / "split")
     assert json.loads((tmp_path / "split" / "run.json").read_text())["status"] == "failed"
-    monkeypatch.setattr(ti, "distort", distort)
+    monkeypatch.setattr(inception_data, "distort", distort)
     info = ti.train(tiny("bn_x5", *overrides, "resume=true"), tmp_path / "split")
     assert info["resumed_from_step"] == 3 and info["status"] == "completed"
     straight = (tmp_path / "straight" / "metrics.csv").read_text()

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from bnrepro.nn import (
     BATCHNORM_TYPES,
     BatchNorm,
+    NoisyBatchNorm,
     bn_affine,
+    create_norm,
     estimate_population_statistics,
     fold_batchnorm,
 )
@@ -368,3 +370,34 @@ def test_fold_batchnorm_leaves_bn_not_after_linear():
     folded = fold_batchnorm(model)
     assert isinstance(folded[2], BatchNorm)
     assert torch.equal(folded[0].weight, model[0].weight)
+
+
+# ---------------------------------------------------------------- the norm-layer factory
+
+
+def test_create_norm_builds_the_named_layer_with_its_options():
+    noise = type("Noise", (), {"scale_min": 0.5, "scale_max": 2.0, "shift": 1.0})
+    torch1d = create_norm("torch", 1, eps=1e-3, momentum=0.2)(7)
+    torch2d = create_norm("torch", 2, eps=1e-3, momentum=0.2)(7)
+    paper = create_norm("paper", 2, eps=1e-3, momentum=0.2, stats_backprop=False)(7)
+    noisy = create_norm("noisy", 1, eps=1e-3, momentum=0.2, noise=noise)(7)
+    assert type(torch1d) is nn.BatchNorm1d and type(torch2d) is nn.BatchNorm2d
+    assert isinstance(paper, BatchNorm) and not paper.stats_backprop
+    assert isinstance(noisy, NoisyBatchNorm)
+    assert (noisy.scale_min, noisy.scale_max, noisy.shift) == (0.5, 2.0, 1.0)
+    for layer in (torch1d, torch2d, paper, noisy):
+        assert (layer.num_features, layer.eps, layer.momentum) == (7, 1e-3, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("norm", "options"),
+    [
+        ("group", {}),
+        ("torch", {"stats_backprop": False}),
+        ("noisy", {}),
+        ("paper", {"noise": object()}),
+    ],
+)
+def test_create_norm_refuses_what_no_layer_is(norm, options):
+    with pytest.raises(ValueError, match="norm"):
+        create_norm(norm, 2, eps=1e-5, momentum=0.1, **options)

@@ -27,12 +27,13 @@ from conftest import tiny_proxy
 from omegaconf import DictConfig
 from torch import nn
 
+from bnrepro import inception_data, inception_recipe, packed_optim, train_packed
 from bnrepro import train_inception as ti
-from bnrepro import train_packed
 from bnrepro.errors import ConfigError
 from bnrepro.lifecycle import Interrupted
 from bnrepro.models.inception import Inception, load_member, member_state
-from bnrepro.train import train
+from bnrepro.replicas import Replicas
+from bnrepro.train import packs, train
 
 LOSS_TOLERANCE = 1e-4
 """Largest |member loss - single-run loss| accepted at a logged step (module docstring)."""
@@ -92,13 +93,13 @@ def test_each_member_reads_its_single_runs_batches_noise_and_rates(fashion_root)
     cfg = train_packed.validate_packed(tiny("inception", "seeds=[7]", *grid_overrides()))
     members = train_packed.grid_members(cfg)
     settings = [train_packed.member_settings(cfg, m) for m in members]
-    data = ti.load_proxy(cfg, torch.device("cpu"))
-    features = ti.build_model(cfg, settings[0]).fc.in_features
+    data = inception_data.load_proxy(cfg, torch.device("cpu"))
+    features = inception_recipe.build_model(cfg, settings[0]).fc.in_features
     step_inputs, make_batch, _ = train_packed.packed_pipeline(
         data, cfg, members, settings, features, torch.contiguous_format
     )
-    schedule = train_packed.MemberSchedule(settings, cfg.optim.decay_rate, torch.device("cpu"))
-    replicas = ti.Replicas(0, 1, torch.device("cpu"))
+    schedule = packed_optim.MemberSchedule(settings, cfg.optim.decay_rate, torch.device("cpu"))
+    replicas = Replicas(0, 1, torch.device("cpu"))
     checked = [0, 21, 42, 63]  # all off, a mix, a mix, all on
     singles = {k: ti.pipeline(data, cfg, settings[k], replicas, 0, features) for k in checked}
     for step in (0, 99, 100, 1874, 1875):
@@ -116,7 +117,7 @@ def test_each_member_reads_its_single_runs_batches_noise_and_rates(fashion_root)
             assert (
                 schedule(step)[k].item()
                 == torch.tensor(
-                    ti.learning_rate(step, s.lr, cfg.optim.decay_rate, s.decay_steps)
+                    inception_recipe.learning_rate(step, s.lr, cfg.optim.decay_rate, s.decay_steps)
                 ).item()
             )
 
@@ -129,19 +130,19 @@ def test_member_sgd_takes_each_members_torch_sgd_step() -> None:
     the last place of an update (the updates here are under 0.3: 3e-8) or of a weight (2.4e-7
     relative)."""
     cfg = tiny("bn_x5")
-    settings = ti.recipe_settings(cfg)
+    settings = inception_recipe.recipe_settings(cfg)
     rates, decays = [0.05, 0.3], [4e-5, 2e-4]
     singles = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        singles.append(ti.build_model(cfg, settings))
-    packed = ti.build_model(cfg, settings, members=2)
+        singles.append(inception_recipe.build_model(cfg, settings))
+    packed = inception_recipe.build_model(cfg, settings, members=2)
     for k, single in enumerate(singles):
         load_member(packed, k, single.state_dict())
     lr = torch.tensor(rates)
-    optimizer = train_packed.MemberSGD(packed, lr, decays, cfg.optim.momentum, False)
+    optimizer = packed_optim.MemberSGD(packed, lr, decays, cfg.optim.momentum, False)
     torch_optimizers = [
-        ti.make_optimizer(s, cfg, replace(settings, weight_decay=d), torch.tensor(r))
+        inception_recipe.make_optimizer(s, cfg, replace(settings, weight_decay=d), torch.tensor(r))
         for s, r, d in zip(singles, rates, decays, strict=True)
     ]
     generator = torch.Generator().manual_seed(0)
@@ -231,14 +232,27 @@ def test_what_a_pack_cannot_do_is_refused(overrides, key, tmp_path) -> None:
 
 def test_members_are_the_grid_for_every_seed_seeds_innermost() -> None:
     cfg = tiny("bn_x5", "seeds=[0,1]", "grid.lr_multiplier=[1,30]")
-    assert train_packed.is_packed(cfg) and not train_packed.is_packed(tiny("bn_x5"))
+    assert packs(cfg) and not packs(tiny("bn_x5"))
     assert train_packed.grid_members(cfg) == [
         {"member": 0, "seed": 0, "lr_multiplier": 1.0},
         {"member": 1, "seed": 1, "lr_multiplier": 1.0},
         {"member": 2, "seed": 0, "lr_multiplier": 30.0},
         {"member": 3, "seed": 1, "lr_multiplier": 30.0},
     ]
-    assert train_packed.is_packed(tiny("bn_x5", "grid.lr_multiplier=[5]"))
+    assert packs(tiny("bn_x5", "grid.lr_multiplier=[5]"))
+
+
+def test_the_packed_key_decides_where_it_is_set(fashion_root, tmp_path) -> None:
+    """`packed=true` packs one seed (a pack of one member); `packed=false` trains one run, so
+    several seeds are refused before anything is written."""
+    assert packs(tiny("bn_x5", "packed=true"))
+    assert not packs(tiny("bn_x5", "seeds=[0,1]", "packed=false"))
+    info = train(tiny("bn_x5", "packed=true", "steps=4"), tmp_path / "one")
+    assert info["status"] == "completed" and len(info["members"]) == 1
+    assert metrics(tmp_path / "one").member.unique().tolist() == [0]
+    with pytest.raises(ConfigError, match="packed=false"):
+        train(tiny("bn_x5", "seeds=[0,1]", "packed=false"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.cuda

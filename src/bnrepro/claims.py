@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from bnrepro.mlp_data import EpochSampler, to_input
+from bnrepro.mlp_members import test_accuracy
 from bnrepro.models.mlp import MLP
 from bnrepro.nn import BatchNorm, bn_affine, estimate_population_statistics, fold_into_affine
-from bnrepro.train_mlp import EpochSampler, test_accuracy, to_input
 
 
 def max_relative_deviation(x: Tensor, reference: Tensor) -> float:

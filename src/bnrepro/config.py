@@ -12,7 +12,9 @@ YAML file sets is reported as missing instead of taking a hidden default.
   `???`: train.yaml declares the keys of every trainer as `???` so that a sweep over
   experiments may override them (Hydra checks the overrides of a sweep against the base
   config, before any experiment is applied), and each trainer keeps only its own.
-Range checks and rules across keys live in each trainer's `validate`.
+Range checks and rules across keys live in each net's `validate` (bnrepro.train_mlp,
+bnrepro.inception_checks); those of the keys both share are here: `validate_run` for every
+run's, `validate_batch_norm` for BN's options (`BatchNormOptions`).
 """
 
 import dataclasses
@@ -27,6 +29,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bnrepro.errors import ConfigError
+from bnrepro.nn import NORMS
 
 
 @dataclass
@@ -58,14 +61,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
-# --------------------------------------------------------------------------- the MNIST MLP
-
-
-@dataclass
-class MNISTData:
-    name: str = MISSING
-    root: str = MISSING
-    input: str = MISSING
+# --------------------------------------------------------------------------- BN's options
 
 
 @dataclass
@@ -79,21 +75,39 @@ class BNNoise:
 
 
 @dataclass
-class MLPModel:
-    name: str = MISSING
-    variant: str = MISSING
-    sizes: list[int] = MISSING
-    activation: str = MISSING
+class BatchNormOptions:
+    """BN's options, the same keys in both nets' model configs (configs/model/): whether the
+    net has BN, which implementation (bnrepro.nn.create_norm builds it), its eps and the rate
+    of its moving averages, and noisy BN's noise. `validate_batch_norm` checks them."""
+
     batch_norm: bool = MISSING
     norm: str = MISSING
     bn_eps: float = MISSING
     bn_momentum: float = MISSING
+    # Noisy BN's noise (model.norm=noisy: model=mlp_noisy, experiment=bn_baseline_noisy); null
+    # for the other nets, whose YAML files do not name it.
+    noise: BNNoise | None = None
+
+
+# --------------------------------------------------------------------------- the MNIST MLP
+
+
+@dataclass
+class MNISTData:
+    name: str = MISSING
+    root: str = MISSING
+    input: str = MISSING
+
+
+@dataclass
+class MLPModel(BatchNormOptions):
+    name: str = MISSING
+    variant: str = MISSING
+    sizes: list[int] = MISSING
+    activation: str = MISSING
     bn_position: str = MISSING
     bn_stats_backprop: bool = MISSING
     init_std: float = MISSING
-    # Noisy BN's noise (model=mlp_noisy, model.norm=noisy); null for the other nets, whose
-    # YAML files do not name it.
-    noise: BNNoise | None = None
 
 
 @dataclass
@@ -176,21 +190,15 @@ class ImageNetData(ImageData):
 
 
 @dataclass
-class InceptionModel:
+class InceptionModel(BatchNormOptions):
     name: str = MISSING
     variant: str = MISSING
-    batch_norm: bool = MISSING
-    norm: str = MISSING
-    bn_eps: float = MISSING
-    bn_momentum: float = MISSING
     sync_bn: bool = MISSING
     activation: str = MISSING
     dropout: float = MISSING
     lrn: bool = MISSING
     width: float = MISSING
     stem: str = MISSING
-    # Noisy BN's noise (model.norm=noisy, experiment=bn_baseline_noisy); null for the other nets.
-    noise: BNNoise | None = None
 
 
 @dataclass
@@ -242,6 +250,9 @@ class InceptionConfig(RunConfig):
     channels_last: bool = MISSING
     recipe: Recipe = field(default_factory=Recipe)
     grid: RecipeGrid = field(default_factory=RecipeGrid)
+    # Which trainer: true packs the members into one model (bnrepro.train_packed), false trains
+    # one run (bnrepro.train_inception), null packs exactly when there are several members.
+    packed: bool | None = MISSING
     late_probe: Probe = field(default_factory=Probe)
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
@@ -459,6 +470,42 @@ def validate_run(cfg: DictConfig) -> None:
         "data.root",
         cfg.data.root,
         "It is a file, not a directory: point data.root (or BNREPRO_DATA) at the data folder.",
+    )
+
+
+def validate_batch_norm(m: DictConfig, noisy_bn: str) -> None:
+    """The range checks and rules of BN's options (BatchNormOptions) in the model config `m`,
+    the same for both nets; `noisy_bn` is the override that gives the net noisy BN, named in
+    the fixes (model=mlp_noisy, experiment=bn_baseline_noisy)."""
+    check(m.norm in NORMS, "model.norm", m.norm, f"Use torch, paper, or noisy ({noisy_bn}).")
+    check(
+        (m.norm == "noisy") == (m.noise is not None),
+        "model.noise" if m.noise is not None else "model.norm",
+        OmegaConf.to_container(m.noise) if m.noise is not None else m.norm,
+        f"Noisy BN needs its noise and the noise needs noisy BN: use {noisy_bn}.",
+    )
+    if m.noise is not None:
+        check(
+            0 < m.noise.scale_min <= m.noise.scale_max,
+            "model.noise.scale_min",
+            m.noise.scale_min,
+            "Use 0 < model.noise.scale_min <= model.noise.scale_max, e.g. 0.75 and 1.25.",
+        )
+        check(
+            m.noise.shift >= 0, "model.noise.shift", m.noise.shift, "Use a shift >= 0, e.g. 0.25."
+        )
+        check(
+            m.batch_norm,
+            "model.batch_norm",
+            m.batch_norm,
+            f"Noisy BN is BN with noise after it: use {noisy_bn}.",
+        )
+    check(m.bn_eps > 0, "model.bn_eps", m.bn_eps, "Use a small positive eps, e.g. 1e-5.")
+    check(
+        0 <= m.bn_momentum <= 1,
+        "model.bn_momentum",
+        m.bn_momentum,
+        "Use a rate in [0, 1], e.g. 0.1.",
     )
 
 

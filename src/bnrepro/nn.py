@@ -6,11 +6,15 @@
   training mini-batches (instead of PyTorch's moving averages).
 - `bn_affine`, `fold_into_affine`, `fold_batchnorm`: inference BN as one affine map, folded
   into the preceding linear / convolution layer.
+- `NoisyBatchNorm`: Santurkar et al.'s BN with noise injected after it.
+- `create_norm`: the one norm-layer factory both nets are built with, from the BN options of
+  their model config (`model.norm`, `model.bn_eps`, ...).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -320,3 +324,47 @@ class NoisyBatchNorm(nn.modules.batchnorm._BatchNorm):
             f"{super().extra_repr()}, scale~U({self.scale_min}, {self.scale_max}), "
             f"shift~U(-{self.shift}, {self.shift})"
         )
+
+
+NORMS = ("torch", "paper", "noisy")
+"""The BN implementations `model.norm` names: PyTorch's nn.BatchNorm1d / nn.BatchNorm2d, this
+module's BatchNorm (Algorithm 1), or NoisyBatchNorm (BN, then noise)."""
+TORCH_BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+
+
+def create_norm(
+    norm: str,
+    dims: int,
+    eps: float,
+    momentum: float,
+    noise: Any = None,
+    stats_backprop: bool = True,
+) -> Callable[[int], nn.Module]:
+    """The BN layer `norm` (one of NORMS) names, as a function of its channel count, for inputs
+    of `dims` dimensions past the channel's: 1 for (N, C) (the MLP), 2 for (N, C, H, W)
+    (Inception); only PyTorch's class depends on it.
+
+    `noise` is noisy BN's (scale_min, scale_max and shift, as a model config's `model.noise`
+    holds them); `stats_backprop=False` (the paper's transform only) treats the batch statistics
+    as constants in the backward pass.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} is not known; use one of {list(NORMS)}.")
+    if not stats_backprop and norm != "paper":
+        raise ValueError("stats_backprop=False needs the paper's transform: norm='paper'.")
+    if (norm == "noisy") != (noise is not None):
+        raise ValueError("Noisy BN needs its noise, and the noise needs norm='noisy'.")
+    if norm == "paper":
+        return functools.partial(
+            BatchNorm, eps=eps, momentum=momentum, stats_backprop=stats_backprop
+        )
+    if norm == "noisy":
+        return functools.partial(
+            NoisyBatchNorm,
+            scale_min=noise.scale_min,
+            scale_max=noise.scale_max,
+            shift=noise.shift,
+            eps=eps,
+            momentum=momentum,
+        )
+    return functools.partial(TORCH_BATCHNORMS[dims], eps=eps, momentum=momentum)

@@ -1,8 +1,8 @@
 """The command line: `python -m bnrepro.train [experiment=figure1] [model=mlp_bn] [key=value ...]`.
 
-It only dispatches: `model.name` picks the trainer (mlp: bnrepro.train_mlp, inception:
-bnrepro.train_inception, or bnrepro.train_packed for several seeds or a `grid`), which
-trains in the run directory Hydra names. A problem the user
+It only dispatches, by the config's own keys: `model.name` picks the trainer (mlp:
+bnrepro.train_mlp; inception: bnrepro.train_inception, or bnrepro.train_packed as `packed`
+says, `packs`), which trains in the run directory Hydra names. A problem the user
 can fix ends the process with one paragraph and exit status 2 (a signal: 130 or 143) and
 writes nothing that was not there; in a sweep (`-m`) the job is recorded as failed, the sweep
 goes on, and it exits non-zero at its end (bnrepro.hydra_callbacks.SweepReport).
@@ -17,7 +17,7 @@ import hydra
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from bnrepro.errors import BnreproError, ConfigError
 from bnrepro.hydra_callbacks import check_overrides
@@ -27,15 +27,26 @@ from bnrepro.rundir import record_failed_start
 TRAINERS = ("mlp", "inception")
 
 
+def packs(cfg: DictConfig) -> bool:
+    """Whether an Inception config trains packed members (bnrepro.train_packed) rather than
+    one run (bnrepro.train_inception): its key `packed` (configs/trainer/inception.yaml) or,
+    where that is null, whether it names several members: several seeds, or a `grid` list."""
+    packed = cfg.get("packed")
+    if packed is not None:
+        return bool(packed)
+    grid = cfg.get("grid") or {}
+    seeds = cfg.get("seeds")
+    several = isinstance(seeds, ListConfig | list) and len(seeds) > 1
+    return several or any(values is not None for values in grid.values())
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Trains `cfg` with the trainer its `model.name` names, in `run_dir`; returns run info."""
     name = cfg.model.name
     if name == "mlp":
         from bnrepro.train_mlp import train as train_fn
     elif name == "inception":
-        from bnrepro.train_packed import is_packed
-
-        if is_packed(cfg):
+        if packs(cfg):
             from bnrepro.train_packed import train as train_fn
         else:
             from bnrepro.train_inception import train as train_fn

@@ -1,7 +1,8 @@
 """Packed Inception members: many runs of one architecture trained as one model.
 
 `python -m bnrepro.train experiment=bn_x5 seeds=[0,1,2] grid.lr_multiplier=[1,2,5,10,30]`
-comes here (bnrepro.train sends every Inception config with several seeds or a `grid` list):
+comes here (bnrepro.train sends every Inception config with `packed=true`, or with several
+seeds or a `grid` list and `packed=null`, the default):
 its 15 members are the runs `experiment=bn_x5 seeds=[s] recipe.lr_multiplier=m`, trained
 side by side in one process, one step and, on a GPU, one CUDA graph.
 
@@ -17,7 +18,7 @@ another way:
 - it draws that run's batches (`BatchOrder` of its seed and shuffle) and random numbers
   (`StepNoise` of its seed: crops, flips, distortion, dropout; noisy BN's from its seed too);
 - its optimizer is that run's momentum SGD, with its own learning rate, schedule and L2
-  (`MemberSGD`);
+  (bnrepro.packed_optim);
 - its loss is its own batch's mean; the sum over members gives each member its own gradient.
 What differs is float rounding: a grouped convolution sums in another order than a single
 one, so a member's curve follows its single run's to a tolerance (tests/test_train_packed.py,
@@ -40,15 +41,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bnrepro.config import check, select_device
 from bnrepro.errors import ConfigError
 from bnrepro.graphs import cuda_graphed
-from bnrepro.lifecycle import Run
-from bnrepro.models.inception import Inception, count_parameters, load_member
-from bnrepro.train_inception import (
+from bnrepro.inception_checks import validate
+from bnrepro.inception_data import (
     DISTORTION_NOISE,
     PROXY_EVAL_BATCH,
     BatchOrder,
@@ -56,18 +56,21 @@ from bnrepro.train_inception import (
     EvalBatches,
     MakeBatch,
     ProxyData,
-    Settings,
     StepInputs,
     StepNoise,
+    distort,
+    load_proxy,
+)
+from bnrepro.inception_recipe import (
+    Settings,
     amp_autocast,
     build_model,
-    distort,
-    learning_rate,
-    load_proxy,
     recipe_settings,
-    validate,
 )
-from bnrepro.train_mlp import available_memory
+from bnrepro.lifecycle import Run
+from bnrepro.memory import available_memory
+from bnrepro.models.inception import Inception, count_parameters, load_member
+from bnrepro.packed_optim import MemberSchedule, MemberSGD
 
 GRID_KEYS = (
     "lr_multiplier",
@@ -78,17 +81,17 @@ GRID_KEYS = (
     "reduced_distortion",
 )
 POSITIVE_KEYS = ("lr_multiplier", "l2_divisor", "decay_speedup")
-RESUME_KEYS = ("data", "model", "optim", "recipe", "grid", "seeds", "batch_size", "eval_every")
-SCHEDULE_BLOCK = 1000
-"""Steps of learning rates computed at a time (`MemberSchedule`)."""
-
-
-def is_packed(cfg: DictConfig) -> bool:
-    """Whether an Inception config trains packed members: several seeds, or a grid list."""
-    grid = cfg.get("grid") or {}
-    seeds = cfg.get("seeds")
-    several = isinstance(seeds, ListConfig | list) and len(seeds) > 1
-    return several or any(grid.get(key) is not None for key in GRID_KEYS)
+RESUME_KEYS = (
+    "data",
+    "model",
+    "optim",
+    "recipe",
+    "grid",
+    "seeds",
+    "batch_size",
+    "eval_every",
+    "packed",
+)
 
 
 def grid_members(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -105,7 +108,7 @@ def grid_members(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 def validate_packed(cfg: DictConfig) -> DictConfig:
-    """bnrepro.train_inception's checks, then what a pack needs."""
+    """bnrepro.inception_checks's checks, then what a pack needs."""
     cfg = validate(cfg)
     for key in GRID_KEYS:
         values = None if cfg.grid[key] is None else list(cfg.grid[key])
@@ -179,7 +182,7 @@ def estimated_bytes(cfg: DictConfig, members: int, model: Inception) -> int:
 
 def check_memory(cfg: DictConfig, members: int, settings: Settings, device: torch.device) -> None:
     """Refuses, before any member is built or anything is loaded or written, a pack whose
-    `estimated_bytes` exceed the `available_memory` of its device, as bnrepro.train_mlp does
+    `estimated_bytes` exceed the `available_memory` of its device, as bnrepro.mlp_members does
     for the MLP's grid. One member's network is built to count its parameters and activations,
     the random number generator's state kept."""
     with torch.random.fork_rng(devices=[]):
@@ -205,129 +208,16 @@ def member_settings(cfg: DictConfig, member: dict[str, Any]) -> Settings:
     return recipe_settings(cfg, recipe)
 
 
-class MemberSGD(torch.optim.Optimizer):
-    """Momentum SGD with a learning rate and an L2 coefficient per member of a packed model.
-
-    The update is torch.optim.SGD's (g += wd * w for weights, not biases or BN's gamma and
-    beta; buf = momentum * buf + g; w -= lr * buf, or Nesterov's), each element reading the
-    rate and L2 of the member whose row it is in. To take the step in a handful of kernels
-    whatever the number of layers, the model's parameters are made views into one flat
-    buffer, and their gradients views into another, which backward accumulates into in place;
-    the flat buffer is this optimizer's one parameter, so its state_dict is the usual one.
-    `lr` is a (members,) tensor on the model's device that the trainer fills every step.
-    """
-
-    def __init__(
-        self,
-        model: Inception,
-        lr: torch.Tensor,
-        weight_decay: list[float],
-        momentum: float,
-        nesterov: bool,
-    ):
-        params = list(model.parameters())
-        members, device = model.members, params[0].device
-        total = sum(p.numel() for p in params)
-        flat = torch.zeros(total, device=device)
-        self.grad = torch.zeros(total, device=device)
-        member_of, decays, offset = [], [], 0
-        rows = torch.arange(members, device=device, dtype=torch.int32)
-        decay = torch.tensor(weight_decay, device=device)
-        for p in params:
-            n = p.numel()
-            view = flat[offset : offset + n].as_strided(p.shape, p.stride())
-            view.copy_(p.detach())
-            p.data = view
-            p.grad = self.grad[offset : offset + n].as_strided(p.shape, p.stride())
-            member_of.append(rows.repeat_interleave(n // members))
-            decays.append(
-                (decay if p.ndim > 1 else torch.zeros_like(decay)).repeat_interleave(n // members)
-            )
-            offset += n
-        super().__init__([flat], {"lr": lr, "momentum": momentum, "nesterov": nesterov})
-        self.member_of = torch.cat(member_of)
-        self.decay = torch.cat(decays)
-
-    @property
-    def flat(self) -> torch.Tensor:
-        return self.param_groups[0]["params"][0]
-
-    def zero_grad(self, set_to_none: bool = False) -> None:
-        """Zeroes the flat gradient; the parameters' gradients stay views into it."""
-        self.grad.zero_()
-
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None) -> None:
-        group, flat = self.param_groups[0], self.flat
-        state = self.state[flat]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(flat)
-        buf = state["momentum_buffer"]
-        grad = torch.addcmul(self.grad, self.decay, flat)
-        buf.mul_(group["momentum"]).add_(grad)
-        direction = grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-        flat.addcmul_(group["lr"].index_select(0, self.member_of), direction, value=-1)
-
-    @torch.no_grad()
-    def finite_members(self) -> torch.Tensor:
-        """(members,) bool: whether each member's weights are all finite."""
-        bad = (~torch.isfinite(self.flat)).float()
-        members = len(self.param_groups[0]["lr"])
-        counts = torch.zeros(members, device=bad.device).index_add_(0, self.member_of, bad)
-        return counts == 0
-
-    @torch.no_grad()
-    def retire(self, member: int) -> None:
-        """Zeroes a member's weights, momentum and L2 (its rate is the trainer's to zero)."""
-        rows = self.member_of == member
-        self.flat.masked_fill_(rows, 0.0)
-        self.decay.masked_fill_(rows, 0.0)
-        if "momentum_buffer" in self.state[self.flat]:
-            self.state[self.flat]["momentum_buffer"].masked_fill_(rows, 0.0)
-
-
-class MemberSchedule:
-    """Each member's learning rate at each step, (members,) on the device: the single run's
-    `learning_rate` computed in double on the CPU, as that run computes it, `SCHEDULE_BLOCK`
-    steps at a time and moved to the device at once; a retired member's rate is 0."""
-
-    def __init__(self, settings: list[Settings], decay_rate: float, device: torch.device):
-        self.settings, self.decay_rate, self.device = settings, decay_rate, device
-        self.retired: set[int] = set()
-        self._block, self._rates = -1, torch.empty(0)
-
-    def rate(self, member: int, step: int) -> float:
-        if member in self.retired:
-            return 0.0
-        s = self.settings[member]
-        return learning_rate(step, s.lr, self.decay_rate, s.decay_steps)
-
-    def __call__(self, step: int) -> torch.Tensor:
-        block, position = divmod(step, SCHEDULE_BLOCK)
-        if block != self._block:
-            steps = range(block * SCHEDULE_BLOCK, (block + 1) * SCHEDULE_BLOCK)
-            table = [[self.rate(k, t) for k in range(len(self.settings))] for t in steps]
-            self._block, self._rates = block, torch.tensor(table).to(self.device)
-        return self._rates[position]
-
-    def retire(self, member: int) -> None:
-        self.retired.add(member)
-        self._block = -1
-
-
-def packed_pipeline(
+def packed_step_inputs(
     data: ProxyData,
     cfg: DictConfig,
     members: list[dict[str, Any]],
     settings: list[Settings],
     features: int,
-    memory_format: torch.memory_format,
-) -> tuple[StepInputs, MakeBatch, EvalBatches]:
-    """The packed step's inputs (every member's batch indices and uniform numbers, stacked
-    member after member), what the step makes of them, and the held-out batches.
-
-    `make_batch` returns the images (N, members * C, H, W) member-major, the labels
-    (members, N) and the dropout mask (N, members * features), or None when no member drops."""
+) -> StepInputs:
+    """What the packed step reads at each step: every member's batch indices (its single run's
+    `BatchOrder`) and uniform numbers (its single run's `StepNoise`, padded to the widest
+    member's), stacked member after member."""
     device, batch = data.x_train.device, cfg.batch_size
     orders = [
         BatchOrder(
@@ -341,8 +231,7 @@ def packed_pipeline(
         )
         for m, s in zip(members, settings, strict=True)
     ]
-    dropouts = [s.dropout for s in settings]
-    widths = [DISTORTION_NOISE + (features if p else 0) for p in dropouts]
+    widths = [DISTORTION_NOISE + (features if s.dropout else 0) for s in settings]
     noises = [
         StepNoise(m["seed"], 0, batch, w, device) for m, w in zip(members, widths, strict=True)
     ]
@@ -359,6 +248,25 @@ def packed_pipeline(
     def step_inputs(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat([order.batch(step) for order in orders]), noise(step)
 
+    return step_inputs
+
+
+def packed_pipeline(
+    data: ProxyData,
+    cfg: DictConfig,
+    members: list[dict[str, Any]],
+    settings: list[Settings],
+    features: int,
+    memory_format: torch.memory_format,
+) -> tuple[StepInputs, MakeBatch, EvalBatches]:
+    """The packed step's inputs (`packed_step_inputs`), what the step makes of them, and the
+    held-out batches.
+
+    `make_batch` returns the images (N, members * C, H, W) member-major, the labels
+    (members, N) and the dropout mask (N, members * features), or None when no member drops."""
+    device, batch = data.x_train.device, cfg.batch_size
+    step_inputs = packed_step_inputs(data, cfg, members, settings, features)
+    dropouts = [s.dropout for s in settings]
     strengths = {s.distortion for s in settings}
     distortion: float | torch.Tensor = next(iter(strengths))
     if len(strengths) > 1:
@@ -477,6 +385,113 @@ def retire_member(model: Inception, optimizer: MemberSGD, member: int) -> None:
         rows.fill_(1.0 if name.endswith("running_var") else 0.0)
 
 
+class PackedTraining:
+    """A pack's training from its start step: the packed model, its MemberSGD and learning-rate
+    schedule, restored from the run's checkpoint (its diverged members retired again); the
+    step; the members' losses summed since the last log; and the loop (`train_steps`)."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        members: list[dict[str, Any]],
+        settings: list[Settings],
+        device: torch.device,
+        run: Run,
+        data: ProxyData,
+    ):
+        self.cfg, self.members, self.device, self.run = cfg, members, device, run
+        self.count = count = len(members)
+        state = run.checkpoint["trainer"] if run.checkpoint else None
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model, self.optimizer, self.lr, self.schedule = build_packed_training(
+            cfg, members, settings, device, run.check_stop
+        )
+        self.loss_sum, self.loss_count = torch.zeros(count, device=device), 0
+        if state:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.param_groups[0]["lr"] = self.lr  # loading replaced it with its copy
+            self.loss_sum, self.loss_count = state["loss_sum"].to(device), state["loss_count"]
+        for member in run.diverged_at:
+            self.retire(member)
+        self.step_inputs, make_batch, self.eval_batches = packed_pipeline(
+            data, cfg, members, settings, self.model.fc.in_features, memory_format
+        )
+        self.autocast = amp_autocast(cfg, device)
+        self.bn_noise = BNNoiseDraws(self.model, [m["seed"] for m in members])
+        self.train_step = make_packed_step(self.model, self.optimizer, make_batch, self.autocast)
+        self.use_graph = cfg.cuda_graph and device.type == "cuda"
+        if self.use_graph:
+            self.train_step = cuda_graphed(
+                self.model, self.optimizer, self.train_step, self.step_inputs(run.start_step)
+            )
+
+    def retire(self, member: int) -> None:
+        retire_member(self.model, self.optimizer, member)
+        self.schedule.retire(member)
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loss_sum": self.loss_sum.cpu(),
+            "loss_count": self.loss_count,
+        }
+
+    def log(self, step: int) -> None:
+        """Each live member's mean loss since the last log and, when due, its held-out
+        accuracy; a member whose loss or weights are not finite is logged once more, as
+        diverged, and retired."""
+        run, count = self.run, self.count
+        mean_loss = (self.loss_sum / max(self.loss_count, 1)).tolist()
+        finite = self.optimizer.finite_members().tolist()
+        live = [k for k in range(count) if k not in run.diverged_at]
+        newly = [k for k in live if not (finite[k] and math.isfinite(mean_loss[k]))]
+        for k in newly:
+            run.mark_diverged(k, step)
+        accuracy = [None] * count
+        if run.due(step, self.cfg.eval_every) and len(newly) < len(live):
+            accuracy = evaluate_members(self.model, self.eval_batches(), self.autocast)
+        rows = []
+        for k in live:
+            member = self.members[k]
+            rows.append(
+                {
+                    "step": step,
+                    **member,
+                    "train_loss": mean_loss[k] if self.loss_count else None,
+                    "lr": self.schedule.rate(k, step),
+                    "test_acc": None if k in newly else accuracy[k],
+                }
+            )
+        run.log(rows)
+        for k in newly:
+            self.retire(k)
+
+    def train_steps(self) -> None:
+        """Steps every member from the run's start step to `steps`: the members' learning
+        rates, inputs and noisy-BN noise, the update; a log when it is due."""
+        cfg, run = self.cfg, self.run
+        progress = tqdm(
+            total=cfg.steps, initial=run.start_step, unit="step", disable=not sys.stderr.isatty()
+        )
+        cadences = [c for c in (cfg.log_every, cfg.eval_every) if c]
+        with progress:
+            if run.start_step == 0:
+                self.log(0)
+            for step in run.steps():
+                self.lr.copy_(self.schedule(step - 1))
+                inputs = self.step_inputs(step - 1)
+                if self.bn_noise:
+                    self.bn_noise.resample(step - 1)
+                self.loss_sum += self.train_step(*inputs)
+                self.loss_count += 1
+                progress.update(1)
+                if run.due(step, *cadences):
+                    self.log(step)
+                    self.loss_sum, self.loss_count = torch.zeros(self.count, device=self.device), 0
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Trains every member of `cfg` (`grid_members`) for cfg.steps steps, logging into
     `run_dir`; returns run info. Resume, checkpoints and statuses are bnrepro.lifecycle's, as
@@ -495,94 +510,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with Run(run_dir, cfg, columns, RESUME_KEYS, members=members) as run:
         if run.complete:
             return run.info
-        state = run.checkpoint["trainer"] if run.checkpoint else None
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model, optimizer, lr, schedule = build_packed_training(
-            cfg, members, settings, device, run.check_stop
-        )
-        loss_sum, loss_count = torch.zeros(count, device=device), 0
-        if state:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            optimizer.param_groups[0]["lr"] = lr  # loading replaced the tensor with its copy
-            loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
-        for member in run.diverged_at:
-            retire_member(model, optimizer, member)
-            schedule.retire(member)
-        step_inputs, make_batch, eval_batches = packed_pipeline(
-            data, cfg, members, settings, model.fc.in_features, memory_format
-        )
-        autocast = amp_autocast(cfg, device)
-        bn_noise = BNNoiseDraws(model, [m["seed"] for m in members])
-
-        train_step = make_packed_step(model, optimizer, make_batch, autocast)
-        use_graph = cfg.cuda_graph and device.type == "cuda"
-        if use_graph:
-            train_step = cuda_graphed(model, optimizer, train_step, step_inputs(run.start_step))
-
-        def trainer_state() -> dict[str, Any]:
-            return {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "loss_sum": loss_sum.cpu(),
-                "loss_count": loss_count,
-            }
-
-        def log(step: int) -> None:
-            """Each live member's mean loss since the last log and, when due, its held-out
-            accuracy; a member whose loss or weights are not finite is logged once more, as
-            diverged, and retired."""
-            mean_loss = (loss_sum / max(loss_count, 1)).tolist()
-            finite = optimizer.finite_members().tolist()
-            live = [k for k in range(count) if k not in run.diverged_at]
-            newly = [k for k in live if not (finite[k] and math.isfinite(mean_loss[k]))]
-            for k in newly:
-                run.mark_diverged(k, step)
-            accuracy = [None] * count
-            if run.due(step, cfg.eval_every) and len(newly) < len(live):
-                accuracy = evaluate_members(model, eval_batches(), autocast)
-            rows = []
-            for k in live:
-                member = members[k]
-                rows.append(
-                    {
-                        "step": step,
-                        **member,
-                        "train_loss": mean_loss[k] if loss_count else None,
-                        "lr": schedule.rate(k, step),
-                        "test_acc": None if k in newly else accuracy[k],
-                    }
-                )
-            run.log(rows)
-            for k in newly:
-                retire_member(model, optimizer, k)
-                schedule.retire(k)
-
+        training = PackedTraining(cfg, members, settings, device, run, data)
         run.check_stop()
         run.start(
-            trainer_state,
+            training.trainer_state,
             device,
             settings=[asdict(s) for s in settings],
-            parameters=count_parameters(model) // count,
+            parameters=count_parameters(training.model) // count,
             members_packed=count,
-            cuda_graph=use_graph,
+            cuda_graph=training.use_graph,
         )
-        progress = tqdm(
-            total=cfg.steps, initial=run.start_step, unit="step", disable=not sys.stderr.isatty()
-        )
-        cadences = [c for c in (cfg.log_every, cfg.eval_every) if c]
-        with progress:
-            if run.start_step == 0:
-                log(0)
-            for step in run.steps():
-                lr.copy_(schedule(step - 1))
-                inputs = step_inputs(step - 1)
-                if bn_noise:
-                    bn_noise.resample(step - 1)
-                loss_sum += train_step(*inputs)
-                loss_count += 1
-                progress.update(1)
-                if run.due(step, *cadences):
-                    log(step)
-                    loss_sum, loss_count = torch.zeros(count, device=device), 0
-        return run.finish(model.state_dict())
+        training.train_steps()
+        return run.finish(training.model.state_dict())

@@ -19,6 +19,8 @@ from bnrepro import claims
 from bnrepro.atomic import write_json
 from bnrepro.data import load_mnist
 from bnrepro.driver import REPO, Invocation, check_protocol, provenance, write_csv
+from bnrepro.mlp_data import to_input
+from bnrepro.mlp_members import build_model
 from bnrepro.models.mlp import MLP
 from bnrepro.tables import (
     check_final_steps,
@@ -32,7 +34,6 @@ from bnrepro.tables import (
     read_json,
 )
 from bnrepro.train import train
-from bnrepro.train_mlp import build_model, to_input
 
 SCALES = np.logspace(-1, 1, 41)  # claim 1: a from 0.1 to 10
 APPROXIMATE_EPS = 1e-5  # claim 1 is also measured with the harness's BN eps, for contrast

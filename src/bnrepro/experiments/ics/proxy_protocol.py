@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from bnrepro.atomic import write_json
 from bnrepro.driver import Invocation, draw_fix, multirun, provenance, sweep_fix, write_csv
+from bnrepro.inception_probes import DIAGNOSTIC_COLUMNS
 from bnrepro.tables import (
     check_columns,
     check_curves,
@@ -24,7 +25,6 @@ from bnrepro.tables import (
     read_csv,
     read_json,
 )
-from bnrepro.train_inception import DIAGNOSTIC_COLUMNS
 
 VARIANTS = ("inception", "bn_baseline", "bn_baseline_noisy")
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}

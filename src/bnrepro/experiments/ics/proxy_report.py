@@ -12,9 +12,9 @@ from bnrepro.atomic import atomic_write_text
 from bnrepro.experiments.ics import report
 from bnrepro.experiments.ics.proxy_analysis import claims, conclusion
 from bnrepro.experiments.ics.proxy_protocol import VARIANTS, load
+from bnrepro.inception_probes import ICS_LAYERS
 from bnrepro.markdown import history_lines
 from bnrepro.plots import save_figure
-from bnrepro.train_inception import ICS_LAYERS
 from bnrepro.verdicts import runs_commit
 
 STYLE = {
