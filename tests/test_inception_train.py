@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, compose_train, data_root
+from conftest import REPO, compose_train
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch import nn
 
 from bnrepro import train_inception as ti
 from bnrepro.errors import ConfigError, ResumeError
+from bnrepro.paths import data_dir
 
 RECIPES = [
     "inception",
@@ -62,7 +63,7 @@ def tiny(experiment: str, *overrides: str) -> DictConfig:
             "checkpoint_every=0",
             "device=cpu",
             "logger.wandb.mode=disabled",
-            f"data.root={data_root()}",
+            f"data.root={data_dir()}",
             *overrides,
         ]
     )
