@@ -16,7 +16,6 @@ Targets on the 2-core development machine: the harness at least 4x the conventio
 members at most 12x the cost of one, the full protocol of both nets within 40 s.
 """
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,15 +31,14 @@ from torch import nn
 
 from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_mnist
+from bnrepro.paths import CONFIGS, REPO, data_dir
 from bnrepro.train_mlp import train
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run_config(overrides: list[str]):
     """The config `python -m bnrepro.train <overrides>` would train, wandb off, without the
     `hydra` node (a trainer called directly needs none)."""
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*overrides, "logger.wandb.mode=disabled"])
     with open_dict(cfg):
         cfg.pop("hydra", None)
@@ -152,7 +150,7 @@ def main() -> None:
     )
     parser.add_argument("--full", action="store_true", help="also time the full 50,000 steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", default=os.environ.get("BNREPRO_DATA", "data"))
+    parser.add_argument("--data", default=str(data_dir()))
     args = script_args(parser)
     ensure_mnist(args.data)
     torch.set_num_threads(1)  # the harness's default; the conventional loop gets the same

@@ -50,10 +50,9 @@ from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_dataset
 from bnrepro.graphs import cuda_graphed
 from bnrepro.models.inception import Inception, count_multiply_adds
+from bnrepro.paths import REPO, data_dir
 from bnrepro.replicas import Replicas
 from bnrepro.train_mlp import train as train_mlp
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def proxy_config(experiment: str, device: str, channels_last: bool, threads: int | None):
@@ -191,7 +190,7 @@ def bench_mlp(steps: int) -> dict[str, float]:
     and as one CUDA graph."""
     results = {}
     for graph in (False, True):
-        cfg = harness_config("mlp_bn", steps, str(REPO / "data"), "cuda", [])
+        cfg = harness_config("mlp_bn", steps, str(data_dir()), "cuda", [])
         with open_dict(cfg):
             cfg.cuda_graph = graph
         with tempfile.TemporaryDirectory() as run_dir:
@@ -295,7 +294,7 @@ def main() -> None:
     args = script_args(parser)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_inception: --device cuda needs a CUDA GPU; none is visible.")
-    ensure_dataset("fashion_mnist", str(REPO / "data"))
+    ensure_dataset("fashion_mnist", str(data_dir()))
     threads = args.threads if args.device == "cpu" else None
     if args.only_step:  # one BN-x5 timing, for --thread-split's child processes
         cfg = proxy_config("bn_x5", "cpu", True, threads)

@@ -35,8 +35,8 @@ from PIL import Image
 
 from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.inception_data import imagenet_datasets
+from bnrepro.paths import CONFIGS, RUNS
 
-REPO = Path(__file__).resolve().parents[1]
 BATCH = 256
 CLASSES = 4
 PER_CLASS = 100
@@ -78,7 +78,7 @@ def ensure_folder(root: Path) -> Path:
 
 def training_set(data_root: Path):
     """The training ImageFolder of `imagenet_datasets`, with configs/data/imagenet.yaml."""
-    data = OmegaConf.load(REPO / "configs" / "data" / "imagenet.yaml")
+    data = OmegaConf.load(CONFIGS / "data" / "imagenet.yaml")
     data.root = str(data_root)
     data.num_classes = CLASSES
     data.val_dir = data.train_dir  # a validation folder is required; only training is timed
@@ -165,7 +165,7 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--root", type=Path, default=REPO / "runs" / "bench_loader")
+    parser.add_argument("--root", type=Path, default=RUNS / "bench_loader")
     parser.add_argument(
         "--images",
         type=positive_int("--images", "timed images", 1024),

@@ -21,7 +21,6 @@ TensorBoard's writer in a fresh interpreter, which a run pays once.
 
 import contextlib
 import io
-import os
 import statistics
 import subprocess
 import sys
@@ -36,9 +35,8 @@ from bench import run_config
 from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_dataset, ensure_mnist
 from bnrepro.loggers import TensorBoardRuns
+from bnrepro.paths import REPO, data_dir
 from bnrepro.train import train
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def mlp_overrides(steps: int, data_root: str) -> list[str]:
@@ -132,7 +130,7 @@ def main() -> None:
     parser.add_argument(
         "--proxy-steps", type=positive_int("--proxy-steps", "proxy steps", 100), default=100
     )
-    parser.add_argument("--data", default=os.environ.get("BNREPRO_DATA", "data"))
+    parser.add_argument("--data", default=str(data_dir()))
     args = script_args(parser)
     data_root = str(Path(args.data).resolve())
     ensure_mnist(data_root)

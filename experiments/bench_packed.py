@@ -29,7 +29,6 @@ size is 8x or more for 9 members.
 import argparse
 import itertools
 import json
-import os
 import statistics
 import sys
 import time
@@ -48,22 +47,16 @@ from bnrepro.config import select_device
 from bnrepro.driver import Parser, positive_int, script_args
 from bnrepro.fetch import ensure_dataset
 from bnrepro.graphs import cuda_graphed
+from bnrepro.paths import data_dir
 from bnrepro.replicas import Replicas
 from bnrepro.runinfo import hardware
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {
     "cpu": {"steps": 10, "warmup": 2, "repeats": 1},
     "cuda": {"steps": 100, "warmup": 10, "repeats": 3},
 }
 """Timed steps, warm-up steps and repeats per device when not given: on 2 CPU cores the
 default run (9 members at the cpu preset's size) takes well under a minute."""
-
-
-def data_root() -> Path:
-    """Where `make` fetches the datasets: $BNREPRO_DATA (relative to the repository), or data/."""
-    root = Path(os.environ.get("BNREPRO_DATA", "data"))
-    return root if root.is_absolute() else REPO / root
 
 
 def bench_config(
@@ -77,7 +70,7 @@ def bench_config(
             f"preset={preset}",
             f"device={device}",
             f"seeds=[{','.join(str(s) for s in seeds)}]",
-            f"data.root={data_root()}",
+            f"data.root={data_dir()}",
             *overrides,
         ]
     )
@@ -259,7 +252,7 @@ def main() -> None:
         defaults[key] if getattr(args, key) is None else getattr(args, key)
         for key in ("steps", "warmup", "repeats")
     )
-    ensure_dataset("fashion_mnist", str(data_root()))
+    ensure_dataset("fashion_mnist", str(data_dir()))
     cfg = bench_config(args.experiment, preset, args.device, [0], args.overrides)
     threads = args.threads or cfg.threads
     if threads:

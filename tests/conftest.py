@@ -9,6 +9,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from bnrepro.paths import data_dir
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 
@@ -27,27 +29,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def data_root() -> Path:
-    root = Path(os.environ.get("BNREPRO_DATA", "data"))
-    return root if root.is_absolute() else REPO / root
-
-
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The verified real MNIST (`make test` fetches it first); skips when it is absent."""
-    raw = data_root() / "MNIST" / "raw"
+    raw = data_dir() / "MNIST" / "raw"
     if not (raw / "t10k-labels-idx1-ubyte").exists():
         pytest.skip(f"MNIST is not in {raw}; run `make data` to fetch it")
-    return data_root()
+    return data_dir()
 
 
 @pytest.fixture(scope="session")
 def fashion_root() -> Path:
     """The verified real Fashion-MNIST (`make test` fetches it first); skips when it is absent."""
-    raw = data_root() / "FashionMNIST" / "raw"
+    raw = data_dir() / "FashionMNIST" / "raw"
     if not (raw / "t10k-labels-idx1-ubyte").exists():
         pytest.skip(f"Fashion-MNIST is not in {raw}; run `make data` to fetch it")
-    return data_root()
+    return data_dir()
 
 
 def compose_train(overrides: list[str] | None = None) -> DictConfig:
@@ -64,7 +61,7 @@ def tiny_proxy(experiment: str, *overrides: str) -> DictConfig:
         [
             f"experiment={experiment}", "data.size=16", "data.resize=bilinear",
             "model.width=0.0625", "data.eval_size=200", "checkpoint_every=0", "device=cpu",
-            "logger.wandb.mode=disabled", f"data.root={data_root()}", *overrides,
+            "logger.wandb.mode=disabled", f"data.root={data_dir()}", *overrides,
         ]
     )  # fmt: skip
     with open_dict(cfg):

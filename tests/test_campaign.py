@@ -24,6 +24,7 @@ from bnrepro.campaign import (
     makespan,
     step_seconds,
 )
+from bnrepro.paths import data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "experiments" / "campaigns" / "figure2_cpu_plateau.yaml"
@@ -125,7 +126,7 @@ def campaign(repo: Path, action: str, runs: Path, **kwargs) -> subprocess.Popen:
     env = {
         **os.environ,
         "PYTHONPATH": str(repo / "src"),
-        "BNREPRO_DATA": str(Path(os.environ.get("BNREPRO_DATA", REPO / "data")).resolve()),
+        "BNREPRO_DATA": str(data_dir().resolve()),
     }
     command = [sys.executable, "-m", "bnrepro.campaign", action]
     command += ["experiments/campaigns/toy.yaml", "--runs", str(runs), "--jobs", "2"]

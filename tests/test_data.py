@@ -25,6 +25,7 @@ from bnrepro import data, fetch, idx
 from bnrepro.data import DataError
 from bnrepro.digest import file_digest
 from bnrepro.idx import IdxFileError
+from bnrepro.paths import data_dir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = tuple(data.MNIST_MD5)
@@ -33,18 +34,13 @@ APT_DOWNLOAD = ["apt-get", "download", fetch.FASHION_MNIST_DEB]
 EXAMPLE_FETCH_COMMAND = ".venv/bin/python -m bnrepro.fetch --root"
 
 
-def real_mnist_root() -> pathlib.Path:
-    """Where the real MNIST lives: $BNREPRO_DATA (default ``data``) relative to the repo root."""
-    return REPO_ROOT / os.environ.get("BNREPRO_DATA", "data")
-
-
 def real_mnist_present() -> bool:
-    raw_dir = real_mnist_root() / "MNIST" / "raw"
+    raw_dir = data_dir() / "MNIST" / "raw"
     return all((raw_dir / name).is_file() for name in NAMES)
 
 
 def real_fashion_mnist_present() -> bool:
-    raw_dir = real_mnist_root() / "FashionMNIST" / "raw"
+    raw_dir = data_dir() / "FashionMNIST" / "raw"
     return all((raw_dir / name).is_file() for name in data.FASHION_MNIST_MD5)
 
 
@@ -493,11 +489,10 @@ def test_write_idx_then_read_idx_round_trips(tmp_path):
 
 @pytest.mark.skipif(
     not real_mnist_present(),
-    reason=f"real MNIST not fetched into {real_mnist_root() / 'MNIST' / 'raw'}; "
-    "run `make data` first",
+    reason=f"real MNIST not fetched into {data_dir() / 'MNIST' / 'raw'}; run `make data` first",
 )
 def test_real_mnist_files_match_published_md5_and_label_counts():
-    root = real_mnist_root()
+    root = data_dir()
     raw_dir = data.MNIST.raw_dir(root)
     for name, expected in data.MNIST_MD5.items():
         assert file_digest(raw_dir / name, "md5") == expected
@@ -768,11 +763,11 @@ def test_main_fetches_all_datasets_and_reports_each_failure(tmp_path, monkeypatc
 
 @pytest.mark.skipif(
     not real_fashion_mnist_present(),
-    reason=f"real Fashion-MNIST not fetched into {real_mnist_root() / 'FashionMNIST' / 'raw'}; "
+    reason=f"real Fashion-MNIST not fetched into {data_dir() / 'FashionMNIST' / 'raw'}; "
     "run `make data` first",
 )
 def test_real_fashion_mnist_files_match_published_md5_and_class_counts():
-    root = real_mnist_root()
+    root = data_dir()
     raw_dir = data.FASHION_MNIST.raw_dir(root)
     for name, expected in data.FASHION_MNIST_MD5.items():
         assert file_digest(raw_dir / name, "md5") == expected

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train, data_root
+from conftest import REPO, compose_train
 from hydra.errors import HydraException
 from omegaconf import open_dict
 
 from bnrepro.errors import BnreproError
+from bnrepro.paths import data_dir
 from bnrepro.train import train
 
 
@@ -51,7 +52,7 @@ def test_every_readme_example_is_refused_naming_it(
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    base = [f"data.root={data_root()}", "device=cpu", "logger.wandb.mode=disabled", "steps=20"]
+    base = [f"data.root={data_dir()}", "device=cpu", "logger.wandb.mode=disabled", "steps=20"]
     try:
         cfg = compose_train([*base, *overrides])
     except HydraException as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train, data_root, tiny_proxy
+from conftest import REPO, compose_train, tiny_proxy
 from omegaconf import OmegaConf
 
 from bnrepro import atomic, lifecycle, mlp_members, rundir, tables, train_mlp, train_packed
@@ -23,6 +23,7 @@ from bnrepro.errors import ConfigError, ResumeError
 from bnrepro.experiments import figure1
 from bnrepro.hydra_callbacks import OutputDirCheck
 from bnrepro.lifecycle import Run
+from bnrepro.paths import data_dir
 from bnrepro.rundir import DirectoryClaim, RunBusyError, RunWriteError
 from bnrepro.tables import ResultsError
 from bnrepro.train import train
@@ -284,11 +285,11 @@ def test_resuming_a_finished_run_changes_no_byte(small_cfg, tmp_path, capsys, ov
 
 
 def test_resuming_a_finished_inception_run_changes_no_byte(tmp_path) -> None:
-    if not (data_root() / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
+    if not (data_dir() / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
         pytest.skip("Fashion-MNIST is not fetched")
     overrides = ["experiment=bn_x5", "data.size=16", "data.resize=bilinear", "model.width=0.0625",
                  "data.eval_size=200", "steps=2", "eval_every=2", "log_every=2", "device=cpu",
-                 "logger.wandb.mode=disabled", f"data.root={data_root()}"]  # fmt: skip
+                 "logger.wandb.mode=disabled", f"data.root={data_dir()}"]  # fmt: skip
     cfg = compose_train(overrides)
     train(cfg, tmp_path)
     before = every_byte(tmp_path)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, compose_train, data_root
+from conftest import REPO, compose_train
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch import nn
@@ -19,6 +19,7 @@ from torch import nn
 from bnrepro import inception_checks, inception_data, inception_recipe
 from bnrepro import train_inception as ti
 from bnrepro.errors import ConfigError, ResumeError
+from bnrepro.paths import data_dir
 from bnrepro.replicas import Replicas
 
 RECIPES = [
@@ -64,7 +65,7 @@ def tiny(experiment: str, *overrides: str) -> DictConfig:
             "checkpoint_every=0",
             "device=cpu",
             "logger.wandb.mode=disabled",
-            f"data.root={data_root()}",
+            f"data.root={data_dir()}",
             *overrides,
         ]
     )

@@ -47,11 +47,12 @@ from typing import IO, Any
 
 from omegaconf import OmegaConf
 
+from bnrepro import presets
 from bnrepro.atomic import atomic_write_bytes, write_json
 from bnrepro.errors import BnreproError
+from bnrepro.paths import CONFIGS, REPO, RESULTS, data_dir
 from bnrepro.rundir import owner_alive
 
-REPO = Path(__file__).resolve().parents[2]
 STATE_FILE = "campaign.json"
 LOCK_FILE = ".campaign.lock"
 CODE_DIR = "code"
@@ -129,9 +130,9 @@ def load_plan(path: Path) -> Plan:
     seeds = data["seeds"]
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
         raise plan_error(path, f"has seeds {seeds!r}: it needs a list of whole numbers")
-    if not (REPO / "configs" / "preset" / f"{data['preset']}.yaml").is_file():
+    if str(data["preset"]) not in presets.names():
         raise plan_error(path, f"names the preset {data['preset']!r}, not in configs/preset/")
-    experiments = {p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml")}
+    experiments = {p.stem for p in (CONFIGS / "experiment").glob("*.yaml")}
     runs = []
     for index, entry in enumerate(data["runs"] or []):
         where = f"run {index + 1}"
@@ -385,7 +386,7 @@ def launch(campaign: Campaign, s: RunState) -> subprocess.Popen:
     env = {
         **os.environ,
         "PYTHONPATH": str(campaign.code / "src"),
-        "BNREPRO_DATA": str(Path(os.environ.get("BNREPRO_DATA", REPO / "data")).resolve()),
+        "BNREPRO_DATA": str(data_dir().resolve()),
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
@@ -575,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                 "give a whole number above 0, e.g. --jobs 2."
             )
         plan = load_plan(args.plan)
-        records = args.records or REPO / "results" / "campaigns" / plan.name
+        records = args.records or RESULTS / "campaigns" / plan.name
         campaign = Campaign(plan, args.runs, records)
         if args.action == "status":
             print(status(campaign, args.jobs))

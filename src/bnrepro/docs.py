@@ -33,8 +33,8 @@ from bnrepro.experiments.figure1.report import BLOCKS as FIGURE1_BLOCKS
 from bnrepro.experiments.figure2.report import BLOCKS as FIGURE2_BLOCKS
 from bnrepro.experiments.ics.blocks import BLOCKS as ICS_BLOCKS
 from bnrepro.experiments.sensitivity.report import BLOCKS as SENSITIVITY_BLOCKS
+from bnrepro.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/*.md")
 BEGIN = re.compile(r"<!-- begin generated: (?P<name>[\w-]+) -->")
 END = "<!-- end generated -->"

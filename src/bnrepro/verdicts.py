@@ -32,8 +32,8 @@ from typing import Any
 import yaml
 
 from bnrepro.errors import BnreproError
+from bnrepro.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 THRESHOLDS = Path("configs") / "thresholds"  # relative to the repository, as git names it
 RELATIONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 FIXED_COLUMN = "threshold_fixed"

@@ -59,15 +59,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
-from bnrepro.driver import DRIVERS, REPO, Driver, UsageError, file_in_the_way
+from bnrepro.driver import DRIVERS, Driver, UsageError, file_in_the_way
 from bnrepro.experiments import driver
+from bnrepro.paths import REPO, RESULTS, RUNS
+from bnrepro.presets import cuda_presets
 from bnrepro.runinfo import stable_command
 from bnrepro.sweep import Stopped
 from bnrepro.verdicts import FIXED_COLUMN
 
-RESULTS = REPO / "results"
 REFERENCE = RESULTS / "reference"
 SHOWN = 3  # differences named per artifact; the rest are counted
 # Two numbers of a column without a tolerance that differ by at most this fraction of the
@@ -324,18 +324,9 @@ class Artifact:
     @property
     def needs_gpu(self) -> bool:
         return any(
-            word in gpu_presets() or word.removeprefix("device=").startswith("cuda")
+            word in cuda_presets() or word.removeprefix("device=").startswith("cuda")
             for word in self.command
         )
-
-
-def gpu_presets() -> set[str]:
-    """The presets (configs/preset/<name>.yaml) that train on CUDA."""
-    return {
-        path.stem
-        for path in (REPO / "configs" / "preset").glob("*.yaml")
-        if str(OmegaConf.load(path).get("device", "")).startswith("cuda")
-    }
 
 
 def recorded_run(record: Path) -> tuple[Driver, list[str]]:
@@ -567,7 +558,7 @@ def main() -> None:
             )
         chosen = {name: known[name] for name in names}
         runs = parse_collect(args.collect, chosen)
-        scratch = args.scratch or REPO / "runs" / "verify" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        scratch = args.scratch or RUNS / "verify" / time.strftime("%Y-%m-%d_%H-%M-%S")
         make_scratch(scratch)
     except UsageError as error:
         print(f"bnrepro: {error}", file=sys.stderr)

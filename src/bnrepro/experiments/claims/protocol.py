@@ -18,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from bnrepro import claims
 from bnrepro.atomic import write_json
 from bnrepro.data import load_mnist
-from bnrepro.driver import REPO, Invocation, check_protocol, provenance, write_csv
+from bnrepro.driver import Invocation, check_protocol, provenance, write_csv
 from bnrepro.mlp_data import to_input
 from bnrepro.mlp_members import build_model
 from bnrepro.models.mlp import MLP
+from bnrepro.paths import CONFIGS
 from bnrepro.tables import (
     check_final_steps,
     check_groups,
@@ -182,7 +183,7 @@ def train_variants(runs_dir: Path, protocol: Protocol, overrides: list[str]) -> 
     variant's training wall time in seconds."""
     wall_s = {}
     for variant, variant_overrides in VARIANTS.items():
-        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             cfg = compose(
                 config_name="train",
                 overrides=[

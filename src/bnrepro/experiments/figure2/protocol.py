@@ -4,6 +4,7 @@ rerun, and `run`, the sweeps that train them (docs/figure2.md describes the prot
 
 from typing import NamedTuple
 
+from bnrepro import presets
 from bnrepro.driver import Invocation, UsageError, draw_fix, hydra_list, multirun, sweep_fix
 
 # The controls first: the diverging one ends early and frees its slot for the next run.
@@ -169,9 +170,8 @@ def decay_variant(speedup: float) -> str:
 
 def results_folder(options: dict) -> str:
     """results/figure2 for the cpu preset (and its --quick protocol), results/figure2_<preset>
-    for another, so that no preset writes over another's results."""
-    preset = options.get("preset", "cpu")
-    return "figure2" if preset in ("cpu", "quick") else f"figure2_{preset}"
+    for another."""
+    return presets.results_folder("figure2", options.get("preset", "cpu"), ("cpu", "quick"))
 
 
 def run(invocation: Invocation) -> None:

@@ -14,7 +14,7 @@ figures, claims.csv and README.md from them. The method and the presets: docs/ic
 """
 
 from bnrepro.driver import Driver, device_option, preset_options
-from bnrepro.experiments.ics.proxy_protocol import PRESETS, collect, run
+from bnrepro.experiments.ics.proxy_protocol import PRESETS, collect, results_folder, run
 from bnrepro.experiments.ics.proxy_report import draw
 
 DRIVER = Driver(
@@ -27,5 +27,5 @@ DRIVER = Driver(
         *preset_options(PRESETS, "cpu"),
         device_option(),
     ),
-    folder="ics/proxy",
+    folder=results_folder,
 )

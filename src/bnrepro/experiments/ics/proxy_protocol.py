@@ -10,6 +10,7 @@ from typing import NamedTuple
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bnrepro import presets
 from bnrepro.atomic import write_json
 from bnrepro.driver import Invocation, draw_fix, multirun, provenance, sweep_fix, write_csv
 from bnrepro.inception_probes import DIAGNOSTIC_COLUMNS
@@ -64,6 +65,11 @@ PRESETS = {
 }
 SWEEP_FIX = sweep_fix("ics_proxy", "ics/proxy")
 DRAW_FIX = draw_fix("ics_proxy", "ics/proxy")
+
+
+def results_folder(options: dict) -> str:
+    """results/ics/proxy for every preset: its committed results are the gpu preset's."""
+    return presets.results_folder("ics/proxy", options.get("preset", "cpu"), PRESETS)
 
 
 # ---------------------------------------------------------------- training and collecting
