@@ -1,4 +1,4 @@
-"""The paper's claims, each measured small by `bnrepro.claims` and asserted."""
+"""The paper's claims, each measured small by `bnrepro.claim_measures` and asserted."""
 
 import copy
 import json
@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO
 from torch import nn
 
-from bnrepro import claims, verdicts
+from bnrepro import claim_measures, verdicts
 from bnrepro.driver import UsageError
 from bnrepro.experiments import claims as claims_driver
 from bnrepro.experiments.claims import analysis as claims_analysis
@@ -51,19 +51,19 @@ def trained_like_mlp(members: int, position: str, norm: str = "torch", seed: int
 
 
 def test_scale_invariance_is_exact_without_eps():
-    frame = claims.scale_invariance(np.logspace(-1, 1, 9), batch=8, d_in=5, d_out=4)
+    frame = claim_measures.scale_invariance(np.logspace(-1, 1, 9), batch=8, d_in=5, d_out=4)
     assert frame[["out_dev", "du_dev", "dw_dev"]].to_numpy().max() < 1e-10
     # larger weights, smaller gradients: |d/d(aW)| = |d/dW| / a
     np.testing.assert_allclose(frame.dw_norm, frame.dw_norm_at_1 / frame.a, rtol=1e-10)
 
 
 def test_scale_invariance_is_only_approximate_with_eps():
-    frame = claims.scale_invariance([0.1], batch=8, d_in=5, d_out=4, eps=1e-3)
+    frame = claim_measures.scale_invariance([0.1], batch=8, d_in=5, d_out=4, eps=1e-3)
     assert frame.out_dev.iloc[0] > 1e-6
 
 
 def test_bias_grows_linearly_when_statistics_are_constants_and_loss_stays_flat():
-    frame = claims.stats_backprop_toy(stats_backprop=False, steps=50, lr=0.5, n=32, d=4)
+    frame = claim_measures.stats_backprop_toy(stats_backprop=False, steps=50, lr=0.5, n=32, d=4)
     drift = frame.b_drift.to_numpy()
     assert drift[-1] > 10 * frame.b_norm.iloc[0]
     np.testing.assert_allclose(drift, drift[1] * frame.step.to_numpy(), rtol=1e-9)
@@ -71,14 +71,14 @@ def test_bias_grows_linearly_when_statistics_are_constants_and_loss_stays_flat()
 
 
 def test_bias_stays_put_with_backprop_through_statistics():
-    frame = claims.stats_backprop_toy(stats_backprop=True, steps=50, lr=0.5, n=32, d=4)
+    frame = claim_measures.stats_backprop_toy(stats_backprop=True, steps=50, lr=0.5, n=32, d=4)
     assert frame.b_drift.max() < 1e-12 * frame.b_norm.iloc[0]
     assert np.ptp(frame.loss) < 1e-12 * frame.loss.iloc[0]
 
 
 def test_bias_before_bn_gets_no_gradient_and_does_not_change_the_output():
     gen = torch.Generator().manual_seed(0)
-    frame = claims.bias_redundancy([torch.rand(12, 30, generator=gen) for _ in range(3)], 8)
+    frame = claim_measures.bias_redundancy([torch.rand(12, 30, generator=gen) for _ in range(3)], 8)
     assert len(frame) == 3
     assert (frame.bias_grad_norm < 1e-10 * frame.weight_grad_norm).all()
     assert (frame.weight_grad_norm > 1e-3).all()
@@ -90,7 +90,7 @@ def test_bias_before_bn_gets_no_gradient_and_does_not_change_the_output():
 @pytest.mark.parametrize("norm", ["torch", "paper"])
 def test_folded_mlp_matches_unfolded(position, norm):
     model = trained_like_mlp(3, position, norm)
-    folded = claims.fold_mlp(model)
+    folded = claim_measures.fold_mlp(model)
     assert all(isinstance(n, nn.Identity) for n in folded.norms)
     assert not any(isinstance(m, (nn.BatchNorm1d, BatchNorm)) for m in folded.modules())
     x = torch.rand(50, 20)
@@ -100,7 +100,7 @@ def test_folded_mlp_matches_unfolded(position, norm):
     x = torch.rand(3, 50, 20)
     torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=0)
     assert all(isinstance(n.norm, nn.Module) for n in model.norms)
-    frame = claims.fold_agreement(model, folded, x[0], seeds=[0, 1, 2])
+    frame = claim_measures.fold_agreement(model, folded, x[0], seeds=[0, 1, 2])
     assert list(frame.seed) == [0, 1, 2]
     assert frame.max_abs_diff.max() < 1e-5
     assert (frame.prediction_agreement == 1.0).all()
@@ -109,7 +109,7 @@ def test_folded_mlp_matches_unfolded(position, norm):
 def test_folded_member_equals_folded_single_member_run():
     """Member-major channels: folding member 1 of three equals folding it on its own."""
     model = trained_like_mlp(3, "before")
-    folded = claims.fold_mlp(model)
+    folded = claim_measures.fold_mlp(model)
     single = MLP(1, [20, 16, 12, 5], "sigmoid", nn.BatchNorm1d)
     state = {}
     for name, value in model.state_dict().items():
@@ -121,7 +121,9 @@ def test_folded_member_equals_folded_single_member_run():
             state[name] = value[1:2]
     single.load_state_dict(state)
     x = torch.rand(40, 20)
-    torch.testing.assert_close(claims.fold_mlp(single)(x)[0], folded(x)[1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        claim_measures.fold_mlp(single)(x)[0], folded(x)[1], atol=1e-6, rtol=0
+    )
 
 
 class Sleeper(nn.Module):
@@ -141,7 +143,9 @@ class Sleeper(nn.Module):
 
 def test_time_inference_times_one_pass_of_each_model_in_turn():
     slow, fast = Sleeper(0.05), Sleeper(0.0)
-    frame = claims.time_inference({"slow": slow, "fast": fast}, torch.rand(10, 4), repeats=4)
+    frame = claim_measures.time_inference(
+        {"slow": slow, "fast": fast}, torch.rand(10, 4), repeats=4
+    )
     assert list(frame.model) == ["slow", "fast"] * 4
     assert list(frame.repeat) == [0, 0, 1, 1, 2, 2, 3, 3]
     # one untimed warm-up pass each, then one timed pass per repeat, all in eval mode
@@ -154,7 +158,7 @@ def test_time_inference_times_one_pass_of_each_model_in_turn():
 
 def test_training_batches_follow_each_members_order():
     x_train = torch.arange(10 * 3, dtype=torch.uint8).view(10, 3)
-    batches = list(claims.training_batches(x_train, [4, 7], 4, 5, "grey"))
+    batches = list(claim_measures.training_batches(x_train, [4, 7], 4, 5, "grey"))
     assert len(batches) == 5 and batches[0].shape == (2, 4, 3)
     # an epoch holds two batches of 4 (the last 2 examples are skipped); then a new order
     first_epoch = torch.cat(batches[:2], dim=1)
@@ -171,7 +175,7 @@ def test_population_statistics_are_per_member_means_of_batch_statistics():
     gen = torch.Generator().manual_seed(1)
     x_train = torch.randint(0, 256, (40, 20), generator=gen, dtype=torch.uint8)
     x_test, y_test = torch.rand(30, 20), torch.randint(0, 5, (30,))
-    frame = claims.population_statistics_accuracy(
+    frame = claim_measures.population_statistics_accuracy(
         model, x_train, x_test, y_test, seeds, n_batches=[1, 7], batch_size=6
     )
     assert len(frame) == 3 * members
@@ -180,8 +184,8 @@ def test_population_statistics_are_per_member_means_of_batch_statistics():
     # the same estimate again, and the first layer's statistics computed by hand
     estimated = MLP(members, [20, 16, 12, 5], "sigmoid", BatchNorm)
     estimated.load_state_dict(model.state_dict())
-    batches = list(claims.training_batches(x_train, seeds, 6, 7, "grey"))
-    claims.estimate_population_statistics(estimated, batches)
+    batches = list(claim_measures.training_batches(x_train, seeds, 6, 7, "grey"))
+    claim_measures.estimate_population_statistics(estimated, batches)
     pre = torch.stack([b @ model.hidden[0].weight for b in batches])  # (N, members, 6, 16)
     mean = pre.mean(2).mean(0)
     var = pre.var(2, correction=1).mean(0)
@@ -218,7 +222,7 @@ def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
         optimizer.zero_grad()
         member_losses(model, batch).sum().backward()
         optimizer.step()
-    frame = claims.population_statistics_accuracy(
+    frame = claim_measures.population_statistics_accuracy(
         model,
         x_train,
         to_input(test_images.flatten(1)[:500], "grey"),
@@ -239,7 +243,7 @@ def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
         norm.momentum = None  # the running statistics become the plain mean over batches
     cumulative.train()
     with torch.no_grad():
-        for batch in claims.training_batches(x_train, [0, 1], 60, 2, "grey"):
+        for batch in claim_measures.training_batches(x_train, [0, 1], 60, 2, "grey"):
             cumulative(batch)
     cumulative.eval()
     x_test = to_input(test_images.flatten(1)[:500], "grey")
@@ -253,10 +257,10 @@ def test_population_accuracy_rows_are_per_seed_and_batch_count(mnist_root):
 def test_median_interval_lies_between_order_statistics():
     # 100 values: the 95% interval for the median runs from the 40th to the 61st smallest
     values = np.random.default_rng(0).permutation(np.arange(1.0, 101.0))
-    assert claims.median_interval(values) == (50.5, 40.0, 61.0)
-    assert claims.median_interval(np.arange(1.0, 7.0)) == (3.5, 1.0, 6.0)
+    assert claim_measures.median_interval(values) == (50.5, 40.0, 61.0)
+    assert claim_measures.median_interval(np.arange(1.0, 7.0)) == (3.5, 1.0, 6.0)
     with pytest.raises(ValueError, match="5 values are too few"):
-        claims.median_interval(np.arange(1.0, 6.0))
+        claim_measures.median_interval(np.arange(1.0, 6.0))
 
 
 def threshold(relation: str, value: float, claim: str = "x") -> verdicts.Threshold:
@@ -330,7 +334,7 @@ def small_logged_csvs(out_dir: Path) -> None:
     made up, logged every 100 steps to step 200, read at steps 100 and 200)."""
     gen = torch.Generator().manual_seed(0)
     model = trained_like_mlp(2, "before")
-    folded = claims.fold_mlp(model)
+    folded = claim_measures.fold_mlp(model)
     model64 = trained_like_mlp(2, "before").double()
     x = torch.rand(30, 20, generator=gen)
     accuracy = {  # variant -> test accuracy at steps 0, 100, 200: after leads early only
@@ -340,13 +344,16 @@ def small_logged_csvs(out_dir: Path) -> None:
     }
     frames = {
         "scale_invariance.csv": pd.concat(
-            claims.scale_invariance([0.1, 1.0, 10.0], 8, 5, 4, eps=eps) for eps in (0.0, 1e-5)
+            claim_measures.scale_invariance([0.1, 1.0, 10.0], 8, 5, 4, eps=eps)
+            for eps in (0.0, 1e-5)
         ),
         "stats_backprop.csv": pd.concat(
-            claims.stats_backprop_toy(backprop, steps=40, lr=0.5, n=16, d=3)
+            claim_measures.stats_backprop_toy(backprop, steps=40, lr=0.5, n=16, d=3)
             for backprop in (False, True)
         ),
-        "bias_redundancy.csv": claims.bias_redundancy([torch.rand(10, 12, generator=gen)], 6),
+        "bias_redundancy.csv": claim_measures.bias_redundancy(
+            [torch.rand(10, 12, generator=gen)], 6
+        ),
         "bn_position_curves.csv": pd.DataFrame(
             [
                 {
@@ -363,10 +370,10 @@ def small_logged_csvs(out_dir: Path) -> None:
         ),
         "folding_agreement.csv": pd.concat(
             [
-                claims.fold_agreement(model, folded, x, [0, 1]).assign(dtype="float32"),
-                claims.fold_agreement(model64, claims.fold_mlp(model64), x.double(), [0, 1]).assign(
-                    dtype="float64"
-                ),
+                claim_measures.fold_agreement(model, folded, x, [0, 1]).assign(dtype="float32"),
+                claim_measures.fold_agreement(
+                    model64, claim_measures.fold_mlp(model64), x.double(), [0, 1]
+                ).assign(dtype="float64"),
             ]
         ),
         "population_statistics.csv": pd.DataFrame(
@@ -380,7 +387,7 @@ def small_logged_csvs(out_dir: Path) -> None:
     }
     for name, frame in frames.items():
         frame.to_csv(out_dir / name, index=False)
-    timing = claims.time_inference({"unfolded": model, "folded": folded}, x, 8)
+    timing = claim_measures.time_inference({"unfolded": model, "folded": folded}, x, 8)
     provenance = {
         "settings": {"protocol": "quick", "steps": 200, "short_steps": 100, "seeds": "0,1",
                      "population_batches": 5, "timing_repeats": 8, "harness": [], "overrides": []},

@@ -1,4 +1,4 @@
-"""Santurkar et al.'s diagnostics (bnrepro.ics) and noisy BN (bnrepro.nn.NoisyBatchNorm)
+"""Santurkar et al.'s diagnostics (bnrepro.ics_measures) and noisy BN (bnrepro.nn.NoisyBatchNorm)
 against cases with a known answer."""
 
 import copy
@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO
 from torch import nn
 
-from bnrepro import ics, verdicts
+from bnrepro import ics_measures, verdicts
 from bnrepro.driver import UsageError
 from bnrepro.errors import ConfigError
 from bnrepro.experiments import ics as ics_driver
@@ -141,9 +141,11 @@ def test_beta_smoothness_of_a_quadratic_is_its_top_hessian_eigenvalue():
     # the ratio ||A g|| / ||g|| lies between the smallest and the largest eigenvalue
     w = torch.stack([3.0 * q[:, 0], torch.randn(5, dtype=torch.float64)])
     model = Quadratic(a, w)
-    loss = ics.functional_loss(model, quadratic_loss, None)
+    loss = ics_measures.functional_loss(model, quadratic_loss, None)
     lr = torch.tensor([0.1, 0.05], dtype=torch.float64)
-    result = ics.landscape(loss, ics.current_params(model), lr, MULTIPLIERS, members=2)
+    result = ics_measures.landscape(
+        loss, ics_measures.current_params(model), lr, MULTIPLIERS, members=2
+    )
     assert result.beta[0].item() == pytest.approx(4.0, rel=1e-12)
     assert 0.1 <= result.beta[1].item() <= 4.0 + 1e-12
     g = w[1] @ a
@@ -183,11 +185,11 @@ def test_ics_of_a_two_layer_chain_matches_the_hand_computed_gradients():
     w1, w2, x, y, lr = 0.8, -1.5, 2.0, 1.0, 0.1
     model = ScalarChain(w1, w2).double()
     batch = (torch.tensor([[x]], dtype=torch.float64), torch.tensor([[y]], dtype=torch.float64))
-    loss = ics.functional_loss(model, chain_loss, batch)
-    order = ics.forward_order(model, lambda: model(batch[0]))
+    loss = ics_measures.functional_loss(model, chain_loss, batch)
+    order = ics_measures.forward_order(model, lambda: model(batch[0]))
     assert order == ["first.weight", "second.weight"]
-    shifts = ics.internal_covariate_shift(
-        loss, ics.current_params(model), order, order, lr=lr, members=1
+    shifts = ics_measures.internal_covariate_shift(
+        loss, ics_measures.current_params(model), order, order, lr=lr, members=1
     )
     residual = w2 * w1 * x - y
     g2 = residual * w1 * x
@@ -204,10 +206,10 @@ def test_ics_of_a_single_layer_net_is_zero():
     torch.manual_seed(0)
     model = nn.Linear(10, 3)
     x, y = torch.randn(32, 10), torch.randint(0, 3, (32,))
-    loss = ics.functional_loss(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), (x, y))
-    order = ics.forward_order(model, lambda: model(x))
-    shifts = ics.internal_covariate_shift(
-        loss, ics.current_params(model), order, ["weight"], lr=0.5
+    loss = ics_measures.functional_loss(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), (x, y))
+    order = ics_measures.forward_order(model, lambda: model(x))
+    shifts = ics_measures.internal_covariate_shift(
+        loss, ics_measures.current_params(model), order, ["weight"], lr=0.5
     )
     assert shifts["weight"].l2.item() == 0.0
     assert shifts["weight"].cosine.item() == pytest.approx(1.0)
@@ -241,11 +243,11 @@ def weight_names(model: MLP) -> list[str]:
 
 
 def measure(model, batch, lr):
-    loss = ics.functional_loss(model, mlp_loss, batch)
-    params = ics.current_params(model)
-    order = ics.forward_order(model, lambda: model(batch[0]))
-    shifts = ics.internal_covariate_shift(loss, params, order, weight_names(model), lr, 2)
-    return shifts, ics.landscape(loss, params, lr, MULTIPLIERS, 2)
+    loss = ics_measures.functional_loss(model, mlp_loss, batch)
+    params = ics_measures.current_params(model)
+    order = ics_measures.forward_order(model, lambda: model(batch[0]))
+    shifts = ics_measures.internal_covariate_shift(loss, params, order, weight_names(model), lr, 2)
+    return shifts, ics_measures.landscape(loss, params, lr, MULTIPLIERS, 2)
 
 
 @pytest.mark.parametrize("norm", [None, nn.BatchNorm1d, noisy])
@@ -294,11 +296,13 @@ def test_each_members_diagnostics_equal_its_own_single_member_net(norm):
     x, y = torch.randn(2, 16, 20), torch.randint(0, 3, (2, 16))
     lr = torch.tensor([0.1, 0.3])
     shifts, result = measure(pair, (x, y), lr)
-    loss = ics.functional_loss(solo, mlp_loss, (x[1:], y[1:]))
-    order = ics.forward_order(solo, lambda: solo(x[1:]))
-    params = ics.current_params(solo)
-    solo_shifts = ics.internal_covariate_shift(loss, params, order, weight_names(solo), 0.3, 1)
-    solo_result = ics.landscape(loss, params, 0.3, MULTIPLIERS, 1)
+    loss = ics_measures.functional_loss(solo, mlp_loss, (x[1:], y[1:]))
+    order = ics_measures.forward_order(solo, lambda: solo(x[1:]))
+    params = ics_measures.current_params(solo)
+    solo_shifts = ics_measures.internal_covariate_shift(
+        loss, params, order, weight_names(solo), 0.3, 1
+    )
+    solo_result = ics_measures.landscape(loss, params, 0.3, MULTIPLIERS, 1)
     for name, shift in shifts.items():
         torch.testing.assert_close(shift.l2[1:], solo_shifts[name].l2, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(shift.cosine[1:], solo_shifts[name].cosine)

@@ -133,7 +133,7 @@ class MemberGrid:
 
 @dataclass
 class Diagnostics:
-    """Santurkar et al.'s ICS and landscape measurements (bnrepro.ics) during training."""
+    """Santurkar et al.'s ICS and landscape measurements (bnrepro.ics_measures) during training."""
 
     every: int = MISSING
     multipliers: list[float] = MISSING

@@ -17,6 +17,9 @@ drifts more. Every results README that judges stability names this measure.
 
 import pandas as pd
 
+# The quantile levels the trainers' probes take of a sigmoid's input, and the metrics.csv
+# columns they are logged in.
+QUANTILES = (0.15, 0.50, 0.85)
 PERCENTILES = ("p15", "p50", "p85")
 DRIFT_FROM = 0.02
 NAME = "percentile drift"

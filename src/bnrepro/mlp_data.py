@@ -4,7 +4,7 @@
 input (`to_input`); `EpochSampler` draws each member's mini-batch indices, a fresh permutation
 every epoch from the member's own generator (`data_seed`), and `batch_of` gathers a step's
 batches. A library module: the trainer (bnrepro.train_mlp) and the claims that reuse its data
-order and input (bnrepro.claims, experiments/claims.py) read MNIST from here.
+order and input (bnrepro.claim_measures, experiments/claims.py) read MNIST from here.
 """
 
 from typing import Any

@@ -4,7 +4,8 @@ grid point and seed), held in one vectorized model (bnrepro.models.mlp.MLP).
 Which members a config trains (`grid_members`), the model that holds them (`build_model`, its
 BN layers bnrepro.nn.create_norm's), whether they fit in memory (`check_memory`), and each
 one's test accuracy (`test_accuracy`). A library module: the trainer (bnrepro.train_mlp) and
-the claims that rebuild and evaluate its nets (bnrepro.claims, experiments/claims.py) share it.
+the claims that rebuild and evaluate its nets (bnrepro.claim_measures, experiments/claims.py)
+share it.
 """
 
 import itertools

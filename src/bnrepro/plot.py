@@ -32,13 +32,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from bnrepro.drift import PERCENTILES
 from bnrepro.errors import BnreproError  # noqa: E402
 from bnrepro.loggers import NOT_HYPERPARAMETERS, flat_scalars  # noqa: E402
 from bnrepro.plots import save_figure  # noqa: E402
 from bnrepro.results import run_dirs  # noqa: E402
 from bnrepro.tables import fail, read_json  # noqa: E402
 
-PERCENTILES = ("p15", "p50", "p85")
 # Left out of the labels beside NOT_HYPERPARAMETERS: the seeds a setting is averaged over.
 NOT_LABELS = ("seeds",)
 FIX = (

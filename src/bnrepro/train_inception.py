@@ -23,7 +23,7 @@ checkpoints.
 per-channel scale and shift redrawn before every step from (seed, step) alone (`BNNoiseDraws`).
 Two measurements watch a run on its logged steps (bnrepro.inception_probes): `late_probe` (the
 percentiles of one late ReLU's input, Figure 1(b, c) on the proxy) and `diagnostics`
-(bnrepro.ics: internal covariate shift and the loss landscape along the gradient).
+(bnrepro.ics_measures: internal covariate shift and the loss landscape along the gradient).
 
 The run directory (claim, resume, checkpoints, statuses) is bnrepro.lifecycle's; metrics.csv
 has `step,seed,train_loss,lr,test_acc`, then the probe's and the diagnostics' columns when they

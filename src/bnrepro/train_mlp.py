@@ -20,9 +20,10 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
-from bnrepro import ics
+from bnrepro import ics_measures
 from bnrepro import nn as paper_nn
 from bnrepro.config import MLPConfig, check, select_device, typed, validate_batch_norm, validate_run
+from bnrepro.drift import QUANTILES
 from bnrepro.graphs import cuda_graphed
 from bnrepro.lifecycle import Run
 from bnrepro.mlp_data import MNIST_TRAIN_SIZE, EpochSampler, batch_of, load_mnist_on
@@ -32,7 +33,6 @@ from bnrepro.models.mlp import ACTIVATIONS, MLP
 METRIC_COLUMNS = ("step", "seed", "train_loss", "test_acc", "p15", "p50", "p85")
 # With a member grid (grid.lr / grid.init_std): which member a row is, and its settings.
 GRID_COLUMNS = ("step", "member", "seed", "lr", "init_std", *METRIC_COLUMNS[2:])
-PERCENTILES = (0.15, 0.50, 0.85)
 # What a checkpoint must agree on with the config that resumes it.
 RESUME_KEYS = (
     "data.name",
@@ -186,8 +186,9 @@ def noise_seed(seed: int) -> int:
 
 
 def diagnostic_columns(cfg: DictConfig) -> tuple[str, ...]:
-    """metrics.csv's columns for bnrepro.ics's measurements (none when diagnostics are off):
-    ICS of every layer with a layer below it (k = 2 .. the output layer), then the landscape."""
+    """metrics.csv's columns for bnrepro.ics_measures's measurements (none when diagnostics are
+    off): ICS of every layer with a layer below it (k = 2 .. the output layer), then the
+    landscape."""
     if cfg.diagnostics.every == 0:
         return ()
     layers = range(2, len(cfg.model.sizes))
@@ -221,7 +222,7 @@ def sigmoid_input_percentiles(model: MLP, x_probe: torch.Tensor, unit: int) -> l
     """
     with preserved_buffers(model):
         _, pre = model.hidden_forward(x_probe)
-    q = torch.tensor(PERCENTILES, device=pre.device)
+    q = torch.tensor(QUANTILES, device=pre.device)
     return torch.quantile(pre[:, :, unit], q, dim=1).T.tolist()
 
 
@@ -235,17 +236,19 @@ def member_losses(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) ->
 def make_diagnostics(
     model: MLP, x_probe: torch.Tensor, lr: torch.Tensor, multipliers: list[float]
 ) -> Callable[[tuple[torch.Tensor, torch.Tensor]], list[dict[str, float]]]:
-    """Santurkar et al.'s measurements (bnrepro.ics) at the current weights on a batch, one
+    """Santurkar et al.'s measurements (bnrepro.ics_measures) at the current weights on a batch, one
     dict of diagnostic_columns per member. The step they take is plain SGD at each member's
     learning rate `lr` (members,); weights, buffers and the optimizer are left as they were."""
     weights = [f"hidden.{i}.weight" for i in range(len(model.hidden))] + ["classifier.weight"]
-    order = ics.forward_order(model, lambda: model(x_probe[:2]))
+    order = ics_measures.forward_order(model, lambda: model(x_probe[:2]))
 
     def measure(batch: tuple[torch.Tensor, torch.Tensor]) -> list[dict[str, float]]:
-        loss = ics.functional_loss(model, member_losses, batch)
-        params = ics.current_params(model)
-        shifts = ics.internal_covariate_shift(loss, params, order, weights, lr, model.members)
-        shape = ics.landscape(loss, params, lr, multipliers, model.members)
+        loss = ics_measures.functional_loss(model, member_losses, batch)
+        params = ics_measures.current_params(model)
+        shifts = ics_measures.internal_covariate_shift(
+            loss, params, order, weights, lr, model.members
+        )
+        shape = ics_measures.landscape(loss, params, lr, multipliers, model.members)
         columns = {}
         for k, weight in enumerate(weights[1:], start=2):
             columns[f"ics_l2_{k}"] = shifts[weight].l2.tolist()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bnrepro import claims, verdicts
+from bnrepro import claim_measures, verdicts
 from bnrepro.experiments.claims.protocol import accuracy_at, load
 
 SPEEDUP_DIGITS = 2  # claim 5: significant digits shown of the speed-up and its interval
@@ -101,7 +101,7 @@ def checks(data: dict[str, pd.DataFrame], speedup: pd.Series, settings: dict) ->
     final = {n: accuracy_at(curves, n).groupby("variant").test_acc.mean() for n in lengths}
 
     agreement = data["folding_agreement.csv"]
-    median, low, high = claims.median_interval(speedup)
+    median, low, high = claim_measures.median_interval(speedup)
 
     population = data["population_statistics.csv"]
     largest = population[population.statistics == "population"].n_batches.max()

@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bnrepro import claims
+from bnrepro import claim_measures
 from bnrepro.atomic import write_json
 from bnrepro.data import load_mnist
 from bnrepro.driver import Invocation, check_protocol, provenance, write_csv
@@ -48,7 +48,7 @@ VARIANTS = {
 }
 FOLDED_VARIANT = "bn_before"  # claims 5 and 6 use this trained net
 FOLDING_DTYPES = ("float32", "float64")  # claim 5
-MIN_REPEATS = 6  # claim 5: the fewest repeats with a 95% interval (claims.median_interval)
+MIN_REPEATS = 6  # claim 5: the fewest repeats with a 95% interval (claim_measures.median_interval)
 
 
 @dataclass(frozen=True)
@@ -167,13 +167,15 @@ DRAW_FIX = (
 
 def measure_direct(x_train: torch.Tensor) -> dict[str, pd.DataFrame]:
     """Claims 1-3 (no training of the Figure 1 net needed), by CSV file name."""
-    scale = [claims.scale_invariance(SCALES, eps=eps) for eps in (0.0, APPROXIMATE_EPS)]
-    toy = [claims.stats_backprop_toy(backprop, steps=TOY_STEPS) for backprop in (False, True)]
+    scale = [claim_measures.scale_invariance(SCALES, eps=eps) for eps in (0.0, APPROXIMATE_EPS)]
+    toy = [
+        claim_measures.stats_backprop_toy(backprop, steps=TOY_STEPS) for backprop in (False, True)
+    ]
     batches = [to_input(x_train[60 * i : 60 * (i + 1)], "grey") for i in range(BIAS_TRIALS)]
     return {
         "scale_invariance.csv": pd.concat(scale),
         "stats_backprop.csv": pd.concat(toy),
-        "bias_redundancy.csv": claims.bias_redundancy(batches),
+        "bias_redundancy.csv": claim_measures.bias_redundancy(batches),
     }
 
 
@@ -239,13 +241,15 @@ def measure_trained(
     agreement = []
     for dtype in (torch.float32, torch.float64):
         net = copy.deepcopy(model).to(dtype)
-        frame = claims.fold_agreement(net, claims.fold_mlp(net), x_test.to(dtype), seeds)
+        frame = claim_measures.fold_agreement(
+            net, claim_measures.fold_mlp(net), x_test.to(dtype), seeds
+        )
         agreement.append(frame.assign(dtype=str(dtype).removeprefix("torch.")))
-    models = {"unfolded": model, "folded": claims.fold_mlp(model)}
-    timing = claims.time_inference(models, x_test, repeats)
+    models = {"unfolded": model, "folded": claim_measures.fold_mlp(model)}
+    timing = claim_measures.time_inference(models, x_test, repeats)
 
     counts = [n for n in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if n < population_batches]
-    frame = claims.population_statistics_accuracy(
+    frame = claim_measures.population_statistics_accuracy(
         model,
         train_images.flatten(1),
         x_test,

@@ -91,7 +91,7 @@ DESCRIPTIONS = {
         "repository's own check.",
         "claim5_folding.png",
         "The trained BN-before net rebuilt with `build_model` from its `model.pt`; "
-        "`bnrepro.claims.fold_mlp` folds each BN into the EnsembleLinear before it with "
+        "`bnrepro.claim_measures.fold_mlp` folds each BN into the EnsembleLinear before it with "
         "`fold_into_affine`. Logits on the 10,000 test images compared in float32, as the "
         "net runs, and in float64, where float32 rounding no longer hides the identity; "
         "inference timed as one forward pass over the 10,000 test images on the CPU, "
@@ -99,9 +99,9 @@ DESCRIPTIONS = {
         "repeats of each repeat's ratio, time unfolded / time folded, so a slow spell of a "
         "shared machine hits both sides of a ratio, with a distribution-free 95% interval for "
         "that median: from the j-th smallest to the j-th largest ratio, with j from the "
-        "binomial distribution (`bnrepro.claims.median_interval`). Its verdict is pass when "
-        "the whole interval lies above 1, fail when none of it does, and inconclusive when it "
-        "straddles 1.",
+        "binomial distribution (`bnrepro.claim_measures.median_interval`). Its verdict is pass "
+        "when the whole interval lies above 1, fail when none of it does, and inconclusive when "
+        "it straddles 1.",
     ),
     6: (
         "Moving averages vs population statistics (Algorithm 2)",

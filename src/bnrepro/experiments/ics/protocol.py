@@ -54,7 +54,6 @@ ICS_PREFIXES = ("ics_l2_", "ics_cos_")
 DEFAULT_SEEDS = (0, 1, 2)  # with Figure 1's 50,000 steps: the protocol of results/ics/
 DEFAULT_EVERY = 500
 QUICK = {"seeds": (0, 1), "steps": 600, "every": 100}
-PERCENTILES = ("p15", "p50", "p85")
 # Absolute tolerances (CSV file -> column -> tolerance) for `make verify` on another CPU model or
 # a GPU; on the same CPU model a rerun is identical. Measured: the full protocol on one H200
 # against the committed 2-core AMD EPYC run differed by at most 4.5e-5 (ICS l2), 7.7e-5
