@@ -11,7 +11,8 @@ import pandas as pd
 
 from bnrepro import drift as percentile_drift
 from bnrepro import verdicts
-from bnrepro.experiments.ics.protocol import ICS_PREFIXES, LANDSCAPE, PERCENTILES, load
+from bnrepro.drift import PERCENTILES
+from bnrepro.experiments.ics.protocol import ICS_PREFIXES, LANDSCAPE, load
 
 # Claim (a)'s "trains about as fast": test accuracy this early (or the last step every curve
 # evaluated at before it, in a shorter run). The claims' thresholds are files of their own,

@@ -10,9 +10,10 @@ import pandas as pd
 from bnrepro import drift as percentile_drift
 from bnrepro import markdown
 from bnrepro.atomic import atomic_write_text
+from bnrepro.drift import PERCENTILES
 from bnrepro.driver import write_csv
 from bnrepro.experiments.ics.analysis import Claim, claims, conclusion
-from bnrepro.experiments.ics.protocol import LANDSCAPE, PERCENTILES, VARIANTS, layers, load
+from bnrepro.experiments.ics.protocol import LANDSCAPE, VARIANTS, layers, load
 from bnrepro.plots import save_figure
 from bnrepro.runinfo import stable_command
 from bnrepro.verdicts import runs_commit
