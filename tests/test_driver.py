@@ -364,33 +364,47 @@ def run_status(run_dir: Path) -> str | None:
         return None
 
 
+def sigterm_once(command: list[str], started, start_s: float, stop_s: float) -> tuple[int, str]:
+    """Runs `python <command>` in a session of its own, sends it SIGTERM once `started()`,
+    and waits `stop_s` for it to exit; then no process of its session may be left within
+    10 s. Its exit status and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, *command], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + start_s
+        while not started():
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=stop_s)
+        deadline = time.monotonic() + 10
+        while session_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert session_processes(process.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode, stderr
+
+
 @pytest.mark.integration
 def test_sigterm_to_a_driver_stops_its_whole_sweep(tmp_path, mnist_root) -> None:
     """SIGTERM to the driver alone (as `timeout` sends it) reaches the Hydra sweep and its
     training workers: within 10 s no process of the driver's session is left, every started
     run reads `interrupted` with its resume command, and the driver exits 143."""
     out, runs = tmp_path / "out", tmp_path / "runs"
-    driver = subprocess.Popen(
-        [sys.executable, "experiments/figure1.py", "run", "--quick", "--steps", "200000",
-         "--out", str(out), "--runs", str(runs), f"data.root={mnist_root}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while not all(run_status(runs / v) == "running" for v in ("plain", "bn")):
-            assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read()
-            time.sleep(0.2)
-        driver.send_signal(signal.SIGTERM)
-        _, stderr = driver.communicate(timeout=10)
-        deadline = time.monotonic() + 10
-        while session_processes(driver.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert session_processes(driver.pid) == []
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)
-    assert driver.returncode == 128 + signal.SIGTERM, stderr
+    command = [
+        "experiments/figure1.py", "run", "--quick", "--steps", "200000", "--out", str(out),
+        "--runs", str(runs), f"data.root={mnist_root}",
+    ]  # fmt: skip
+
+    def started() -> bool:
+        return all(run_status(runs / variant) == "running" for variant in ("plain", "bn"))
+
+    code, stderr = sigterm_once(command, started, start_s=180, stop_s=10)
+    assert code == 128 + signal.SIGTERM, stderr
     assert (
         stderr.strip().splitlines()[-1].startswith(f"bnrepro: SIGTERM stopped the sweep in {runs}")
     )
@@ -408,28 +422,14 @@ def test_sigterm_to_verify_stops_the_driver_it_reruns(tmp_path) -> None:
     started run reads `interrupted` (or `completed`, if it ended first) and verify exits 143
     saying what it was rerunning."""
     scratch = tmp_path / "scratch"
-    verify = subprocess.Popen(
-        [sys.executable, "experiments/verify.py", "--quick", "--only", "figure2",
-         "--scratch", str(scratch)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
     runs = scratch / "runs" / "figure2"
-    try:
-        deadline = time.monotonic() + 300
-        while not any(run_status(r.parent) == "running" for r in runs.rglob("run.json")):
-            assert verify.poll() is None and time.monotonic() < deadline, verify.stderr.read()
-            time.sleep(0.2)
-        verify.send_signal(signal.SIGTERM)
-        _, stderr = verify.communicate(timeout=30)
-        deadline = time.monotonic() + 10
-        while session_processes(verify.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert session_processes(verify.pid) == []
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(verify.pid, signal.SIGKILL)
-    assert verify.returncode == 128 + signal.SIGTERM, stderr
+    command = ["experiments/verify.py", "--quick", "--only", "figure2", "--scratch", str(scratch)]
+
+    def started() -> bool:
+        return any(run_status(r.parent) == "running" for r in runs.rglob("run.json"))
+
+    code, stderr = sigterm_once(command, started, start_s=300, stop_s=30)
+    assert code == 128 + signal.SIGTERM, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("bnrepro: SIGTERM stopped `make verify` while it reran figure2"), last
     statuses = [run_status(r.parent) for r in runs.rglob("run.json")]
