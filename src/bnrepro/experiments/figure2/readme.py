@@ -2,6 +2,7 @@
 provenance.json."""
 
 import math
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -471,7 +472,7 @@ def readme(
     summary: pd.DataFrame,
     provenance: dict,
     decays: pd.DataFrame | None = None,
-    history: list[str] = (),
+    history: Sequence[str] = (),
 ) -> str:
     """README.md: the Figure 3 analogue with intervals, the verdicts, the plateau check and
     the ladder, from the tables `draw` writes; how they were made where provenance.json says;
