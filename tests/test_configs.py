@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from bnrepro import inception_checks, train_mlp
+from bnrepro.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
@@ -138,3 +139,20 @@ def test_launcher_configs_compose(launcher: str) -> None:
             return_hydra_config=True,
         )
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+
+
+@pytest.mark.parametrize(
+    ("override", "experiment"),
+    [("grid.lr_multiplier=[1,5]", "bn_x5"), ("grid.lr=[0.1,0.5]", "figure1")],
+)
+def test_a_trainers_grid_key_composes_before_any_experiment(override, experiment) -> None:
+    """A sweep over experiments (`-m experiment=bn_x5,inception grid.lr_multiplier=[1,5]`) is
+    checked against the base config, whose trainer is the MLP's: both trainers' grid keys are
+    declared there, and each trainer keeps its own and refuses the other's."""
+    key, value = override.removeprefix("grid.").split("=")
+    assert list(compose_train([override]).grid[key]) == [float(v) for v in value[1:-1].split(",")]
+    cfg = compose_train([f"experiment={experiment}", override])
+    VALIDATORS[cfg.model.name](cfg)
+    other = "grid.lr=[0.1]" if cfg.model.name == "inception" else "grid.lr_multiplier=[5]"
+    with pytest.raises(ConfigError, match=other.split("=")[0].replace(".", r"\.")):
+        VALIDATORS[cfg.model.name](compose_train([f"experiment={experiment}", other]))

@@ -202,7 +202,7 @@ def test_presets_are_the_config_groups_with_the_measurements(monkeypatch, two_gp
     with pytest.raises(UsageError, match="invalid choice: 'gpu_plateau'"):
         ics_proxy.DRIVER.invocation(["run", "--preset", "gpu_plateau"])
     calls = []
-    monkeypatch.setattr(proxy_protocol, "multirun", lambda *call: calls.append(call))
+    monkeypatch.setattr(proxy_protocol.driver, "multirun", lambda *call: calls.append(call))
     proxy_protocol.run(
         ics_proxy.DRIVER.invocation(["run", "--preset", "gpu", "--device", "cuda:1"])
     )

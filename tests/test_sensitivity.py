@@ -253,7 +253,7 @@ def test_run_launches_the_four_runs_as_one_multirun(
     monkeypatch, two_gpus, tmp_path, argv, jobs, expected
 ) -> None:
     launched = []
-    monkeypatch.setattr(protocol, "multirun", lambda *args: launched.append(args))
+    monkeypatch.setattr(protocol.driver, "multirun", lambda *args: launched.append(args))
     protocol.run(sensitivity.DRIVER.invocation([*argv, "--runs", str(tmp_path)]))
     [(overrides, sweep_dir, subdir, n_jobs)] = launched
     assert overrides[:4] == [

@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO
 
 from bnrepro.errors import ConfigError
+from bnrepro.tables import MLP_METRIC_COLUMNS
 from bnrepro.train import train
 from bnrepro.train_mlp import GRID_COLUMNS, METRIC_COLUMNS
 
@@ -18,6 +19,7 @@ def test_run_writes_metrics_config_and_run_info(small_cfg, tmp_path) -> None:
     info = train(small_cfg("model=mlp_bn", "seeds=[0,1]"), tmp_path)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics.columns) == list(METRIC_COLUMNS)
+    assert list(metrics.columns) == list(MLP_METRIC_COLUMNS)  # the drivers read it so
     assert sorted(metrics.seed.unique()) == [0, 1]
     assert sorted(metrics.step.unique()) == list(range(0, 301, 50))
     assert sorted(metrics.dropna(subset=["test_acc"]).step.unique()) == [0, 100, 200, 300]

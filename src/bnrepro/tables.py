@@ -31,6 +31,11 @@ SHOWN = 6  # problems named in one message; the rest are counted
 # Columns of a run's metrics.csv that a trainer leaves empty where it measured nothing and
 # fills with a finite number where it measured: `nan` there is damage, not a missing value.
 MEASURED = ("test_acc",)
+# The columns of the MLP trainer's metrics.csv (`train_mlp.METRIC_COLUMNS`) and their kinds.
+MLP_METRIC_COLUMNS = {
+    "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
+    "p15": "float", "p50": "float", "p85": "float",
+}  # fmt: skip
 
 
 class ResultsError(BnreproError):

@@ -15,25 +15,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bnrepro import claim_measures
+from bnrepro import claim_measures, driver, tables
 from bnrepro.atomic import write_json
 from bnrepro.data import load_mnist
-from bnrepro.driver import Invocation, check_protocol, provenance, write_csv
 from bnrepro.mlp_data import to_input
 from bnrepro.mlp_members import build_model
 from bnrepro.models.mlp import MLP
 from bnrepro.paths import CONFIGS
-from bnrepro.tables import (
-    check_final_steps,
-    check_groups,
-    check_runs,
-    check_unique,
-    fail,
-    load_curves,
-    load_sweep,
-    read_csv,
-    read_json,
-)
 from bnrepro.train import train
 
 SCALES = np.logspace(-1, 1, 41)  # claim 1: a from 0.1 to 10
@@ -80,10 +68,7 @@ PROTOCOLS = {
         harness=("eval_every=100",),  # Figure 1 evaluates every 500 steps
     ),
 }
-METRIC_COLUMNS = {
-    "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
-    "p15": "float", "p50": "float", "p85": "float",
-}  # fmt: skip
+METRIC_COLUMNS = tables.MLP_METRIC_COLUMNS
 # claim -> its CSV files -> their columns (name -> kind)
 CSV_FILES = {
     1: {
@@ -209,9 +194,9 @@ def train_variants(runs_dir: Path, protocol: Protocol, overrides: list[str]) -> 
 
 def collect_variants(runs_dir: Path) -> dict[str, pd.DataFrame]:
     """Claim 4's curves from the runs of `train_variants`, once each is known to have finished."""
-    runs = load_sweep(runs_dir, RUN_FIX)
-    check_runs(runs, runs_dir, {variant: {"completed"} for variant in VARIANTS})
-    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    runs = tables.load_sweep(runs_dir, RUN_FIX)
+    tables.check_runs(runs, runs_dir, {variant: {"completed"} for variant in VARIANTS})
+    curves = tables.load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
     order = {variant: i for i, variant in enumerate(VARIANTS)}
     curves = curves.sort_values("variant", key=lambda v: v.map(order), kind="stable")
     return {"bn_position_curves.csv": curves[list(COLUMNS["bn_position_curves.csv"])]}
@@ -268,12 +253,14 @@ def read_settings(provenance: dict, path: Path, fix: str) -> dict:
     are known: `steps` and `short_steps`, whole numbers with 0 < short_steps <= steps."""
     settings = provenance.get("settings")
     if not isinstance(settings, dict):
-        fail(f"{path} has no 'settings' object (the protocol the results were made with).", fix)
+        tables.fail(
+            f"{path} has no 'settings' object (the protocol the results were made with).", fix
+        )
     lengths = [settings.get(key) for key in ("short_steps", "steps")]
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in lengths) or not (
         0 < lengths[0] <= lengths[1]
     ):
-        fail(
+        tables.fail(
             f"{path}: settings.short_steps={lengths[0]!r} and settings.steps={lengths[1]!r} are "
             "not claim 4's two lengths, whole numbers with 0 < short_steps <= steps.",
             fix,
@@ -294,7 +281,7 @@ def read_speedup(provenance: dict, path: Path, fix: str) -> pd.Series:
     many positive, finite times of each model as there are repeats, at least MIN_REPEATS."""
     timing = provenance.get("timing")
     if not isinstance(timing, dict):
-        fail(f"{path} has no 'timing' object (claim 5's inference times per repeat).", fix)
+        tables.fail(f"{path} has no 'timing' object (claim 5's inference times per repeat).", fix)
     times = {}
     for key in ("unfolded_s", "folded_s"):
         values = timing.get(key)
@@ -302,11 +289,11 @@ def read_speedup(provenance: dict, path: Path, fix: str) -> pd.Series:
             isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf
             for v in values
         ):
-            fail(f"{path}: timing.{key} is not a list of positive, finite seconds.", fix)
+            tables.fail(f"{path}: timing.{key} is not a list of positive, finite seconds.", fix)
         times[key] = values
     counts = {key: len(values) for key, values in times.items()}
     if len(set(counts.values())) > 1 or min(counts.values()) < MIN_REPEATS:
-        fail(
+        tables.fail(
             f"{path}: timing holds {counts['unfolded_s']} unfolded and {counts['folded_s']} "
             f"folded times; claim 5 needs one of each per repeat, at least {MIN_REPEATS} "
             "repeats for a 95% interval.",
@@ -334,31 +321,33 @@ def check_complete(data: dict[str, pd.DataFrame], settings: dict, out_dir: Path,
     scale = data["scale_invariance.csv"]
     scales = sorted(set(scale.a))
     expected = [(eps, a) for eps in (0.0, APPROXIMATE_EPS) for a in scales]
-    check_groups(scale, path("scale_invariance.csv"), ["eps", "a"], expected, fix)
-    check_unique(scale, path("scale_invariance.csv"), ["eps", "a"], fix)
+    tables.check_groups(scale, path("scale_invariance.csv"), ["eps", "a"], expected, fix)
+    tables.check_unique(scale, path("scale_invariance.csv"), ["eps", "a"], fix)
 
     toy = data["stats_backprop.csv"]
-    check_groups(toy, path("stats_backprop.csv"), ["stats_backprop"], [(False,), (True,)], fix)
-    check_unique(toy, path("stats_backprop.csv"), ["stats_backprop", "step"], fix)
+    tables.check_groups(
+        toy, path("stats_backprop.csv"), ["stats_backprop"], [(False,), (True,)], fix
+    )
+    tables.check_unique(toy, path("stats_backprop.csv"), ["stats_backprop", "step"], fix)
     last = int(toy.step.max())
-    check_final_steps(toy, path("stats_backprop.csv"), ["stats_backprop"], last, fix)
+    tables.check_final_steps(toy, path("stats_backprop.csv"), ["stats_backprop"], last, fix)
 
     bias = data["bias_redundancy.csv"]
     trials = [(trial,) for trial in range(len(bias))]
-    check_groups(bias, path("bias_redundancy.csv"), ["trial"], trials, fix)
+    tables.check_groups(bias, path("bias_redundancy.csv"), ["trial"], trials, fix)
 
     curves = data["bn_position_curves.csv"]
     seeds = sorted(set(curves.seed))
     keys = ["variant", "seed"]
     expected = [(variant, seed) for variant in VARIANTS for seed in seeds]
-    check_groups(curves, path("bn_position_curves.csv"), keys, expected, fix)
-    check_unique(curves, path("bn_position_curves.csv"), [*keys, "step"], fix)
-    check_final_steps(curves, path("bn_position_curves.csv"), keys, settings["steps"], fix)
+    tables.check_groups(curves, path("bn_position_curves.csv"), keys, expected, fix)
+    tables.check_unique(curves, path("bn_position_curves.csv"), [*keys, "step"], fix)
+    tables.check_final_steps(curves, path("bn_position_curves.csv"), keys, settings["steps"], fix)
     for step in (settings["short_steps"], settings["steps"]):
         found = set(accuracy_at(curves, step)[keys].itertuples(index=False, name=None))
         lacking = [f"variant={v}, seed={s}" for v, s in expected if (v, s) not in found]
         if lacking:
-            fail(
+            tables.fail(
                 f"{path('bn_position_curves.csv')} has no test accuracy at step {step:,} for "
                 f"{', '.join(lacking)}: claim 4 is read there.",
                 fix,
@@ -366,16 +355,16 @@ def check_complete(data: dict[str, pd.DataFrame], settings: dict, out_dir: Path,
 
     agreement = data["folding_agreement.csv"]
     expected = [(dtype, seed) for dtype in FOLDING_DTYPES for seed in seeds]
-    check_groups(agreement, path("folding_agreement.csv"), ["dtype", "seed"], expected, fix)
-    check_unique(agreement, path("folding_agreement.csv"), ["dtype", "seed"], fix)
+    tables.check_groups(agreement, path("folding_agreement.csv"), ["dtype", "seed"], expected, fix)
+    tables.check_unique(agreement, path("folding_agreement.csv"), ["dtype", "seed"], fix)
 
     population = data["population_statistics.csv"]
     counts = sorted(set(population[population.statistics == "population"].n_batches))
     rows = [("moving", 0), *(("population", n) for n in counts)]
     expected = [(seed, *row) for seed in seeds for row in rows]
     keys = ["seed", "statistics", "n_batches"]
-    check_groups(population, path("population_statistics.csv"), keys, expected, fix)
-    check_unique(population, path("population_statistics.csv"), keys, fix)
+    tables.check_groups(population, path("population_statistics.csv"), keys, expected, fix)
+    tables.check_unique(population, path("population_statistics.csv"), keys, fix)
 
 
 def load(out_dir: Path) -> tuple[dict[str, pd.DataFrame], dict, dict, pd.Series]:
@@ -383,19 +372,19 @@ def load(out_dir: Path) -> tuple[dict[str, pd.DataFrame], dict, dict, pd.Series]
     per repeat of `out_dir`, once they are known whole."""
     missing = [name for name in [*COLUMNS, "provenance.json"] if not (out_dir / name).exists()]
     if missing:
-        fail(f"{out_dir} lacks {', '.join(missing)}.", DRAW_FIX)
+        tables.fail(f"{out_dir} lacks {', '.join(missing)}.", DRAW_FIX)
     data = {
-        name: read_csv(out_dir / name, columns, DRAW_FIX, OPTIONAL.get(name, ()))
+        name: tables.read_csv(out_dir / name, columns, DRAW_FIX, OPTIONAL.get(name, ()))
         for name, columns in COLUMNS.items()
     }
-    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
+    provenance = tables.read_json(out_dir / "provenance.json", DRAW_FIX)
     settings = read_settings(provenance, out_dir / "provenance.json", DRAW_FIX)
     speedup = read_speedup(provenance, out_dir / "provenance.json", DRAW_FIX)
     check_complete(data, settings, out_dir, DRAW_FIX)
     return data, provenance, settings, speedup
 
 
-def run(invocation: Invocation) -> None:
+def run(invocation: driver.Invocation) -> None:
     """Trains claim 4's nets into `--runs`, measures every claim and, once all of it is known
     whole, writes the CSV files and provenance.json into `--out` (the protocol: `--quick`'s
     or the published one)."""
@@ -414,10 +403,10 @@ def run(invocation: Invocation) -> None:
     data |= results
     settings = {"protocol": name, **dataclasses.asdict(protocol), "overrides": invocation.overrides}
     check_complete(data, settings, out_dir, RUN_FIX)
-    check_protocol(invocation)
+    driver.check_protocol(invocation)
     for csv_name in COLUMNS:
-        write_csv(out_dir / csv_name, data[csv_name])
-    record = provenance(
+        driver.write_csv(out_dir / csv_name, data[csv_name])
+    record = driver.provenance(
         runs_dir / FOLDED_VARIANT, runs_dir, invocation.command,
         settings=settings, timing=timing_record(timing), train_wall_s=train_wall_s,
         wall_s=round(time.time() - started, 1),

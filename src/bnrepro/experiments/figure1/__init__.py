@@ -20,34 +20,21 @@ from bnrepro.driver import (
     seeds_option,
     steps_option,
 )
-from bnrepro.experiments.figure1.protocol import (
-    DEFAULT_EXPERIMENT,
-    DEFAULT_SEEDS,
-    QUICK,
-    TOLERANCES,
-    collect,
-    run,
-)
-from bnrepro.experiments.figure1.report import draw
+from bnrepro.experiments.figure1 import protocol, report
 
-DRIVER = Driver(
-    name="figure1",
-    doc=__doc__,
-    run=run,
-    collect=collect,
-    draw=draw,
-    options=(
-        Option(
-            "--experiment",
-            "the configs/experiment/ file to train both nets with (default figure1); results "
-            "go to results/<experiment>/ unless --out names another folder",
-            default=DEFAULT_EXPERIMENT,
-        ),
-        seeds_option(DEFAULT_SEEDS, QUICK["seeds"]),
-        steps_option(None, QUICK["steps"], "the experiment's, 50,000 for figure1"),
-        jobs_option(2),
-        device_option(),
+OPTIONS = (
+    Option(
+        "--experiment",
+        "the configs/experiment/ file to train both nets with (default figure1); results "
+        "go to results/<experiment>/ unless --out names another folder",
+        default=protocol.DEFAULT_EXPERIMENT,
     ),
-    tolerances=TOLERANCES,
-    folder=lambda options: options.get("experiment", DEFAULT_EXPERIMENT),
+    seeds_option(protocol.DEFAULT_SEEDS, protocol.QUICK["seeds"]),
+    steps_option(None, protocol.QUICK["steps"], "the experiment's, 50,000 for figure1"),
+    jobs_option(2),
+    device_option(),
 )
+DRIVER = Driver(
+    name="figure1", doc=__doc__, run=protocol.run, collect=protocol.collect, draw=report.draw,
+    options=OPTIONS, tolerances=protocol.TOLERANCES, folder=protocol.results_folder,
+)  # fmt: skip

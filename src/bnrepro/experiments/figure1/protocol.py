@@ -7,24 +7,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bnrepro import driver, tables
 from bnrepro.atomic import write_json
-from bnrepro.driver import (
-    Invocation,
-    draw_fix,
-    hydra_list,
-    multirun,
-    provenance,
-    sweep_fix,
-    write_csv,
-)
-from bnrepro.tables import check_runs, load_curves, load_sweep
 
 VARIANTS = ("plain", "bn")
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
-METRIC_COLUMNS = {
-    "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
-    "p15": "float", "p50": "float", "p85": "float",
-}  # fmt: skip
+METRIC_COLUMNS = tables.MLP_METRIC_COLUMNS
 CURVE_COLUMNS = {
     "variant": "str", "seed": "int", "step": "int", "test_acc": "float",
     "p15": "float", "p50": "float", "p85": "float",
@@ -47,16 +35,23 @@ TOLERANCES: dict[str, dict[str, float]] = {
 
 DEFAULT_EXPERIMENT = "figure1"
 DEFAULT_INPUT = "grey"  # configs/data/mnist.yaml
-SWEEP_FIX = sweep_fix("figure1")
-DRAW_FIX = draw_fix("figure1")
 
 
-def run(invocation: Invocation) -> None:
+SWEEP_FIX = driver.sweep_fix("figure1")
+DRAW_FIX = driver.draw_fix("figure1")
+
+
+def results_folder(options: dict) -> str:
+    """results/<experiment>: each experiment's results in its own folder."""
+    return options.get("experiment", DEFAULT_EXPERIMENT)
+
+
+def run(invocation: driver.Invocation) -> None:
     """Both nets (every seed in one vectorized model each) in one multirun, one net a job."""
-    multirun(
+    driver.multirun(
         [
             f"experiment={invocation.experiment}", "model=mlp,mlp_bn",
-            f"seeds={hydra_list(invocation.seeds)}",
+            f"seeds={driver.hydra_list(invocation.seeds)}",
             *([f"steps={invocation.steps}"] if invocation.steps else []),
             *([f"device={invocation.device}"] if invocation.device else []),
             *invocation.overrides,
@@ -65,25 +60,25 @@ def run(invocation: Invocation) -> None:
     )  # fmt: skip
 
 
-def collect(invocation: Invocation) -> None:
+def collect(invocation: driver.Invocation) -> None:
     """Writes curves.csv, summary.csv and provenance.json of the runs under `--runs`, once
     they are known to be the whole sweep (both nets, every seed), finished. The experiment is
     the runs' own `name` (each configs/experiment/NAME.yaml sets name: NAME)."""
     runs_dir, out_dir = invocation.runs, invocation.out
-    runs = load_sweep(runs_dir, SWEEP_FIX)
-    check_runs(runs, runs_dir, ACCEPTED)
-    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    runs = tables.load_sweep(runs_dir, SWEEP_FIX)
+    tables.check_runs(runs, runs_dir, ACCEPTED)
+    curves = tables.load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
     summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
     wall = runs.groupby("variant").wall_s.max()  # all seeds of a net train in one run
     configs = {
         variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
         for run_dir, variant in runs.groupby("run_dir").variant.first().items()
     }
-    write_csv(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)])
-    write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
+    driver.write_csv(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)])
+    driver.write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
     write_json(
         out_dir / "provenance.json",
-        provenance(
+        driver.provenance(
             runs["run_dir"].iloc[0], runs_dir, invocation.command,
             wall_s=wall.to_dict(), config=configs, experiment=experiment_of(configs),
         ),

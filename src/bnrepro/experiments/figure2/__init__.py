@@ -24,25 +24,20 @@ The protocol, the presets and the method of the intervals and verdicts: docs/fig
 from bnrepro.driver import Driver, Option, device_option, preset_options
 from bnrepro.experiments.figure2 import collect, protocol, report
 
-DRIVER = Driver(
-    name="figure2",
-    doc=__doc__,
-    run=protocol.run,
-    collect=collect.collect,
-    draw=report.draw,
-    options=(
-        *preset_options(protocol.PRESETS, "cpu"),
-        device_option(),
-        Option(
-            "--packing",
-            "separate: a process per recipe and seed; packed: a process per architecture, its "
-            "recipes, rates and seeds the members of one model (default: the preset's, "
-            + "; ".join(f"{name} {preset.packing}" for name, preset in protocol.PRESETS.items())
-            + ")",
-            default=lambda options: protocol.PRESETS[options["preset"]].packing,
-            choices=protocol.PACKINGS,
-        ),
+OPTIONS = (
+    *preset_options(protocol.PRESETS, "cpu"),
+    device_option(),
+    Option(
+        "--packing",
+        "separate: a process per recipe and seed; packed: a process per architecture, its "
+        "recipes, rates and seeds the members of one model (default: the preset's, "
+        + "; ".join(f"{name} {preset.packing}" for name, preset in protocol.PRESETS.items())
+        + ")",
+        default=lambda options: protocol.PRESETS[options["preset"]].packing,
+        choices=protocol.PACKINGS,
     ),
-    tolerances=protocol.TOLERANCES,
-    folder=protocol.results_folder,
 )
+DRIVER = Driver(
+    name="figure2", doc=__doc__, run=protocol.run, collect=collect.collect, draw=report.draw,
+    options=OPTIONS, tolerances=protocol.TOLERANCES, folder=protocol.results_folder,
+)  # fmt: skip

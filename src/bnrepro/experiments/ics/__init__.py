@@ -23,34 +23,22 @@ from bnrepro.driver import (
     seeds_option,
     steps_option,
 )
-from bnrepro.experiments.ics.protocol import (
-    DEFAULT_EVERY,
-    DEFAULT_SEEDS,
-    QUICK,
-    TOLERANCES,
-    collect,
-    run,
-)
-from bnrepro.experiments.ics.report import draw
+from bnrepro.experiments.ics import protocol, report
 
-DRIVER = Driver(
-    name="ics",
-    doc=__doc__,
-    run=run,
-    collect=collect,
-    draw=draw,
-    options=(
-        seeds_option(DEFAULT_SEEDS, QUICK["seeds"]),
-        steps_option(None, QUICK["steps"], "Figure 1's 50,000"),
-        Option(
-            "--every",
-            f"diagnostics every this many steps (default {DEFAULT_EVERY})",
-            positive_int("--every", "steps between diagnostics", DEFAULT_EVERY),
-            DEFAULT_EVERY,
-            QUICK["every"],
-        ),
-        jobs_option(2),
-        device_option(),
+OPTIONS = (
+    seeds_option(protocol.DEFAULT_SEEDS, protocol.QUICK["seeds"]),
+    steps_option(None, protocol.QUICK["steps"], "Figure 1's 50,000"),
+    Option(
+        "--every",
+        f"diagnostics every this many steps (default {protocol.DEFAULT_EVERY})",
+        positive_int("--every", "steps between diagnostics", protocol.DEFAULT_EVERY),
+        protocol.DEFAULT_EVERY,
+        protocol.QUICK["every"],
     ),
-    tolerances=TOLERANCES,
+    jobs_option(2),
+    device_option(),
 )
+DRIVER = Driver(
+    name="ics", doc=__doc__, run=protocol.run, collect=protocol.collect, draw=report.draw,
+    options=OPTIONS, tolerances=protocol.TOLERANCES,
+)  # fmt: skip

@@ -8,36 +8,13 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bnrepro import driver, tables
 from bnrepro.atomic import write_json
-from bnrepro.driver import (
-    Invocation,
-    draw_fix,
-    hydra_list,
-    multirun,
-    provenance,
-    sweep_fix,
-    write_csv,
-)
-from bnrepro.tables import (
-    check_columns,
-    check_curves,
-    check_groups,
-    check_runs,
-    check_unique,
-    fail,
-    load_curves,
-    load_sweep,
-    read_csv,
-    read_json,
-)
 
 VARIANTS = ("plain", "bn", "noisy")
 MODELS = {"plain": "mlp", "bn": "mlp_bn", "noisy": "mlp_noisy"}
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
-METRIC_COLUMNS = {
-    "step": "int", "seed": "int", "train_loss": "float", "test_acc": "float",
-    "p15": "float", "p50": "float", "p85": "float",
-}  # fmt: skip
+METRIC_COLUMNS = tables.MLP_METRIC_COLUMNS
 CURVE_COLUMNS = {
     "variant": "str", "seed": "int", "step": "int", "train_loss": "float", "test_acc": "float",
     "p15": "float", "p50": "float", "p85": "float",
@@ -71,20 +48,20 @@ TOLERANCES: dict[str, dict[str, float]] = {
     },
     "summary.csv": {"final_test_acc": 5e-4},
 }
-SWEEP_FIX = sweep_fix("ics")
-DRAW_FIX = draw_fix("ics")
+SWEEP_FIX = driver.sweep_fix("ics")
+DRAW_FIX = driver.draw_fix("ics")
 
 
 # ---------------------------------------------------------------- training and collecting
 
 
-def run(invocation: Invocation) -> None:
+def run(invocation: driver.Invocation) -> None:
     """The three nets (every seed in one vectorized model each) in one multirun, one net a
     job, each measuring the diagnostics every `--every` steps."""
-    multirun(
+    driver.multirun(
         [
             "experiment=figure1", "name=ics", f"model={','.join(MODELS.values())}",
-            f"seeds={hydra_list(invocation.seeds)}", f"diagnostics.every={invocation.every}",
+            f"seeds={driver.hydra_list(invocation.seeds)}", f"diagnostics.every={invocation.every}",
             *([f"steps={invocation.steps}"] if invocation.steps else []),
             *([f"device={invocation.device}"] if invocation.device else []),
             *invocation.overrides,
@@ -103,34 +80,38 @@ def layers(columns) -> list[int]:
     return sorted(int(c.rpartition("_")[2]) for c in columns if c.startswith(ICS_PREFIXES[0]))
 
 
-def collect(invocation: Invocation) -> None:
+def collect(invocation: driver.Invocation) -> None:
     """Writes curves.csv, diagnostics.csv, summary.csv and provenance.json of the runs under
     `--runs`, once they are known to be the whole sweep (three nets, every seed), finished
     and measured."""
     runs_dir, out_dir = invocation.runs, invocation.out
-    runs = load_sweep(runs_dir, SWEEP_FIX)
-    check_runs(runs, runs_dir, ACCEPTED)
-    curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
+    runs = tables.load_sweep(runs_dir, SWEEP_FIX)
+    tables.check_runs(runs, runs_dir, ACCEPTED)
+    curves = tables.load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
     measured = diagnostic_columns(curves.columns)
     if not layers(measured) or not set(LANDSCAPE) <= set(measured):
-        fail(
+        tables.fail(
             f"The runs in {runs_dir} logged no diagnostics (metrics.csv has no ics_l2_* and "
             "landscape columns).",
             "train with diagnostics.every > 0, as `python experiments/ics.py run` does",
         )
-    check_columns(curves, runs_dir, {c: "float" for c in measured}, SWEEP_FIX, optional=measured)
+    tables.check_columns(
+        curves, runs_dir, {c: "float" for c in measured}, SWEEP_FIX, optional=measured
+    )
     diagnostics = curves.dropna(subset=measured, how="all")
     summary = runs.drop(columns="status").rename(columns={"seed_status": "status"})
     configs = {
         variant: OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"))
         for run_dir, variant in runs.groupby("run_dir").variant.first().items()
     }
-    write_csv(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)])
-    write_csv(out_dir / "diagnostics.csv", diagnostics[["variant", "seed", "step", *measured]])
-    write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
+    driver.write_csv(out_dir / "curves.csv", curves[list(CURVE_COLUMNS)])
+    driver.write_csv(
+        out_dir / "diagnostics.csv", diagnostics[["variant", "seed", "step", *measured]]
+    )
+    driver.write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)])
     write_json(
         out_dir / "provenance.json",
-        provenance(
+        driver.provenance(
             runs["run_dir"].iloc[0], runs_dir, invocation.command,
             wall_s=runs.groupby("variant").wall_s.max().to_dict(), config=configs,
         ),
@@ -142,18 +123,20 @@ def load(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]
     are known whole."""
     curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
     diagnostics_path = out_dir / "diagnostics.csv"
-    curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc"))
-    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX)
-    diagnostics = read_csv(
+    curves = tables.read_csv(
+        curves_path, CURVE_COLUMNS, DRAW_FIX, optional=("train_loss", "test_acc")
+    )
+    summary = tables.read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX)
+    diagnostics = tables.read_csv(
         diagnostics_path, {"variant": "str", "seed": "int", "step": "int"}, DRAW_FIX
     )
     measured = diagnostic_columns(diagnostics.columns)
     if not layers(measured) or not set(LANDSCAPE) <= set(measured):
-        fail(f"{diagnostics_path} holds no ICS or landscape columns.", DRAW_FIX)
-    check_columns(diagnostics, diagnostics_path, {c: "float" for c in measured}, DRAW_FIX)
-    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
-    check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
+        tables.fail(f"{diagnostics_path} holds no ICS or landscape columns.", DRAW_FIX)
+    tables.check_columns(diagnostics, diagnostics_path, {c: "float" for c in measured}, DRAW_FIX)
+    provenance = tables.read_json(out_dir / "provenance.json", DRAW_FIX)
+    tables.check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
     groups = [(v, s) for v in VARIANTS for s in sorted(set(summary.seed))]
-    check_groups(diagnostics, diagnostics_path, ["variant", "seed"], groups, DRAW_FIX)
-    check_unique(diagnostics, diagnostics_path, ["variant", "seed", "step"], DRAW_FIX)
+    tables.check_groups(diagnostics, diagnostics_path, ["variant", "seed"], groups, DRAW_FIX)
+    tables.check_unique(diagnostics, diagnostics_path, ["variant", "seed", "step"], DRAW_FIX)
     return curves, diagnostics, summary, provenance

@@ -17,15 +17,11 @@ from bnrepro.driver import Driver, device_option, preset_options
 from bnrepro.experiments.ics.proxy_protocol import PRESETS, collect, results_folder, run
 from bnrepro.experiments.ics.proxy_report import draw
 
-DRIVER = Driver(
-    name="ics_proxy",
-    doc=__doc__,
-    run=run,
-    collect=collect,
-    draw=draw,
-    options=(
-        *preset_options(PRESETS, "cpu"),
-        device_option(),
-    ),
-    folder=results_folder,
+OPTIONS = (
+    *preset_options(PRESETS, "cpu"),
+    device_option(),
 )
+DRIVER = Driver(
+    name="ics_proxy", doc=__doc__, run=run, collect=collect, draw=draw, options=OPTIONS,
+    folder=results_folder,
+)  # fmt: skip

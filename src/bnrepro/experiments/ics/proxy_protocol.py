@@ -10,22 +10,9 @@ from typing import NamedTuple
 import pandas as pd
 from omegaconf import OmegaConf
 
-from bnrepro import presets
+from bnrepro import driver, presets, tables
 from bnrepro.atomic import write_json
-from bnrepro.driver import Invocation, draw_fix, multirun, provenance, sweep_fix, write_csv
 from bnrepro.inception_probes import DIAGNOSTIC_COLUMNS
-from bnrepro.tables import (
-    check_columns,
-    check_curves,
-    check_groups,
-    check_runs,
-    check_unique,
-    fail,
-    load_curves,
-    load_sweep,
-    read_csv,
-    read_json,
-)
 
 VARIANTS = ("inception", "bn_baseline", "bn_baseline_noisy")
 ACCEPTED = {variant: {"completed"} for variant in VARIANTS}
@@ -63,8 +50,8 @@ PRESETS = {
     "gpu": Preset((0, 1, 2), 1),
     "quick": Preset((0,), 2, probe_every=10, diagnostics_every=20),
 }
-SWEEP_FIX = sweep_fix("ics_proxy", "ics/proxy")
-DRAW_FIX = draw_fix("ics_proxy", "ics/proxy")
+SWEEP_FIX = driver.sweep_fix("ics_proxy", "ics/proxy")
+DRAW_FIX = driver.draw_fix("ics_proxy", "ics/proxy")
 
 
 def results_folder(options: dict) -> str:
@@ -75,11 +62,11 @@ def results_folder(options: dict) -> str:
 # ---------------------------------------------------------------- training and collecting
 
 
-def run(invocation: Invocation) -> None:
+def run(invocation: driver.Invocation) -> None:
     """The three recipes x seeds in one Hydra multirun into `--runs`; prints its wall time."""
     preset = PRESETS[invocation.preset]
     started = time.time()
-    multirun(
+    driver.multirun(
         [
             f"experiment={','.join(VARIANTS)}",
             # The groups the experiments select, named so that Hydra can compose the sweep's base.
@@ -94,20 +81,20 @@ def run(invocation: Invocation) -> None:
     print(f"ics_proxy: training took {time.time() - started:.0f} s wall", flush=True)
 
 
-def collect(invocation: Invocation) -> None:
+def collect(invocation: driver.Invocation) -> None:
     """curves.csv, diagnostics.csv, summary.csv and provenance.json of the runs under
     `--runs`, once they are known to be the whole sweep, finished and measured."""
     runs_dir, out_dir = invocation.runs, invocation.out
-    runs = load_sweep(runs_dir, SWEEP_FIX)
-    check_runs(runs, runs_dir, ACCEPTED)
-    curves = load_curves(runs, METRIC_COLUMNS, optional=OPTIONAL)
+    runs = tables.load_sweep(runs_dir, SWEEP_FIX)
+    tables.check_runs(runs, runs_dir, ACCEPTED)
+    curves = tables.load_curves(runs, METRIC_COLUMNS, optional=OPTIONAL)
     diagnostics = curves.dropna(subset=list(DIAGNOSTIC_COLUMNS), how="all")
     runs_of = {(v, s) for v, s in zip(curves.variant, curves.seed, strict=True)}
     diagnosed = {(v, s) for v, s in zip(diagnostics.variant, diagnostics.seed, strict=True)}
     undiagnosed = sorted(runs_of - diagnosed)
     if undiagnosed:
         names = ", ".join(f"{v} seed {s}" for v, s in undiagnosed)
-        fail(
+        tables.fail(
             f"The runs of {names} in {runs_dir} logged no diagnostics.",
             "train with diagnostics.every > 0 (at most the run's steps), as `python "
             "experiments/ics_proxy.py run` does",
@@ -119,15 +106,15 @@ def collect(invocation: Invocation) -> None:
     }
     keys = ["variant", "seed", "step"]
     curves = curves.dropna(subset=["test_acc", "p50"], how="all")[list(CURVE_COLUMNS)]
-    write_csv(out_dir / "curves.csv", curves.sort_values(keys))
-    write_csv(
+    driver.write_csv(out_dir / "curves.csv", curves.sort_values(keys))
+    driver.write_csv(
         out_dir / "diagnostics.csv",
         diagnostics[[*keys, *DIAGNOSTIC_COLUMNS]].sort_values(keys),
     )
-    write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)].sort_values(keys[:2]))
+    driver.write_csv(out_dir / "summary.csv", summary[list(SUMMARY_COLUMNS)].sort_values(keys[:2]))
     write_json(
         out_dir / "provenance.json",
-        provenance(
+        driver.provenance(
             runs["run_dir"].iloc[0], runs_dir, invocation.command,
             preset=trained_preset(invocation),
             wall_s={
@@ -138,7 +125,7 @@ def collect(invocation: Invocation) -> None:
     )  # fmt: skip
 
 
-def trained_preset(invocation: Invocation) -> str | None:
+def trained_preset(invocation: driver.Invocation) -> str | None:
     """The preset the runs were trained with as far as the command says: `run`'s, or quick
     for `collect --quick`; None (the README's "not recorded") for other runs collected."""
     return invocation.preset if invocation.action == "run" or invocation.quick else None
@@ -150,20 +137,20 @@ def load(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]
     curves_path, summary_path = out_dir / "curves.csv", out_dir / "summary.csv"
     diagnostics_path = out_dir / "diagnostics.csv"
     optional = ("train_loss", "test_acc", *PERCENTILE_COLUMNS)
-    curves = read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=optional)
-    summary = read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX)
+    curves = tables.read_csv(curves_path, CURVE_COLUMNS, DRAW_FIX, optional=optional)
+    summary = tables.read_csv(summary_path, SUMMARY_COLUMNS, DRAW_FIX)
     diagnostic_types = {"variant": "str", "seed": "int", "step": "int"} | {
         column: "float" for column in DIAGNOSTIC_COLUMNS
     }
-    diagnostics = read_csv(
+    provenance = tables.read_json(out_dir / "provenance.json", DRAW_FIX)
+    diagnostics = tables.read_csv(
         diagnostics_path, diagnostic_types, DRAW_FIX, optional=DIAGNOSTIC_COLUMNS
     )
-    check_columns(
+    tables.check_columns(
         diagnostics, diagnostics_path, diagnostic_types, DRAW_FIX, optional=DIAGNOSTIC_COLUMNS
     )
-    provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
-    check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
+    tables.check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
     groups = [(v, s) for v in VARIANTS for s in sorted(set(summary.seed))]
-    check_groups(diagnostics, diagnostics_path, ["variant", "seed"], groups, DRAW_FIX)
-    check_unique(diagnostics, diagnostics_path, ["variant", "seed", "step"], DRAW_FIX)
+    tables.check_groups(diagnostics, diagnostics_path, ["variant", "seed"], groups, DRAW_FIX)
+    tables.check_unique(diagnostics, diagnostics_path, ["variant", "seed", "step"], DRAW_FIX)
     return curves, diagnostics, summary, provenance

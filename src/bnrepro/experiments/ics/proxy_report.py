@@ -10,7 +10,7 @@ import pandas as pd
 from bnrepro import drift as percentile_drift
 from bnrepro.atomic import atomic_write_text
 from bnrepro.experiments.ics import report
-from bnrepro.experiments.ics.proxy_analysis import claims, conclusion
+from bnrepro.experiments.ics.proxy_analysis import Claim, claims, conclusion
 from bnrepro.experiments.ics.proxy_protocol import VARIANTS, load
 from bnrepro.inception_probes import ICS_LAYERS
 from bnrepro.markdown import history_lines
@@ -93,17 +93,15 @@ def protocol_lines(summary: pd.DataFrame, provenance: dict) -> list[str]:
 
 
 def readme(
-    curves: pd.DataFrame,
-    diagnostics: pd.DataFrame,
+    found: list[Claim],
     summary: pd.DataFrame,
     provenance: dict,
     rows: list[dict],
     history: list[str],
 ) -> str:
-    """README.md: what the data supports, the claims (claims.csv's `rows`) and figures, the
-    final accuracies, how the numbers were made and the `history` of its result
+    """README.md: what the data supports (the `found` claims, claims.csv's `rows`) and the
+    figures, the final accuracies, how the numbers were made and the `history` of its result
     (results/ics/proxy/HISTORY.md's)."""
-    found = claims(curves, diagnostics)
     lines = [
         "# Internal covariate shift put to the test (Inception proxy)",
         "",
@@ -143,9 +141,10 @@ def draw(out_dir: Path) -> None:
         *ics_figure(diagnostics, out_dir),
         *report.smoothness_figure(diagnostics, out_dir, STYLE, legend_size=7),
     ]
-    rows = [claim.row(runs_commit(provenance)) for claim in claims(curves, diagnostics)]
+    found = claims(curves, diagnostics)
+    rows = [claim.row(runs_commit(provenance)) for claim in found]
     atomic_write_text(out_dir / "claims.csv", pd.DataFrame(rows).to_csv(index=False))
-    readme_text = readme(curves, diagnostics, summary, provenance, rows, history_lines(out_dir))
+    readme_text = readme(found, summary, provenance, rows, history_lines(out_dir))
     atomic_write_text(out_dir / "README.md", readme_text)
     for path in [*paths, out_dir / "claims.csv", out_dir / "README.md"]:
         print(f"wrote {path}")

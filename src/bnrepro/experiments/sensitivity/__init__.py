@@ -14,49 +14,37 @@ docs/sensitivity.md.
 """
 
 from bnrepro.driver import Driver, Option, device_option, positive_int, steps_option, value_list
-from bnrepro.experiments.sensitivity.protocol import (
-    INIT_STDS,
-    LRS,
-    NETS,
-    OPTIMIZERS,
-    QUICK,
-    TOLERANCES,
-    collect,
-    run,
-)
-from bnrepro.experiments.sensitivity.report import draw
+from bnrepro.experiments.sensitivity import protocol, report
 
-DRIVER = Driver(
-    name="sensitivity",
-    doc=__doc__,
-    run=run,
-    collect=collect,
-    draw=draw,
-    options=(
-        steps_option(None, QUICK["steps"], "Figure 1's 50,000"),
-        Option(
-            "--lrs",
-            f"learning rates of the grid (default {','.join(f'{v:g}' for v in LRS)})",
-            value_list("--lrs", "0.01,0.1,1"),
-            LRS,
-            QUICK["lrs"],
-        ),
-        Option(
-            "--init-stds",
-            f"init stds of the grid (default {','.join(f'{v:g}' for v in INIT_STDS)})",
-            value_list("--init-stds", "0.01,0.1,1"),
-            INIT_STDS,
-            QUICK["init_stds"],
-        ),
-        device_option(),
-        Option(
-            "--jobs",
-            "training processes at a time (default 2; 4, every run at once, with --device cuda)",
-            positive_int("--jobs", "processes at a time", 2),
-            lambda options: (
-                len(NETS) * len(OPTIMIZERS) if (options["device"] or "").startswith("cuda") else 2
-            ),
+OPTIONS = (
+    steps_option(None, protocol.QUICK["steps"], "Figure 1's 50,000"),
+    Option(
+        "--lrs",
+        f"learning rates of the grid (default {','.join(f'{v:g}' for v in protocol.LRS)})",
+        value_list("--lrs", "0.01,0.1,1"),
+        protocol.LRS,
+        protocol.QUICK["lrs"],
+    ),
+    Option(
+        "--init-stds",
+        f"init stds of the grid (default {','.join(f'{v:g}' for v in protocol.INIT_STDS)})",
+        value_list("--init-stds", "0.01,0.1,1"),
+        protocol.INIT_STDS,
+        protocol.QUICK["init_stds"],
+    ),
+    device_option(),
+    Option(
+        "--jobs",
+        "training processes at a time (default 2; 4, every run at once, with --device cuda)",
+        positive_int("--jobs", "processes at a time", 2),
+        lambda options: (
+            len(protocol.NETS) * len(protocol.OPTIMIZERS)
+            if (options["device"] or "").startswith("cuda")
+            else 2
         ),
     ),
-    tolerances=TOLERANCES,
 )
+DRIVER = Driver(
+    name="sensitivity", doc=__doc__, run=protocol.run, collect=protocol.collect, draw=report.draw,
+    options=OPTIONS, tolerances=protocol.TOLERANCES,
+)  # fmt: skip

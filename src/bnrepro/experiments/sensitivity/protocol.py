@@ -13,28 +13,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bnrepro import driver, tables
 from bnrepro.atomic import write_json
 from bnrepro.drift import percentile_ranges
-from bnrepro.driver import (
-    Invocation,
-    draw_fix,
-    hydra_list,
-    multirun,
-    provenance,
-    sweep_fix,
-    write_csv,
-)
-from bnrepro.tables import (
-    MEASURED,
-    RESUME,
-    check_final_steps,
-    check_groups,
-    check_unique,
-    fail,
-    listing,
-    load_sweep,
-    read_csv,
-)
 
 NETS = {"mlp": "plain", "mlp_bn": "bn"}  # model config -> the run's model.variant
 OPTIMIZERS = {"sgd": "plain SGD", "momentum_mlp": "momentum 0.9"}  # optim config -> name
@@ -90,17 +71,17 @@ MEMBER_OPTIONAL = (
     "final_acc", *CHECKPOINTS, *TARGETS, "drift_p15", "drift_p50", "drift_p85", "drift",
     "diverged_at_step",
 )  # fmt: skip
-SWEEP_FIX = sweep_fix("sensitivity")
-DRAW_FIX = draw_fix("sensitivity")
+SWEEP_FIX = driver.sweep_fix("sensitivity")
+DRAW_FIX = driver.draw_fix("sensitivity")
 
 
 # ---------------------------------------------------------------- training
 
 
-def run(invocation: Invocation) -> None:
+def run(invocation: driver.Invocation) -> None:
     """The four runs (net x optimizer) in one multirun, each into <runs>/<optimizer>/<net>/;
     `--jobs` at a time, by default 2 (one per core of the 2-core CPU) or all four on a GPU."""
-    multirun(
+    driver.multirun(
         [
             "experiment=figure1", "name=sensitivity",
             # The BN runs first: they take longer, and Hydra launches the jobs in the order of
@@ -108,9 +89,9 @@ def run(invocation: Invocation) -> None:
             # jobs at a time each slot trains one BN and one plain run, and the sweep ends after
             # about the sum of one of each.
             "model=mlp_bn,mlp", f"optim={','.join(OPTIMIZERS)}",
-            f"seeds={hydra_list(QUICK['seeds'] if invocation.quick else SEEDS)}",
-            f"grid.lr={hydra_list(invocation.lrs)}",
-            f"grid.init_std={hydra_list(invocation.init_stds)}",
+            f"seeds={driver.hydra_list(QUICK['seeds'] if invocation.quick else SEEDS)}",
+            f"grid.lr={driver.hydra_list(invocation.lrs)}",
+            f"grid.init_std={driver.hydra_list(invocation.init_stds)}",
             *([f"steps={invocation.steps}"] if invocation.steps else []),
             *([f"device={invocation.device}"] if invocation.device else []),
             *(QUICK_OVERRIDES if invocation.quick else ()),
@@ -180,9 +161,9 @@ def check_sweep(runs: pd.DataFrame, runs_dir: Path) -> None:
                 hint = first.error if isinstance(first.error, str) else None
                 problems.append(f"{run_dir}: {status}" + (f" ({hint})" if hint else ""))
     if problems:
-        fail(
-            f"The sweep in {runs_dir} is not finished: {listing(problems)}.",
-            RESUME,
+        tables.fail(
+            f"The sweep in {runs_dir} is not finished: {tables.listing(problems)}.",
+            tables.RESUME,
         )
     counts = runs.groupby(["optimizer", "variant"]).run_dir.nunique()
     missing = [
@@ -204,8 +185,8 @@ def check_sweep(runs: pd.DataFrame, runs_dir: Path) -> None:
         if members != reference:
             missing.append(f"{run_dir} trained another grid than {next(iter(grids))}")
     if missing or repeated:
-        fail(
-            f"The sweep in {runs_dir} is incomplete: {listing(missing + repeated)}.",
+        tables.fail(
+            f"The sweep in {runs_dir} is incomplete: {tables.listing(missing + repeated)}.",
             "train the missing runs with `python experiments/sensitivity.py run`, or collect a "
             "directory that holds each net and optimizer once, over one grid",
         )
@@ -216,11 +197,11 @@ def run_members(run_dir: Path, run: pd.DataFrame) -> list[dict]:
     load_sweep), once its metrics.csv holds every member's curve to the run's last step."""
     path = run_dir / "metrics.csv"
     fix = f"resume or rerun the run in {run_dir}, then collect again"
-    metrics = read_csv(path, METRIC_COLUMNS, fix, OPTIONAL_METRICS, MEASURED)
-    check_groups(metrics, path, ["member"], [(int(m),) for m in run.member], fix)
-    check_unique(metrics, path, ["member", "step"], fix)
+    metrics = tables.read_csv(path, METRIC_COLUMNS, fix, OPTIONAL_METRICS, tables.MEASURED)
+    tables.check_groups(metrics, path, ["member"], [(int(m),) for m in run.member], fix)
+    tables.check_unique(metrics, path, ["member", "step"], fix)
     steps = int(run.steps.iloc[0])
-    check_final_steps(metrics, path, ["member"], steps, fix)
+    tables.check_final_steps(metrics, path, ["member"], steps, fix)
     curves = dict(iter(metrics.groupby("member")))
     return [
         {
@@ -257,11 +238,11 @@ def launched_jobs(runs_dir: Path) -> int | None:
     return OmegaConf.select(OmegaConf.load(path), "hydra.launcher.n_jobs")
 
 
-def collect(invocation: Invocation) -> None:
+def collect(invocation: driver.Invocation) -> None:
     """Writes members.csv and provenance.json of the runs under `--runs`, once they are known
     to be the whole sweep, each member logged to its run's last step."""
     runs_dir, out_dir = invocation.runs, invocation.out
-    runs = load_sweep(runs_dir, SWEEP_FIX).rename(columns={"config.optim.name": "optimizer"})
+    runs = tables.load_sweep(runs_dir, SWEEP_FIX).rename(columns={"config.optim.name": "optimizer"})
     check_sweep(runs, runs_dir)
     by_run = {Path(run_dir): run for run_dir, run in runs.groupby("run_dir", sort=True)}
     members = pd.DataFrame(
@@ -273,10 +254,10 @@ def collect(invocation: Invocation) -> None:
     names = {
         run_dir: f"{run.optimizer.iloc[0]}/{run.variant.iloc[0]}" for run_dir, run in by_run.items()
     }
-    write_csv(out_dir / "members.csv", members[list(MEMBER_COLUMNS)])
+    driver.write_csv(out_dir / "members.csv", members[list(MEMBER_COLUMNS)])
     write_json(
         out_dir / "provenance.json",
-        provenance(
+        driver.provenance(
             runs.run_dir.iloc[0], runs_dir, invocation.command,
             jobs=launched_jobs(runs_dir), sweep_wall_s=sweep_wall_s(by_run),
             wall_s={names[run_dir]: run.wall_s.iloc[0] for run_dir, run in by_run.items()},
@@ -299,13 +280,13 @@ def check_members(members: pd.DataFrame, path: Path) -> None:
         sorted(OPTIMIZERS),
         *(sorted(set(members[k])) for k in MEMBER_KEYS[2:]),
     )
-    check_groups(members, path, list(MEMBER_KEYS), grid, DRAW_FIX)
-    check_unique(members, path, list(MEMBER_KEYS), DRAW_FIX)
+    tables.check_groups(members, path, list(MEMBER_KEYS), grid, DRAW_FIX)
+    tables.check_unique(members, path, list(MEMBER_KEYS), DRAW_FIX)
     bad = members[members.diverged == members.final_acc.notna()]
     bad = pd.concat([bad, members[members.diverged & members.diverged_at_step.isna()]])
     if not bad.empty:
         r = bad.iloc[0]
-        fail(
+        tables.fail(
             f"{path}: the member net={r.net}, optimizer={r.optimizer}, lr={r.lr:g}, "
             f"init_std={r.init_std:g}, seed={r.seed} has diverged={r.diverged} but "
             + ("a final accuracy." if r.diverged and r.final_acc == r.final_acc else

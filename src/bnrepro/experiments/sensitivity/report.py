@@ -126,11 +126,11 @@ def widest_std_gaps(members: pd.DataFrame) -> str:
     low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
     optimizer, lr, default_std = PROTOCOLS["ours", "results/figure1"]
     default = gap_range(table, optimizer, [default_std], [lr])[0]
+    ours = f"{OPTIMIZERS[optimizer]}, lr {lr:g}, init std {default_std:g}: {default:+.2f}"
     return (
         f"At init std {std:g}, at every rate below {max(table.lr):g}, BN ends {low:+.2f} to "
         f"{high:+.2f} points ahead with either optimizer: {low / default:.1f} to "
-        f"{high / default:.1f} times its lead at our default protocol ({OPTIMIZERS[optimizer]}, "
-        f"lr {lr:g}, init std {default_std:g}: {default:+.2f})."
+        f"{high / default:.1f} times its lead at our default protocol ({ours})."
     )
 
 
