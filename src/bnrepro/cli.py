@@ -49,9 +49,8 @@ def usage() -> str:
         [
             "usage: bnrepro <command> [arguments ...]",
             "",
-            "The Batch Normalization reproduction suite. `bnrepro <command> --help` describes "
-            "a command;",
-            "`bnrepro train --help` the training app's config groups and keys.",
+            "The Batch Normalization reproduction suite, a command per tool. `bnrepro <command>",
+            "--help` describes one; `bnrepro train --help` lists the training app's config groups.",
             "",
             "commands:",
             *lines,
