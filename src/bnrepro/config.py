@@ -45,8 +45,17 @@ class LoggerConfig:
 
 
 @dataclass
+class PathsConfig:
+    """The folders of configs/paths/default.yaml (bnrepro.paths says where they default to)."""
+
+    root: str = MISSING
+    data: str = MISSING
+    runs: str = MISSING
+
+
+@dataclass
 class RunConfig:
-    """What every run has: its name, seeds, length, cadence, device and logging."""
+    """What every run has: its name, seeds, length, cadence, device, folders and logging."""
 
     name: str = MISSING
     seeds: list[int] = MISSING
@@ -58,6 +67,7 @@ class RunConfig:
     device: str = MISSING
     threads: int | None = MISSING
     cuda_graph: bool = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 

@@ -78,7 +78,7 @@ def check_wandb(mode: str) -> None:
 # Keys of a run's config that say where and how it trains rather than what: left out of the
 # hyperparameters TensorBoard's HParams view lists (a dotted key and everything under it).
 NOT_HYPERPARAMETERS = (
-    "hydra", "logger", "resume", "checkpoint_every", "device", "threads", "cuda_graph",
+    "hydra", "paths", "logger", "resume", "checkpoint_every", "device", "threads", "cuda_graph",
     "data.root", "data.train_dir", "data.val_dir",
 )  # fmt: skip
 

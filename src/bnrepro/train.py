@@ -60,7 +60,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return train_fn(cfg, Path(run_dir))
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://bnrepro.configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
