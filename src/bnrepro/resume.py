@@ -98,11 +98,14 @@ def requeued_job(run_dir: Path) -> str | None:
     of the job: its last segment names the job, and SLURM restarted the job or SIGUSR2 stopped
     the run (submitit then requeues the job); None otherwise."""
     job = cluster_job()
+    if job is None:
+        return None
     segments = earlier_segments(run_dir)
-    if job is None or not segments or segments[-1].get("job") != job:
+    last = segments[-1] if segments and isinstance(segments[-1], dict) else {}
+    if last.get("job") != job:
         return None
     restarted = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
-    return job if restarted or segments[-1].get("signal") == "SIGUSR2" else None
+    return job if restarted or last.get("signal") == "SIGUSR2" else None
 
 
 def ended_run(
