@@ -14,16 +14,19 @@ run directory happens here, once:
   written) leaves the directory as the claim found it: the lock file's text restored, or the
   lock file and the directories the claim created removed.
 - start: config.yaml, run.json (status `running`, pid, host, the command line's overrides, and
-  `segments`: one per start of the run, resumes included, with its first step, host, commit
-  and hardware, and the step and time it ended where it ended with a record),
+  `segments`: one per start of the run, resumes included, with its first step, host, commit,
+  hardware and batch job, and the step and time it ended (and the signal that stopped it)
+  where it ended with a record),
   the loggers; a fresh run writes a checkpoint of its initial state at once, so every run
   that logged a row can be resumed, and a resumed run cuts metrics.csv back to the
   checkpoint's bytes, so a resumed run's files are byte-identical to an uninterrupted run's.
 - the loop: `steps()` yields the steps to train; between two steps it writes the checkpoints
-  that are due and stops the run after SIGINT or SIGTERM, or when every seed has diverged.
+  that are due and stops the run after SIGINT, SIGTERM or SIGUSR2 (the warning SLURM sends
+  before a job's time limit, as submitit asks for it), or when every seed has diverged.
 - end: run.json gets one of `completed`, `diverged`, `failed` (with the message; a disk too
   full for an atomic write gets run.json rewritten in place) or `interrupted` (a checkpoint
-  is written and the command that resumes is printed);
+  is written and the command that resumes is printed; after SIGUSR2, `pass_on` hands the
+  signal to submitit, which requeues the job, and the requeued job resumes the run);
   completed and diverged runs also get model.pt. A run.json left at `running` by a process
   that is gone reads as `crashed` (bnrepro.rundir.owner_alive, used by bnrepro.results).
 """
@@ -56,11 +59,12 @@ from bnrepro.rundir import (
     earlier_segments,
     write_run_json,
 )
-from bnrepro.runinfo import git_state, hardware
+from bnrepro.runinfo import cluster_job, git_state, hardware
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped the run between two steps; a checkpoint was written."""
+    """SIGINT, SIGTERM or SIGUSR2 stopped the run between two steps; a checkpoint was
+    written."""
 
     def __init__(self, signum: int, message: str):
         super().__init__(message)
@@ -199,6 +203,9 @@ class Run:
             "git": git_state(),
             "hardware": hardware(device),
         }
+        job = cluster_job()
+        if job is not None:
+            segment["job"] = job
         earlier = [] if self.checkpoint is None else earlier_segments(self.dir)
         self.info = {
             "name": self.cfg.name,
@@ -292,7 +299,7 @@ class Run:
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
             self._handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -313,7 +320,7 @@ class Run:
         return self.sync_stop(self._signal is not None)
 
     def check_stop(self) -> None:
-        """Raises Interrupted where SIGINT or SIGTERM arrived during the trainer's set-up,
+        """Raises Interrupted where a stopping signal arrived during the trainer's set-up,
         before `start`: building a large pack takes a minute, which a stop would otherwise
         wait out in silence. A new run has written nothing yet; a resumed one keeps its
         checkpoint. (One process only: replicas agree on a stop between steps, in `steps`.)"""
@@ -377,6 +384,8 @@ class Run:
             ended=self.info["ended"],
             wall_s=round(time.time() - self._started_at, 3),
         )
+        if status == "interrupted" and self._signal is not None:
+            self.info["segments"][-1]["signal"] = signal.Signals(self._signal).name
         if error is not None:
             self.info["error"] = error
         if not self.main:
@@ -437,6 +446,15 @@ def exit_code(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return 130
     return 2
+
+
+def pass_on(error: Interrupted) -> None:
+    """After SIGUSR2 stopped a run (checkpointed and recorded), hands the signal to the handler
+    that listened before the run's: submitit's, in a job it launched, which requeues the job,
+    and the requeued job resumes the run (bnrepro.resume.requeued_job). Nothing where no other
+    handler listens."""
+    if error.signum == signal.SIGUSR2 and callable(signal.getsignal(signal.SIGUSR2)):
+        signal.raise_signal(signal.SIGUSR2)
 
 
 def report(error: BaseException, file: Any = sys.stderr) -> None:

@@ -7,10 +7,16 @@ results must match (only steps, logging and device may change), and metrics.csv 
 the file the checkpoint saw (length and sha256 of its first part). A run that has nothing left
 to train and ended (completed or diverged) is `ended_run`: the trainer returns its run.json as
 it is.
+
+A requeued batch job resumes its own run without `resume=true` (`requeued_job`): the run's
+last segment names this very job (its id survives the requeue), and the job restarted (SLURM's
+SLURM_RESTART_COUNT) or the run stopped on SIGUSR2, the signal on which submitit requeues a
+job. Every other run in the directory is refused as before.
 """
 
 import hashlib
 import json
+import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from bnrepro.checkpoint import load_checkpoint
 from bnrepro.errors import ResumeError
 from bnrepro.loggers import prefix_bytes
-from bnrepro.rundir import holds_run
+from bnrepro.rundir import earlier_segments, holds_run
+from bnrepro.runinfo import cluster_job
 
 CHECKPOINT_KEYS = ("step", "config", "wall_s", "diverged_at", "last_rows", "logger", "trainer")
 
@@ -55,11 +62,15 @@ def resume_state(
     """The checkpoint to resume the run in `run_dir` from, checked against `cfg` (the
     `resume_keys` that shape the results must match) and against metrics.csv; None for a
     directory that holds no run. A directory that holds one is refused without `resume=true`,
-    or when its checkpoint is missing, unreadable or of another layout."""
+    or when its checkpoint is missing, unreadable or of another layout; a requeued job's own
+    run resumes without it."""
     path = run_dir / "checkpoint.pt"
     if not holds_run(run_dir):
         return None
-    if not cfg.resume:
+    job = None if cfg.resume else requeued_job(run_dir)
+    if job is not None:
+        print(f"bnrepro: resuming {run_dir}, the run of this job ({job}), requeued", flush=True)
+    elif not cfg.resume:
         raise ResumeError(
             f"{run_dir} already holds a run. Nothing was changed. Fix: continue it with "
             "resume=true, or train in a new directory (another hydra.run.dir)."
@@ -80,6 +91,21 @@ def resume_state(
     check_config(run_dir, cfg, resume_keys, state)
     check_metrics(run_dir, state["logger"]["metrics"])
     return state
+
+
+def requeued_job(run_dir: Path) -> str | None:
+    """This process's batch job where the run in `run_dir` is its own, left by an earlier start
+    of the job: its last segment names the job, and SLURM restarted the job or SIGUSR2 stopped
+    the run (submitit then requeues the job); None otherwise."""
+    job = cluster_job()
+    if job is None:
+        return None
+    segments = earlier_segments(run_dir)
+    last = segments[-1] if segments and isinstance(segments[-1], dict) else {}
+    if last.get("job") != job:
+        return None
+    restarted = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+    return job if restarted or last.get("signal") == "SIGUSR2" else None
 
 
 def ended_run(

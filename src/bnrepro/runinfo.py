@@ -1,4 +1,4 @@
-"""What a run records about itself: the code version, the hardware, the command.
+"""What a run records about itself: the code version, the hardware, the batch job, the command.
 
 torch is imported only where the hardware is read: the drivers' `draw` and `collect` use
 `stable_command` alone, and starting them without torch saves about a second and a half.
@@ -7,7 +7,9 @@ torch is imported only where the hardware is read: the drivers' `draw` and `coll
 import os
 import platform
 import shlex
+import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,17 @@ def hardware(device: "torch.device") -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def cluster_job(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The batch job this process runs in: `submitit-local <id> on <host>` under submitit's
+    local executor (SLURM's stand-in on one machine), `slurm <SLURM_JOB_ID>` in a SLURM job,
+    None outside one. A requeued job keeps its id (bnrepro.resume.requeued_job)."""
+    if "SUBMITIT_LOCAL_JOB_ID" in environ:
+        return f"submitit-local {environ['SUBMITIT_LOCAL_JOB_ID']} on {socket.gethostname()}"
+    if "SLURM_JOB_ID" in environ:
+        return f"slurm {environ['SLURM_JOB_ID']}"
+    return None
 
 
 def stable_command(command: str, dropped: tuple[str, ...] = ("--out", "--runs")) -> str:

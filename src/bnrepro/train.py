@@ -3,7 +3,8 @@
 It only dispatches, by the config's own keys: `model.name` picks the trainer (mlp:
 bnrepro.train_mlp; inception: bnrepro.train_inception, or bnrepro.train_packed as `packed`
 says, `packs`), which trains in the run directory Hydra names. A problem the user
-can fix ends the process with one paragraph and exit status 2 (a signal: 130 or 143) and
+can fix ends the process with one paragraph and exit status 2 (a signal: 130, 143, or 140
+for SIGUSR2, which in a submitit job then requeues the job, bnrepro.lifecycle.pass_on) and
 writes nothing that was not there; in a sweep (`-m`) the job is recorded as failed, the sweep
 goes on, and it exits non-zero at its end (bnrepro.hydra_callbacks.SweepReport).
 """
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from bnrepro.errors import BnreproError, ConfigError
 from bnrepro.hydra_callbacks import check_overrides
-from bnrepro.lifecycle import Interrupted, exit_code, report
+from bnrepro.lifecycle import Interrupted, exit_code, pass_on, report
 from bnrepro.rundir import record_failed_start
 
 TRAINERS = ("mlp", "inception")
@@ -69,6 +70,8 @@ def main(cfg: DictConfig) -> None:
         info = train(cfg, run_dir)
     except (BnreproError, Interrupted, KeyboardInterrupt) as error:
         report(error)
+        if isinstance(error, Interrupted):
+            pass_on(error)  # SIGUSR2 in a submitit job: submitit requeues it
         if sweep and not isinstance(error, Interrupted | KeyboardInterrupt):
             record_failed_start(run_dir, cfg, error)
             return

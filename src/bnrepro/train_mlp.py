@@ -24,11 +24,13 @@ from bnrepro import ics_measures
 from bnrepro import nn as paper_nn
 from bnrepro.config import MLPConfig, check, select_device, typed, validate_batch_norm, validate_run
 from bnrepro.drift import QUANTILES
+from bnrepro.errors import ConfigError
 from bnrepro.graphs import cuda_graphed
 from bnrepro.lifecycle import Run
 from bnrepro.mlp_data import MNIST_TRAIN_SIZE, EpochSampler, batch_of, load_mnist_on
 from bnrepro.mlp_members import build_model, check_memory, grid_members, test_accuracy
 from bnrepro.models.mlp import ACTIVATIONS, MLP
+from bnrepro.replicas import world_size
 
 METRIC_COLUMNS = ("step", "seed", "train_loss", "test_acc", "p15", "p50", "p85")
 # With a member grid (grid.lr / grid.init_std): which member a row is, and its settings.
@@ -46,6 +48,22 @@ RESUME_KEYS = (
     "grid",
     "diagnostics",
 )
+
+
+def check_one_process() -> None:
+    """Refuses a start as several processes (torchrun, or srun with several tasks): the MLP
+    has no data-parallel mode, and its replicas would only fight over one run directory."""
+    processes = world_size()
+    if processes > 1:
+        raise ConfigError(
+            f"The MLP trainer runs as one process, and this one was started as one of "
+            f"{processes} (WORLD_SIZE={processes}, from torchrun or from srun's "
+            "SLURM_STEP_NUM_TASKS). Nothing was run or written. Fix: start it as one process, "
+            "`python -m bnrepro.train model=mlp_bn ...` (its seeds already train together as "
+            "one vectorized model, `seeds=[0,1,2]`); to train several configurations at once, "
+            "sweep them with -m: hydra/launcher=joblib runs the jobs in parallel processes, "
+            "hydra/launcher=slurm submits one SLURM job each."
+        )
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -439,6 +457,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with the same files as an uninterrupted run, byte for byte; a run with nothing left to
     train is left as it is, and its run.json returned.
     """
+    check_one_process()
     cfg = validate(cfg)
     device = select_device(cfg.device)
     check_memory(cfg, device)

@@ -32,7 +32,6 @@ Probes, diagnostics, DDP and ImageNet train one run per process (bnrepro.train_i
 
 import itertools
 import math
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -71,6 +70,7 @@ from bnrepro.lifecycle import Run
 from bnrepro.memory import available_memory
 from bnrepro.models.inception import Inception, count_parameters, load_member
 from bnrepro.packed_optim import MemberSchedule, MemberSGD
+from bnrepro.replicas import world_size
 
 GRID_KEYS = (
     "lr_multiplier",
@@ -145,8 +145,8 @@ def validate_packed(cfg: DictConfig) -> DictConfig:
             f"{one_run} the probe and the diagnostics watch one run: use seeds=[0] and no grid.",
         )
     check(not cfg.model.sync_bn, "model.sync_bn", True, f"{one_run} SyncBatchNorm is for DDP.")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    check(world == 1, "WORLD_SIZE", world, f"{one_run} start it without torchrun.")
+    world = world_size()
+    check(world == 1, "WORLD_SIZE", world, f"{one_run} start it without torchrun or srun.")
     return cfg
 
 
