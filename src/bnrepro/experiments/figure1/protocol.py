@@ -52,7 +52,10 @@ DRAW_FIX = draw_fix("figure1")
 
 
 def run(invocation: Invocation) -> None:
-    """Both nets (every seed in one vectorized model each) in one multirun, one net a job."""
+    """Both nets (every seed in one vectorized model each) in one multirun, one net a job;
+    then the runs' curves, training loss included, into `--runs`/plots/ (bnrepro.plot):
+    curves.csv keeps the test accuracy and the percentiles only, so the training loss is
+    drawn where it is logged, each run's metrics.csv."""
     multirun(
         [
             f"experiment={invocation.experiment}", "model=mlp,mlp_bn",
@@ -63,6 +66,12 @@ def run(invocation: Invocation) -> None:
         ],
         invocation.runs, "${model.variant}", invocation.jobs,
     )  # fmt: skip
+    # Imported here: bnrepro.plot sets matplotlib's Agg backend, which a notebook that imports
+    # this package for its analysis must not get.
+    from bnrepro.plot import plot_sweep
+
+    for path in plot_sweep(invocation.runs, invocation.runs / "plots"):
+        print(f"wrote {path}", flush=True)
 
 
 def collect(invocation: Invocation) -> None:
