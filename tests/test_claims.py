@@ -416,8 +416,10 @@ def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
         pytest.approx(0.005)
     )
     for number in range(1, 7):
-        assert len(list(tmp_path.glob(f"claim{number}_*.png"))) == 1
-        assert len(list(tmp_path.glob(f"claim{number}_*.pdf"))) == 1
+        figures = 2 if number == 4 else 1  # claim 4's accuracy and its nets' training loss
+        assert len(list(tmp_path.glob(f"claim{number}_*.png"))) == figures
+        assert len(list(tmp_path.glob(f"claim{number}_*.pdf"))) == figures
+    assert (tmp_path / "claim4_train_loss.png").stat().st_size > 0
     readme = (tmp_path / "README.md").read_text()
     assert "| 2. statistics as constants: \\|b\\| at the end" in readme
     assert "`configs/thresholds/claims/<key>.yaml`" in readme

@@ -296,6 +296,21 @@ def test_run_trains_the_protocol_it_is_asked_for(args, seeds, steps, out) -> Non
     assert invocation.runs.parent == REPO / "runs" / "figure1"
 
 
+def test_run_draws_its_runs_curves_training_loss_included(
+    figure1_runs, tmp_path, monkeypatch, capsys
+) -> None:
+    """curves.csv keeps no training loss, so `run` draws the runs' own curves (bnrepro.plot),
+    the loss among them, into <runs>/plots/ once they are trained."""
+    runs = tmp_path / "runs"
+    shutil.copytree(figure1_runs, runs)
+    monkeypatch.setattr(figure1_protocol, "multirun", lambda *args: None)  # trained already
+    argv = ["run", "--quick", "--runs", str(runs), "--out", str(tmp_path / "out")]
+    figure1_protocol.run(figure1.DRIVER.invocation(argv))
+    for stem in ("accuracy", "loss", "percentiles"):
+        assert (runs / "plots" / f"{stem}.png").stat().st_size > 10_000
+    assert f"wrote {runs / 'plots' / 'loss.pdf'}" in capsys.readouterr().out.splitlines()
+
+
 def drifting_curves(amplitudes: dict[tuple[str, int], float]) -> pd.DataFrame:
     """1,000 steps probed every 10, each (variant, seed) with its three percentiles swinging
     between 0 and its amplitude after step 20, so that its percentile drift is the amplitude

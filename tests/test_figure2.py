@@ -256,6 +256,7 @@ def test_draw_works_from_the_csv_files_alone(tmp_path) -> None:
     assert (tmp_path / "figure2.png").stat().st_size > 10_000
     assert (tmp_path / "figure2.pdf").read_bytes().startswith(b"%PDF")
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
+    assert (tmp_path / "figure2_train_loss.png").stat().st_size > 10_000
     readme = (tmp_path / "README.md").read_text()
     # The intervals are over seeds and the held-out sample: the seeds are alike, the redraws
     # are not.

@@ -442,7 +442,7 @@ def test_collect_and_draw_write_every_file_with_its_columns(ics_csvs):
     assert list(claims.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]
     assert len(claims) == 7 and set(claims.verdict) <= {"pass", "fail", "inconclusive"}
     assert claims.claim.str.contains("test accuracy at step 200").any()
-    for stem in ("accuracy", "percentiles", "ics", "smoothness"):
+    for stem in ("accuracy", "percentiles", "ics", "smoothness", "train_loss"):
         assert (ics_csvs / f"{stem}.png").stat().st_size > 10_000
         assert (ics_csvs / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
     readme = (ics_csvs / "README.md").read_text()

@@ -166,7 +166,7 @@ def collect(runs, out) -> None:
 def test_the_driver_collects_and_draws_the_runs(sweep, tmp_path) -> None:
     collect(sweep, tmp_path)
     proxy_report.draw(tmp_path)
-    for stem in ("accuracy", "percentiles", "ics", "smoothness"):
+    for stem in ("accuracy", "percentiles", "ics", "smoothness", "train_loss"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 0
     claims = pd.read_csv(tmp_path / "claims.csv")
     assert list(claims.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]

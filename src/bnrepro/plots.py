@@ -6,6 +6,7 @@ without a display matplotlib falls back to Agg by itself, so `save_figure` write
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -38,10 +39,44 @@ def save_figure(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def figure1(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+def short_protocol_note(steps: int, full_steps: int, full: str) -> str:
+    """The line a figure of runs shorter than the protocol they stand for carries: `steps`
+    against `full_steps`, the steps of `full` (possessive: "the paper's"); "" where the runs
+    are as long, whose figures carry no note."""
+    if steps >= full_steps:
+        return ""
+    return f"short protocol: {steps:,} steps, not {full} {full_steps:,}"
+
+
+def mark_short_protocol(fig: plt.Figure, note: str) -> None:
+    """`note` (short_protocol_note's) above the panels of `fig`, in red, so that a figure of
+    a short protocol is not read as the paper's; nothing where `note` is empty."""
+    if note:
+        fig.suptitle(note, color="tab:red", fontsize=10)
+
+
+def paper_ylim(ax: plt.Axes, limits: tuple[float, float], short: bool) -> None:
+    """The paper's y range `limits` on `ax` where every line drawn on it ends inside it and
+    the protocol is the full one; else the limits matplotlib takes from the data, so that no
+    curve the legend lists lies outside the axes (a short protocol's plain net ends far below
+    Figure 1(a)'s 0.7)."""
+    low, high = limits
+    if not short and all(low <= line.get_ydata()[-1] <= high for line in ax.lines):
+        ax.set_ylim(low, high)
+
+
+def legend_place(note: str, paper: str) -> str:
+    """Where a legend goes: `paper`, the corner the full protocol's curves leave free, or, for a
+    short protocol (`note`), whose curves may run through that corner, where matplotlib finds
+    the fewest points under it."""
+    return "best" if note else paper
+
+
+def figure1_figure(curves: pd.DataFrame, note: str = "") -> plt.Figure:
     """Figure 1 of the paper from `curves` (variant, seed, step, test_acc, p15, p50, p85).
 
-    (a) test accuracy against steps, mean over seeds with a min-max band, both nets;
+    (a) test accuracy against steps, mean over seeds with a min-max band, both nets, on the
+    paper's 0.7 to 1 (from the data for a short protocol, whose `note` the figure carries);
     (b, c) the 15/50/85th percentiles of the probed sigmoid's input without and with BN,
     for the lowest seed (the other seeds look alike; their curves are in curves.csv).
     """
@@ -57,10 +92,10 @@ def figure1(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
             mean.index, mean.values, **{**style, "label": f"{style['label']} ({n_seeds} seeds)"}
         )
         axes[0].fill_between(mean.index, low.values, high.values, color=style["color"], alpha=0.2)
-    axes[0].set_ylim(0.7, 1.0)
+    paper_ylim(axes[0], (0.7, 1.0), short=bool(note))
     axes[0].set_xlabel("training steps")
     axes[0].set_ylabel("test accuracy")
-    axes[0].legend(loc="lower right")
+    axes[0].legend(loc=legend_place(note, "lower right"))
     axes[0].set_title("(a)")
 
     for ax, variant, title in (
@@ -82,8 +117,51 @@ def figure1(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
         high = max(axes[1].get_ylim()[1], axes[2].get_ylim()[1])
         axes[1].set_ylim(low, high)
         axes[2].set_ylim(low, high)
+    mark_short_protocol(fig, note)
     fig.tight_layout()
-    return save_figure(fig, out_dir, "figure1")
+    return fig
+
+
+def figure1(curves: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
+    """figure1.png/.pdf in `out_dir` (`figure1_figure`)."""
+    return save_figure(figure1_figure(curves, note), out_dir, "figure1")
+
+
+def train_loss_figure(
+    curves: pd.DataFrame, styles: Mapping[str, Mapping[str, Any]], title: str, note: str = ""
+) -> plt.Figure:
+    """The training loss against steps from `curves` (variant, seed, step, train_loss), one
+    line per variant of `styles` (in its order, labelled as it labels them): the mean over the
+    seeds logged at each step with a band from min to max. The y axis is logarithmic, as a
+    cross-entropy falling over decades is drawn, where every loss is above 0; rows without a
+    finite loss (evaluations, a diverged run's last ones) are left out. A short protocol's
+    `note` goes above the axes."""
+    loss = curves[np.isfinite(curves.train_loss.astype(float))]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for variant, style in styles.items():
+        rows = loss[loss.variant == variant]
+        if rows.empty:
+            continue
+        per_step = rows.groupby("step").train_loss
+        mean = per_step.mean()
+        seeds = rows.seed.nunique()
+        label = f"{style['label']} ({seeds} seed{'s' * (seeds > 1)})"
+        ax.plot(mean.index, mean.values, **{**style, "label": label, "linewidth": 1})
+        if seeds > 1:
+            ax.fill_between(
+                mean.index, per_step.min().values, per_step.max().values, color=style["color"],
+                alpha=0.2, linewidth=0,
+            )  # fmt: skip
+    if len(loss) and (loss.train_loss > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("training loss (cross-entropy)")
+    ax.set_title(title, fontsize=9)
+    if ax.lines:  # beside the axes, where no curve runs under it
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    mark_short_protocol(fig, note)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------- the paper's claims
@@ -189,9 +267,10 @@ def claim_bias_redundancy(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "claim3_bias_redundancy")
 
 
-def claim_bn_position(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+def claim_bn_position(curves: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
     """Claim 4 from `curves` (variant, seed, step, test_acc): test accuracy against steps for
-    each variant, mean over seeds with a min-max band; (a) the whole run, (b) its second half.
+    each variant, mean over seeds with a min-max band; (a) the whole run, (b) its second half;
+    a short protocol's `note` above them.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     accuracy = curves.dropna(subset=["test_acc"])
@@ -209,9 +288,10 @@ def claim_bn_position(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xlabel("training steps")
         ax.set_ylabel("test accuracy")
     axes[0].set_ylim(0, 1)
-    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].legend(loc=legend_place(note, "lower right"), fontsize=8)
     axes[0].set_title("(a) Figure 1 net: where BN goes")
     axes[1].set_title("(b) second half, zoomed")
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "claim4_bn_position")
 
@@ -267,9 +347,10 @@ def claim_folding(agreement: pd.DataFrame, timing: pd.DataFrame, out_dir: Path) 
     return save_figure(fig, out_dir, "claim5_folding")
 
 
-def claim_population_statistics(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+def claim_population_statistics(frame: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
     """Claim 6 from `frame` (seed, statistics, n_batches, test_acc): test accuracy with
-    population statistics over N training batches against N, and with the moving averages."""
+    population statistics over N training batches against N, and with the moving averages;
+    a short protocol's `note` above them."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (seed, rows) in enumerate(frame.groupby("seed")):
@@ -286,6 +367,7 @@ def claim_population_statistics(frame: pd.DataFrame, out_dir: Path) -> list[Path
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=7)
     ax.set_title("Inference statistics of the trained BN net")
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "claim6_population_statistics")
 
@@ -312,11 +394,12 @@ def sensitivity_heatmaps(
     panels: Sequence[HeatmapPanel],
     out_dir: Path,
     caption: str = "",
+    note: str = "",
 ) -> list[Path]:
     """The BN advantage over (learning rate, init std), from `cells` (optimizer, lr, init_std:
     one row per cell) and `panels`: one row of heatmaps per optimizer of `optimizers` (config
     name -> name shown), one column per panel; red where BN is ahead, blue where it is behind;
-    `caption` below them."""
+    `caption` below them, a short protocol's `note` above."""
     lrs, stds = sorted(set(cells.lr)), sorted(set(cells.init_std))
     fig, axes = plt.subplots(
         len(optimizers),
@@ -367,5 +450,6 @@ def sensitivity_heatmaps(
             colorbar.ax.tick_params(labelsize=7)
     if caption:
         fig.text(0.5, 0, caption, ha="center", va="top", fontsize=8)
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "sensitivity")

@@ -6,8 +6,9 @@
 
 `run` measures every claim (training claim 4's three nets into runs/claims/<time>/) and writes
 the CSV files and provenance.json into results/claims/, then does what `draw` does: claims.csv,
-one figure per claim and README.md. `--quick` runs the whole pipeline small, in well under a
-minute on two CPU cores, into runs/claims-quick/. The protocols: docs/claims.md.
+one figure per claim (with claim 4's training loss) and README.md. `--quick` runs the whole
+pipeline small, in well under a minute on two CPU cores, into runs/claims-quick/; its figures
+of claims 4 to 6 say that they are of a short protocol. The protocols: docs/claims.md.
 """
 
 from bnrepro.driver import Driver

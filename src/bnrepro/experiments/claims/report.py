@@ -1,7 +1,7 @@
 """What `draw` writes from the CSV files and provenance.json: claims.csv, one figure per
-claim and README.md (the claims table, each claim with its section of the paper, its figure,
-method and notes, how the numbers were made); and the generated blocks of the pages
-(bnrepro.docs) that quote results/claims/."""
+claim (and claim 4's training loss) and README.md (the claims table, each claim with its
+section of the paper, its figures, method and notes, how the numbers were made); and the
+generated blocks of the pages (bnrepro.docs) that quote results/claims/."""
 
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from bnrepro.atomic import atomic_write_text
 from bnrepro.docblocks import claims_table, csv, escape
 from bnrepro.driver import write_csv
 from bnrepro.experiments.claims.analysis import SPEEDUP_DIGITS, Check, checks, significant
-from bnrepro.experiments.claims.protocol import CSV_FILES, accuracy_at, load
+from bnrepro.experiments.claims.protocol import CSV_FILES, PROTOCOLS, accuracy_at, load
 from bnrepro.verdicts import runs_commit
 
 # claim -> (title, the section of arXiv:1502.03167 it is from, the claim, figure, method)
@@ -119,6 +119,11 @@ DESCRIPTIONS = {
 }
 
 
+# claim -> the figures its section shows after its own: claim 4's nets are trained, and their
+# training loss is logged beside the accuracy.
+MORE_FIGURES = {4: (("training loss", "claim4_train_loss.png"),)}
+
+
 def command(settings: dict) -> str:
     """The command that makes results with `settings` (the output folder apart)."""
     words = ["python experiments/claims.py run"]
@@ -203,7 +208,10 @@ def claim_section(number: int, notes: list[str] | None) -> list[str]:
     files = ", ".join(f"`{name}`" for name in CSV_FILES[number])
     files += " and the timing in `provenance.json`" if number == 5 else ""
     lines = [f"## {number}. {title}", "", f"**Claim** ({source}): {claim}", ""]
-    lines += [f"![claim {number}]({figure})", "", how, ""]
+    lines += [f"![claim {number}]({figure})", ""]
+    for name, more in MORE_FIGURES.get(number, ()):
+        lines += [f"![claim {number}, {name}]({more})", ""]
+    lines += [how, ""]
     if notes:
         lines += [*notes, ""]
     return [*lines, f"Drawn from {files}.", ""]
@@ -311,10 +319,13 @@ def method(settings: dict, train_device: str) -> list[str]:
     ]
 
 
-def draw_folding(agreement: pd.DataFrame, speedup: Check, out_dir: Path) -> list[Path]:
+def draw_folding(
+    agreement: pd.DataFrame, speedup: Check, out_dir: Path, note: str = ""
+) -> list[Path]:
     """Claim 5: (a) the inference speed-up and its interval against the threshold, rounded as
     claims.csv shows them, so that the figure holds no timing noise; (b) the largest |logit
-    difference| per seed and dtype from `agreement` (seed, dtype, max_abs_diff)."""
+    difference| per seed and dtype from `agreement` (seed, dtype, max_abs_diff); a short
+    protocol's `note` above."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     median, low, high = (
         float(significant(v)) for v in (speedup.measured, speedup.low, speedup.high)
@@ -343,8 +354,16 @@ def draw_folding(agreement: pd.DataFrame, speedup: Check, out_dir: Path) -> list
     axes[0].set_title(f"(a) inference speed-up: {speedup.verdict()}")
 
     plots.folding_agreement_panel(axes[1], agreement)
+    plots.mark_short_protocol(fig, note)
     fig.tight_layout()
     return plots.save_figure(fig, out_dir, "claim5_folding")
+
+
+def train_loss_figure(curves: pd.DataFrame, note: str = "") -> plt.Figure:
+    """Claim 4's nets' training loss (each logged step's mini-batch) against steps, mean over
+    seeds with a min-max band, on a log scale."""
+    title = "Figure 1 net: training loss (each logged step's mini-batch; band: min to max)"
+    return plots.train_loss_figure(curves, plots.BN_POSITION_STYLE, title, note)
 
 
 def draw(out_dir: Path) -> None:
@@ -355,15 +374,20 @@ def draw(out_dir: Path) -> None:
     table = pd.DataFrame([c.row(runs_commit(provenance)) for c in found])
     write_csv(out_dir / "claims.csv", table)
     matplotlib.use("Agg")  # figures are written to files, never shown
+    # Claims 1 to 3 measure the same in every protocol; 4 to 6 train, or use the trained net.
+    note = plots.short_protocol_note(
+        settings["steps"], PROTOCOLS["published"].steps, "the published protocol's"
+    )
+    curves = data["bn_position_curves.csv"]
+    speedup = next(c for c in found if c.low is not None)
     paths = [
         *plots.claim_scale_invariance(data["scale_invariance.csv"], out_dir),
         *plots.claim_stats_backprop(data["stats_backprop.csv"], out_dir),
         *plots.claim_bias_redundancy(data["bias_redundancy.csv"], out_dir),
-        *plots.claim_bn_position(data["bn_position_curves.csv"], out_dir),
-        *draw_folding(
-            data["folding_agreement.csv"], next(c for c in found if c.low is not None), out_dir
-        ),
-        *plots.claim_population_statistics(data["population_statistics.csv"], out_dir),
+        *plots.claim_bn_position(curves, out_dir, note),
+        *plots.save_figure(train_loss_figure(curves, note), out_dir, "claim4_train_loss"),
+        *draw_folding(data["folding_agreement.csv"], speedup, out_dir, note),
+        *plots.claim_population_statistics(data["population_statistics.csv"], out_dir, note),
     ]
     for path in paths:
         print(f"wrote {path}")

@@ -7,6 +7,7 @@ import pandas as pd
 from bnrepro.drift import drift_by
 
 PAPER_ACCURACY = {"plain": 0.95, "bn": 0.98}  # read off the paper's Figure 1(a) at 50k steps
+PAPER_STEPS = 50_000  # the paper's Figure 1 trains both nets 50,000 steps (Section 4.1)
 # Final test accuracies that others published for an experiment's protocol: experiment ->
 # (column header, {variant: accuracy}).
 PUBLISHED = {

@@ -47,7 +47,10 @@ def results_folder(options: dict) -> str:
 
 
 def run(invocation: driver.Invocation) -> None:
-    """Both nets (every seed in one vectorized model each) in one multirun, one net a job."""
+    """Both nets (every seed in one vectorized model each) in one multirun, one net a job;
+    then the runs' curves, training loss included, into `--runs`/plots/ (bnrepro.plot):
+    curves.csv keeps the test accuracy and the percentiles only, so the training loss is
+    drawn where it is logged, each run's metrics.csv."""
     driver.multirun(
         [
             f"experiment={invocation.experiment}", "model=mlp,mlp_bn",
@@ -58,6 +61,12 @@ def run(invocation: driver.Invocation) -> None:
         ],
         invocation.runs, "${model.variant}", invocation.jobs,
     )  # fmt: skip
+    # Imported here: bnrepro.plot sets matplotlib's Agg backend, which a notebook that imports
+    # this package for its analysis must not get.
+    from bnrepro.plot import plot_sweep
+
+    for path in plot_sweep(invocation.runs, invocation.runs / "plots"):
+        print(f"wrote {path}", flush=True)
 
 
 def collect(invocation: driver.Invocation) -> None:

@@ -14,6 +14,7 @@ from bnrepro.docblocks import csv
 from bnrepro.drift import DEFINITION, NAME, drift_by
 from bnrepro.experiments.figure1.analysis import (
     PAPER_ACCURACY,
+    PAPER_STEPS,
     PUBLISHED,
     drifts_less,
     first_steps_above,
@@ -29,7 +30,7 @@ from bnrepro.experiments.figure1.protocol import (
     protocol,
 )
 from bnrepro.markdown import span
-from bnrepro.plots import figure1
+from bnrepro.plots import figure1, short_protocol_note
 from bnrepro.runinfo import stable_command
 from bnrepro.tables import check_curves, read_csv, read_json
 
@@ -236,7 +237,8 @@ def draw(out_dir: Path) -> None:
     provenance = read_json(out_dir / "provenance.json", DRAW_FIX)
     check_curves(curves, curves_path, summary, summary_path, ACCEPTED, DRAW_FIX)
     matplotlib.use("Agg")  # figures are written to files, never shown
-    for path in figure1(curves, out_dir):
+    note = short_protocol_note(int(summary.steps.max()), PAPER_STEPS, "the paper's")
+    for path in figure1(curves, out_dir, note):
         print(f"wrote {path}")
     atomic_write_text(out_dir / "README.md", readme(summary, curves, provenance))
     print(f"wrote {out_dir / 'README.md'}")

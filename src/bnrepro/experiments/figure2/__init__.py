@@ -13,10 +13,12 @@ results/figure2/ (curves.csv, summary.csv, ladder.csv, ladder_summary.csv, prove
 decay.csv and decay_summary.csv for the cpu_plateau campaign's decay arm). `draw` writes, from
 those files alone, table.csv (the Figure 3 analogue with 95% bootstrap intervals),
 relations.csv (the paper's relations judged yes, no or unresolved), seeds.csv, checks.csv (the
-plateau check), ladder_table.csv (and decay_table.csv), figure2.png/.pdf, ladder.png/.pdf and
-README.md. The cpu preset writes results/figure2/, another preset results/figure2_<preset>/;
-cpu_plateau is trained as a campaign (`make reproduce-figure2 PRESET=cpu_plateau`). Extra
-arguments are Hydra overrides for every run (keys only the experiment files define need `++`).
+plateau check), ladder_table.csv (and decay_table.csv), figure2.png/.pdf,
+figure2_train_loss.png/.pdf, ladder.png/.pdf and README.md; the figures of a run shorter than
+the cpu preset's (--quick's) say so above their panels. The cpu preset writes results/figure2/,
+another preset results/figure2_<preset>/; cpu_plateau is trained as a campaign (`make
+reproduce-figure2 PRESET=cpu_plateau`). Extra arguments are Hydra overrides for every run (keys
+only the experiment files define need `++`).
 
 The protocol, the presets and the method of the intervals and verdicts: docs/figure2.md.
 """

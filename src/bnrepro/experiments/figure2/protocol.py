@@ -70,6 +70,10 @@ PRESETS = {
     "cpu_plateau": Preset((0, 1, 2), 2),
     "quick": Preset((0,), 2),
 }
+# The preset of the committed results/figure2/ and its steps: a figure of fewer steps (the
+# quick preset's) says it is of a short protocol.
+FULL_PRESET = "cpu"
+FULL_STEPS = int(presets.values(FULL_PRESET).steps)
 # separate: one process per recipe and seed, the ladder's own rungs for the first seed only;
 # packed: one process per architecture (bnrepro.train_packed), its recipes and seeds the members
 # of one model, and the whole ladder for every seed (the rungs are members too). On one GPU a

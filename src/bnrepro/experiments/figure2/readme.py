@@ -145,6 +145,8 @@ def figure3_section(results: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         "",
         "![Figure 2](figure2.png)",
         "",
+        "![training loss](figure2_train_loss.png)",
+        "",
         "## Figure 3 analogue",
         "",
         "Target: plain Inception's maximum held-out accuracy, "

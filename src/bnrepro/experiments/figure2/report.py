@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from bnrepro import markdown
+from bnrepro import markdown, plots
 from bnrepro.atomic import atomic_write_text
 from bnrepro.docblocks import csv, provenance
 from bnrepro.driver import write_csv
@@ -31,6 +31,8 @@ from bnrepro.experiments.figure2.protocol import (
     DECAY_SPEEDUPS,
     DECAY_STATUSES,
     DRAW_FIX,
+    FULL_PRESET,
+    FULL_STEPS,
     LABELS,
     LADDER_COLUMNS,
     LADDER_FAMILIES,
@@ -43,7 +45,7 @@ from bnrepro.experiments.figure2.protocol import (
     decay_variant,
 )
 from bnrepro.experiments.figure2.readme import crossing_text, images_text, readme
-from bnrepro.plots import save_figure
+from bnrepro.plots import mark_short_protocol, save_figure, short_protocol_note
 from bnrepro.tables import check_columns, check_curves, fail, listing, read_csv, read_json
 
 STYLES = {
@@ -57,9 +59,11 @@ STYLES = {
 }
 
 
-def figure2(curves: pd.DataFrame, results: pd.DataFrame, out_dir: Path) -> list[Path]:
+def figure2_figure(curves: pd.DataFrame, results: pd.DataFrame, note: str = "") -> plt.Figure:
     """(a) held-out accuracy of every run against steps, mean over seeds with a min-max band;
-    (b) the same near the top for the five variants, with Inception's maximum as the target."""
+    (b) the same near the top for the five variants, with Inception's maximum as the target;
+    for a short protocol (`note` above the panels) (b) takes its limits from the data, since
+    its runs end far from the top."""
     means = mean_curves(curves)
     target = results.target_acc.iloc[0]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -90,19 +94,30 @@ def figure2(curves: pd.DataFrame, results: pd.DataFrame, out_dir: Path) -> list[
     axes[0].set_ylim(0, 1)
     axes[0].set_title("(a) every run (x: diverged)")
     axes[0].legend(loc="center right", fontsize=8)
-    top = means[means.variant.isin(MAIN)]["mean"].max()
-    axes[1].set_ylim(max(0.0, target - 0.15), min(1.0, top + 0.02))
+    if not note:
+        top = means[means.variant.isin(MAIN)]["mean"].max()
+        axes[1].set_ylim(max(0.0, target - 0.15), min(1.0, top + 0.02))
     axes[1].set_title(f"(b) the five variants; dotted: Inception's max {target:.3f}")
+    mark_short_protocol(fig, note)
     fig.tight_layout()
-    return save_figure(fig, out_dir, "figure2")
+    return fig
+
+
+def train_loss_figure(curves: pd.DataFrame, note: str = "") -> plt.Figure:
+    """Every variant's training loss (the mean over each logging interval) against steps,
+    mean over seeds with a min-max band, on a log scale."""
+    styles = {variant: {**STYLES[variant], "label": LABELS[variant]} for variant in VARIANTS}
+    title = "training loss (mean over each logging interval; band: min to max over seeds)"
+    return plots.train_loss_figure(curves, styles, title, note)
 
 
 def ladder_figure(
-    ladder: pd.DataFrame, rungs: pd.DataFrame, target: float, out_dir: Path
+    ladder: pd.DataFrame, rungs: pd.DataFrame, target: float, out_dir: Path, note: str = ""
 ) -> list[Path]:
     """Held-out accuracy against steps for every rung of the ladder, one panel per family,
     one colour per learning-rate multiplier (every seed's curve in it, one legend entry per
-    rung and outcome); x: the last evaluation of a diverged run."""
+    rung and outcome); x: the last evaluation of a diverged run; a short protocol's `note`
+    under the title."""
     colors = dict(zip(LADDER_MULTIPLIERS, plt.cm.viridis(np.linspace(0, 0.9, 5)), strict=True))
     accuracy = ladder.dropna(subset=["test_acc"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
@@ -126,7 +141,8 @@ def ladder_figure(
         ax.legend(loc="lower right", fontsize=8, title="learning rate")
     axes[0].set_ylim(0, 1)
     axes[0].set_ylabel("held-out accuracy")
-    fig.suptitle(f"Learning-rate ladder; dotted: Inception's maximum {target:.3f}", fontsize=10)
+    title = f"Learning-rate ladder; dotted: Inception's maximum {target:.3f}"
+    fig.suptitle(f"{title}\n{note}" if note else title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, out_dir, "ladder")
 
@@ -165,7 +181,8 @@ def read_decay_arm(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
 
 def draw(out_dir: Path) -> None:
     """table.csv, relations.csv, seeds.csv, checks.csv, ladder_table.csv (and decay_table.csv
-    for a decay arm), figure2.png/.pdf, ladder.png/.pdf and README.md from the files in
+    for a decay arm), figure2.png/.pdf, figure2_train_loss.png/.pdf, ladder.png/.pdf and
+    README.md from the files in
     `out_dir`, once they are known whole; and summary.csv's column `eval_images` where it was
     collected without it (`configured_images`). HISTORY.md, hand-written, is only linked
     (bnrepro.markdown.history_lines)."""
@@ -205,9 +222,11 @@ def draw(out_dir: Path) -> None:
     if decays is not None:
         write_csv(out_dir / "decay_table.csv", decays)
     matplotlib.use("Agg")  # the figures are written to files, never shown: no display needed
+    note = short_protocol_note(int(summary.steps.max()), FULL_STEPS, f"the {FULL_PRESET} preset's")
     for path in [
-        *figure2(curves, results, out_dir),
-        *ladder_figure(ladder, rungs, target, out_dir),
+        *save_figure(figure2_figure(curves, results, note), out_dir, "figure2"),
+        *save_figure(train_loss_figure(curves, note), out_dir, "figure2_train_loss"),
+        *ladder_figure(ladder, rungs, target, out_dir, note),
     ]:
         print(f"wrote {path}")
     history = markdown.history_lines(out_dir)

@@ -29,6 +29,7 @@ LANDSCAPE = {
 }
 ICS_PREFIXES = ("ics_l2_", "ics_cos_")
 DEFAULT_SEEDS = (0, 1, 2)  # with Figure 1's 50,000 steps: the protocol of results/ics/
+FULL_STEPS = 50_000  # Figure 1's; a figure of fewer steps says it is of a short protocol
 DEFAULT_EVERY = 500
 QUICK = {"seeds": (0, 1), "steps": 600, "every": 100}
 # Absolute tolerances (CSV file -> column -> tolerance) for `make verify` on another CPU model or

@@ -50,6 +50,10 @@ PRESETS = {
     "gpu": Preset((0, 1, 2), 1),
     "quick": Preset((0,), 2, probe_every=10, diagnostics_every=20),
 }
+# The preset of the committed results/ics/proxy/ and its steps: a figure of fewer steps (the
+# quick preset's) says it is of a short protocol.
+FULL_PRESET = "gpu"
+FULL_STEPS = int(presets.values(FULL_PRESET).steps)
 SWEEP_FIX = driver.sweep_fix("ics_proxy", "ics/proxy")
 DRAW_FIX = driver.draw_fix("ics_proxy", "ics/proxy")
 

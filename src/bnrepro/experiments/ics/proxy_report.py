@@ -11,10 +11,10 @@ from bnrepro import drift as percentile_drift
 from bnrepro.atomic import atomic_write_text
 from bnrepro.experiments.ics import report
 from bnrepro.experiments.ics.proxy_analysis import Claim, claims, conclusion
-from bnrepro.experiments.ics.proxy_protocol import VARIANTS, load
+from bnrepro.experiments.ics.proxy_protocol import FULL_PRESET, FULL_STEPS, VARIANTS, load
 from bnrepro.inception_probes import ICS_LAYERS
 from bnrepro.markdown import history_lines
-from bnrepro.plots import save_figure
+from bnrepro.plots import legend_place, mark_short_protocol, save_figure, short_protocol_note
 from bnrepro.verdicts import runs_commit
 
 STYLE = {
@@ -27,20 +27,24 @@ STYLE = {
 # ---------------------------------------------------------------- figures
 
 
-def accuracy_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+def accuracy_figure(curves: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
+    """Held-out accuracy against steps, on the limits the data takes; a short protocol's
+    `note` above."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for variant in VARIANTS:
         report.band(ax, curves, "test_acc", variant, styles=STYLE)
     ax.set_xlabel("training steps")
     ax.set_ylabel("held-out accuracy")
-    ax.legend(loc="lower right")
+    ax.legend(loc=legend_place(note, "lower right"))
     ax.set_title("Fashion-MNIST proxy (median over seeds, band: min to max)", fontsize=9)
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "accuracy")
 
 
-def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Per measured layer: ||G - G'|| / ||G|| (top) and cos(G, G') (bottom)."""
+def ics_figure(diagnostics: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
+    """Per measured layer: ||G - G'|| / ||G|| (top) and cos(G, G') (bottom); a short
+    protocol's `note` above."""
     fig, axes = plt.subplots(2, len(ICS_LAYERS), figsize=(3.2 * len(ICS_LAYERS), 5.6))
     for column, label in enumerate(ICS_LAYERS):
         for variant in VARIANTS:
@@ -52,6 +56,7 @@ def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
     axes[0, 0].set_ylabel("ICS: ||G - G'|| / ||G||")
     axes[1, 0].set_ylabel("ICS: cos(G, G')")
     axes[0, 0].legend(fontsize=7)
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "ics")
 
@@ -135,11 +140,13 @@ def draw(out_dir: Path) -> None:
     """Figures, claims.csv and README.md from the files in `out_dir`, once known whole."""
     curves, diagnostics, summary, provenance = load(out_dir)
     matplotlib.use("Agg")  # figures are written to files, never shown
+    note = short_protocol_note(int(summary.steps.max()), FULL_STEPS, f"the {FULL_PRESET} preset's")
     paths = [
-        *accuracy_figure(curves, out_dir),
-        *report.percentiles_figure(curves, out_dir, STYLE, "a ReLU of module 5b"),
-        *ics_figure(diagnostics, out_dir),
-        *report.smoothness_figure(diagnostics, out_dir, STYLE, legend_size=7),
+        *accuracy_figure(curves, out_dir, note),
+        *report.percentiles_figure(curves, out_dir, STYLE, "a ReLU of module 5b", note),
+        *ics_figure(diagnostics, out_dir, note),
+        *report.smoothness_figure(diagnostics, out_dir, STYLE, legend_size=7, note=note),
+        *report.train_loss_figure(curves, out_dir, STYLE, "mean over each logging interval", note),
     ]
     found = claims(curves, diagnostics)
     rows = [claim.row(runs_commit(provenance)) for claim in found]

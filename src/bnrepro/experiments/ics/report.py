@@ -8,13 +8,19 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from bnrepro import drift as percentile_drift
-from bnrepro import markdown
+from bnrepro import markdown, plots
 from bnrepro.atomic import atomic_write_text
 from bnrepro.drift import PERCENTILES
 from bnrepro.driver import write_csv
 from bnrepro.experiments.ics.analysis import Claim, claims, conclusion
-from bnrepro.experiments.ics.protocol import LANDSCAPE, VARIANTS, layers, load
-from bnrepro.plots import save_figure
+from bnrepro.experiments.ics.protocol import FULL_STEPS, LANDSCAPE, VARIANTS, layers, load
+from bnrepro.plots import (
+    legend_place,
+    mark_short_protocol,
+    paper_ylim,
+    save_figure,
+    short_protocol_note,
+)
 from bnrepro.runinfo import stable_command
 from bnrepro.verdicts import runs_commit
 
@@ -37,7 +43,7 @@ def band(
         return
     n_seeds = frame[frame.variant == variant].seed.nunique()
     style = styles[variant]
-    label = f"{style['label']} ({n_seeds} seeds)" if seeds else style["label"]
+    label = f"{style['label']} ({n_seeds} seed{'s' * (n_seeds > 1)})" if seeds else style["label"]
     middle = per_step.median()
     ax.plot(middle.index, middle.values, **{**style, "label": label})
     ax.fill_between(
@@ -45,25 +51,33 @@ def band(
     )
 
 
-def accuracy_figure(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+def accuracy_figure(curves: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
+    """Test accuracy against steps on Figure 1(a)'s 0.7 to 1 (from the data for a short
+    protocol, whose `note` the figure carries)."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for variant in VARIANTS:
         band(ax, curves, "test_acc", variant)
-    ax.set_ylim(0.7, 1.0)
+    paper_ylim(ax, (0.7, 1.0), short=bool(note))
     ax.set_xlabel("training steps")
     ax.set_ylabel("test accuracy")
-    ax.legend(loc="lower right")
+    ax.legend(loc=legend_place(note, "lower right"))
     ax.set_title("test accuracy (median over seeds, band: min to max)")
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "accuracy")
 
 
 def percentiles_figure(
-    curves: pd.DataFrame, out_dir: Path, styles: dict = STYLE, probed: str = "a last-layer sigmoid"
+    curves: pd.DataFrame,
+    out_dir: Path,
+    styles: dict = STYLE,
+    probed: str = "a last-layer sigmoid",
+    note: str = "",
 ) -> list[Path]:
     """The 15/50/85th percentiles of the probed input (`probed`: the MNIST net's sigmoid, the
     proxy's ReLU), lowest seed, one panel per net (in the order of `styles`) with a shared
-    scale, as the paper's Figure 1(b, c); rows without a probe are left out."""
+    scale, as the paper's Figure 1(b, c); rows without a probe are left out; a short
+    protocol's `note` above."""
     fig, axes = plt.subplots(1, len(styles), figsize=(12, 3.4), sharey=True)
     for ax, (variant, style) in zip(axes, styles.items(), strict=True):
         rows = curves[curves.variant == variant].dropna(subset=list(PERCENTILES))
@@ -73,12 +87,14 @@ def percentiles_figure(
         ax.set_xlabel("training steps")
         ax.set_title(style["label"])
     axes[0].set_ylabel(f"input to {probed}\n(15th, 50th, 85th percentiles)")
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "percentiles")
 
 
-def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Per layer with layers below it: ||G - G'|| / ||G|| (top) and cos(G, G') (bottom)."""
+def ics_figure(diagnostics: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
+    """Per layer with layers below it: ||G - G'|| / ||G|| (top) and cos(G, G') (bottom); a
+    short protocol's `note` above."""
     found = layers(diagnostics.columns)
     fig, axes = plt.subplots(2, len(found), figsize=(4 * len(found), 6), squeeze=False)
     for column, layer in enumerate(found):
@@ -91,14 +107,20 @@ def ics_figure(diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
     axes[0, 0].set_ylabel("ICS: ||G - G'|| / ||G||")
     axes[1, 0].set_ylabel("ICS: cos(G, G')")
     axes[0, 0].legend()
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "ics")
 
 
 def smoothness_figure(
-    diagnostics: pd.DataFrame, out_dir: Path, styles: dict = STYLE, legend_size: int | None = None
+    diagnostics: pd.DataFrame,
+    out_dir: Path,
+    styles: dict = STYLE,
+    legend_size: int | None = None,
+    note: str = "",
 ) -> list[Path]:
-    """Each landscape measure against steps, one curve per net (in the order of `styles`)."""
+    """Each landscape measure against steps, one curve per net (in the order of `styles`); a
+    short protocol's `note` above."""
     fig, axes = plt.subplots(1, len(LANDSCAPE), figsize=(13, 3.6))
     for ax, (column, label) in zip(axes, LANDSCAPE.items(), strict=True):
         for variant in styles:
@@ -107,15 +129,25 @@ def smoothness_figure(
         ax.set_xlabel("training steps")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=legend_size)
+    mark_short_protocol(fig, note)
     fig.tight_layout()
     return save_figure(fig, out_dir, "smoothness")
+
+
+def train_loss_figure(
+    curves: pd.DataFrame, out_dir: Path, styles: dict = STYLE, what: str = "", note: str = ""
+) -> list[Path]:
+    """train_loss.png/.pdf: each net's training loss against steps (`what` the trainer logs
+    as it, for the title), mean over seeds with a band from min to max, on a log scale."""
+    title = f"training loss ({what}; mean over seeds, band: min to max)"
+    return save_figure(plots.train_loss_figure(curves, styles, title, note), out_dir, "train_loss")
 
 
 # ---------------------------------------------------------------- README and drawing
 
 
 def claims_and_figures(found: list[Claim], rows: list[dict]) -> list[str]:
-    """A results README's claims table (claims.csv's `rows`), its per-seed table and its four
+    """A results README's claims table (claims.csv's `rows`), its per-seed table and its five
     figures (Markdown)."""
     header = ("claim", "measured (mean over seeds)", "threshold", "verdict", "threshold fixed")
     cells = [
@@ -139,6 +171,8 @@ def claims_and_figures(found: list[Claim], rows: list[dict]) -> list[str]:
         "![ICS](ics.png)",
         "",
         "![smoothness](smoothness.png)",
+        "",
+        "![training loss](train_loss.png)",
     ]
 
 
@@ -277,11 +311,13 @@ def draw(out_dir: Path) -> None:
     """Figures, claims.csv and README.md from the files in `out_dir`, once known whole."""
     curves, diagnostics, summary, provenance = load(out_dir)
     matplotlib.use("Agg")  # figures are written to files, never shown
+    note = short_protocol_note(int(summary.steps.max()), FULL_STEPS, "Figure 1's")
     paths = [
-        *accuracy_figure(curves, out_dir),
-        *percentiles_figure(curves, out_dir),
-        *ics_figure(diagnostics, out_dir),
-        *smoothness_figure(diagnostics, out_dir),
+        *accuracy_figure(curves, out_dir, note),
+        *percentiles_figure(curves, out_dir, note=note),
+        *ics_figure(diagnostics, out_dir, note),
+        *smoothness_figure(diagnostics, out_dir, note=note),
+        *train_loss_figure(curves, out_dir, what="each step's mini-batch", note=note),
     ]
     for path in paths:
         print(f"wrote {path}")

@@ -20,6 +20,7 @@ from bnrepro.experiments.sensitivity.analysis import (
 from bnrepro.experiments.sensitivity.protocol import (
     CHECKPOINTS,
     DRAW_FIX,
+    FIGURE1_STEPS,
     MEMBER_COLUMNS,
     MEMBER_OPTIONAL,
     OPTIMIZERS,
@@ -27,7 +28,7 @@ from bnrepro.experiments.sensitivity.protocol import (
     check_members,
 )
 from bnrepro.experiments.sensitivity.readme import ratio_text, readme, region
-from bnrepro.plots import HeatmapPanel, sensitivity_heatmaps
+from bnrepro.plots import HeatmapPanel, sensitivity_heatmaps, short_protocol_note
 from bnrepro.tables import read_csv, read_json
 
 CAPTION = (
@@ -93,8 +94,9 @@ def draw(out_dir: Path) -> None:
     check_members(members, path)
     table = cells(members)
     matplotlib.use("Agg")  # figures are written to files, never shown
+    note = short_protocol_note(int(members.steps.max()), FIGURE1_STEPS, "Figure 1's")
     for written in sensitivity_heatmaps(
-        table, OPTIMIZERS, panels(table, early_column(members)), out_dir, CAPTION
+        table, OPTIMIZERS, panels(table, early_column(members)), out_dir, CAPTION, note
     ):
         print(f"wrote {written}")
     atomic_write_text(out_dir / "README.md", readme(members, table, provenance))
