@@ -303,7 +303,7 @@ def test_run_draws_its_runs_curves_training_loss_included(
     the loss among them, into <runs>/plots/ once they are trained."""
     runs = tmp_path / "runs"
     shutil.copytree(figure1_runs, runs)
-    monkeypatch.setattr(figure1_protocol, "multirun", lambda *args: None)  # trained already
+    monkeypatch.setattr(figure1_protocol.driver, "multirun", lambda *args: None)  # trained already
     argv = ["run", "--quick", "--runs", str(runs), "--out", str(tmp_path / "out")]
     figure1_protocol.run(figure1.DRIVER.invocation(argv))
     for stem in ("accuracy", "loss", "percentiles"):
