@@ -1,6 +1,6 @@
 # bnrepro: `make reproduce-figure1` and `make test` set everything up on a fresh clone.
 # The first supported Python found (the project runs on 3.10-3.13; the committed figures were made
-# on 3.11, whose versions in requirements.lock are also those of 3.12 and 3.13).
+# with requirements.lock's versions for 3.11).
 PYTHON ?= $(firstword $(foreach p,python3.11 python3.12 python3.13 python3.10 python3,$(shell command -v $(p) 2>/dev/null)))
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -83,9 +83,10 @@ endif
 	$(PY) -m pip check
 	touch $@
 
-# requirements.lock: one universal lock for Python 3.10-3.13 on every platform, written by uv (in
-# .lock-tools/, installed on first use). An existing pin stays unless pyproject.toml no longer
-# allows it; UPGRADE=1 takes the newest versions allowed instead. Then `make venv` rebuilds.
+# requirements.lock: one universal lock for every platform and every Python from 3.10 (the lowest
+# pyproject.toml allows) on, written by uv (in .lock-tools/, installed on first use). An existing
+# pin stays unless pyproject.toml no longer allows it; UPGRADE=1 takes the newest versions allowed
+# instead. Then `make venv` rebuilds.
 UV_VERSION := 0.13.10
 UPGRADE ?=
 lock: .lock-tools/bin/uv
