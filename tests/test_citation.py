@@ -3,23 +3,14 @@
 not the others."""
 
 import re
-import sys
 
 import yaml
 from conftest import REPO
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: pytest's own TOML reader
-    import tomli as tomllib
+from test_lock import project
 
 
 def citation() -> dict:
     return yaml.safe_load((REPO / "CITATION.cff").read_text())
-
-
-def project() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
 def bibtex_entry(key: str) -> dict[str, str]:
