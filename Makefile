@@ -1,6 +1,7 @@
 # bnrepro: `make reproduce-figure1` and `make test` set everything up on a fresh clone.
-# The first supported Python found (the project needs 3.10-3.12).
-PYTHON ?= $(firstword $(foreach p,python3.11 python3.12 python3.10 python3,$(shell command -v $(p) 2>/dev/null)))
+# The first supported Python found (the project runs on 3.10-3.13; the committed figures were made
+# with requirements.lock's versions for 3.11).
+PYTHON ?= $(firstword $(foreach p,python3.11 python3.12 python3.13 python3.10 python3,$(shell command -v $(p) 2>/dev/null)))
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data
@@ -8,9 +9,12 @@ export BNREPRO_DATA ?= $(DATA)
 FETCH := $(PY) -m bnrepro.fetch --root $(DATA) --dataset
 RUNS ?= runs
 PORT ?= 6006
-# A package index to take torch and torchvision from before the project is installed, e.g. the
-# CPU-only build; empty: they come from PyPI with the project (a CUDA build on Linux x86_64).
+# The exact versions `make venv` installs (`make lock` writes it from pyproject.toml).
+LOCK := requirements.lock
+# A package index to take the lock's torch and torchvision from, e.g. the CPU-only build, with the
+# lock's CUDA libraries left out; empty: they come from PyPI (a CUDA build on Linux x86_64).
 TORCH_INDEX ?=
+TORCH_PINS = $(shell grep -oE '^torch(vision)?==[^ ]+' $(LOCK))
 # QUICK=1: reproduce-* and verify run their short protocols (results under runs/, not results/).
 QUICK ?=
 ifneq ($(filter-out 0 1,$(QUICK)),)
@@ -21,7 +25,7 @@ QUICK_FLAG := $(if $(filter 1,$(QUICK)),--quick)
 .PHONY: help venv data reproduce-figure1 reproduce-claims reproduce-sensitivity figures docs verify
 .PHONY: test test-slow
 .PHONY: test-integration
-.PHONY: browser bench gpu-check lint format
+.PHONY: browser bench gpu-check lint format lock
 
 help:
 	@echo "make reproduce-figure1  train both MNIST nets (3 seeds, 50k steps) and draw results/figure1/"
@@ -48,24 +52,51 @@ help:
 	@echo "make gpu-check          on a GPU: every CUDA test (pytest -m cuda), graphed vs eager steps, 224 px"
 	@echo "                        throughput: results/gpu-check/ (one JSON, the tests' JUnit XML)"
 	@echo "make lint               ruff check and format check"
+	@echo "make lock               rewrite $(LOCK) from pyproject.toml with uv, keeping every pin still"
+	@echo "                        allowed (UPGRADE=1: the newest versions allowed); make venv installs it"
 	@echo "make dashboard          TensorBoard on the runs under $(RUNS)/: http://127.0.0.1:$(PORT)/"
 	@echo "                        (python -m bnrepro.plot <sweep dir>: a sweep's curves as PNG and PDF)"
 	@echo "make wandb-sync         upload the offline wandb runs under $(RUNS)/ (needs wandb login)"
 	@echo ""
 	@echo "make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu"
-	@echo "                        torch and torchvision from that index (here the CPU-only build) before"
-	@echo "                        the project; PyPI's default brings 3+ GB of CUDA libraries. Takes effect"
-	@echo "                        when $(VENV)/ is built: rm -rf $(VENV) first to rebuild an existing one"
+	@echo "                        the lock's torch and torchvision from that index (here the CPU-only build)"
+	@echo "                        and none of its CUDA libraries; PyPI's default brings 3+ GB of them. Takes"
+	@echo "                        effect when $(VENV)/ is built: rm -rf $(VENV) first to rebuild an existing one"
 
 venv: $(VENV)/.installed
 
-# The virtual environment is (re)built whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# The lock's exact versions (dev tools included), then the project itself, editable and without
+# dependencies; pip check fails the build on a conflict. Rebuilt whenever pyproject.toml or the lock
+# changes. With TORCH_INDEX, torch and torchvision come from that index first and the lock's CUDA
+# libraries (nvidia-*, cuda-*, triton) are left out.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) torch torchvision)
-	$(PY) -m pip install --quiet -e '.[dev]'
+ifeq ($(TORCH_INDEX),)
+	$(PY) -m pip install --quiet -r $(LOCK)
+else
+	$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) $(TORCH_PINS)
+	grep -vE '^(nvidia-|cuda-|triton==)' $(LOCK) > $(VENV)/requirements-without-cuda.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements-without-cuda.txt
+endif
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
 	touch $@
+
+# requirements.lock: one universal lock for every platform and every Python from 3.10 (the lowest
+# pyproject.toml allows) on, written by uv (in .lock-tools/, installed on first use). An existing
+# pin stays unless pyproject.toml no longer allows it; UPGRADE=1 takes the newest versions allowed
+# instead. Then `make venv` rebuilds.
+UV_VERSION := 0.13.10
+UPGRADE ?=
+lock: .lock-tools/bin/uv
+	UV_PYTHON_DOWNLOADS=never .lock-tools/bin/uv pip compile pyproject.toml --extra dev \
+		--universal --python-version 3.10 --custom-compile-command 'make lock' \
+		$(if $(filter 1,$(UPGRADE)),--upgrade) --output-file $(LOCK)
+
+.lock-tools/bin/uv:
+	$(PYTHON) -m venv .lock-tools
+	.lock-tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 data: venv
 	$(FETCH) all

@@ -58,7 +58,7 @@ def escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def shown(measured) -> str:
+def shown(measured: float | str) -> str:
     """A measured number to 4 significant digits; text (a range over seeds) as written."""
     try:
         return f"{float(measured):.4g}"

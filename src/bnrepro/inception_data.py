@@ -384,7 +384,9 @@ def proxy_pipeline(
     def step_inputs(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return order.batch(step), noise(step)
 
-    def make_batch(index: torch.Tensor, uniform: torch.Tensor):
+    def make_batch(
+        index: torch.Tensor, uniform: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         images = data.x_train.index_select(0, index)
         x = distort(images, uniform[:, :DISTORTION_NOISE], crop_padding, flip, distortion)
         keep = None
@@ -429,7 +431,7 @@ def imagenet_pipeline(
         x = x.to(device, non_blocking=True, memory_format=memory_format)
         return x, y.to(device, non_blocking=True)
 
-    def make_batch(x: torch.Tensor, y: torch.Tensor):
+    def make_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         return x, y, None
 
     def eval_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -285,7 +285,7 @@ def make_train_step(
     optimizer: torch.optim.Optimizer,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
-    cfg,
+    cfg: DictConfig,
     lr_scale: torch.Tensor | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """One SGD step on the mini-batches picked by `index` (members, batch); returns each

@@ -280,7 +280,9 @@ def packed_pipeline(
     def normalize(x: torch.Tensor) -> torch.Tensor:
         return (x - data.mean) / data.std
 
-    def make_batch(index: torch.Tensor, uniform: torch.Tensor):
+    def make_batch(
+        index: torch.Tensor, uniform: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         images = data.x_train.index_select(0, index)
         x = normalize(
             distort(images, uniform[:, :DISTORTION_NOISE], crop_padding, flip, distortion)
@@ -305,7 +307,9 @@ def packed_pipeline(
     return step_inputs, make_batch, eval_batches
 
 
-def member_losses(model: Inception, x: torch.Tensor, labels: torch.Tensor, keep) -> torch.Tensor:
+def member_losses(
+    model: Inception, x: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor | None
+) -> torch.Tensor:
     """Each member's mean cross-entropy on its own batch, shape (members,)."""
     count, batch = labels.shape
     logits = model(x, keep).reshape(batch * count, -1)

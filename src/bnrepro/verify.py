@@ -56,6 +56,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import pandas as pd
 import torch
@@ -465,7 +466,7 @@ def run_driver(command: Sequence[str], log: Path) -> tuple[int, int | None]:
     with open(log, "w") as output:
         process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
 
-        def forward(signum: int, frame) -> None:
+        def forward(signum: int, frame: FrameType | None) -> None:
             stop.append(signum)
             if signum == signal.SIGTERM:
                 process.send_signal(signum)

@@ -74,7 +74,7 @@ class Check:
 
 
 def check(
-    key: str, measured: float, low: float | None = None, high: float | None = None, **names
+    key: str, measured: float, low: float | None = None, high: float | None = None, **names: object
 ) -> Check:
     """Claim `key`'s Check: its threshold file's claim, with `names` filled in, judging
     `measured` (and its interval `low` to `high`)."""

@@ -182,7 +182,7 @@ def per_seed(curves: pd.DataFrame, summary: pd.DataFrame, target: float) -> pd.D
     return pd.DataFrame(rows)
 
 
-def seed_images(summary: pd.DataFrame, variant: str, seeds) -> np.ndarray:
+def seed_images(summary: pd.DataFrame, variant: str, seeds: list[int]) -> np.ndarray:
     """The held-out images of each evaluation of `variant`'s runs with `seeds`, in that order."""
     return summary.set_index(["variant", "seed"]).eval_images.loc[variant].loc[seeds].to_numpy()
 

@@ -3,6 +3,7 @@ provenance.json."""
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -28,30 +29,32 @@ PAPER_CONTROLS = {
 # 32 to its maximum, about 97 of those decays; the recipes decay 6 times faster (change 4).
 PAPER_INCEPTION_DECAYS = 97
 PAPER_DECAY_SPEEDUP = 6
+# A row of table.csv or summary.csv as `DataFrame.itertuples()` gives it: its columns by name.
+TableRow = Any
 
 
-def missing(value) -> bool:
+def missing(value: float | None) -> bool:
     return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
-def fmt(value, spec: str, suffix: str = "", none: str = "—") -> str:
+def fmt(value: float | None, spec: str, suffix: str = "", none: str = "—") -> str:
     """`value` formatted with `spec` and `suffix`, or `none` when it is missing (None, NaN, inf)."""
     return none if missing(value) else f"{value:{spec}}{suffix}"
 
 
-def with_interval(point, low, high, spec: str) -> str:
+def with_interval(point: float | None, low: float | None, high: float | None, spec: str) -> str:
     """`point [low, high]`, each formatted with `spec`."""
     return f"{fmt(point, spec)} [{fmt(low, spec)}, {fmt(high, spec)}]"
 
 
-def speedup_text(r) -> str:
+def speedup_text(r: TableRow) -> str:
     """A row's speed-up and its interval: "not reached" where the mean curve never reaches
     the target, "—" where the speed-up is undefined (at the target from step 0)."""
     point = "not reached" if missing(r.steps_to_target) else fmt(r.speedup, ".1f", "x")
     return f"{point} [{fmt(r.speedup_low, '.1f', 'x')}, {fmt(r.speedup_high, '.1f', 'x')}]"
 
 
-def seed_spread(r) -> str:
+def seed_spread(r: TableRow) -> str:
     """The fewest and most steps one seed's own curve took to the target."""
     if not r.seeds_reaching:
         return "none reached"
@@ -60,7 +63,7 @@ def seed_spread(r) -> str:
     return f"{r.seed_steps_min:,.0f}–{r.seed_steps_max:,.0f}"
 
 
-def ladder_cell(r, chance: float) -> str:
+def ladder_cell(r: TableRow, chance: float) -> str:
     """One rung of the ladder in words: diverged, stuck at chance (the loss stayed finite but
     nothing was learned), or how high and how fast it trained."""
     if r.status == "diverged":
@@ -75,7 +78,7 @@ def ladder_cell(r, chance: float) -> str:
     return f"trains: maximum {r.max_acc:.4f} at step {r.step_of_max:,}; target {reached}"
 
 
-def steps_text(r) -> str:
+def steps_text(r: TableRow) -> str:
     """A row's steps to the target and their interval ("never": a resample's mean curve that
     never reaches it); "not reached" alone where neither the point nor the interval does."""
     point = fmt(r.steps_to_target, ",.0f", none="not reached")
@@ -94,7 +97,7 @@ def images_text(summary: pd.DataFrame) -> str:
     return f"n = {low:,}" if low == high else f"n = {low:,} to {high:,} (by run)"
 
 
-def crossing_text(r) -> str:
+def crossing_text(r: TableRow) -> str:
     """How a variant's mean curve crosses the target (a row of table.csv): the step, the
     margin and whether the margin is under one evaluation sd."""
     if r.variant == "inception":

@@ -58,7 +58,7 @@ class Claim:
     per_seed: pd.Series
 
     @classmethod
-    def of(cls, key: str, per_seed: pd.Series, **names) -> "Claim":
+    def of(cls, key: str, per_seed: pd.Series, **names: object) -> "Claim":
         return cls(key, verdicts.load(cls.driver, key).claim.format(**names), per_seed)
 
     @property

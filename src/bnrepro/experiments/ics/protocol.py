@@ -3,6 +3,7 @@ noisy BN), measuring the diagnostics every `--every` steps, and how `collect` ga
 logged metrics into curves.csv, diagnostics.csv and summary.csv, checked whole before anything
 is written or drawn; and the diagnostics' columns, which the proxy's runs log too."""
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -71,12 +72,12 @@ def run(invocation: driver.Invocation) -> None:
     )  # fmt: skip
 
 
-def diagnostic_columns(columns) -> list[str]:
+def diagnostic_columns(columns: Iterable[str]) -> list[str]:
     """The ICS and landscape columns of a metrics.csv or diagnostics.csv, in file order."""
     return [c for c in columns if c.startswith(ICS_PREFIXES) or c in LANDSCAPE]
 
 
-def layers(columns) -> list[int]:
+def layers(columns: Iterable[str]) -> list[int]:
     """The layers (1-based) whose ICS the columns hold."""
     return sorted(int(c.rpartition("_")[2]) for c in columns if c.startswith(ICS_PREFIXES[0]))
 

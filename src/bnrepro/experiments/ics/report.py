@@ -6,6 +6,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.axes import Axes
 
 from bnrepro import drift as percentile_drift
 from bnrepro import markdown, plots
@@ -35,7 +36,12 @@ STYLE = {
 
 
 def band(
-    ax, frame: pd.DataFrame, column: str, variant: str, seeds: bool = True, styles: dict = STYLE
+    ax: Axes,
+    frame: pd.DataFrame,
+    column: str,
+    variant: str,
+    seeds: bool = True,
+    styles: dict = STYLE,
 ) -> None:
     """`column` against steps: the median over seeds with a band from min to max."""
     per_step = frame[frame.variant == variant].dropna(subset=[column]).groupby("step")[column]
