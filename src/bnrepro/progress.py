@@ -12,6 +12,7 @@ CI log, a file) there is no bar at all: the run's log lines say what it did.
 
 import fcntl
 import hashlib
+import logging
 import math
 import os
 import sys
@@ -148,3 +149,14 @@ class Progress:
         if self._line_lock is not None:
             os.close(self._line_lock)
             self._line_lock = None
+
+
+class TerminalHandler(logging.StreamHandler):
+    """The console handler of a run's log (configs/hydra/job_logging/bnrepro.yaml): on a
+    terminal each message starts on a cleared line, since the line may hold the progress bar of
+    another job of the sweep, which redraws itself below; elsewhere the plain message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        terminal = getattr(self.stream, "isatty", None)
+        return f"\r\x1b[K{text}" if terminal and terminal() else text
