@@ -20,7 +20,12 @@ def command(*args: str) -> str:
     """What `python -m bnrepro.train <args>` prints, run as that module in this process
     (Hydra prints a help screen and exits with status 0)."""
     out = io.StringIO()
-    with mock.patch.object(sys, "argv", ["-m", *args]), contextlib.redirect_stdout(out):
+    with (
+        mock.patch.object(sys, "argv", ["-m", *args]),
+        mock.patch.dict(sys.modules),
+        contextlib.redirect_stdout(out),
+    ):
+        sys.modules.pop("bnrepro.train", None)  # run afresh as __main__, as `-m` runs it
         try:
             with pytest.raises(SystemExit) as ended:
                 runpy.run_module("bnrepro.train", run_name="__main__", alter_sys=True)
