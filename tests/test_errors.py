@@ -163,7 +163,7 @@ def hydra_command():
          "experiment=inception picks). The MLP trains on MNIST"),
         # a key the command sets itself is named as it is
         (["experiment=bn_x5", "+probe.size=5"], "(model.name=inception). Fix: drop probe.size"),
-        (["model=mlp", "optim.lr=-1"], "Invalid config: optim.lr=-1. Use a positive"),
+        (["model=mlp", "optim.lr=-1"], "Invalid config: optim.lr=-1.0. Use a positive"),
     ],
     ids=["trainer", "experiment", "mlp-trainer", "imagenet", "data", "typed-key", "typed-value"],
 )  # fmt: skip
