@@ -286,11 +286,11 @@ def test_check_verdict_follows_relation_and_nan_is_missing():
 
 
 def test_every_check_is_judged_against_its_threshold_file():
-    """checks() takes each claim's relation and value from configs/thresholds/claims/, and its
+    """checks() takes each claim's relation and value from thresholds/claims/, and its
     text from the file, with the protocol's steps filled in."""
     folder = REPO / "results" / "claims"
     found = claims_analysis.judged(folder)
-    keys = {path.stem for path in (REPO / "configs/thresholds/claims").glob("*.yaml")}
+    keys = {path.stem for path in (REPO / "thresholds/claims").glob("*.yaml")}
     assert {c.key for c in found} == keys
     settings = json.loads((folder / "provenance.json").read_text())["settings"]
     names = [
@@ -422,7 +422,7 @@ def test_draw_computes_verdicts_and_figures_from_the_csv_files(tmp_path):
     assert (tmp_path / "claim4_train_loss.png").stat().st_size > 0
     readme = (tmp_path / "README.md").read_text()
     assert "| 2. statistics as constants: \\|b\\| at the end" in readme
-    assert "`configs/thresholds/claims/<key>.yaml`" in readme
+    assert "`thresholds/claims/<key>.yaml`" in readme
     assert "## History of this result" not in readme, "the history is the published protocol's"
 
 

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from bnrepro import inception_checks, train_mlp
 from bnrepro.errors import ConfigError
+from bnrepro.experiments.figure2 import protocol as figure2_protocol
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
@@ -44,6 +45,43 @@ def test_experiment_composes_and_validates(experiment: str, model: str) -> None:
     assert cfg.name == experiment
     assert cfg.model.name == family([f"model={model}"])
     assert cfg.logger.wandb.mode in ("offline", "online", "disabled")
+
+
+# What each model brings (its defaults list in configs/model/): data, optim, trainer.
+PAIRING = {
+    "mlp": ("mnist", "sgd", "mlp"),
+    "mlp_bn": ("mnist", "sgd", "mlp"),
+    "mlp_noisy": ("mnist", "sgd", "mlp"),
+    "inception_proxy": ("fashion_mnist", "momentum_proxy", "inception"),
+    "inception": ("imagenet", "momentum", "inception"),
+}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_model_alone_brings_its_data_optim_and_trainer(model: str) -> None:
+    """`model=X` alone composes the config `model=X data=.. optim=.. trainer=..` does, and
+    every one of those groups can still be picked over the model's choice."""
+    data, optim, trainer = PAIRING[model]
+    alone = compose_train([f"model={model}"])
+    groups = [f"data={data}", f"optim={optim}", f"trainer={trainer}"]
+    named = compose_train([f"model={model}", *groups])
+    assert OmegaConf.to_yaml(alone) == OmegaConf.to_yaml(named)
+    if data != "imagenet":  # ImageNet has no folder until data.root names one
+        VALIDATORS[alone.model.name](alone)
+    other = {"mnist": "fashion_mnist", "fashion_mnist": "mnist_proxy", "imagenet": "mnist_proxy"}
+    picked = compose_train([f"model={model}", f"data={other[data]}", "optim=momentum_mlp"])
+    assert picked.data.name == {"mnist_proxy": "mnist"}.get(other[data], other[data])
+    assert picked.optim.name == "momentum_mlp"
+
+
+def test_the_groups_the_drivers_name_are_the_models_own() -> None:
+    """The groups figure2 and ics_proxy name beside the proxy's experiments (GROUPS) are the
+    ones its model and experiments pick: naming them changes nothing."""
+    for experiment in ("inception", "bn_x5"):
+        alone = compose_train([f"experiment={experiment}"])
+        named = compose_train([f"experiment={experiment}", *figure2_protocol.GROUPS])
+        assert OmegaConf.to_yaml(alone) == OmegaConf.to_yaml(named)
+    assert set(PAIRING) == set(MODELS)
 
 
 def test_figure1_is_the_papers_protocol() -> None:

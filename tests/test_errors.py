@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train
+from conftest import CONFIG_DIR, REPO, compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import open_dict
 
@@ -121,3 +123,64 @@ def test_a_sweep_with_a_bad_job_goes_on_and_exits_non_zero(tmp_path, mnist_root)
     assert json.loads((tmp_path / "0.1" / "run.json").read_text())["status"] == "completed"
     failed = json.loads((tmp_path / "-1" / "run.json").read_text())
     assert failed["status"] == "failed" and "optim.lr=-1" in failed["error"]
+
+
+@pytest.fixture
+def hydra_command():
+    """Composes `overrides` as `python -m bnrepro.train` does and sets Hydra's record of the
+    command (its choices and overrides), as a trainer started by Hydra finds it; cleared after.
+    Returns the config the trainer is handed."""
+
+    def make(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.pop("hydra")
+        return cfg
+
+    yield make
+    HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=inception_proxy", "trainer=mlp"],
+         "probe.every=100 is not a setting of the Inception trainer (model.name=inception): it "
+         "comes with trainer=mlp, which this command sets. Fix: drop trainer=mlp"),
+        (["experiment=figure1", "model=inception_proxy"],
+         "it comes with experiment=figure1, which this command sets. Fix: drop experiment=figure1"),
+        (["model=mlp", "trainer=inception"],
+         "log_every=50 is not a setting of the MLP trainer (model.name=mlp): it comes with "
+         "trainer=inception, which this command sets"),
+        (["model=inception"],
+         "data.root has no value for the Inception trainer (it comes with data=imagenet, which "
+         "model=inception picks)"),
+        (["experiment=inception", "model=mlp"],
+         "data.name='fashion_mnist' (it comes with data=fashion_mnist, which "
+         "experiment=inception picks). The MLP trains on MNIST"),
+        # a key the command sets itself is named as it is
+        (["experiment=bn_x5", "+probe.size=5"], "(model.name=inception). Fix: drop probe.size"),
+        (["model=mlp", "optim.lr=-1"], "Invalid config: optim.lr=-1.0. Use a positive"),
+    ],
+    ids=["trainer", "experiment", "mlp-trainer", "imagenet", "data", "typed-key", "typed-value"],
+)  # fmt: skip
+def test_a_refused_key_names_the_choice_that_brought_it(hydra_command, overrides, expected,
+                                                        tmp_path) -> None:  # fmt: skip
+    """A key the user never typed is named with the group option it comes with and what on
+    the command line picked it (bnrepro.config_origin): what the user did set."""
+    cfg = hydra_command(*overrides, "device=cpu", "logger.wandb.mode=disabled", "steps=20")
+    with pytest.raises(BnreproError) as error:
+        train(cfg, tmp_path / "run")
+    assert expected in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.integration
+def test_the_command_line_names_the_choice_that_brought_a_key(tmp_path) -> None:
+    result = cli("model=inception_proxy", "trainer=mlp", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "it comes with trainer=mlp, which this command sets" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -447,7 +447,7 @@ def test_collect_and_draw_write_every_file_with_its_columns(ics_csvs):
         assert (ics_csvs / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
     readme = (ics_csvs / "README.md").read_text()
     assert "## What the data supports" in readme and "On this net " in readme
-    assert "`configs/thresholds/ics/<key>.yaml`" in readme
+    assert "`thresholds/ics/<key>.yaml`" in readme
     assert "## History of this result" not in readme, "the history is the committed protocol's"
     assert "- command: `python experiments/ics.py collect`" in readme
     assert str(ics_csvs) not in readme
@@ -492,10 +492,10 @@ def test_collect_refuses_runs_without_diagnostics(small_cfg, tmp_path):
 def test_a_claim_passes_when_every_seed_meets_it_and_is_inconclusive_when_seeds_disagree(
     values, verdict
 ):
-    """Claim (c)'s beta is judged against configs/thresholds/ics/beta.yaml (< 1), seed by
+    """Claim (c)'s beta is judged against thresholds/ics/beta.yaml (< 1), seed by
     seed, and against an earlier threshold when asked (the row of a changed threshold)."""
     claim = ics_analysis.Claim.of("beta", pd.Series(values))
-    stated = yaml.safe_load((REPO / "configs/thresholds/ics/beta.yaml").read_text())
+    stated = yaml.safe_load((REPO / "thresholds/ics/beta.yaml").read_text())
     assert (
         (claim.threshold.relation, claim.threshold.value)
         == ("<", 1.0)

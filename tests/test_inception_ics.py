@@ -170,7 +170,7 @@ def test_the_driver_collects_and_draws_the_runs(sweep, tmp_path) -> None:
         assert (tmp_path / f"{stem}.png").stat().st_size > 0
     claims = pd.read_csv(tmp_path / "claims.csv")
     assert list(claims.columns) == ["claim", "measured", "threshold", "verdict", "threshold_fixed"]
-    assert len(claims) == len(list((CONFIG_DIR / "thresholds" / "ics_proxy").glob("*.yaml")))
+    assert len(claims) == len(list((REPO / "thresholds" / "ics_proxy").glob("*.yaml")))
     assert set(claims.verdict) <= {"pass", "fail", "inconclusive"}
     curves = pd.read_csv(tmp_path / "curves.csv")
     assert set(curves.variant) == set(proxy_protocol.VARIANTS) and curves.p50.notna().all()
@@ -222,7 +222,7 @@ def test_run_quick_end_to_end(fashion_root, tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "s wall" in result.stdout
     claims = pd.read_csv(tmp_path / "out" / "claims.csv")
-    assert len(claims) == len(list((CONFIG_DIR / "thresholds" / "ics_proxy").glob("*.yaml")))
+    assert len(claims) == len(list((REPO / "thresholds" / "ics_proxy").glob("*.yaml")))
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert provenance["preset"] == "quick" and len(provenance["wall_s"]) == 3
 

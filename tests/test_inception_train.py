@@ -127,6 +127,18 @@ def test_mnist_proxy_trains(mnist_root, tmp_path) -> None:
     assert loss_fall(tmp_path) >= MIN_FALL
 
 
+def test_the_proxy_model_alone_trains(fashion_root, tmp_path) -> None:
+    """`model=inception_proxy` brings Fashion-MNIST, the proxy's optimizer and the Inception
+    trainer (configs/model/inception_proxy.yaml): no other group needs naming."""
+    sizes = ["steps=4", "eval_every=2", "model.width=0.0625", "data.size=16"]
+    cfg = compose_train(["model=inception_proxy", *sizes, "data.resize=bilinear",
+                         "data.eval_size=200", "checkpoint_every=0", "device=cpu",
+                         "logger.wandb.mode=disabled", f"data.root={fashion_root}"])  # fmt: skip
+    assert (cfg.data.name, cfg.optim.name, cfg.log_every) == ("fashion_mnist", "momentum", 50)
+    info = ti.train(cfg, tmp_path)
+    assert info["status"] == "completed" and info["steps"] == 4
+
+
 def test_the_mlps_data_config_is_refused() -> None:
     cfg = compose_train(["experiment=bn_x5", "data=mnist"])
     with pytest.raises(ConfigError, match="data=mnist_proxy"):

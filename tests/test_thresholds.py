@@ -1,4 +1,4 @@
-"""Each claim's threshold is a file of its own (configs/thresholds/<driver>/<key>.yaml), and
+"""Each claim's threshold is a file of its own (thresholds/<driver>/<key>.yaml), and
 every committed claims.csv says, from git, when that file was committed against the commit
 its runs were made from. These tests check what the rows say against git itself, so a row
 cannot claim "before the runs" unless the history shows it; outside a git clone they skip."""
@@ -53,16 +53,22 @@ def commit_date(commit: str) -> str:
     return shown.stdout.strip()
 
 
-def first_of_value(file: str, commit: str) -> str:
-    """The oldest commit of `file`'s history at or before `commit` from which the file has
-    held the relation and value it holds at `commit`, read with git and yaml alone."""
+def file_at(paths: tuple[str, ...], commit: str) -> str | None:
+    """Which of `paths` (a threshold file in each folder it has been kept in) `commit` has."""
+    return next((p for p in paths if git("cat-file", "-e", f"{commit}:{p}").returncode == 0), None)
+
+
+def first_of_value(paths: tuple[str, ...], commit: str) -> str:
+    """The oldest commit of the file's history (at any of `paths`) at or before `commit` from
+    which it has held the relation and value it holds at `commit`, read with git and yaml
+    alone."""
 
     def held(at: str):
-        shown = git("show", f"{at}:{file}")
+        shown = git("show", f"{at}:{file_at(paths, at)}")
         data = yaml.safe_load(shown.stdout) if shown.returncode == 0 else None
         return (data["relation"], float(data["value"])) if isinstance(data, dict) else None
 
-    history = git("log", "--format=%H", commit, "--", file).stdout.split()
+    history = git("log", "--format=%H", commit, "--", *paths).stdout.split()
     first = history[0]
     for older in history[1:]:
         if held(older) != held(history[0]):
@@ -88,20 +94,21 @@ def test_each_row_says_what_git_says_of_its_threshold(folder: str, monkeypatch) 
     found = FOLDERS[folder].judged(path)
     assert list(table.claim) == [getattr(c, "claim", None) or c.text for c in found]
     for row, judged in zip(table.itertuples(), found, strict=True):
-        file = judged.threshold.path.as_posix()
+        paths = judged.threshold.paths
         fixed = row.threshold_fixed
         match = BEFORE.fullmatch(fixed) or AFTER.fullmatch(fixed) or CHANGED.fullmatch(fixed)
         assert match, f"{folder}: {row.claim}: {fixed!r} is none of the dated forms"
         assert runs.startswith(match["runs"]) and match["runs_date"] == commit_date(runs)
         assert match["file_date"] == commit_date(match["file"])
         if match.re is AFTER:
-            assert git("cat-file", "-e", f"{runs}:{file}").returncode != 0, (folder, file)
-            assert first_of_value(file, "HEAD").startswith(match["file"]), (folder, file)
+            assert file_at(paths, runs) is None, (folder, paths)
+            assert first_of_value(paths, "HEAD").startswith(match["file"]), (folder, paths)
             continue
         # the value the file held at the runs' commit, dated by its first commit
         assert ancestor(match["file"], runs), (folder, row.claim, fixed)
-        assert first_of_value(file, runs).startswith(match["file"]), (folder, row.claim, fixed)
-        stated = yaml.safe_load(git("show", f"{match['file']}:{file}").stdout)
+        assert first_of_value(paths, runs).startswith(match["file"]), (folder, row.claim, fixed)
+        first = match["file"]
+        stated = yaml.safe_load(git("show", f"{first}:{file_at(paths, first)}").stdout)
         then = f"{stated['relation']} {stated['value']:g}"
         if match.re is BEFORE:
             assert then == row.threshold, (folder, row.claim, fixed)
@@ -149,9 +156,9 @@ def test_every_threshold_file_states_a_claim_a_relation_a_value_and_why() -> Non
 )
 def test_a_bad_threshold_file_is_named_in_one_paragraph(text: str, problem: str) -> None:
     with pytest.raises(verdicts.ThresholdError) as error:
-        verdicts.parse(text, "ics", "beta", "configs/thresholds/ics/beta.yaml")
+        verdicts.parse(text, "ics", "beta", "thresholds/ics/beta.yaml")
     message = str(error.value)
-    assert problem in message and "configs/thresholds/ics/beta.yaml" in message
+    assert problem in message and "thresholds/ics/beta.yaml" in message
     assert "Fix: " in message and "\n" not in message
 
 
@@ -177,9 +184,10 @@ def test_a_threshold_changed_after_the_runs_gives_its_earlier_outcome(tmp_path) 
     changed. The row names the runs, the earlier value and the verdict that value gives; a
     file first committed after the runs says so; one committed before them, unchanged, says
     before. Each is dated by the first commit of its relation and value: a comment reworded
-    later does not move the date, a value tightened later does."""
+    later does not move the date, a value tightened later does, and the move of the files
+    from their former folder (verdicts.FOLDERS) to the one they are read from moves none."""
     repo = tmp_path / "repo"
-    folder = repo / verdicts.THRESHOLDS / "ics"
+    folder = repo / verdicts.FOLDERS[1] / "ics"
     folder.mkdir(parents=True)
 
     def commit(message: str) -> str:
@@ -205,6 +213,8 @@ def test_a_threshold_changed_after_the_runs_gives_its_earlier_outcome(tmp_path) 
     added = commit("beta loosened, loss range added")
     (folder / "loss_range.yaml").write_text("# why\nclaim: loss\nrelation: '<'\nvalue: 1\n")
     commit("loss range's comment reworded")
+    (repo / verdicts.FOLDERS[1]).rename(repo / verdicts.THRESHOLDS)
+    commit("thresholds moved")
 
     verdict = {1.0: "fail", 2.0: "pass"}  # a measured beta of 1.5 against each value
     with pytest.MonkeyPatch.context() as patch:

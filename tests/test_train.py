@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import REPO
 
 from bnrepro.errors import ConfigError
@@ -168,3 +170,45 @@ def test_wandb_offline_gives_each_sweep_job_its_own_finished_run(mnist_root, tmp
     assert len(run_ids) == 2, "two jobs must not share a wandb run"
     for path in offline_runs:
         assert list(path.glob("*.wandb")), f"{path} holds no wandb log"
+
+
+def every_file(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.integration
+def test_a_run_directory_holds_hydras_record_and_its_log(mnist_root, tmp_path) -> None:
+    """`.hydra/` (config.yaml, hydra.yaml, overrides.yaml) and train.log in the run directory,
+    written once the run owns it: a refused start changes no byte of them, and a resumed run
+    appends to its log and ends with the metrics of a run never stopped."""
+    common = [sys.executable, "-m", "bnrepro.train", f"data.root={mnist_root}", "device=cpu",
+              "eval_every=10", "probe.every=10", "logger.tensorboard=false"]  # fmt: skip
+
+    def train_cli(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*common, *overrides], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    first = train_cli("steps=20", f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr
+    assert f"bnrepro: run directory {run}" in first.stdout
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    assert overrides == [*common[3:], "steps=20"]  # Hydra keeps its own (hydra.*) apart
+    composed = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    assert composed["steps"] == 20 and composed["model"]["name"] == "mlp"
+    hydra = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert hydra["runtime"]["output_dir"] == str(run) and hydra["job"]["name"] == "train"
+    log = (run / "train.log").read_text()
+    assert "[bnrepro.lifecycle][INFO] - bnrepro: run directory" in log
+    assert f"bnrepro: completed at step 20 ({run})" in log
+    before = every_file(run)
+    refused = train_cli("steps=40", f"hydra.run.dir={run}")
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    assert every_file(run) == before, "a refused start changed the run directory"
+    resumed = train_cli("steps=40", f"hydra.run.dir={run}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resume=true" in (run / ".hydra" / "overrides.yaml").read_text()
+    log = (run / "train.log").read_text()
+    assert log.startswith(before["train.log"].decode()) and "resumed at step 20 of 40" in log
+    assert train_cli("steps=40", f"hydra.run.dir={straight}").returncode == 0
+    assert (run / "metrics.csv").read_bytes() == (straight / "metrics.csv").read_bytes()

@@ -28,6 +28,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bnrepro.config_origin import origin
 from bnrepro.errors import ConfigError
 from bnrepro.nn import NORMS
 
@@ -370,6 +371,23 @@ def _drop(tree: dict, key: str) -> None:
         _drop(tree, ".".join(parents))
 
 
+def _not_a_setting(key: str, value: Any, trainer: str, model: str) -> str:
+    """The error for a `key` the trainer has no place for, naming what on the command line
+    brought it where that was not the key itself (bnrepro.config_origin)."""
+    said = f"Invalid config: {key}={value!r} is not a setting of the {trainer} trainer"
+    where = origin(key)
+    if where is None:
+        return (
+            f"{said} (model.name={model}). Fix: drop {key}, or pick the model and experiment "
+            "it belongs to."
+        )
+    drop = f"drop {where.typed}, or " if where.typed else ""
+    return (
+        f"{said} (model.name={model}): {where}. Fix: {drop}pick a model and experiment that "
+        "go together."
+    )
+
+
 def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
     """`cfg` as a config of the dataclass `schema` (see the module docstring); read-only."""
     try:
@@ -383,11 +401,7 @@ def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
             if value == "???":
                 _drop(raw, key)
                 continue
-            raise ConfigError(
-                f"Invalid config: {key}={value!r} is not a setting of the {trainer} trainer "
-                f"(model.name={cfg.model.name}). Fix: drop {key}, or pick the model and "
-                "experiment it belongs to."
-            )
+            raise ConfigError(_not_a_setting(key, value, trainer, cfg.model.name))
         if not _fits(kind, value):
             raise ConfigError(f"Invalid config: {key}={value!r}. {_describe(kind, key)}")
     try:
@@ -411,10 +425,11 @@ def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
             )
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
+        where = origin(missing[0])
         raise ConfigError(
-            f"Invalid config: {', '.join(missing)} has no value for the {trainer} trainer. "
-            f"Fix: set it on the command line (e.g. {missing[0]}=...), or use an experiment "
-            "that sets it."
+            f"Invalid config: {', '.join(missing)} has no value for the {trainer} trainer"
+            f"{f' ({where})' if where else ''}. Fix: set it on the command line (e.g. "
+            f"{missing[0]}=...), or use an experiment that sets it."
         )
     OmegaConf.set_readonly(merged, True)
     return merged
@@ -424,9 +439,12 @@ def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
 
 
 def check(condition: bool, key: str, value: Any, fix: str) -> None:
-    """Raises the one-paragraph ConfigError `Invalid config: <key>=<value>. <fix>`."""
+    """Raises the one-paragraph ConfigError `Invalid config: <key>=<value>. <fix>`, naming
+    after the value the choice that brought it where the command did not type the key itself
+    (`device='cuda' (it comes with preset=gpu, which this command sets)`)."""
     if not condition:
-        raise ConfigError(f"Invalid config: {key}={value!r}. {fix}")
+        where = origin(key)
+        raise ConfigError(f"Invalid config: {key}={value!r}{f' ({where})' if where else ''}. {fix}")
 
 
 WANDB_MODES = ("offline", "online", "disabled")

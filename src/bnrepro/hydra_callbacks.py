@@ -1,19 +1,25 @@
 """Hydra's command line made safe: its overrides checked before Hydra reads them, callbacks that
-check the output directory before Hydra touches it, and a sweep's report."""
+check the output directory before Hydra touches it, keep Hydra's record of each job for its run
+directory, tell each job of a sweep how many there are, and report on a sweep."""
 
 import atexit
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
+from hydra.errors import HydraException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bnrepro.errors import ConfigError
+from bnrepro.progress import SWEEP_JOBS
+from bnrepro.rundir import keep_hydra_record
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
@@ -114,3 +120,43 @@ class SweepReport(Callback):
             lines.append(f"  {run_dir}: {job.status}{' - ' + error if error else ''}")
         sys.stderr.write("\n".join(lines) + "\n")
         sys.exit(1)
+
+
+class HydraRecord(Callback):
+    """Keeps Hydra's record of each job (its config, Hydra's node, its overrides) at the job's
+    start, for the run to write into its directory's .hydra/ once it owns the directory
+    (bnrepro.rundir.write_hydra_record)."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        keep_hydra_record(config)
+
+
+def sweep_size(overrides: Sequence[str], params: Mapping[str, Any]) -> int | None:
+    """How many jobs Hydra's basic sweeper makes of the command line's `overrides` and
+    `hydra.sweeper.params` (the product of each swept key's values, a key's last value
+    counting); None where that cannot be told here (a glob needs Hydra's config repository)."""
+    parser = OverridesParser.create()
+    words = [*(f"{key}={value}" for key, value in params.items()), *overrides]
+    counts = {}
+    try:
+        for override in parser.parse_overrides(words):
+            swept = override.is_sweep_override()
+            values = len(list(override.sweep_string_iterator())) if swept else 1
+            counts[override.get_key_element()] = values
+    except HydraException:  # what the sweeper alone can expand
+        return None
+    return math.prod(counts.values())
+
+
+class SweepProgress(Callback):
+    """At the start of a sweep of Hydra's basic sweeper: the number of its jobs in the
+    environment (BNREPRO_SWEEP_JOBS), which the launcher's processes inherit, so that each
+    job's progress bar says which job of how many it is (bnrepro.progress)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return
+        params = config.hydra.sweeper.get("params") or {}
+        size = sweep_size(list(config.hydra.overrides.task), params)
+        if size:
+            os.environ[SWEEP_JOBS] = str(size)

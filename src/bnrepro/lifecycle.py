@@ -13,10 +13,10 @@ run directory happens here, once:
 - a run that never starts (refused, complete, or stopped by an error before its run.json is
   written) leaves the directory as the claim found it: the lock file's text restored, or the
   lock file and the directories the claim created removed.
-- start: config.yaml, run.json (status `running`, pid, host, the command line's overrides, and
-  `segments`: one per start of the run, resumes included, with its first step, host, commit,
-  hardware and batch job, and the step and time it ended (and the signal that stopped it)
-  where it ended with a record),
+- start: config.yaml, Hydra's record in .hydra/ (bnrepro.rundir.write_hydra_record), run.json
+  (status `running`, pid, host, the command line's overrides, and `segments`: one per start of
+  the run, resumes included, with its first step, host, commit, hardware and batch job, and the
+  step and time it ended (and the signal that stopped it) where it ended with a record),
   the loggers; a fresh run writes a checkpoint of its initial state at once, so every run
   that logged a row can be resumed, and a resumed run cuts metrics.csv back to the
   checkpoint's bytes, so a resumed run's files are byte-identical to an uninterrupted run's.
@@ -29,9 +29,13 @@ run directory happens here, once:
   signal to submitit, which requeues the job, and the requeued job resumes the run);
   completed and diverged runs also get model.pt. A run.json left at `running` by a process
   that is gone reads as `crashed` (bnrepro.rundir.owner_alive, used by bnrepro.results).
+- messages: the start and the end of a run go to the module's logger, which Hydra's job
+  logging (configs/hydra/job_logging/bnrepro.yaml) writes to the terminal and to
+  `<run>/train.log`; what refuses a start is printed only, so it touches no run's files.
 """
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -51,15 +55,20 @@ from bnrepro.atomic import atomic_open, atomic_write_text, write_json
 from bnrepro.checkpoint import load_checkpoint
 from bnrepro.errors import BnreproError, ResumeError
 from bnrepro.loggers import RunLogger, check_wandb
+from bnrepro.progress import sweep_job
 from bnrepro.resume import ended_run, resume_command, resume_state
 from bnrepro.rundir import (
+    HYDRA_DIR,
     WRITE_ERRNOS,
     DirectoryClaim,
     RunWriteError,
     earlier_segments,
+    write_hydra_record,
     write_run_json,
 )
 from bnrepro.runinfo import cluster_job, git_state, hardware
+
+log = logging.getLogger(__name__)
 
 
 class Interrupted(Exception):
@@ -222,16 +231,21 @@ class Run:
             "segments": [*earlier, segment],
         }
         if self.main:
-            for stale in self.dir.glob(".*.tmp"):  # left by a process killed while writing
+            # left by a process killed while writing
+            for stale in (*self.dir.glob(".*.tmp"), *self.dir.glob(f"{HYDRA_DIR}/.*.tmp")):
                 stale.unlink()
             atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+            write_hydra_record(self.dir)
             write_json(self.dir / "run.json", self.info)
             self._recorded = True
             resume = self.checkpoint["logger"] if self.checkpoint else None
             if resume is not None:
                 resume = {**resume, "step": self.checkpoint["step"]}
             self.logger = RunLogger(self.dir, self.cfg, self.columns, resume=resume)
-            print(f"bnrepro: run directory {self.dir}", flush=True)
+            job = sweep_job()
+            log.info(f"bnrepro: {f'{job.describe()}, ' if job else ''}run directory {self.dir}")
+            if self.checkpoint is not None:
+                log.info(f"bnrepro: resumed at step {self.step} of {self.total_steps}")
         if self.checkpoint is None:
             self.save_checkpoint()
 
@@ -395,7 +409,7 @@ class Run:
             self.logger = None
         write_run_json(self.dir / "run.json", self.info)
         self._recorded = True
-        print(f"bnrepro: {status} ({self.dir})", flush=True)
+        log.info(f"bnrepro: {status} at step {self.step} ({self.dir})")
 
     def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> bool:
         self._restore_signal_handlers()

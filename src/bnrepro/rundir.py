@@ -1,5 +1,5 @@
-"""A run directory's files and its lock: which files make a run, who owns the directory, and
-the writes of run.json that must succeed even on a full disk.
+"""A run directory's files and its lock: which files make a run, who owns the directory, the
+writes of run.json that must succeed even on a full disk, and Hydra's record of the command.
 
 A trainer's process claims its run directory (`DirectoryClaim`) for as long as the run lives;
 `owner_alive` tells whether a run.json left at `running` still has its process (bnrepro.results
@@ -8,6 +8,7 @@ read finished runs through bnrepro.results and start about a second and a half f
 """
 
 import contextlib
+import copy
 import errno
 import fcntl
 import json
@@ -16,13 +17,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bnrepro.atomic import atomic_write_text, json_text, write_json
 from bnrepro.errors import BnreproError, ResumeError
 
 RUN_FILES = ("metrics.csv", "checkpoint.pt", "model.pt")
 LOCK_FILE = ".lock"
+HYDRA_DIR = ".hydra"  # Hydra's record of the command that started the run (write_hydra_record)
 # The errors of a write that the user fixes on the machine: space, quota, permissions.
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 WRITE_ERRNOS = (*FULL_DISK, errno.EACCES, errno.EROFS)
@@ -119,6 +121,41 @@ def record_failed_start(run_dir: Path, cfg: DictConfig, error: BaseException) ->
                 "started": None,
             },
         )
+
+
+# Hydra's record of this process's job, kept at the job's start (`keep_hydra_record`) until
+# the run owns its directory and writes it there (`write_hydra_record`).
+_HYDRA_RECORD: dict[str, Any] = {}
+
+
+def keep_hydra_record(config: DictConfig) -> None:
+    """Keeps Hydra's record of the job whose composed `config` (its `hydra` node included)
+    starts now: bnrepro.hydra_callbacks.HydraRecord calls it at each job's start."""
+    task = copy.deepcopy(config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    _HYDRA_RECORD.update(
+        {
+            "config.yaml": OmegaConf.to_yaml(task),
+            "hydra.yaml": OmegaConf.to_yaml(OmegaConf.masked_copy(config, ["hydra"])),
+            "overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
+        }
+    )
+
+
+def write_hydra_record(run_dir: Path) -> None:
+    """Writes the kept record into `<run_dir>/.hydra/` as Hydra's `hydra.output_subdir` does
+    (config.yaml: the config as composed, interpolations kept; hydra.yaml: Hydra's own node;
+    overrides.yaml: the command line's overrides), at each start of the run, resumes included.
+    The run writes it, once it owns the directory, rather than Hydra at the job's start
+    (configs/hydra/default.yaml sets no output_subdir): a refused start leaves the directory
+    as it was. Nothing for a run started from Python, without Hydra."""
+    if not _HYDRA_RECORD:
+        return
+    folder = run_dir / HYDRA_DIR
+    folder.mkdir(exist_ok=True)
+    for name, text in _HYDRA_RECORD.items():
+        atomic_write_text(folder / name, text)
 
 
 class DirectoryClaim:

@@ -31,7 +31,6 @@ are on (`metric_columns`), and run.json records the recipe's effective values. A
 loss or parameter ends the run with status `diverged` and a normal exit, so a sweep goes on.
 """
 
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -43,7 +42,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from bnrepro.config import check
 from bnrepro.errors import ConfigError, ResumeError
@@ -79,6 +77,7 @@ from bnrepro.inception_recipe import (
 )
 from bnrepro.lifecycle import Run
 from bnrepro.models.inception import count_parameters
+from bnrepro.progress import Progress
 from bnrepro.replicas import Replicas
 
 METRIC_COLUMNS = ("step", "seed", "train_loss", "lr", "test_acc")
@@ -338,12 +337,7 @@ class Training:
         """Steps the run from its start step to `steps`: each step's learning rate, inputs and
         noisy-BN noise, the diagnostics when due, the update; a log when any cadence is due."""
         cfg, run, replicas = self.cfg, self.run, self.replicas
-        self.progress = tqdm(
-            total=cfg.steps,
-            initial=run.start_step,
-            unit="step",
-            disable=not (replicas.main and sys.stderr.isatty()),
-        )
+        self.progress = Progress(cfg.steps, run.start_step, show=replicas.main)
         every = (cfg.log_every, cfg.eval_every, self.probe_every, self.diagnostics_every)
         cadences = [c for c in every if c]
         with self.progress:

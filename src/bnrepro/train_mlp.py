@@ -8,7 +8,7 @@ bnrepro.lifecycle's; the files a run writes are listed in docs/running.md.
 """
 
 import contextlib
-import sys
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from tqdm import tqdm
 
 from bnrepro import ics_measures
 from bnrepro import nn as paper_nn
@@ -31,6 +30,9 @@ from bnrepro.mlp_data import MNIST_TRAIN_SIZE, EpochSampler, batch_of, load_mnis
 from bnrepro.mlp_members import build_model, check_memory, grid_members, test_accuracy
 from bnrepro.models.mlp import ACTIVATIONS, MLP
 from bnrepro.replicas import world_size
+from bnrepro.progress import Progress
+
+log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("step", "seed", "train_loss", "test_acc", "p15", "p50", "p85")
 # With a member grid (grid.lr / grid.init_std): which member a row is, and its settings.
@@ -378,10 +380,9 @@ class Training:
                 train_step = cuda_graphed(model, optimizer, train_step, (example_index,))
             except RuntimeError as error:  # the model and optimizer are back as they were
                 use_graph = False
-                print(
+                log.warning(
                     f"bnrepro: CUDA graph capture failed ({error}); training eagerly. Set "
-                    "cuda_graph=false to skip the attempt.",
-                    file=sys.stderr,
+                    "cuda_graph=false to skip the attempt."
                 )
         return train_step, use_graph
 
@@ -429,9 +430,7 @@ class Training:
         """Steps the run from its start step to `steps`: each step's batches and noisy-BN
         noise, the diagnostics when due, the update; a log when the probe or accuracy is due."""
         cfg, run = self.cfg, self.run
-        self.progress = tqdm(
-            total=cfg.steps, initial=run.start_step, unit="step", disable=not sys.stderr.isatty()
-        )
+        self.progress = Progress(cfg.steps, run.start_step)
         probe_every, eval_every = cfg.probe.every, cfg.eval_every
         with self.progress:
             if run.start_step == 0:

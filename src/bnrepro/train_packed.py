@@ -32,6 +32,7 @@ Probes, diagnostics, DDP and ImageNet train one run per process (bnrepro.train_i
 
 import itertools
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -41,7 +42,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from bnrepro.config import check, select_device
 from bnrepro.errors import ConfigError
@@ -70,6 +70,7 @@ from bnrepro.lifecycle import Run
 from bnrepro.memory import available_memory
 from bnrepro.models.inception import Inception, count_parameters, load_member
 from bnrepro.packed_optim import MemberSchedule, MemberSGD
+from bnrepro.progress import Progress
 from bnrepro.replicas import world_size
 
 GRID_KEYS = (
@@ -476,9 +477,7 @@ class PackedTraining:
         """Steps every member from the run's start step to `steps`: the members' learning
         rates, inputs and noisy-BN noise, the update; a log when it is due."""
         cfg, run = self.cfg, self.run
-        progress = tqdm(
-            total=cfg.steps, initial=run.start_step, unit="step", disable=not sys.stderr.isatty()
-        )
+        progress = Progress(cfg.steps, run.start_step)
         cadences = [c for c in (cfg.log_every, cfg.eval_every) if c]
         with progress:
             if run.start_step == 0:

@@ -7,14 +7,16 @@ fails when none does, and is inconclusive when they disagree. Keeping the rule a
 here means one claims.csv reads like another, and a verdict cannot mean one thing in one
 results folder and another elsewhere.
 
-Each threshold is a file of its own, configs/thresholds/<driver>/<key>.yaml: the claim, the
-relation and value it is judged against, and a comment saying why that value. A file of its
+Each threshold is a file of its own, thresholds/<driver>/<key>.yaml: the claim, the relation
+and value it is judged against, and a comment saying why that value. They are kept apart from
+configs/, whose folders are the training command's config groups. A file of its
 own has a history of its own, so whether a threshold was written before the runs it judges is
 a fact git can tell, not a sentence a driver asserts: `fixed` reads it from git for the
 `threshold_fixed` column, from the commit the runs were made from (provenance.json's
 git.commit). A threshold is dated by the first commit whose file holds its relation and value
 (`value_since`), not by the file's last change: a reworded comment is not a new threshold, and
-a value is not older than the first commit that states it. The text names commits and dates,
+a value is not older than the first commit that states it; a file is followed across the
+folders it has been kept in (`FOLDERS`). The text names commits and dates,
 so it is provenance, not a result: `make verify` does not compare it
 (bnrepro.verify.PROVENANCE_COLUMNS).
 """
@@ -34,7 +36,11 @@ import yaml
 from bnrepro.errors import BnreproError
 from bnrepro.paths import REPO
 
-THRESHOLDS = Path("configs") / "thresholds"  # relative to the repository, as git names it
+THRESHOLDS = Path("thresholds")  # relative to the repository, as git names it
+# Every folder the threshold files have been kept in, newest first, so that git dates a
+# threshold across a move: configs/thresholds/ until the files left the training command's
+# config groups.
+FOLDERS = (THRESHOLDS, Path("configs") / "thresholds")
 RELATIONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 FIXED_COLUMN = "threshold_fixed"
 NO_HISTORY = "not recorded (no git history)"
@@ -61,6 +67,11 @@ class Threshold:
     def path(self) -> Path:
         """The file, relative to the repository."""
         return THRESHOLDS / self.driver / f"{self.key}.yaml"
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The file in each folder of FOLDERS, as git names it: where its history is."""
+        return tuple((folder / self.driver / f"{self.key}.yaml").as_posix() for folder in FOLDERS)
 
     @property
     def text(self) -> str:
@@ -175,9 +186,18 @@ def file_at(path: str, commit: str) -> tuple[str, str] | None:
     return stamp(line) if line else None
 
 
-def stated(path: str, commit: str) -> tuple[str, float] | None:
-    """The (relation, value) the threshold file `path` holds at `commit`; None where it does
-    not exist there or does not hold a threshold."""
+def located(paths: tuple[str, ...], commit: str) -> str | None:
+    """Which of `paths` (one threshold file in each folder it has been kept in) exists at
+    `commit`; None where none does."""
+    return next((path for path in paths if git("cat-file", "-e", f"{commit}:{path}") == ""), None)
+
+
+def stated(paths: tuple[str, ...], commit: str) -> tuple[str, float] | None:
+    """The (relation, value) the threshold file (at whichever of `paths` it has there) holds at
+    `commit`; None where it does not exist there or does not hold a threshold."""
+    path = located(paths, commit)
+    if path is None:
+        return None
     driver, key = Path(path).parent.name, Path(path).stem
     text = git("show", f"{commit}:{path}")
     try:
@@ -188,16 +208,17 @@ def stated(path: str, commit: str) -> tuple[str, float] | None:
 
 
 @cache
-def value_since(path: str, commit: str) -> tuple[str, str] | None:
-    """The first commit, at or before `commit`, from which `path` has held the relation and
-    value it holds at `commit` without a break, as commit_stamp gives it: the file's commits
-    are walked from `commit` back to the last one that held another threshold (or none).
-    None where `path` has no commit at or before `commit`."""
-    lines = git("log", "--format=%H %cd", f"--date={DATE_FORMAT}", commit, "--", path)
+def value_since(paths: tuple[str, ...], commit: str) -> tuple[str, str] | None:
+    """The first commit, at or before `commit`, from which the threshold file (at any of
+    `paths`) has held the relation and value it holds at `commit` without a break, as
+    commit_stamp gives it: the file's commits are walked from `commit` back to the last one
+    that held another threshold (or none). None where it has no commit at or before
+    `commit`."""
+    lines = git("log", "--format=%H %cd", f"--date={DATE_FORMAT}", commit, "--", *paths)
     since, held = None, None
     for line in (lines or "").splitlines():
         found = stamp(line)
-        now = stated(path, found[0])
+        now = stated(paths, found[0])
         if now is None or (since is not None and now != held):
             break
         since, held = found, now
@@ -225,13 +246,14 @@ def fixed(threshold: Threshold, runs_commit: Any, judge: Callable[[Threshold], s
     runs = commit_stamp(runs_commit)
     if runs is None:
         return f"not recorded (the runs' commit {runs_commit[:7]} is not in this clone)"
-    path = threshold.path.as_posix()
-    then = value_since(path, runs[0])
+    paths = threshold.paths
+    then = value_since(paths, runs[0])
     if then is None:
-        now = value_since(path, "HEAD")
+        now = value_since(paths, "HEAD")
         if now is None:
-            return f"not recorded ({path} is not committed)"
+            return f"not recorded ({threshold.path.as_posix()} is not committed)"
         return f"threshold {now[1]} committed after the runs' {runs[1]}"
+    path = located(paths, then[0]) or paths[0]
     earlier = parse(git("show", f"{then[0]}:{path}") or "", threshold.driver, threshold.key, path)
     if (earlier.relation, earlier.value) == (threshold.relation, threshold.value):
         return f"threshold {then[1]} before the runs' {runs[1]}"

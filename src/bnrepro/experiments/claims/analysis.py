@@ -1,5 +1,5 @@
 """The claims' verdicts: each measured number of claims.csv against the threshold of its file
-(configs/thresholds/claims/, bnrepro.verdicts), from the logged CSV files alone."""
+(thresholds/claims/, bnrepro.verdicts), from the logged CSV files alone."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ def significant(value: float, digits: int = SPEEDUP_DIGITS) -> str:
 class Check:
     """One measured number of a claim and the threshold it must meet to pass.
 
-    `threshold` is the claim's file under configs/thresholds/claims/ (bnrepro.verdicts), so
+    `threshold` is the claim's file under thresholds/claims/ (bnrepro.verdicts), so
     the value a number is judged against is written, and committed, apart from the code that
     measures it; `claim` is the file's text with this measurement's names filled in. A number
     measured with an interval (`low`, `high`) passes when the whole interval meets the

@@ -144,7 +144,7 @@ INTRO = (
 # What the README says below the claims table: where the thresholds are kept and how the table
 # dates them, and why only claim 5's speed-up is rounded.
 THRESHOLDS_AND_ROUNDING = (
-    "Each threshold is a file of its own, `configs/thresholds/claims/<key>.yaml` (the claim,",
+    "Each threshold is a file of its own, `thresholds/claims/<key>.yaml` (the claim,",
     "its relation and value, and why that value), read by `bnrepro.experiments.claims`. The",
     "table's last column says, from git, whether that file was committed before the commit",
     "the runs were made from (`provenance.json`): the threshold's commit and date, then the",

@@ -16,7 +16,7 @@ from bnrepro.experiments.ics.protocol import ICS_PREFIXES, LANDSCAPE, load
 
 # Claim (a)'s "trains about as fast": test accuracy this early (or the last step every curve
 # evaluated at before it, in a shorter run). The claims' thresholds are files of their own,
-# configs/thresholds/ics/<key>.yaml (bnrepro.verdicts).
+# thresholds/ics/<key>.yaml (bnrepro.verdicts).
 ACCURACY_STEP = 5000
 
 
@@ -48,7 +48,7 @@ def medians(diagnostics: pd.DataFrame) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Claim:
     """One claim: a number per seed, judged against the threshold of its file,
-    configs/thresholds/<driver>/<key>.yaml (bnrepro.verdicts), so that the value is written
+    thresholds/<driver>/<key>.yaml (bnrepro.verdicts), so that the value is written
     and committed apart from the code that measures; ics_proxy's claims are this class with
     its own `driver`. `text` is the file's claim with this measurement's names filled in."""
 

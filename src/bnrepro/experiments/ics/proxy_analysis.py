@@ -17,7 +17,7 @@ def mean_accuracy(curves: pd.DataFrame) -> pd.Series:
 
 
 class Claim(analysis.Claim):
-    """One claim of the proxy: analysis.Claim judged against configs/thresholds/ics_proxy/."""
+    """One claim of the proxy: analysis.Claim judged against thresholds/ics_proxy/."""
 
     driver = "ics_proxy"
 

@@ -233,7 +233,7 @@ DEFINITIONS = (
 
 # How the thresholds are kept, for every README these drivers write.
 THRESHOLD_FILES = (
-    "Each threshold is a file of its own, `configs/thresholds/{driver}/<key>.yaml` (the",
+    "Each threshold is a file of its own, `thresholds/{driver}/<key>.yaml` (the",
     "claim, its relation and value, and why that value), read by `bnrepro.experiments.{driver}`.",
     "The last column of the claims table says, from git, whether the file's relation and value",
     "were first committed before the commit the runs were made from (`provenance.json`): the",
