@@ -29,8 +29,8 @@ from bnrepro.lifecycle import Run
 from bnrepro.mlp_data import MNIST_TRAIN_SIZE, EpochSampler, batch_of, load_mnist_on
 from bnrepro.mlp_members import build_model, check_memory, grid_members, test_accuracy
 from bnrepro.models.mlp import ACTIVATIONS, MLP
-from bnrepro.replicas import world_size
 from bnrepro.progress import Progress
+from bnrepro.replicas import world_size
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,6 @@ Probes, diagnostics, DDP and ImageNet train one run per process (bnrepro.train_i
 
 import itertools
 import math
-import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
