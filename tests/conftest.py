@@ -1,7 +1,13 @@
 """Shared fixtures: the repo's Hydra configs, composed offline, and the real MNIST files;
-the skip of the tests marked `cuda` where no CUDA GPU is visible."""
+the skip of the tests marked `cuda` where no CUDA GPU is visible. Torch runs one thread in the
+tests and in the processes they start, as every trainer does by default (`threads: 1`): the
+tests' tensors are too small to gain from a second thread, and two pytest-xdist workers with
+two spinning OpenMP threads each would fight over the 2 cores `make test` is sized for."""
 
+import contextlib
+import io
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from bnrepro.driver import Driver
 from bnrepro.paths import data_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +23,8 @@ CONFIG_DIR = REPO / "configs"
 
 os.environ.setdefault("BNREPRO_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -53,6 +62,20 @@ def compose_train(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="train", overrides=overrides or [])
 
 
+def drive(driver: Driver, *args: str) -> subprocess.CompletedProcess:
+    """`python experiments/<name>.py <args>` run in this process: `driver.main(args)`, all its
+    script calls, with the exit status and what it printed. A fresh interpreter spends seconds
+    of CPU importing torch; the tests of a script's own process are those that run it."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            driver.main(list(args))
+            status = 0
+        except SystemExit as ended:
+            status = 0 if ended.code is None else ended.code
+    return subprocess.CompletedProcess(list(args), status, stdout.getvalue(), stderr.getvalue())
+
+
 def tiny_proxy(experiment: str, *overrides: str) -> DictConfig:
     """`experiment` on the Fashion-MNIST proxy at a toy size on the CPU: width 1/16, 16x16
     inputs, 200 held-out images, checkpoints only at the start and the end, wandb off;
@@ -76,7 +99,7 @@ def two_gpus(monkeypatch):
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def small_cfg(mnist_root):
     """A short, CPU-only training config on the real data, loggers off."""
 

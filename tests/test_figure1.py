@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, drive
 
 from bnrepro import drift
 from bnrepro.experiments import figure1
@@ -89,7 +89,7 @@ def test_volatile_values_are_in_provenance_only(figure1_csvs, tmp_path) -> None:
         shutil.copy(figure1_csvs / name, tmp_path / name)
     provenance["command"] = "python experiments/figure1.py run --quick --out /elsewhere"
     (tmp_path / "provenance.json").write_text(json.dumps(provenance))
-    assert run_driver("draw", "--out", str(tmp_path)).returncode == 0
+    assert drive(figure1.DRIVER, "draw", "--out", str(tmp_path)).returncode == 0
     readme = (tmp_path / "README.md").read_text()
     assert "- command: `python experiments/figure1.py run --quick`" in readme
     assert (
@@ -167,7 +167,7 @@ def test_draw_refuses_a_truncated_curves_csv_and_leaves_results_alone(tmp_path) 
     with open(tmp_path / "curves.csv", "r+b") as f:
         f.truncate(5000)
     before = snapshot(tmp_path)
-    result = run_driver("draw", "--out", str(tmp_path))
+    result = drive(figure1.DRIVER, "draw", "--out", str(tmp_path))
     assert_refused(result, f"{tmp_path / 'curves.csv'} ends in the middle of a line")
     assert snapshot(tmp_path) == before
 
@@ -220,14 +220,14 @@ def test_draw_refuses_incomplete_results(figure1_csvs, tmp_path, damage, expecte
         shutil.copy(figure1_csvs / name, tmp_path / name)
     damage(tmp_path)
     before = snapshot(tmp_path)
-    assert_refused(run_driver("draw", "--out", str(tmp_path)), expected)
+    assert_refused(drive(figure1.DRIVER, "draw", "--out", str(tmp_path)), expected)
     assert snapshot(tmp_path) == before
 
 
 def test_collect_refuses_an_empty_directory(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
-    result = run_driver(
-        "collect", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")
+    result = drive(
+        figure1.DRIVER, "collect", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")
     )
     assert_refused(result, f"{tmp_path / 'empty'} holds no runs", "--runs")
     assert not (tmp_path / "out").exists()
@@ -273,7 +273,7 @@ def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(
     shutil.copytree(figure1_csvs, out)
     damage(runs)
     before = snapshot(out)
-    result = run_driver("collect", "--runs", str(runs), "--out", str(out))
+    result = drive(figure1.DRIVER, "collect", "--runs", str(runs), "--out", str(out))
     assert_refused(result, expected.format(runs=runs))
     assert snapshot(out) == before
 

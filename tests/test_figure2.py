@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CONFIG_DIR, REPO
+from conftest import CONFIG_DIR, REPO, drive
 from omegaconf import OmegaConf
 from test_train_packed import LOSS_TOLERANCE
 
@@ -444,7 +444,8 @@ def test_collect_refuses_an_unfinished_sweep_and_writes_nothing(tmp_path, damage
     damage(runs)
     before = snapshot(out)
     assert_refused(
-        run_driver("collect", "--runs", str(runs), "--out", str(out)), expected.format(runs=runs)
+        drive(figure2.DRIVER, "collect", "--runs", str(runs), "--out", str(out)),
+        expected.format(runs=runs),
     )
     assert snapshot(out) == before
 
@@ -486,7 +487,7 @@ def test_draw_refuses_incomplete_results_and_writes_nothing(tmp_path, damage, ex
     curves.to_csv(tmp_path / "curves.csv", index=False)
     summary.to_csv(tmp_path / "summary.csv", index=False)
     before = snapshot(tmp_path)
-    assert_refused(run_driver("draw", "--out", str(tmp_path)), expected)
+    assert_refused(drive(figure2.DRIVER, "draw", "--out", str(tmp_path)), expected)
     assert snapshot(tmp_path) == before
 
 
@@ -621,7 +622,7 @@ def test_volatile_values_are_in_provenance_only(tmp_path) -> None:
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert provenance["wall_s"]["bn_x5_seed1"] == 10.0
     assert "wall_s" not in (tmp_path / "out" / "summary.csv").read_text()
-    assert run_driver("draw", "--out", str(tmp_path / "out")).returncode == 0
+    assert drive(figure2.DRIVER, "draw", "--out", str(tmp_path / "out")).returncode == 0
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "command: `python x`" in readme
     for volatile in (provenance["date"], "wall time (s)", "runs_dir", str(tmp_path)):

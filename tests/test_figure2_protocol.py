@@ -9,12 +9,11 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, compose_train
+from conftest import REPO, compose_train, drive
 from test_figure2 import (
     RUNS,
     assert_refused,
     build,
-    run_driver,
     snapshot,
     synthetic,
     synthetic_ladder,
@@ -316,7 +315,7 @@ def test_draw_refuses_an_incomplete_ladder_and_writes_nothing(tmp_path, damage, 
     write_inputs(tmp_path, *synthetic())
     damage(tmp_path)
     before = snapshot(tmp_path)
-    assert_refused(run_driver("draw", "--out", str(tmp_path)), expected)
+    assert_refused(drive(figure2.DRIVER, "draw", "--out", str(tmp_path)), expected)
     assert snapshot(tmp_path) == before
 
 

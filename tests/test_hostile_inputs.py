@@ -53,12 +53,19 @@ def no_space(filename: str | None = None) -> OSError:
     return OSError(errno.ENOSPC, NO_SPACE, filename)
 
 
-@pytest.fixture
-def finished(small_cfg, tmp_path_factory) -> Path:
-    """A short completed run, trained from Python."""
-    run_dir = tmp_path_factory.mktemp("finished")
+@pytest.fixture(scope="module")
+def trained(small_cfg, tmp_path_factory) -> Path:
+    """A short completed run, trained from Python once; tests take copies of it."""
+    run_dir = tmp_path_factory.mktemp("trained")
     train(small_cfg(*SHORT), run_dir)
     return run_dir
+
+
+@pytest.fixture
+def finished(trained, tmp_path) -> Path:
+    """A copy of `trained`, its lock file included, for a test to damage."""
+    shutil.copytree(trained, tmp_path / "finished")
+    return tmp_path / "finished"
 
 
 # ------------------------------------------------------------------ a full or unwritable disk

@@ -4,6 +4,7 @@ run's files are byte-identical to an uninterrupted run's."""
 import errno
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -31,12 +32,20 @@ def snapshot(run_dir) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def straight(small_cfg, tmp_path_factory):
-    """The uninterrupted run every interrupted one is compared with."""
+    """The uninterrupted run every interrupted one is compared with, trained once: the tests
+    read it and never write to it."""
     run_dir = tmp_path_factory.mktemp("straight")
     train(small_cfg(*RUN), run_dir)
     return run_dir
+
+
+@pytest.fixture
+def finished(straight, tmp_path):
+    """A copy of the uninterrupted run, for a test to damage or to try to train into."""
+    shutil.copytree(straight, tmp_path / "finished")
+    return tmp_path / "finished"
 
 
 def stop_at(monkeypatch, step: int, action) -> None:
@@ -87,15 +96,23 @@ def test_sigterm_stops_between_steps_with_a_checkpoint(small_cfg, straight, tmp_
     assert (tmp_path / "metrics.csv").read_bytes() == (straight / "metrics.csv").read_bytes()
 
 
-def test_extending_a_finished_run_equals_the_longer_run(small_cfg, straight, tmp_path) -> None:
-    train(small_cfg(*RUN[:-2], "steps=200", "checkpoint_every=100"), tmp_path)
+@pytest.fixture(scope="module")
+def shorter(small_cfg, tmp_path_factory):
+    """The same run finished at step 200, trained once; each test extends a copy of it."""
+    run_dir = tmp_path_factory.mktemp("shorter")
+    train(small_cfg(*RUN[:-2], "steps=200", "checkpoint_every=100"), run_dir)
+    return run_dir
+
+
+def test_extending_a_finished_run_equals_the_longer_run(small_cfg, straight, shorter, tmp_path):
+    shutil.copytree(shorter, tmp_path, dirs_exist_ok=True)
     info = train(small_cfg(*RUN, "resume=true"), tmp_path)
     assert info["resumed_from_step"] == 200 and info["status"] == "completed"
     assert (tmp_path / "metrics.csv").read_bytes() == (straight / "metrics.csv").read_bytes()
 
 
-def test_rows_appended_after_the_checkpoint_are_cut_back(small_cfg, straight, tmp_path) -> None:
-    train(small_cfg(*RUN[:-2], "steps=200", "checkpoint_every=100"), tmp_path)
+def test_rows_appended_after_the_checkpoint_are_cut_back(small_cfg, straight, shorter, tmp_path):
+    shutil.copytree(shorter, tmp_path, dirs_exist_ok=True)
     with open(tmp_path / "metrics.csv", "a") as f:
         f.write("garbage,line\n")
     train(small_cfg(*RUN, "resume=true"), tmp_path)
@@ -132,21 +149,21 @@ def change_a_logged_row(run_dir) -> None:
         (change_a_logged_row, ResumeError, "rows of metrics.csv up to the checkpoint"),
     ],
 )
-def test_a_refused_start_changes_nothing(small_cfg, straight, damage, error, message) -> None:
+def test_a_refused_start_changes_nothing(small_cfg, finished, damage, error, message) -> None:
     if damage:
-        damage(straight)
-    before = snapshot(straight)
+        damage(finished)
+    before = snapshot(finished)
     resume = "resume=false" if damage is None else "resume=true"
     with pytest.raises(error, match=message):
-        train(small_cfg(*RUN[:-2], "steps=400", "checkpoint_every=100", resume), straight)
-    assert snapshot(straight) == before
+        train(small_cfg(*RUN[:-2], "steps=400", "checkpoint_every=100", resume), finished)
+    assert snapshot(finished) == before
 
 
-def test_resume_refuses_a_changed_config(small_cfg, straight) -> None:
-    before = snapshot(straight)
+def test_resume_refuses_a_changed_config(small_cfg, finished) -> None:
+    before = snapshot(finished)
     with pytest.raises(ResumeError, match=r"optim\.lr=0\.1 \(now 0\.2\)"):
-        train(small_cfg(*RUN, "optim.lr=0.2", "resume=true"), straight)
-    assert snapshot(straight) == before
+        train(small_cfg(*RUN, "optim.lr=0.2", "resume=true"), finished)
+    assert snapshot(finished) == before
 
 
 def test_a_second_writer_is_refused_and_changes_nothing(small_cfg, tmp_path) -> None:

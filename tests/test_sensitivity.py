@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, compose_train
+from conftest import REPO, compose_train, drive
 from omegaconf import open_dict
 
 from bnrepro import drift
@@ -170,13 +170,15 @@ def test_draw_refuses_a_members_csv_with_a_member_missing(tmp_path) -> None:
     members = hand_made_members()
     members = members.drop(index=members.index[-1])
     atomic_write_text(tmp_path / "members.csv", members.to_csv(index=False))
-    result = run_driver("draw", "--out", str(tmp_path))
+    result = drive(sensitivity.DRIVER, "draw", "--out", str(tmp_path))
     assert_refused(result, "members.csv is incomplete", "no rows for net=plain, optimizer=sgd")
     assert not (tmp_path / "README.md").exists()
 
 
 def test_collect_refuses_a_folder_without_runs(tmp_path) -> None:
-    result = run_driver("collect", "--runs", str(tmp_path), "--out", str(tmp_path / "out"))
+    result = drive(
+        sensitivity.DRIVER, "collect", "--runs", str(tmp_path), "--out", str(tmp_path / "out")
+    )
     assert_refused(result, "holds no runs")
     assert not (tmp_path / "out").exists()
 
