@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO, compose_train
 
 from bnrepro import driver as frame
+from bnrepro import plot
 from bnrepro.experiments import figure1 as driver
 from bnrepro.experiments.figure1 import protocol, report
 from bnrepro.tables import read_csv
@@ -65,6 +66,7 @@ def test_run_passes_the_experiment_to_the_sweep(monkeypatch, args, experiment, o
         return 0, None
 
     monkeypatch.setattr(frame, "run_group", sweep)
+    monkeypatch.setattr(plot, "plot_sweep", lambda runs, out: [])  # nothing was trained
     invocation = driver.DRIVER.invocation(["run", *args])
     protocol.run(invocation)
     command = calls["command"]

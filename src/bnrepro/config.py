@@ -395,13 +395,17 @@ def typed(cfg: DictConfig, schema: type, trainer: str) -> DictConfig:
     except OmegaConfBaseException as error:
         raise ConfigError(f"Invalid config: {error}. Fix the value named above.") from error
     raw.pop("hydra", None)
+    # A key of another trainer that holds a value is named before one that holds null (another
+    # trainer's defaults, such as its grid's), which tells the user less.
+    foreign = [(k, v) for k, v in _leaves(raw) if _field_type(schema, k) is None and v != "???"]
+    if foreign:
+        key, value = next(((k, v) for k, v in foreign if v is not None), foreign[0])
+        raise ConfigError(_not_a_setting(key, value, trainer, cfg.model.name))
     for key, value in list(_leaves(raw)):
         kind = _field_type(schema, key)
-        if kind is None:
-            if value == "???":
-                _drop(raw, key)
-                continue
-            raise ConfigError(_not_a_setting(key, value, trainer, cfg.model.name))
+        if kind is None:  # ??? (a key another trainer declares): dropped
+            _drop(raw, key)
+            continue
         if not _fits(kind, value):
             raise ConfigError(f"Invalid config: {key}={value!r}. {_describe(kind, key)}")
     try:
