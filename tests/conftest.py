@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from bnrepro.driver import Driver
@@ -25,6 +26,13 @@ os.environ.setdefault("BNREPRO_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_record_of_another_test() -> None:
+    """Hydra keeps the record of the last command it ran in this process (HydraConfig), which
+    the trainers' errors read to name what brought a key: a test starts without one."""
+    HydraConfig.instance().cfg = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
