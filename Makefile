@@ -142,8 +142,11 @@ docs: venv
 verify: data
 	$(PY) experiments/verify.py $(QUICK_FLAG)
 
+# The fast suite in TEST_JOBS pytest-xdist workers (one torch thread each): on the 2-core CI
+# machine two workers take about half the time of one.
+TEST_JOBS ?= 2
 test: data
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS)
 
 test-slow: data
 	$(PY) -m pytest -m slow
