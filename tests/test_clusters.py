@@ -216,11 +216,13 @@ def test_a_timeout_under_submitit_requeues_and_resumes_byte_identically(
     SLURM sends it before the time limit (and the local executor at its own timeout): the run
     checkpoints and stops, submitit requeues the job, the job resumes the run, and the run
     ends with the uninterrupted run's metrics.csv, model.pt and checkpoint contents."""
-    train(small_cfg(*SUBMITIT_RUN), tmp_path / "straight")
+    straight_cfg = small_cfg(*SUBMITIT_RUN)
+    train(straight_cfg, tmp_path / "straight")
     sweep = tmp_path / "sweep"
     process = subprocess.Popen(
         [sys.executable, "-m", "bnrepro.train", "-m", "hydra/launcher=submitit_local",
-         "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep}", *SUBMITIT_RUN],
+         "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep}", *SUBMITIT_RUN,
+         f"data.root={straight_cfg.data.root}"],  # the straight run's, whatever BNREPRO_DATA is
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     run_dir, metrics = sweep / "0_bn", sweep / "0_bn" / "metrics.csv"
