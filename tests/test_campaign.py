@@ -17,11 +17,14 @@ import pytest
 from conftest import compose_train
 
 from bnrepro.campaign import (
+    RECORD_FILES,
+    Campaign,
     CampaignError,
     PlannedRun,
     RunState,
     load_plan,
     makespan,
+    run_state,
     step_seconds,
 )
 from bnrepro.paths import data_dir
@@ -204,6 +207,36 @@ def test_a_campaign_refuses_uncommitted_code_and_a_changed_plan(tmp_path, fashio
     refused = campaign(repo, "run", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = refused.communicate(timeout=60)
     assert refused.returncode == 2 and "another version of the plan" in out, out
+
+
+def test_a_lost_runs_folder_is_restored_from_the_committed_records(tmp_path, capsys):
+    """A new machine or a wiped home keeps the campaign: its commit and plan, and every ended
+    run, whose record is carried back so that it is never trained again."""
+    plan = load_plan(PLAN)
+    records = REPO / "results" / "campaigns" / plan.name
+    runs = tmp_path / "runs"
+    state = Campaign(plan, runs, records).restore()
+    assert state == json.loads((records / "campaign.json").read_text())
+    assert (runs / "campaign.json").read_bytes() == (records / "campaign.json").read_bytes()
+    ended = [r for r in plan.runs if run_state(records, r).state in ("done", "diverged")]
+    assert ended, "the committed records hold ended runs"
+    for run in plan.runs:
+        if run in ended:
+            assert run_state(runs, run).state == run_state(records, run).state
+            for name in RECORD_FILES:
+                assert (runs / run.dir / name).read_bytes() == (
+                    records / run.dir / name
+                ).read_bytes()
+        else:
+            assert run_state(runs, run).state == "new" and not (runs / run.dir).exists()
+    assert f"with the records of its {len(ended)} ended runs" in capsys.readouterr().out
+
+    moved = tmp_path / "records"
+    moved.mkdir()
+    (moved / "campaign.json").write_text(json.dumps({"plan_sha256": "0" * 64, "commit": "abc"}))
+    with pytest.raises(CampaignError, match="another version of the plan"):
+        Campaign(plan, tmp_path / "elsewhere", moved).restore()
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_the_step_rate_counts_running_runs_from_their_segments_start():

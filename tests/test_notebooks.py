@@ -1,6 +1,9 @@
 """Every notebook under notebooks/ runs top to bottom from the repo root and is committed clean."""
 
+import ast
 import base64
+import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,6 +119,47 @@ CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
 
 def test_the_notebooks_are_there() -> None:
     assert {path.name for path in NOTEBOOKS} >= set(CHECKS)
+
+
+def package_names(notebook: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """(module, name) for every `from bnrepro... import name` of the notebook's code, and for
+    every `module.name` read through a bnrepro module it imported so."""
+    tree = ast.parse("\n".join(c.source for c in notebook.cells if c.cell_type == "code"))
+    imported = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    names, modules = [], {}
+    for node in imported:
+        if (node.module or "").startswith("bnrepro"):
+            for alias in node.names:
+                names.append((node.module, alias.name))
+                submodule = f"{node.module}.{alias.name}"
+                if is_module(submodule):
+                    modules[alias.asname or alias.name] = submodule
+    for node in ast.walk(tree):
+        read = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        if read and node.value.id in modules:
+            names.append((modules[node.value.id], node.attr))
+    return names
+
+
+def is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_a_notebook_names_only_what_the_package_has(path: Path) -> None:
+    """The notebooks run only in the integration suite; a renamed function they call fails
+    here, in the fast suite, first."""
+    names = package_names(nbformat.read(path, as_version=4))
+    assert names, f"{path.name} imports nothing from bnrepro"
+    missing = [
+        f"{module}.{name}"
+        for module, name in names
+        if not hasattr(importlib.import_module(module), name) and not is_module(f"{module}.{name}")
+    ]
+    assert not missing, f"{path.name} uses names the package does not have: {missing}"
 
 
 @pytest.mark.integration

@@ -23,7 +23,10 @@ overrides every run takes, and each run: its folder, experiment, length and own 
 - each finished run's record (metrics.csv, run.json, config.yaml: a few kB, not its
   checkpoint) is copied into `--records` (default results/campaigns/<plan name>/ of this
   checkout), in the layout of the runs folder, so that the results can be collected from
-  committed records when the machine that trained them is gone.
+  committed records when the machine that trained them is gone;
+- a runs folder that lost the campaign (a new machine, a wiped home) is restored from the
+  records folder: its commit, its plan and every ended run, so that only the runs that had not
+  ended are trained again.
 `status` prints each run's step and state, the steps left and an estimate of the time left,
 from the step rate the campaign has measured on this machine (evaluations included).
 """
@@ -303,6 +306,8 @@ class Campaign:
         """The campaign's commit: recorded by its first `run`, with the clone made from it;
         afterwards, checked against the clone."""
         state = self.state()
+        if state is None and (self.records / STATE_FILE).exists():
+            state = self.restore()
         if state is None:
             commit = committed_head(REPO, self.plan)
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +337,33 @@ class Campaign:
                 f"{commit}` (or delete {self.code}, which the next run clones again)."
             )
         return commit
+
+    def restore(self) -> dict[str, Any]:
+        """The campaign of the records folder, carried into a runs folder that lost it (a new
+        machine, a wiped home): its campaign.json, and each ended run's record, so that no
+        ended run is trained again; a run that was in progress starts afresh."""
+        try:
+            state = json.loads((self.records / STATE_FILE).read_text())
+        except (OSError, ValueError) as error:
+            raise CampaignError(
+                f"{self.records / STATE_FILE} cannot be read ({error}). Nothing was trained. "
+                "Fix: restore it with `git checkout -- <that file>`, or start a new campaign "
+                "with another --records folder."
+            ) from error
+        self.check_state(state)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ended = []
+        for run in self.plan.runs:
+            if run_state(self.records, run).state in ("done", "diverged"):
+                (self.dir / run.dir).mkdir(parents=True, exist_ok=True)
+                for name in RECORD_FILES:
+                    source = self.records / run.dir / name
+                    atomic_write_bytes(self.dir / run.dir / name, source.read_bytes())
+                ended.append(run.dir)
+        atomic_write_bytes(self.dir / STATE_FILE, (self.records / STATE_FILE).read_bytes())
+        print(f"campaign: {self.dir} had no campaign; restored it from {self.records} "
+              f"with the records of its {len(ended)} ended runs", flush=True)  # fmt: skip
+        return state
 
     def clone(self, commit: str) -> None:
         if self.code.exists():
