@@ -16,17 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import compose_train
 
-from bnrepro.campaign import (
-    RECORD_FILES,
-    Campaign,
-    CampaignError,
-    PlannedRun,
-    RunState,
-    load_plan,
-    makespan,
-    run_state,
-    step_seconds,
-)
+from bnrepro.campaign import RECORD_FILES, Campaign, RunState, makespan, run_state, step_seconds
+from bnrepro.campaign_plan import CampaignError, PlannedRun, load_plan
 from bnrepro.paths import data_dir
 
 REPO = Path(__file__).resolve().parents[1]
