@@ -219,6 +219,7 @@ def test_a_threshold_changed_after_the_runs_gives_its_earlier_outcome(tmp_path) 
     verdict = {1.0: "fail", 2.0: "pass"}  # a measured beta of 1.5 against each value
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(verdicts, "REPO", repo)
+        patch.setattr(verdicts, "SHIPPED", repo / verdicts.THRESHOLDS)
         for cached in (verdicts.load, verdicts.has_history, verdicts.commit_stamp,
                        verdicts.value_since):  # fmt: skip
             cached.cache_clear()

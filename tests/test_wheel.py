@@ -20,11 +20,12 @@ import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
 
+from bnrepro import verdicts
 from bnrepro.driver import DRIVERS
 
 pytestmark = pytest.mark.integration
 
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "src", "configs")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "src", "configs", "thresholds")
 TINY_RUN = [
     "steps=20", "eval_every=10", "seeds=[0]", "device=cpu", "checkpoint_every=0",
     "logger.wandb.mode=disabled", "logger.tensorboard=false",
@@ -32,7 +33,8 @@ TINY_RUN = [
 
 
 def copy_sources(target: Path) -> Path:
-    """What a build reads from the clone, copied (the link src/bnrepro/configs kept a link)."""
+    """What a build reads from the clone, copied (the links src/bnrepro/configs and
+    src/bnrepro/thresholds kept links)."""
     target.mkdir()
     for name in SOURCES:
         source = REPO / name
@@ -124,6 +126,19 @@ def test_bnrepro_help_lists_the_drivers_and_train_help_the_apps_options(installe
     assert all(f"\n  {name} " in listed for name in DRIVERS)
     app = run([bnrepro, "train", "--help"], elsewhere, env).stdout
     assert "mlp_bn" in app  # the model group's options, read from the wheel's configs
+
+
+def test_the_wheel_judges_claims_by_the_clones_thresholds(installed):
+    """The claims drivers read their thresholds from the package, so they judge outside a
+    clone as in one."""
+    _, python, elsewhere, env = installed
+    keys = sorted(f"{p.parent.name}/{p.stem}" for p in (REPO / "thresholds").glob("*/*.yaml"))
+    code = (
+        "import sys; from bnrepro import verdicts\n"
+        "for key in sys.argv[1:]: print(verdicts.load(*key.split('/')).text)"
+    )
+    shown = run([python, "-c", code, *keys], elsewhere, env).stdout.splitlines()
+    assert shown == [verdicts.load(*key.split("/")).text for key in keys] and len(keys) > 20
 
 
 def test_completion_installs_for_bnrepro_and_completes_the_apps_overrides(installed):

@@ -37,6 +37,9 @@ from bnrepro.errors import BnreproError
 from bnrepro.paths import REPO
 
 THRESHOLDS = Path("thresholds")  # relative to the repository, as git names it
+# The files as the package reads them: src/bnrepro/thresholds links to the clone's folder, and a
+# wheel holds a copy, so that the drivers judge their claims outside a clone too.
+SHIPPED = Path(__file__).resolve().parent / "thresholds"
 # Every folder the threshold files have been kept in, newest first, so that git dates a
 # threshold across a move: configs/thresholds/ until the files left the training command's
 # config groups.
@@ -113,12 +116,12 @@ def parse(text: str, driver: str, key: str, where: str) -> Threshold:
 @cache
 def load(driver: str, key: str) -> Threshold:
     """The threshold of `driver`'s claim `key`, read from its file."""
-    path = REPO / THRESHOLDS / driver / f"{key}.yaml"
+    path = SHIPPED / driver / f"{key}.yaml"
     if not path.is_file():
         raise ThresholdError(
-            f"{path} does not exist: {driver}'s claim {key!r} has no threshold. Fix: restore "
-            f"it with `git checkout -- {THRESHOLDS / driver}`, or write it (claim, relation, "
-            "value, and a comment saying why that value) before the runs it judges."
+            f"{path.resolve()} does not exist: {driver}'s claim {key!r} has no threshold. "
+            f"Fix: restore it with `git checkout -- {THRESHOLDS / driver}`, or write it (claim, "
+            "relation, value, and a comment saying why that value) before the runs it judges."
         )
     return parse(path.read_text(), driver, key, str(path))
 
