@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from bnrepro.driver import Driver
+from bnrepro.lifecycle import Run
 from bnrepro.paths import data_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +99,18 @@ def tiny_proxy(experiment: str, *overrides: str) -> DictConfig:
     with open_dict(cfg):
         cfg.pop("hydra", None)
     return cfg
+
+
+def stop_at(monkeypatch, step: int, action) -> None:
+    """Calls `action()` right after the rows of `step` are logged."""
+    log = Run.log
+
+    def log_then_act(self, rows):
+        log(self, rows)
+        if rows[0]["step"] == step:
+            action()
+
+    monkeypatch.setattr(Run, "log", log_then_act)
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import time
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, stop_at
 
 from bnrepro.errors import ConfigError, ResumeError
-from bnrepro.lifecycle import Interrupted, Run
+from bnrepro.lifecycle import Interrupted
 from bnrepro.replicas import first_host, process_group
 from bnrepro.train import train
 
@@ -31,18 +31,6 @@ def no_job(monkeypatch):
     for name in JOB_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
-
-
-def stop_at(monkeypatch, step: int, action) -> None:
-    """Calls `action()` right after the rows of `step` are logged."""
-    log = Run.log
-
-    def log_then_act(self, rows):
-        log(self, rows)
-        if rows[0]["step"] == step:
-            action()
-
-    monkeypatch.setattr(Run, "log", log_then_act)
 
 
 def files(run_dir) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ import signal
 
 import pytest
 import torch
+from conftest import stop_at
 
 from bnrepro import lifecycle
 from bnrepro.checkpoint import CheckpointError
@@ -46,18 +47,6 @@ def finished(straight, tmp_path):
     """A copy of the uninterrupted run, for a test to damage or to try to train into."""
     shutil.copytree(straight, tmp_path / "finished")
     return tmp_path / "finished"
-
-
-def stop_at(monkeypatch, step: int, action) -> None:
-    """Calls `action()` right after the rows of `step` are logged."""
-    log = Run.log
-
-    def log_then_act(self, rows):
-        log(self, rows)
-        if rows[0]["step"] == step:
-            action()
-
-    monkeypatch.setattr(Run, "log", log_then_act)
 
 
 class Crash(Exception):
