@@ -211,12 +211,15 @@ PRESET ?= cpu
 # cpu_plateau: the campaign of experiments/campaigns/figure2_cpu_plateau.yaml (hours of 2
 # cores), trained into CAMPAIGNS/figure2_cpu_plateau/, outside the clone; every call trains
 # what is missing and resumes what a stop interrupted. `make campaign-status` says where it is.
+# HOURS=2.5: start only the runs expected to end within 2.5 hours (a machine lost then leaves
+# no run half-trained).
 CAMPAIGNS ?= $(HOME)/bnrepro-campaigns
 CAMPAIGN_PLAN := experiments/campaigns/figure2_cpu_plateau.yaml
 reproduce-figure2: venv
 	$(FETCH) fashion_mnist
 ifeq ($(PRESET),cpu_plateau)
-	$(PY) -m bnrepro.campaign run $(CAMPAIGN_PLAN) --runs $(CAMPAIGNS)/figure2_cpu_plateau
+	$(PY) -m bnrepro.campaign run $(CAMPAIGN_PLAN) --runs $(CAMPAIGNS)/figure2_cpu_plateau \
+		$(if $(HOURS),--hours $(HOURS))
 else
 	$(PY) experiments/figure2.py run $(if $(QUICK_FLAG),--quick,--preset $(PRESET))
 endif

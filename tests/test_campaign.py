@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 from conftest import compose_train
 
-from bnrepro.campaign import RECORD_FILES, Campaign, RunState, makespan, run_state, step_seconds
+from bnrepro.campaign import (
+    RECORD_FILES,
+    Campaign,
+    RunState,
+    main,
+    makespan,
+    next_run,
+    run_state,
+    step_seconds,
+)
 from bnrepro.campaign_plan import CampaignError, PlannedRun, load_plan
 from bnrepro.paths import data_dir
 
@@ -116,14 +125,14 @@ def toy_repo(tmp_path: Path) -> Path:
     return repo
 
 
-def campaign(repo: Path, action: str, runs: Path, **kwargs) -> subprocess.Popen:
+def campaign(repo: Path, action: str, runs: Path, jobs: int = 2, **kwargs) -> subprocess.Popen:
     env = {
         **os.environ,
         "PYTHONPATH": str(repo / "src"),
         "BNREPRO_DATA": str(data_dir().resolve()),
     }
     command = [sys.executable, "-m", "bnrepro.campaign", action]
-    command += ["experiments/campaigns/toy.yaml", "--runs", str(runs), "--jobs", "2"]
+    command += ["experiments/campaigns/toy.yaml", "--runs", str(runs), "--jobs", str(jobs)]
     return subprocess.Popen(command, cwd=repo, env=env, text=True, **kwargs)
 
 
@@ -133,8 +142,9 @@ def test_a_campaign_survives_a_stop_and_never_retrains(tmp_path, fashion_root):
     runs = tmp_path / "runs"
     long_run = runs / "inception_seed0"
 
-    # Stopped once the long run has logged past its first checkpoints.
-    first = campaign(repo, "run", runs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Stopped once the long run has logged past its first checkpoints, one job at a time, so
+    # that a run still waits in the queue: the stop ends the campaign all the same.
+    first = campaign(repo, "run", runs, jobs=1, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 240
     while time.time() < deadline:
         metrics = long_run / "metrics.csv"
@@ -241,3 +251,30 @@ def test_the_step_rate_counts_running_runs_from_their_segments_start():
     assert step_seconds([running], now) == pytest.approx(20 / 40)
     assert step_seconds([running, ended], now) == pytest.approx((20 + 50) / (40 + 100))
     assert step_seconds([RunState(run, "new", 0, 0.0, {})], now) is None
+
+
+def test_a_deadline_starts_only_the_runs_that_end_by_it(tmp_path):
+    """With --hours, the first run of the queue (the plan's order) that is expected to end in
+    time at the measured rate starts; none where none fits; every run before a rate exists."""
+    plan = load_plan(PLAN)
+    campaign = Campaign(plan, tmp_path / "runs", tmp_path / "records")
+    long, short = (next(r for r in plan.runs if r.steps == n) for n in (10_800, 1_800))
+    queue = [RunState(long, "new", 0, 0.0, {}), RunState(short, "new", 0, 0.0, {})]
+    assert next_run(campaign, queue, time.time() + 60) is queue[0]  # no rate measured yet
+
+    ended = tmp_path / "runs" / plan.runs[0].dir
+    ended.mkdir(parents=True)
+    steps = plan.runs[0].steps
+    info = {"status": "completed", "steps": steps, "wall_s": 0.5 * steps}
+    (ended / "run.json").write_text(json.dumps(info))
+    assert next_run(campaign, queue, None) is queue[0]
+    assert next_run(campaign, queue, time.time() + 10_800 * 0.5 + 60) is queue[0]
+    assert next_run(campaign, queue, time.time() + 1_800 * 0.5 + 60) is queue[1]
+    assert next_run(campaign, queue, time.time() + 1_800 * 0.5 - 60) is None
+    assert next_run(campaign, [], None) is None
+
+
+def test_hours_that_are_no_time_left_are_refused(tmp_path, capsys):
+    assert main(["run", str(PLAN), "--runs", str(tmp_path / "runs"), "--hours", "0"]) == 2
+    assert "--hours 0 is not a time left" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

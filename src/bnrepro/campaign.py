@@ -335,9 +335,47 @@ def take_lock(campaign: Campaign) -> IO[str]:
     return lock
 
 
-def run(campaign: Campaign, jobs: int) -> int:
-    """Trains what is left of the campaign, `jobs` processes at a time; returns the exit
-    status (0: every run ended; 1: a run failed; 128 + signal: stopped)."""
+def next_run(campaign: Campaign, queue: list[RunState], deadline: float | None) -> RunState | None:
+    """The first run of `queue` (the plan's order) expected to end by `deadline` (a time, or
+    None for no deadline) at the step rate measured so far; None where none is. Before any
+    rate is measured every run fits."""
+    if deadline is None or not queue:
+        return queue[0] if queue else None
+    now = time.time()
+    per_step = step_seconds(campaign.states(), now)
+    if per_step is None:
+        return queue[0]
+    return next((s for s in queue if now + (s.run.steps - s.step) * per_step <= deadline), None)
+
+
+def reap(campaign: Campaign, running: dict[str, subprocess.Popen], stopping: bool) -> list[str]:
+    """Takes each process of `running` that has exited out of it, copying the record of a run
+    that ended; returns the runs that failed (none while `stopping`: a stopped run checkpointed
+    and is resumed by the next `run`)."""
+    failed = []
+    for name, process in list(running.items()):
+        code = process.poll()
+        if code is None:
+            continue
+        del running[name]
+        planned = next(r for r in campaign.plan.runs if r.dir == name)
+        s = run_state(campaign.dir, planned)
+        if s.state in ("done", "diverged"):
+            campaign.sync_records([s])
+            print(f"campaign: {name} {s.state} at step {s.step}; record in "
+                  f"{campaign.records / name}", flush=True)  # fmt: skip
+        elif not stopping:
+            failed.append(name)
+            print(f"campaign: {name} ended with exit status {code} ({s.state}); see "
+                  f"{campaign.dir / LOGS_DIR}", flush=True)  # fmt: skip
+    return failed
+
+
+def run(campaign: Campaign, jobs: int, hours: float | None = None) -> int:
+    """Trains what is left of the campaign, `jobs` processes at a time, starting only runs
+    expected to end within `hours` (where given); returns the exit status (0: every run ended,
+    or none left fits in `hours`; 1: a run failed; 128 + signal: stopped)."""
+    deadline = time.time() + hours * 3600 if hours else None
     commit = campaign.start_or_resume()
     lock = take_lock(campaign)
     states = campaign.states()
@@ -369,28 +407,19 @@ def run(campaign: Campaign, jobs: int) -> int:
 
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while queue or running:
-            while queue and len(running) < jobs and not stop:
-                s = queue.pop(0)
+        while True:
+            while len(running) < jobs and not stop:
+                s = next_run(campaign, queue, deadline)
+                if s is None:
+                    break
+                queue.remove(s)
                 print(f"campaign: {'resume' if s.state != 'new' else 'start'} {s.run.dir} "
                       f"(step {s.step} of {s.run.steps})", flush=True)  # fmt: skip
                 running[s.run.dir] = launch(campaign, s)
+            if not running:
+                break
             time.sleep(POLL_S)
-            for name, process in list(running.items()):
-                code = process.poll()
-                if code is None:
-                    continue
-                del running[name]
-                planned = next(r for r in campaign.plan.runs if r.dir == name)
-                s = run_state(campaign.dir, planned)
-                if s.state in ("done", "diverged"):
-                    campaign.sync_records([s])
-                    print(f"campaign: {name} {s.state} at step {s.step}; record in "
-                          f"{campaign.records / name}", flush=True)  # fmt: skip
-                elif not stop:
-                    failed.append(name)
-                    print(f"campaign: {name} ended with exit status {code} ({s.state}); see "
-                          f"{campaign.dir / LOGS_DIR}", flush=True)  # fmt: skip
+            failed += reap(campaign, running, stopping=bool(stop))
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -403,6 +432,10 @@ def run(campaign: Campaign, jobs: int) -> int:
         print(f"campaign: {len(failed)} run(s) failed: {', '.join(failed)}. The others went "
               "on; the next `run` retries them from their checkpoints.", flush=True)  # fmt: skip
         return 1
+    if queue:
+        print(f"campaign: {len(queue)} run(s) left, none expected to end within --hours "
+              f"{hours:g}; the next `run` trains them.", flush=True)  # fmt: skip
+        return 0
     print(f"campaign {campaign.plan.name}: every run ended.", flush=True)
     return 0
 
@@ -483,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where each ended run's record is copied (default results/campaigns/<plan name>)",
     )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
+    parser.add_argument(
+        "--hours", type=float,
+        help="start only runs expected to end within this many hours, at the measured step "
+        "rate (for a machine that will be lost then: no run is left half-trained)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.jobs < 1:
@@ -490,13 +528,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"--jobs {args.jobs} is not a number of processes. Nothing was trained. Fix: "
                 "give a whole number above 0, e.g. --jobs 2."
             )
+        if args.hours is not None and not args.hours > 0:
+            raise CampaignError(
+                f"--hours {args.hours:g} is not a time left. Nothing was trained. Fix: give a "
+                "number of hours above 0, e.g. --hours 2.5, or leave it out."
+            )
         plan = load_plan(args.plan)
         records = args.records or RESULTS / "campaigns" / plan.name
         campaign = Campaign(plan, args.runs, records)
         if args.action == "status":
             print(status(campaign, args.jobs))
             return 0
-        return run(campaign, args.jobs)
+        return run(campaign, args.jobs, args.hours)
     except BnreproError as error:
         print(f"\nbnrepro.campaign: {error}\n", file=sys.stderr)
         return 2
