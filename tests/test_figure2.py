@@ -412,6 +412,15 @@ def diverge(run_dir: Path) -> None:
             "The sweep in {runs} is incomplete: no run of inception_sigmoid with seed 1.",
         ),
         (
+            lambda runs: [
+                (runs / "campaign.json").write_text('{"plan_file": "experiments/c/p.yaml"}'),
+                shutil.rmtree(runs / "inception_sigmoid_seed1"),
+            ],
+            "no run of inception_sigmoid with seed 1. Nothing was written. Fix: these are a "
+            "campaign's records: train its missing runs with `python -m bnrepro.campaign run "
+            "experiments/c/p.yaml --runs <its runs folder>`",
+        ),
+        (
             lambda runs: [shutil.rmtree(d) for d in runs.iterdir()],
             "{runs} holds no runs: there is no run.json below it outside {runs}/ladder and "
             "{runs}/decay.",
@@ -431,7 +440,8 @@ def diverge(run_dir: Path) -> None:
         ),
     ],
     ids=[
-        "a stale job", "an interrupted job", "an unexpected divergence", "a job missing", "empty",
+        "a stale job", "an interrupted job", "an unexpected divergence", "a job missing",
+        "a campaign's record missing", "empty",
         "no ladder", "a rung missing", "a rung interrupted",
     ],
 )  # fmt: skip

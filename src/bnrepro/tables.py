@@ -248,10 +248,21 @@ def load_sweep(runs_dir: Path, fix: str, skip: Collection[Path] = ()) -> pd.Data
     return runs[runs.run_dir.isin([str(d) for d in found])].reset_index(drop=True)
 
 
-def check_runs(runs: pd.DataFrame, runs_dir: Path, accepted: Mapping[str, Collection[str]]) -> None:
+MISSING_FIX = (
+    "train the missing jobs (rerun the sweep's command with `hydra.sweep.dir=<the sweep dir> "
+    "resume=true`), or collect a sweep directory that holds each variant and seed once"
+)
+
+
+def check_runs(
+    runs: pd.DataFrame,
+    runs_dir: Path,
+    accepted: Mapping[str, Collection[str]],
+    missing_fix: str = MISSING_FIX,
+) -> None:
     """The runs of `runs` (as `load_sweep` gives them) are the whole sweep: only variants of
     `accepted` (variant -> the statuses it may end with), each ended as accepted, and every
-    variant trained for every seed, once."""
+    variant trained for every seed, once (`missing_fix` says how to train what is missing)."""
     problems = []
     for run_dir, rows in runs.groupby("run_dir", sort=True):
         variant = rows.variant.iloc[0]
@@ -279,12 +290,7 @@ def check_runs(runs: pd.DataFrame, runs_dir: Path, accepted: Mapping[str, Collec
         f"{n} runs of {variant} with seed {seed}" for (variant, seed), n in counts.items() if n > 1
     ]
     if missing or repeated:
-        fail(
-            f"The sweep in {runs_dir} is incomplete: {listing(missing + repeated)}.",
-            "train the missing jobs (rerun the sweep's command with "
-            "`hydra.sweep.dir=<the sweep dir> resume=true`), or collect a sweep directory "
-            "that holds each variant and seed once",
-        )
+        fail(f"The sweep in {runs_dir} is incomplete: {listing(missing + repeated)}.", missing_fix)
 
 
 def load_curves(

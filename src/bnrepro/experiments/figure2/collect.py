@@ -41,6 +41,7 @@ from bnrepro.experiments.figure2.protocol import (
 )
 from bnrepro.tables import (
     MEASURED,
+    MISSING_FIX,
     check_curves,
     check_final_steps,
     check_groups,
@@ -160,6 +161,19 @@ def campaign_record(runs_dir: Path) -> dict:
     return {"campaign": read_json(path, fix)}
 
 
+def missing_fix(runs_dir: Path) -> str:
+    """How to train the runs a sweep or a campaign's records lack."""
+    campaign = campaign_record(runs_dir).get("campaign")
+    if not campaign:
+        return MISSING_FIX
+    plan = campaign.get("plan_file", "<its plan file>")
+    return (
+        f"these are a campaign's records: train its missing runs with `python -m bnrepro.campaign "
+        f"run {plan} --runs <its runs folder>` (for figure2_cpu_plateau, `make reproduce-figure2 "
+        "PRESET=cpu_plateau`), which copies each ended run's record here, then collect again"
+    )
+
+
 def sweep_wall_s(run_dirs: Iterable[str]) -> int:
     """The seconds from the first start to the last end of the runs in `run_dirs`, from
     their run.json."""
@@ -181,7 +195,7 @@ def collect(invocation: Invocation) -> None:
         return
     ladder_dir, decay_dir = runs_dir / LADDER_DIR, runs_dir / DECAY_DIR
     runs = load_sweep(runs_dir, SWEEP_FIX, skip=(ladder_dir, decay_dir))
-    check_runs(runs, runs_dir, ACCEPTED)
+    check_runs(runs, runs_dir, ACCEPTED, missing_fix(runs_dir))
     curves = load_curves(runs, METRIC_COLUMNS, optional=("train_loss", "test_acc"))
     summary = run_summary(runs)
     ladder_runs, ladder, ladder_summary = collect_ladder(ladder_dir, curves, summary)
