@@ -255,7 +255,8 @@ def test_the_step_rate_counts_running_runs_from_their_segments_start():
 
 def test_a_deadline_starts_only_the_runs_that_end_by_it(tmp_path):
     """With --hours, the first run of the queue (the plan's order) that is expected to end in
-    time at the measured rate starts; none where none fits; every run before a rate exists."""
+    time at the measured rate (its experiment's where measured) starts; none where none fits;
+    every run before a rate exists."""
     plan = load_plan(PLAN)
     campaign = Campaign(plan, tmp_path / "runs", tmp_path / "records")
     long, short = (next(r for r in plan.runs if r.steps == n) for n in (10_800, 1_800))
@@ -272,6 +273,13 @@ def test_a_deadline_starts_only_the_runs_that_end_by_it(tmp_path):
     assert next_run(campaign, queue, time.time() + 1_800 * 0.5 + 60) is queue[1]
     assert next_run(campaign, queue, time.time() + 1_800 * 0.5 - 60) is None
     assert next_run(campaign, [], None) is None
+
+    # Once a run of its own experiment has trained, a run is timed at that experiment's rate.
+    fast = tmp_path / "runs" / next(r for r in plan.runs if r.experiment == short.experiment).dir
+    fast.mkdir(parents=True)
+    info = {"status": "completed", "steps": short.steps, "wall_s": 0.1 * short.steps}
+    (fast / "run.json").write_text(json.dumps(info))
+    assert next_run(campaign, queue, time.time() + 1_800 * 0.1 + 60) is queue[1]
 
 
 def test_hours_that_are_no_time_left_are_refused(tmp_path, capsys):

@@ -337,15 +337,21 @@ def take_lock(campaign: Campaign) -> IO[str]:
 
 def next_run(campaign: Campaign, queue: list[RunState], deadline: float | None) -> RunState | None:
     """The first run of `queue` (the plan's order) expected to end by `deadline` (a time, or
-    None for no deadline) at the step rate measured so far; None where none is. Before any
-    rate is measured every run fits."""
+    None for no deadline) at the step rate measured so far, its experiment's where one of its
+    runs has trained (a step's cost differs between architectures), else the campaign's; None
+    where none is. Before any rate is measured every run fits."""
     if deadline is None or not queue:
         return queue[0] if queue else None
     now = time.time()
-    per_step = step_seconds(campaign.states(), now)
-    if per_step is None:
-        return queue[0]
-    return next((s for s in queue if now + (s.run.steps - s.step) * per_step <= deadline), None)
+    states = campaign.states()
+    overall = step_seconds(states, now)
+
+    def fits(s: RunState) -> bool:
+        own = step_seconds([t for t in states if t.run.experiment == s.run.experiment], now)
+        per_step = own or overall
+        return per_step is None or now + (s.run.steps - s.step) * per_step <= deadline
+
+    return next((s for s in queue if fits(s)), None)
 
 
 def reap(campaign: Campaign, running: dict[str, subprocess.Popen], stopping: bool) -> list[str]:
