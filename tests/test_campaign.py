@@ -24,6 +24,7 @@ from bnrepro.campaign import (
     makespan,
     next_run,
     run_state,
+    seconds_left,
     step_seconds,
 )
 from bnrepro.campaign_plan import CampaignError, PlannedRun, load_plan
@@ -280,6 +281,12 @@ def test_a_deadline_starts_only_the_runs_that_end_by_it(tmp_path):
     info = {"status": "completed", "steps": short.steps, "wall_s": 0.1 * short.steps}
     (fast / "run.json").write_text(json.dumps(info))
     assert next_run(campaign, queue, time.time() + 1_800 * 0.1 + 60) is queue[1]
+    left = seconds_left(campaign.states(), time.time())
+    assert left[short.dir] == pytest.approx(1_800 * 0.1)
+    assert left[long.dir] == pytest.approx(10_800 * 0.5)
+    mean = (0.5 * 10_800 + 0.1 * 1_800) / (10_800 + 1_800)  # no run of its experiment trained
+    other = next(r for r in plan.runs if r.experiment not in (long.experiment, short.experiment))
+    assert left[other.dir] == pytest.approx(other.steps * mean)
 
 
 def test_hours_that_are_no_time_left_are_refused(tmp_path, capsys):

@@ -335,23 +335,29 @@ def take_lock(campaign: Campaign) -> IO[str]:
     return lock
 
 
+def seconds_left(states: list[RunState], now: float) -> dict[str, float | None]:
+    """Each run's expected seconds to its end: its steps left at its experiment's measured step
+    rate where one of that experiment's runs has trained (a step's cost differs between
+    architectures), else at the campaign's; None before any rate is measured."""
+    overall = step_seconds(states, now)
+    left: dict[str, float | None] = {}
+    for s in states:
+        own = step_seconds([t for t in states if t.run.experiment == s.run.experiment], now)
+        per_step = own or overall
+        left[s.run.dir] = None if per_step is None else (s.run.steps - s.step) * per_step
+    return left
+
+
 def next_run(campaign: Campaign, queue: list[RunState], deadline: float | None) -> RunState | None:
     """The first run of `queue` (the plan's order) expected to end by `deadline` (a time, or
-    None for no deadline) at the step rate measured so far, its experiment's where one of its
-    runs has trained (a step's cost differs between architectures), else the campaign's; None
-    where none is. Before any rate is measured every run fits."""
+    None for no deadline; `seconds_left`); None where none is. Before any rate is measured
+    every run fits."""
     if deadline is None or not queue:
         return queue[0] if queue else None
     now = time.time()
-    states = campaign.states()
-    overall = step_seconds(states, now)
-
-    def fits(s: RunState) -> bool:
-        own = step_seconds([t for t in states if t.run.experiment == s.run.experiment], now)
-        per_step = own or overall
-        return per_step is None or now + (s.run.steps - s.step) * per_step <= deadline
-
-    return next((s for s in queue if fits(s)), None)
+    left = seconds_left(campaign.states(), now)
+    fits = (left[s.run.dir] is None or now + left[s.run.dir] <= deadline for s in queue)
+    return next((s for s, fit in zip(queue, fits, strict=True) if fit), None)
 
 
 def reap(campaign: Campaign, running: dict[str, subprocess.Popen], stopping: bool) -> list[str]:
@@ -492,7 +498,8 @@ def status(campaign: Campaign, jobs: int) -> str:
         lines.append(f"  {s.run.dir:<{width}}  {s.step:>6,}/{s.run.steps:<6,}  {s.state}{hardware}")
     ended = [s for s in states if s.state in ("done", "diverged")]
     left = [0 if s in ended else s.run.steps - s.step for s in states]
-    per_step = step_seconds(states, time.time())
+    now = time.time()
+    per_step = step_seconds(states, now)
     lines.append(
         f"ended {len(ended)} of {len(states)} runs; {sum(left):,} of "
         f"{sum(s.run.steps for s in states):,} planned steps left (diverged runs end early)"
@@ -500,10 +507,12 @@ def status(campaign: Campaign, jobs: int) -> str:
     if per_step is None:
         lines.append("no step rate measured yet: the estimate comes once a run has trained")
     else:
-        eta = makespan([n * per_step for n in left if n], jobs)
+        expected = seconds_left(states, now)
+        eta = makespan([expected[s.run.dir] or 0.0 for s in states if s not in ended], jobs)
         lines.append(
-            f"measured {per_step * 1000:.0f} ms a step per process (evaluations included); "
-            f"about {eta / 3600:.1f} h left at {jobs} processes at a time"
+            f"measured {per_step * 1000:.0f} ms a step per process (evaluations included; each "
+            f"experiment's own where measured); about {eta / 3600:.1f} h left at {jobs} "
+            "processes at a time"
         )
     return "\n".join(lines)
 
