@@ -340,12 +340,16 @@ def seconds_left(states: list[RunState], now: float) -> dict[str, float | None]:
     rate where one of that experiment's runs has trained (a step's cost differs between
     architectures), else at the campaign's; None before any rate is measured."""
     overall = step_seconds(states, now)
-    left: dict[str, float | None] = {}
-    for s in states:
-        own = step_seconds([t for t in states if t.run.experiment == s.run.experiment], now)
-        per_step = own or overall
-        left[s.run.dir] = None if per_step is None else (s.run.steps - s.step) * per_step
-    return left
+    rates = {
+        experiment: step_seconds([s for s in states if s.run.experiment == experiment], now)
+        or overall
+        for experiment in {s.run.experiment for s in states}
+    }
+    return {
+        s.run.dir: None if rates[s.run.experiment] is None
+        else (s.run.steps - s.step) * rates[s.run.experiment]
+        for s in states
+    }  # fmt: skip
 
 
 def next_run(campaign: Campaign, queue: list[RunState], deadline: float | None) -> RunState | None:

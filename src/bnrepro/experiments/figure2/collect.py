@@ -15,6 +15,7 @@ from bnrepro.atomic import write_json
 from bnrepro.driver import Invocation, provenance, write_csv
 from bnrepro.experiments.figure2.protocol import (
     ACCEPTED,
+    CAMPAIGNS,
     CURVE_COLUMNS,
     DECAY_DIR,
     DECAY_FIX,
@@ -167,10 +168,12 @@ def missing_fix(runs_dir: Path) -> str:
     if not campaign:
         return MISSING_FIX
     plan = campaign.get("plan_file", "<its plan file>")
+    preset = next((name for name, path in CAMPAIGNS.items() if path == plan), None)
+    make = f" (`make reproduce-figure2 PRESET={preset}`)" if preset else ""
     return (
         f"these are a campaign's records: train its missing runs with `python -m bnrepro.campaign "
-        f"run {plan} --runs <its runs folder>` (for figure2_cpu_plateau, `make reproduce-figure2 "
-        "PRESET=cpu_plateau`), which copies each ended run's record here, then collect again"
+        f"run {plan} --runs <its runs folder>`{make}, which copies each ended run's record here, "
+        "then collect again"
     )
 
 
